@@ -1,0 +1,3 @@
+from kartsim.cli import main
+
+raise SystemExit(main())
