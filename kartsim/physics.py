@@ -1,0 +1,631 @@
+"""Batched kart physics: a dynamic bicycle model with saturating tyres, surfaces and wall collisions.
+
+All karts are stepped by one numba kernel that loops over them (no per-kart Python loop).
+Conventions (see docs/ARCHITECTURE.md): world metres with the image axes (y points down),
+``yaw = atan2(dy, dx)``, steering +1 = turn right = positive yaw rate, body frame ``vx`` forward and
+``vy`` to the driver's right.
+
+Model, per kart and per integration step ``h`` (``cfg.dt``, subdivided at speed so that a kart never
+moves more than ``cfg.max_travel_fraction * cfg.radius_m`` between two wall checks):
+
+* steering: the wheel angle follows ``steer_cmd * max_steer_rad`` at most ``steer_rate_rad_s``;
+* axle loads: static split from the centre of gravity plus longitudinal load transfer;
+* longitudinal: rear-wheel drive ``min(max_drive_force_n, engine_power_w / v)``, brakes on both
+  axles in proportion to their load, slow reverse once (nearly) stopped, aerodynamic drag and
+  surface-dependent rolling resistance;
+* lateral: per-axle slip angle, a simplified Pacejka curve ``sin(C atan(B alpha))`` scaled by the
+  friction-circle capacity left by the longitudinal force (so a driven or braked axle loses lateral
+  grip: power/brake oversteer and spins are possible), and limited to the force that would stop the
+  axle's sideways sliding within the step (this keeps the model stable at any speed, down to zero,
+  and makes low-speed turning kinematic);
+* walls: the kart is a circle of ``radius_m``; when the wall-distance field at its centre is below the
+  radius it is pushed out along the field's gradient, the velocity into the wall is reflected with
+  ``wall_restitution`` and the tangential speed reduced by ``wall_friction``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from numba import njit
+
+from kartsim.errors import ConfigError
+
+G = 9.81
+
+# Surface codes (same numbers as kartsim.track.Surface; physics does not import track).
+WALL, ASPHALT, KERB, GRASS = 0, 1, 2, 3
+
+__all__ = ["KartConfig", "KartState", "KartPhysics", "WALL", "ASPHALT", "KERB", "GRASS"]
+
+
+@dataclass
+class KartConfig:
+    """Physical figures of the kart. Defaults: a ~160 kg rental/sprint kart with its driver."""
+
+    dt: float = 0.02
+    """Fixed physics time step (s); ``KartPhysics.step`` advances ``substeps * dt``."""
+    mass_kg: float = 160.0
+    """Kart plus driver mass (kg)."""
+    yaw_inertia_kgm2: float = 30.0
+    """Moment of inertia about the vertical axis (kg m^2)."""
+    wheelbase_m: float = 1.05
+    """Distance between front and rear axles (m)."""
+    cg_to_front_m: float = 0.63
+    """Centre of gravity to front axle (m); 0.63 of 1.05 gives a 40/60 front/rear weight split."""
+    cg_height_m: float = 0.2
+    """Centre of gravity height (m), used for longitudinal load transfer (0 disables it)."""
+    radius_m: float = 0.7
+    """Radius of the collision circle around the kart centre (m)."""
+    length_m: float = 1.8
+    """Overall length (m); informative (sprites), not used by the dynamics."""
+    width_m: float = 1.3
+    """Overall width (m); informative (sprites), not used by the dynamics."""
+    max_steer_rad: float = 0.4
+    """Front wheel angle at full steering input (rad)."""
+    steer_rate_rad_s: float = 3.0
+    """Maximum rate of change of the front wheel angle (rad/s): full lock to lock in ~0.27 s."""
+    engine_power_w: float = 8000.0
+    """Engine power at the wheels (W); with the drag below it gives a top speed of ~25 m/s."""
+    max_drive_force_n: float = 800.0
+    """Drive force cap at low speed (N), ~0.5 g of acceleration."""
+    brake_force_n: float = 2750.0
+    """Total brake force at full brake (N), ~1.75 g; shared by the axles in proportion to load."""
+    reverse_force_n: float = 300.0
+    """Drive force in reverse (N)."""
+    max_reverse_speed: float = 3.0
+    """Reverse speed cap (m/s)."""
+    reverse_threshold_speed: float = 0.5
+    """Below this forward speed, negative throttle drives backwards instead of braking (m/s)."""
+    drag_coeff: float = 0.45
+    """Aerodynamic drag 0.5 * rho * Cd * A (N s^2/m^2)."""
+    mu_asphalt: float = 2.0
+    """Peak tyre friction coefficient on asphalt (kart slicks: ~2 g of lateral grip)."""
+    mu_kerb: float = 1.9
+    """Peak tyre friction coefficient on kerbs."""
+    mu_grass: float = 0.45
+    """Peak tyre friction coefficient on grass."""
+    rolling_asphalt: float = 0.015
+    """Rolling resistance coefficient on asphalt (force = coeff * m * g)."""
+    rolling_kerb: float = 0.04
+    """Rolling resistance coefficient on kerbs (slight extra drag)."""
+    rolling_grass: float = 0.15
+    """Rolling resistance coefficient on grass (much more drag)."""
+    tyre_peak_slip_rad: float = 0.12
+    """Slip angle at which the lateral tyre force peaks (rad)."""
+    tyre_shape: float = 1.3
+    """Pacejka shape factor C (> 1: the force falls after the peak; sliding grip = sin(C*pi/2))."""
+    wall_restitution: float = 0.2
+    """Fraction of the normal speed returned after hitting a wall."""
+    wall_friction: float = 0.3
+    """Coulomb friction coefficient between kart and wall (tangential speed lost per normal impulse)."""
+    max_travel_fraction: float = 0.4
+    """At most this fraction of ``radius_m`` travelled between two wall checks (anti-tunnelling)."""
+    slip_min_speed: float = 1.0
+    """Below this speed the reported slip_angle is 0 (m/s)."""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "KartConfig":
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = set(d) - known
+        if unknown:
+            raise ConfigError(f"unknown KartConfig field(s) {sorted(unknown)}; valid: {sorted(known)}")
+        return cls(**d)
+
+    def validate(self) -> None:
+        positive = ["dt", "mass_kg", "yaw_inertia_kgm2", "wheelbase_m", "radius_m", "max_steer_rad",
+                    "steer_rate_rad_s", "engine_power_w", "max_drive_force_n", "brake_force_n",
+                    "tyre_peak_slip_rad", "tyre_shape", "max_travel_fraction"]
+        for name in positive:
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"KartConfig.{name} must be > 0, got {getattr(self, name)}")
+        if not 0 < self.cg_to_front_m < self.wheelbase_m:
+            raise ConfigError(
+                f"KartConfig.cg_to_front_m must be between 0 and wheelbase_m ({self.wheelbase_m}), "
+                f"got {self.cg_to_front_m}")
+        if not 1.0 <= self.tyre_shape < 2.0:
+            raise ConfigError(f"KartConfig.tyre_shape must be in [1, 2), got {self.tyre_shape}")
+        if not 0.0 <= self.wall_restitution <= 1.0:
+            raise ConfigError(f"KartConfig.wall_restitution must be in [0, 1], got {self.wall_restitution}")
+
+
+# Indices into the packed parameter vector handed to the kernel.
+(P_DT, P_M, P_IZ, P_A, P_B, P_H, P_RAD, P_MAXSTEER, P_STEERRATE, P_POWER, P_FDRIVE, P_FBRAKE,
+ P_FREV, P_VREV, P_VREVTH, P_DRAG, P_TB, P_TC, P_REST, P_WFRIC, P_TRAVEL, P_SLIPV, P_COUNT) = range(23)
+
+
+def _pack(cfg: KartConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    p = np.zeros(P_COUNT, np.float64)
+    p[P_DT] = cfg.dt
+    p[P_M] = cfg.mass_kg
+    p[P_IZ] = cfg.yaw_inertia_kgm2
+    p[P_A] = cfg.cg_to_front_m
+    p[P_B] = cfg.wheelbase_m - cfg.cg_to_front_m
+    p[P_H] = cfg.cg_height_m
+    p[P_RAD] = cfg.radius_m
+    p[P_MAXSTEER] = cfg.max_steer_rad
+    p[P_STEERRATE] = cfg.steer_rate_rad_s
+    p[P_POWER] = cfg.engine_power_w
+    p[P_FDRIVE] = cfg.max_drive_force_n
+    p[P_FBRAKE] = cfg.brake_force_n
+    p[P_FREV] = cfg.reverse_force_n
+    p[P_VREV] = cfg.max_reverse_speed
+    p[P_VREVTH] = cfg.reverse_threshold_speed
+    p[P_DRAG] = cfg.drag_coeff
+    p[P_TC] = cfg.tyre_shape
+    p[P_TB] = math.tan(math.pi / (2.0 * cfg.tyre_shape)) / cfg.tyre_peak_slip_rad
+    p[P_REST] = cfg.wall_restitution
+    p[P_WFRIC] = cfg.wall_friction
+    p[P_TRAVEL] = cfg.max_travel_fraction * cfg.radius_m
+    p[P_SLIPV] = cfg.slip_min_speed
+    # Per-surface tables indexed by surface code (WALL uses asphalt figures: the kart is pushed out).
+    mu = np.array([cfg.mu_asphalt, cfg.mu_asphalt, cfg.mu_kerb, cfg.mu_grass], np.float64)
+    rr = np.array([cfg.rolling_asphalt, cfg.rolling_asphalt, cfg.rolling_kerb, cfg.rolling_grass], np.float64)
+    return p, mu, rr
+
+
+class KartState:
+    """Struct of arrays for N karts, allocated once; kernels write into the arrays in place."""
+
+    FIELDS_F64 = ("x", "y", "yaw", "vx", "vy", "yaw_rate", "steer", "throttle", "ax", "ay",
+                  "slip_angle", "speed", "impact_speed")
+
+    def __init__(self, n: int):
+        if n < 1:
+            raise ConfigError(f"KartState needs at least one kart, got n={n}")
+        self.n = int(n)
+        for name in self.FIELDS_F64:
+            setattr(self, name, np.zeros(self.n, np.float64))
+        self.surface = np.zeros(self.n, np.uint8)
+        self.wall_hit = np.zeros(self.n, np.bool_)
+        self.track_idx = np.zeros(self.n, np.int32)
+
+    x: np.ndarray
+    """Centre position (m), image x axis."""
+    y: np.ndarray
+    """Centre position (m), image y axis (points down)."""
+    yaw: np.ndarray
+    """Heading atan2(dy, dx) (rad), wrapped to [-pi, pi)."""
+    vx: np.ndarray
+    """Body-frame forward velocity (m/s)."""
+    vy: np.ndarray
+    """Body-frame velocity to the driver's right (m/s)."""
+    yaw_rate: np.ndarray
+    """Yaw rate (rad/s), positive = turning right."""
+    steer: np.ndarray
+    """Front wheel angle (rad), positive = right."""
+    throttle: np.ndarray
+    """Applied throttle in [-1, 1] (negative = brake / reverse)."""
+    ax: np.ndarray
+    """Body-frame longitudinal acceleration from tyres and drag, mean over the last step (m/s^2)."""
+    ay: np.ndarray
+    """Body-frame lateral acceleration (to the right), mean over the last step (m/s^2)."""
+    slip_angle: np.ndarray
+    """Body slip angle atan2(vy, vx) (rad), 0 below cfg.slip_min_speed."""
+    speed: np.ndarray
+    """hypot(vx, vy) (m/s)."""
+    impact_speed: np.ndarray
+    """Largest speed into a wall during the last step (m/s), 0 without contact."""
+    surface: np.ndarray
+    """Surface code under the kart centre (uint8: 0 wall, 1 asphalt, 2 kerb, 3 grass)."""
+    wall_hit: np.ndarray
+    """True if the kart touched a wall during the last step."""
+    track_idx: np.ndarray
+    """Index of the kart's track in the stacked grids (int32)."""
+
+    def reset(self, idx, x, y, yaw) -> None:
+        """Place karts ``idx`` at (x, y) facing ``yaw`` with zero velocity, steering and telemetry."""
+        idx = np.atleast_1d(np.asarray(idx))
+        self.x[idx] = x
+        self.y[idx] = y
+        self.yaw[idx] = np.mod(np.asarray(yaw, np.float64) + np.pi, 2 * np.pi) - np.pi
+        for name in ("vx", "vy", "yaw_rate", "steer", "throttle", "ax", "ay", "slip_angle", "speed",
+                     "impact_speed"):
+            getattr(self, name)[idx] = 0.0
+        self.wall_hit[idx] = False
+
+    def copy(self) -> "KartState":
+        s = KartState(self.n)
+        for name in self.FIELDS_F64 + ("surface", "wall_hit", "track_idx"):
+            getattr(s, name)[:] = getattr(self, name)
+        return s
+
+    def subset(self, idx) -> "KartState":
+        """A new KartState holding copies of karts ``idx`` (for tests and tools)."""
+        idx = np.atleast_1d(np.asarray(idx))
+        s = KartState(len(idx))
+        for name in self.FIELDS_F64 + ("surface", "wall_hit", "track_idx"):
+            getattr(s, name)[:] = getattr(self, name)[idx]
+        return s
+
+
+# --------------------------------------------------------------------------------------------------
+# numba kernels
+
+
+@njit(cache=True, fastmath=True, inline="always")
+def _wall_dist(wd, t, x, y, inv_s):
+    """Bilinear wall distance at (x, y) (m) from pixel-centre samples; outside the grid = 0."""
+    H = wd.shape[1]
+    W = wd.shape[2]
+    u = x * inv_s - 0.5
+    v = y * inv_s - 0.5
+    if not (u > -1.0 and v > -1.0 and u < W and v < H):
+        return 0.0
+    c0 = int(math.floor(u))
+    r0 = int(math.floor(v))
+    fu = u - c0
+    fv = v - r0
+    d00 = 0.0
+    d01 = 0.0
+    d10 = 0.0
+    d11 = 0.0
+    if r0 >= 0:
+        if c0 >= 0:
+            d00 = wd[t, r0, c0]
+        if c0 + 1 < W:
+            d01 = wd[t, r0, c0 + 1]
+    if r0 + 1 < H:
+        if c0 >= 0:
+            d10 = wd[t, r0 + 1, c0]
+        if c0 + 1 < W:
+            d11 = wd[t, r0 + 1, c0 + 1]
+    return (d00 * (1.0 - fu) + d01 * fu) * (1.0 - fv) + (d10 * (1.0 - fu) + d11 * fu) * fv
+
+
+@njit(cache=True, fastmath=True, inline="always")
+def _surface_at(surf, t, x, y, inv_s):
+    H = surf.shape[1]
+    W = surf.shape[2]
+    if x < 0.0 or y < 0.0:
+        return 0
+    c = int(x * inv_s)
+    r = int(y * inv_s)
+    if c >= W or r >= H:
+        return 0
+    return surf[t, r, c]
+
+
+@njit(cache=True, fastmath=True, inline="always")
+def _tyre(alpha, B, C):
+    """Normalised lateral force (fraction of the axle's capacity), odd in alpha, opposing the slip."""
+    return -math.sin(C * math.atan(B * alpha))
+
+
+@njit(cache=True, fastmath=True)
+def _step_kernel(p, mu_tab, rr_tab, surf, wd, scale,
+                 x, y, yaw, vx, vy, r, steer, thr_state, ax_out, ay_out, slip_out, speed_out,
+                 surf_out, hit_out, impact_out, track_idx,
+                 throttle_cmd, steer_cmd, substeps):
+    n = x.shape[0]
+    dt = p[P_DT]
+    m = p[P_M]
+    inv_m = 1.0 / m
+    Iz = p[P_IZ]
+    inv_I = 1.0 / Iz
+    a = p[P_A]
+    b = p[P_B]
+    L = a + b
+    hcg = p[P_H]
+    rad = p[P_RAD]
+    max_steer = p[P_MAXSTEER]
+    steer_rate = p[P_STEERRATE]
+    power = p[P_POWER]
+    f_drive = p[P_FDRIVE]
+    f_brake = p[P_FBRAKE]
+    f_rev = p[P_FREV]
+    v_rev = p[P_VREV]
+    v_rev_th = p[P_VREVTH]
+    drag = p[P_DRAG]
+    tB = p[P_TB]
+    tC = p[P_TC]
+    rest = p[P_REST]
+    wfric = p[P_WFRIC]
+    travel = p[P_TRAVEL]
+    slip_v = p[P_SLIPV]
+    mg = m * G
+    fz_f_static = mg * b / L
+    fz_r_static = mg * a / L
+    min_fz = 0.05 * mg
+    K_r = inv_m + b * b * inv_I  # effective inverse mass of the rear axle, lateral direction
+    T_total = dt * substeps
+
+    for k in range(n):
+        t = track_idx[k]
+        s = scale[t]
+        inv_s = 1.0 / s
+        thr = throttle_cmd[k]
+        if thr > 1.0:
+            thr = 1.0
+        elif thr < -1.0:
+            thr = -1.0
+        if not (thr == thr):
+            thr = 0.0
+        sc = steer_cmd[k]
+        if sc > 1.0:
+            sc = 1.0
+        elif sc < -1.0:
+            sc = -1.0
+        if not (sc == sc):
+            sc = 0.0
+        target = sc * max_steer
+
+        px = x[k]
+        py = y[k]
+        psi = yaw[k]
+        u = vx[k]
+        v = vy[k]
+        w = r[k]
+        dlt = steer[k]
+        ax_prev = ax_out[k]
+        ax_acc = 0.0
+        ay_acc = 0.0
+        hit = False
+        impact = 0.0
+        code = 0
+
+        for _sub in range(substeps):
+            spd0 = math.sqrt(u * u + v * v)
+            nsplit = int(spd0 * dt / travel) + 1
+            h = dt / nsplit
+            for _i in range(nsplit):
+                # --- steering with rate limit
+                dmax = steer_rate * h
+                dd = target - dlt
+                if dd > dmax:
+                    dd = dmax
+                elif dd < -dmax:
+                    dd = -dmax
+                dlt += dd
+                cd = math.cos(dlt)
+                sd = math.sin(dlt)
+
+                # --- surface
+                code = _surface_at(surf, t, px, py, inv_s)
+                mu = mu_tab[code]
+                rr = rr_tab[code]
+
+                # --- loads with longitudinal load transfer
+                dfz = m * ax_prev * hcg / L
+                fz_f = fz_f_static - dfz
+                fz_r = fz_r_static + dfz
+                if fz_f < min_fz:
+                    fz_f = min_fz
+                    fz_r = mg - min_fz
+                if fz_r < min_fz:
+                    fz_r = min_fz
+                    fz_f = mg - min_fz
+                cap_f = mu * fz_f
+                cap_r = mu * fz_r
+
+                # --- longitudinal tyre forces (front: brake only; rear: drive and brake)
+                fx_f = 0.0
+                fx_r = 0.0
+                braking = False
+                if thr >= 0.0:
+                    if u > 1.0:
+                        fd = power / u
+                        if fd > f_drive:
+                            fd = f_drive
+                    else:
+                        fd = f_drive
+                    fx_r = thr * fd
+                else:
+                    if u > v_rev_th:
+                        braking = True
+                        fb = -thr * f_brake
+                        fx_f = -fb * fz_f / mg
+                        fx_r = -fb * fz_r / mg
+                    else:
+                        # reverse gear, fading out towards the reverse speed cap
+                        fade = (v_rev + u) / v_rev
+                        if fade > 1.0:
+                            fade = 1.0
+                        elif fade < 0.0:
+                            fade = 0.0
+                        fx_r = thr * f_rev * fade
+                if fx_f > cap_f:
+                    fx_f = cap_f
+                elif fx_f < -cap_f:
+                    fx_f = -cap_f
+                if fx_r > cap_r:
+                    fx_r = cap_r
+                elif fx_r < -cap_r:
+                    fx_r = -cap_r
+
+                # --- lateral tyre forces
+                vfy = v + a * w
+                vl_f = cd * u + sd * vfy
+                vt_f = -sd * u + cd * vfy
+                vt_r = v - b * w
+                alpha_f = math.atan2(vt_f, abs(vl_f))
+                alpha_r = math.atan2(vt_r, abs(u))
+                lat_f = cap_f * cap_f - fx_f * fx_f
+                lat_r = cap_r * cap_r - fx_r * fx_r
+                lat_f = math.sqrt(lat_f) if lat_f > 0.0 else 0.0
+                lat_r = math.sqrt(lat_r) if lat_r > 0.0 else 0.0
+                fy_f = lat_f * _tyre(alpha_f, tB, tC)
+                fy_r = lat_r * _tyre(alpha_r, tB, tC)
+                # never more than the force that stops the axle's sideways sliding in this step
+                K_f = inv_m + a * a * cd * cd * inv_I
+                stop_f = abs(vt_f) / (K_f * h)
+                stop_r = abs(vt_r) / (K_r * h)
+                if fy_f > stop_f:
+                    fy_f = stop_f
+                elif fy_f < -stop_f:
+                    fy_f = -stop_f
+                if fy_r > stop_r:
+                    fy_r = stop_r
+                elif fy_r < -stop_r:
+                    fy_r = -stop_r
+
+                # --- body forces
+                fx = fx_f * cd - fy_f * sd + fx_r - drag * spd0 * u
+                fy = fx_f * sd + fy_f * cd + fy_r - drag * spd0 * v
+                mz = a * (fx_f * sd + fy_f * cd) - b * fy_r
+                # rolling resistance, never reversing the motion
+                frr = rr * mg
+                lim = m * abs(u) / h
+                if frr > lim:
+                    frr = lim
+                if u > 0.0:
+                    fx -= frr
+                elif u < 0.0:
+                    fx += frr
+
+                axb = fx * inv_m
+                ayb = fy * inv_m
+                ax_acc += axb * h
+                ay_acc += ayb * h
+                ax_prev = axb
+
+                # --- integrate (semi-implicit Euler)
+                u_new = u + (axb + w * v) * h
+                v = v + (ayb - w * u) * h
+                w = w + mz * inv_I * h
+                if braking and u_new < 0.0:
+                    u_new = 0.0
+                if u_new < -v_rev and u < 0.0 and thr < 0.0:
+                    u_new = -v_rev
+                u = u_new
+                cpsi = math.cos(psi)
+                spsi = math.sin(psi)
+                gx = u * cpsi - v * spsi
+                gy = u * spsi + v * cpsi
+                px += gx * h
+                py += gy * h
+                psi += w * h
+
+                # --- walls
+                d = _wall_dist(wd, t, px, py, inv_s)
+                if d < rad:
+                    for _it in range(4):
+                        ddx = _wall_dist(wd, t, px + s, py, inv_s) - _wall_dist(wd, t, px - s, py, inv_s)
+                        ddy = _wall_dist(wd, t, px, py + s, inv_s) - _wall_dist(wd, t, px, py - s, inv_s)
+                        gn = math.sqrt(ddx * ddx + ddy * ddy)
+                        if gn < 1e-9:
+                            # flat field (deep inside a wall or outside the grid): back off along -velocity
+                            vn_ = math.sqrt(gx * gx + gy * gy)
+                            if vn_ < 1e-9:
+                                break
+                            nx = -gx / vn_
+                            ny = -gy / vn_
+                        else:
+                            nx = ddx / gn
+                            ny = ddy / gn
+                        push = rad - d
+                        if push < 0.25 * s:
+                            push = push + 0.01 * s
+                        px += nx * push
+                        py += ny * push
+                        vn = gx * nx + gy * ny
+                        if vn < 0.0:
+                            if -vn > impact:
+                                impact = -vn
+                            tx = gx - vn * nx
+                            ty = gy - vn * ny
+                            vt = math.sqrt(tx * tx + ty * ty)
+                            keep = 1.0
+                            if vt > 1e-9:
+                                keep = 1.0 - wfric * (1.0 + rest) * (-vn) / vt
+                                if keep < 0.0:
+                                    keep = 0.0
+                            gx = tx * keep - rest * vn * nx
+                            gy = ty * keep - rest * vn * ny
+                            u = gx * cpsi + gy * spsi
+                            v = -gx * spsi + gy * cpsi
+                            w *= 0.5 + 0.5 * keep
+                        hit = True
+                        d = _wall_dist(wd, t, px, py, inv_s)
+                        if d >= rad:
+                            break
+
+        # wrap yaw to [-pi, pi)
+        psi = (psi + math.pi) % (2.0 * math.pi) - math.pi
+        x[k] = px
+        y[k] = py
+        yaw[k] = psi
+        vx[k] = u
+        vy[k] = v
+        r[k] = w
+        steer[k] = dlt
+        thr_state[k] = thr
+        ax_out[k] = ax_acc / T_total
+        ay_out[k] = ay_acc / T_total
+        spd = math.sqrt(u * u + v * v)
+        speed_out[k] = spd
+        slip_out[k] = math.atan2(v, u) if spd > slip_v else 0.0
+        surf_out[k] = _surface_at(surf, t, px, py, inv_s)
+        hit_out[k] = hit
+        impact_out[k] = impact
+
+
+class KartPhysics:
+    """Steps a ``KartState`` in place over stacked (T, H, W) surface and wall-distance grids."""
+
+    def __init__(self, cfg: KartConfig, surface: np.ndarray, wall_distance: np.ndarray, scale):
+        cfg.validate()
+        surface = np.asarray(surface)
+        wall_distance = np.asarray(wall_distance)
+        if surface.ndim == 2:
+            surface = surface[None]
+        if wall_distance.ndim == 2:
+            wall_distance = wall_distance[None]
+        if surface.ndim != 3 or surface.shape != wall_distance.shape:
+            raise ConfigError(
+                f"surface {surface.shape} and wall_distance {wall_distance.shape} must both be (T, H, W)")
+        scale = np.atleast_1d(np.asarray(scale, np.float64))
+        if scale.shape == (1,) and surface.shape[0] > 1:
+            scale = np.full(surface.shape[0], scale[0])
+        if scale.shape != (surface.shape[0],) or not np.all(scale > 0):
+            raise ConfigError(f"scale must be (T,) = ({surface.shape[0]},) positive metres per pixel")
+        self.cfg = cfg
+        self.surface = np.ascontiguousarray(surface, np.uint8)
+        self.wall_distance = np.ascontiguousarray(wall_distance, np.float32)
+        self.scale = np.ascontiguousarray(scale)
+        self._p, self._mu, self._rr = _pack(cfg)
+
+    def step(self, state: KartState, throttle, steer_cmd, substeps: int = 1) -> None:
+        """Advance all karts by ``substeps * cfg.dt`` seconds with constant inputs, in place."""
+        n = state.n
+        throttle = _as_input(throttle, n, "throttle")
+        steer_cmd = _as_input(steer_cmd, n, "steer_cmd")
+        substeps = int(substeps)
+        if substeps < 1:
+            raise ConfigError(f"substeps must be >= 1, got {substeps}")
+        _step_kernel(self._p, self._mu, self._rr, self.surface, self.wall_distance, self.scale,
+                     state.x, state.y, state.yaw, state.vx, state.vy, state.yaw_rate, state.steer,
+                     state.throttle, state.ax, state.ay, state.slip_angle, state.speed, state.surface,
+                     state.wall_hit, state.impact_speed, state.track_idx, throttle, steer_cmd, substeps)
+
+    def surface_at(self, track_idx, x, y) -> np.ndarray:
+        """Surface codes under points (vectorised; outside the grid = WALL)."""
+        track_idx = np.atleast_1d(np.asarray(track_idx, np.int64))
+        x = np.atleast_1d(np.asarray(x, np.float64))
+        y = np.atleast_1d(np.asarray(y, np.float64))
+        T, H, W = self.surface.shape
+        s = self.scale[track_idx]
+        col = np.floor(x / s).astype(np.int64)
+        row = np.floor(y / s).astype(np.int64)
+        ok = (col >= 0) & (row >= 0) & (col < W) & (row < H)
+        out = np.zeros(x.shape, np.uint8)
+        out[ok] = self.surface[track_idx[ok], row[ok], col[ok]]
+        return out
+
+
+def _as_input(a, n: int, name: str) -> np.ndarray:
+    arr = np.asarray(a)
+    if arr.ndim == 0:
+        return np.full(n, float(arr), np.float64)
+    if arr.shape != (n,):
+        raise ConfigError(f"{name} must have shape ({n},), got {arr.shape}")
+    if arr.dtype != np.float64 and arr.dtype != np.float32:
+        arr = arr.astype(np.float64)
+    if not arr.flags.c_contiguous:
+        arr = np.ascontiguousarray(arr)
+    return arr
