@@ -1,0 +1,159 @@
+"""``kartsim train``: train a PPO driver (rays/MLP by default, ``--vision`` for camera + telemetry).
+
+``python train_ppo.py ...`` and ``python train_ppo_vision.py ...`` are this command with the
+policy kind fixed. Every flag maps to one `kartsim.rl.train.TrainConfig` field.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from kartsim.errors import ConfigError
+
+# flag dest -> TrainConfig field (dests not listed map to the field of the same name)
+_FIELD = {"track_name": "track"}
+
+
+def _int(text: str) -> int:
+    try:
+        value = int(text.replace("_", "").replace(",", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    return value
+
+
+def _float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
+def _env_option(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    key, raw = text.split("=", 1)
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = raw
+    return key.strip(), value
+
+
+def add_train_arguments(parser: argparse.ArgumentParser, *, vision_flag: bool = True) -> None:
+    """The training flags (shared by `kartsim train` and the root scripts)."""
+    if vision_flag:
+        parser.add_argument("--vision", action="store_true", default=None,
+                            help="train on camera images + telemetry with the CNN policy (default: rays + MLP)")
+    g = parser.add_argument_group("run")
+    g.add_argument("--timesteps", type=_int, help="total env steps to train (default 1,000,000; on --resume the new total)")
+    g.add_argument("--save-name", help="run name: runs/<name>/ and models/<name>_final.zip (default kart_rays / kart_vision)")
+    g.add_argument("--vector-envs", type=_int, help="karts simulated side by side (default 8 rays, 4 vision)")
+    g.add_argument("--track-name", nargs="+", metavar="TRACK",
+                   help="track(s): bundled name, PNG path, several, a folder, or 'random' (default circuit.png)")
+    g.add_argument("--checkpoint-freq", type=_int, help="checkpoint every N env steps (default 100000; 0 = off)")
+    g.add_argument("--tensorboard", action="store_true", default=None, help="write TensorBoard logs to runs/<name>/tb/")
+    g.add_argument("--telemetry-every", type=_int, help="log env 0 telemetry every N steps (default 1; 0 = off)")
+    g.add_argument("--seed", type=_int, help="random seed (default: random)")
+    g.add_argument("--device", choices=["auto", "cpu", "cuda"], help="auto (default: cuda when available), cpu or cuda")
+    g.add_argument("--resume", metavar="ZIP", help="continue from a checkpoint or model saved by kartsim train")
+    g.add_argument("--force", action="store_true", default=None, help="overwrite an existing run / model of the same name")
+    g.add_argument("--runs-dir", help="folder of run folders (default runs)")
+    g.add_argument("--models-dir", help="folder for final models (default models)")
+    g.add_argument("--no-progress", dest="progress_bar", action="store_false", default=None, help="no progress bar")
+    g.add_argument("--verbose", type=int, choices=[0, 1, 2], help="SB3 verbosity (1: metrics table each rollout)")
+    h = parser.add_argument_group("PPO")
+    h.add_argument("--learning-rate", type=_float, help="Adam learning rate (default 3e-4 rays, 2.5e-4 vision)")
+    h.add_argument("--batch-size", type=_int, help="minibatch size (default 256); must divide n_steps x vector envs")
+    h.add_argument("--n-steps", type=_int, help="steps per env per rollout (default 512 rays, 256 vision)")
+    h.add_argument("--n-epochs", type=_int, help="epochs per update (default 10 rays, 4 vision)")
+    h.add_argument("--gamma", type=_float, help="discount (default 0.99)")
+    h.add_argument("--gae-lambda", type=_float, help="GAE lambda (default 0.95)")
+    h.add_argument("--clip-range", type=_float, help="PPO clip range (default 0.2)")
+    h.add_argument("--ent-coef", type=_float, help="entropy coefficient (default 0.0)")
+    v = parser.add_argument_group("vision (with --vision)")
+    v.add_argument("--features-dim", type=_int, help="fused CNN + telemetry features (default 512; 1024 allowed)")
+    v.add_argument("--frame-stack", type=_int, help="camera frames stacked on the channels (default 1)")
+    v.add_argument("--grayscale", action="store_true", default=None, help="one channel per frame instead of RGB")
+    v.add_argument("--camera", choices=["chase", "driver"], help="camera: chase (default) or driver")
+    v.add_argument("--image-size", type=_int, help="camera image size in pixels (default 84)")
+    e = parser.add_argument_group("environment")
+    e.add_argument("--env-option", dest="env_options", action="append", type=_env_option, metavar="KEY=VALUE",
+                   help="set an EnvConfig field, e.g. max_episode_steps=3000 (repeatable)")
+
+
+VISION_ONLY = ("features_dim", "frame_stack", "grayscale", "camera", "image_size")
+
+
+def config_from_args(args: argparse.Namespace, *, vision: bool | None = None) -> tuple[Any, set[str]]:
+    """(TrainConfig, names of the fields given on the command line)."""
+    from kartsim.rl.train import TrainConfig
+
+    values: dict[str, Any] = {}
+    for dest, value in vars(args).items():
+        if dest in ("func", "command") or value is None:
+            continue
+        name = _FIELD.get(dest, dest)
+        if name == "env_options":
+            value = dict(value)
+        values[name] = value
+    if vision is not None:
+        values["vision"] = vision
+    known = {f for f in TrainConfig.__dataclass_fields__}
+    values = {k: v for k, v in values.items() if k in known}
+    given = set(values)
+    is_vision = bool(values.get("vision", False))
+    if not is_vision and not getattr(args, "resume", None):
+        wrong = [n for n in VISION_ONLY if n in values]
+        if wrong:
+            flag = "--" + wrong[0].replace("_", "-")
+            raise ConfigError(f"{flag} only applies to vision training; add --vision (or use train_ppo_vision.py)")
+    return TrainConfig(**values), given
+
+
+def run_train(args: argparse.Namespace, *, vision: bool | None = None) -> int:
+    from kartsim.rl.train import train
+
+    cfg, given = config_from_args(args, vision=vision)
+    result = train(cfg, given=given)
+    return 130 if result.interrupted else 0
+
+
+def _handler(args: argparse.Namespace) -> int:
+    return run_train(args)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="train a PPO driver (rays + MLP, or --vision for camera + telemetry CNN)",
+        description=__doc__.splitlines()[0],
+    )
+    add_train_arguments(parser)
+    parser.set_defaults(func=_handler)
+
+
+def script_main(vision: bool, argv: list[str] | None = None) -> int:
+    """Entry point of the root scripts train_ppo.py (rays) and train_ppo_vision.py (vision)."""
+    import sys
+
+    from kartsim.errors import KartsimError
+
+    prog = "train_ppo_vision.py" if vision else "train_ppo.py"
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=("Train the vision (camera + telemetry, CNN) PPO driver." if vision
+                     else "Train the rays (MLP) PPO driver.") + " Same flags as `kartsim train`.",
+    )
+    add_train_arguments(parser, vision_flag=False)
+    args = parser.parse_args(argv)
+    try:
+        return run_train(args, vision=vision)
+    except KartsimError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,1 @@
+"""Reinforcement learning: policies, training, play, evaluation (stable-baselines3 PPO)."""

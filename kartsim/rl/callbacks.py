@@ -1,0 +1,151 @@
+"""Training callbacks: checkpoints with configs, racing metrics for TensorBoard, telemetry CSV."""
+
+from __future__ import annotations
+
+from collections import deque
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from stable_baselines3.common.callbacks import BaseCallback
+
+from kartsim.telemetry import TelemetryWriter
+
+
+class KartCheckpointCallback(BaseCallback):
+    """Saves ``<dir>/<name>_<steps>_steps.zip`` each time the total env-step count passes a multiple
+    of `every_steps` (steps of all vector envs together, as ``--timesteps`` counts them).
+
+    `save` is ``save(model, path)``: it writes the zip with the kartsim configs inside.
+    """
+
+    def __init__(self, every_steps: int, directory: Path, name: str, save: Callable[[Any, Path], Path]) -> None:
+        super().__init__()
+        self.every_steps = int(every_steps)
+        self.directory = Path(directory)
+        self.name = name
+        self._save = save
+        self._next = 0
+        self.saved: list[Path] = []
+
+    def _on_training_start(self) -> None:
+        self._next = (self.num_timesteps // self.every_steps + 1) * self.every_steps
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps >= self._next:
+            path = self.directory / f"{self.name}_{self.num_timesteps}_steps.zip"
+            self.saved.append(self._save(self.model, path))
+            self._next = (self.num_timesteps // self.every_steps + 1) * self.every_steps
+        return True
+
+
+class RacingMetricsCallback(BaseCallback):
+    """Logs racing metrics under ``racing/`` once per rollout (shown in TensorBoard and the console log).
+
+    * ``racing/lap_time``: mean of the last 100 completed laps (s) (all envs)
+    * ``racing/best_lap_time``: best lap so far in this run (s)
+    * ``racing/laps_per_episode``, ``racing/progress_m``, ``racing/mean_speed`` (m/s),
+      ``racing/off_track_share``, ``racing/lap_completion_rate`` (share of episodes with >= 1 lap):
+      means over the last 100 finished episodes (from ``info["episode_stats"]``).
+    """
+
+    def __init__(self, window: int = 100) -> None:
+        super().__init__()
+        self.lap_times: deque[float] = deque(maxlen=window)
+        self.episodes: deque[dict[str, Any]] = deque(maxlen=window)
+        self.best_lap: float | None = None
+        self.total_laps = 0
+        self.total_episodes = 0
+
+    def _on_step(self) -> bool:
+        for info in self.locals.get("infos", ()):
+            lap = info.get("new_lap_time")
+            if lap is not None:
+                lap = float(lap)
+                self.lap_times.append(lap)
+                self.total_laps += 1
+                if self.best_lap is None or lap < self.best_lap:
+                    self.best_lap = lap
+            stats = info.get("episode_stats")
+            if stats is not None:
+                self.episodes.append(stats)
+                self.total_episodes += 1
+        return True
+
+    def _on_rollout_end(self) -> None:
+        record = self.logger.record
+        if self.lap_times:
+            record("racing/lap_time", float(np.mean(self.lap_times)))
+        if self.best_lap is not None:
+            record("racing/best_lap_time", self.best_lap)
+        if self.episodes:
+            def mean(key: str) -> float:
+                values = [float(e[key]) for e in self.episodes if e.get(key) is not None]
+                return float(np.mean(values)) if values else float("nan")
+
+            record("racing/laps_per_episode", mean("laps"))
+            record("racing/progress_m", mean("progress_m"))
+            record("racing/mean_speed", mean("mean_speed"))
+            record("racing/off_track_share", mean("off_track_share"))
+            record(
+                "racing/lap_completion_rate",
+                float(np.mean([float((e.get("laps") or 0) >= 1) for e in self.episodes])),
+            )
+        record("racing/total_laps", self.total_laps)
+
+
+def _last_episode_in_csv(path: Path) -> int:
+    """The episode number of the last row of an existing telemetry CSV (-1 when none)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            size = f.tell()
+            f.seek(max(0, size - 4096))
+            lines = f.read().decode("utf-8", "replace").strip().splitlines()
+        header = path.open(encoding="utf-8").readline().strip().split(",")
+        col = header.index("episode")
+        if len(lines) >= 1 and lines[-1].split(",")[0] != "step":
+            return int(float(lines[-1].split(",")[col]))
+    except (OSError, ValueError, IndexError):
+        pass
+    return -1
+
+
+class TelemetryCSVCallback(BaseCallback):
+    """Writes env 0's telemetry to a CSV (schema: `kartsim.telemetry.TELEMETRY_COLUMNS`) every
+    `every` env steps; ``step`` is the total env-step count of the run. Appends when resuming."""
+
+    def __init__(self, path: Path, every: int = 1, append: bool = False) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self.every = max(1, int(every))
+        self.append = append
+        self.writer: TelemetryWriter | None = None
+        self._calls = 0
+
+    def _on_training_start(self) -> None:
+        first_episode = _last_episode_in_csv(self.path) + 1 if self.append and self.path.exists() else 0
+        self.writer = TelemetryWriter(self.path, append=self.append)
+        self.writer.episode = first_episode
+
+    def _on_step(self) -> bool:
+        assert self.writer is not None
+        info = self.locals["infos"][0]
+        reward = float(self.locals["rewards"][0])
+        dt = float((info.get("telemetry") or {}).get("step_time_s", 0.0))
+        if self._calls % self.every == 0:
+            self.writer.log(info, reward=reward, step=self.num_timesteps, dt=dt)
+        else:
+            self.writer.advance(dt)
+        self._calls += 1
+        if bool(self.locals["dones"][0]):
+            self.writer.end_episode()
+        return True
+
+    def _on_rollout_end(self) -> None:
+        if self.writer is not None:
+            self.writer.flush()
+
+    def _on_training_end(self) -> None:
+        if self.writer is not None:
+            self.writer.close()

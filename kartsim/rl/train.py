@@ -1,0 +1,490 @@
+"""Train a PPO driver: the one training entry point behind ``kartsim train``, ``train_ppo.py`` and
+``train_ppo_vision.py``.
+
+Read top to bottom: `TrainConfig` (every knob, documented), `validate`, `env_config_for`, then
+`train`, which builds the batched env, creates (or resumes) the model, learns with checkpoint /
+racing-metrics / telemetry callbacks, and saves the final model.
+
+A run writes everything under ``<runs_dir>/<save_name>/``::
+
+    config.json                      env + train config of the run
+    checkpoints/<name>_<N>_steps.zip every --checkpoint-freq env steps (and _interrupted.zip on Ctrl-C)
+    tb/PPO_1/                        TensorBoard logs (with --tensorboard), incl. racing/* metrics
+    telemetry_log.csv                env 0's telemetry (schema: kartsim.telemetry.TELEMETRY_COLUMNS)
+    <name>_final.zip                 the final model, also copied to <models_dir>/<name>_final.zip
+
+Every saved zip is a plain SB3 PPO model plus ``kartsim_config.json`` (see `kartsim.rl.modelio`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import shutil
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from kartsim.errors import ConfigError, KartsimError, ModelFileError
+
+# Hyper-parameters that default per policy kind when left as None.
+MODE_DEFAULTS: dict[bool, dict[str, Any]] = {
+    # rays (MLP): cheap steps, many of them
+    False: {"vector_envs": 8, "learning_rate": 3e-4, "n_steps": 512, "batch_size": 256, "n_epochs": 10},
+    # vision (CNN): fewer, costlier steps; uint8 images in the rollout buffer
+    True: {"vector_envs": 4, "learning_rate": 2.5e-4, "n_steps": 256, "batch_size": 256, "n_epochs": 4},
+}
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs. ``None`` means "the default for this policy kind"
+    (`MODE_DEFAULTS`); `resolved()` fills those in."""
+
+    vision: bool = False
+    """Train on camera images + telemetry (CNN, ``kartsim/KartVision-v0``) instead of rays (MLP)."""
+    timesteps: int | None = None
+    """Total env steps the model will have trained when the run ends (all vector envs together).
+    When resuming this is the new total, not an increment. None: 1,000,000 (or the resumed run's)."""
+    save_name: str | None = None
+    """Run name: files go to ``<runs_dir>/<save_name>/`` and ``<models_dir>/<save_name>_final.zip``.
+    None: ``kart_vision`` / ``kart_rays`` (or the resumed run's)."""
+    vector_envs: int | None = None
+    """Karts simulated side by side in one batched env (one process)."""
+    track: list[str] = field(default_factory=lambda: ["circuit.png"])
+    """Track(s): bundled names, PNG paths, folders of PNGs, or ``random`` (a new generated track per
+    episode). Several tracks are shared out among the vector envs."""
+    learning_rate: float | None = None
+    """Adam learning rate (constant)."""
+    batch_size: int | None = None
+    """Minibatch size of the PPO update; must divide n_steps x vector_envs."""
+    n_steps: int | None = None
+    """Env steps per vector env between updates (rollout length)."""
+    n_epochs: int | None = None
+    """Passes over each rollout per update."""
+    gamma: float = 0.99
+    """Discount factor."""
+    gae_lambda: float = 0.95
+    """GAE lambda."""
+    clip_range: float = 0.2
+    """PPO clip range."""
+    ent_coef: float = 0.0
+    """Entropy bonus coefficient."""
+    features_dim: int = 512
+    """Vision only: size of the fused CNN + telemetry feature vector (512 or 1024 are typical)."""
+    frame_stack: int = 1
+    """Vision only: camera frames stacked on the channel axis (4 lets the policy see motion)."""
+    grayscale: bool = False
+    """Vision only: one channel per frame instead of RGB."""
+    camera: str = "chase"
+    """Vision only: ``chase`` (behind and above the kart) or ``driver`` (cockpit view)."""
+    image_size: int = 84
+    """Vision only: camera image width and height in pixels."""
+    env_options: dict[str, Any] = field(default_factory=dict)
+    """Extra EnvConfig fields (``--env-option max_episode_steps=2000``)."""
+    checkpoint_freq: int = 100_000
+    """Save a checkpoint every this many env steps (0: only the final model)."""
+    tensorboard: bool = False
+    """Write TensorBoard logs to ``<run>/tb/`` (SB3 metrics + racing/*)."""
+    telemetry_every: int = 1
+    """Log env 0's telemetry to ``<run>/telemetry_log.csv`` every this many steps (0: off)."""
+    seed: int | None = None
+    """Seed for the model and the envs (None: random)."""
+    device: str = "auto"
+    """``auto`` (cuda when available), ``cpu`` or ``cuda``."""
+    resume: str | None = None
+    """Continue training from this checkpoint / model zip (step count, run folder and env config
+    come from it)."""
+    force: bool = False
+    """Overwrite an existing run folder / final model of the same name."""
+    runs_dir: str = "runs"
+    """Folder of run folders."""
+    models_dir: str = "models"
+    """Folder that receives a copy of each final model."""
+    progress_bar: bool = True
+    """Show SB3's progress bar (tqdm + rich) with ETA."""
+    verbose: int = 0
+    """SB3 verbosity (1 prints the metrics table after every rollout)."""
+
+    def resolved(self) -> "TrainConfig":
+        """A copy with every None default filled in for this policy kind."""
+        values = dataclasses.asdict(self)
+        for key, default in MODE_DEFAULTS[self.vision].items():
+            if values[key] is None:
+                values[key] = default
+        if values["timesteps"] is None:
+            values["timesteps"] = 1_000_000
+        if values["save_name"] is None:
+            values["save_name"] = "kart_vision" if self.vision else "kart_rays"
+        return TrainConfig(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ConfigError(f"unknown train config key(s): {', '.join(unknown)}")
+        return cls(**data)
+
+
+@dataclass
+class TrainResult:
+    final_model: Path | None
+    run_dir: Path
+    num_timesteps: int
+    interrupted: bool = False
+    interrupted_model: Path | None = None
+    seconds: float = 0.0
+    checkpoints: list[Path] = field(default_factory=list)
+
+    @property
+    def steps_per_second(self) -> float:
+        return self.num_timesteps / self.seconds if self.seconds > 0 else 0.0
+
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when torch sees a GPU, else ``cpu``; ``cuda`` without a GPU is an error."""
+    import torch
+
+    if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
+        raise ConfigError(f"--device must be auto, cpu or cuda, not {device!r}")
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("CUDA is not available on this machine; use --device cpu or auto")
+    return device
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Raise ConfigError (one line naming the flag) for any value that cannot work. `cfg` is resolved."""
+    if cfg.timesteps is None or cfg.timesteps <= 0:
+        raise ConfigError(f"--timesteps must be a positive number of env steps, not {cfg.timesteps}")
+    if not _NAME_RE.match(cfg.save_name or ""):
+        raise ConfigError(
+            f"--save-name {cfg.save_name!r} must be a plain file name (letters, digits, '.', '_', '-'; no folders)"
+        )
+    if not 1 <= cfg.vector_envs <= 1024:
+        raise ConfigError(f"--vector-envs must be between 1 and 1024, not {cfg.vector_envs}")
+    if not 0 < cfg.learning_rate < 1:
+        raise ConfigError(f"--learning-rate must be in (0, 1), not {cfg.learning_rate}")
+    if cfg.n_steps < 1:
+        raise ConfigError(f"--n-steps must be >= 1, not {cfg.n_steps}")
+    if cfg.n_epochs < 1:
+        raise ConfigError(f"--n-epochs must be >= 1, not {cfg.n_epochs}")
+    rollout = cfg.n_steps * cfg.vector_envs
+    if cfg.batch_size < 2:
+        raise ConfigError(f"--batch-size must be >= 2, not {cfg.batch_size}")
+    if cfg.batch_size > rollout:
+        raise ConfigError(
+            f"--batch-size {cfg.batch_size} is larger than a rollout (n_steps {cfg.n_steps} x vector envs "
+            f"{cfg.vector_envs} = {rollout}); lower it or raise --n-steps"
+        )
+    if rollout % cfg.batch_size:
+        divisors = [d for d in (32, 64, 128, 256, 512, 1024, 2048) if rollout % d == 0 and d <= rollout]
+        hint = f"; e.g. {', '.join(map(str, divisors[-3:]))}" if divisors else ""
+        raise ConfigError(
+            f"--batch-size {cfg.batch_size} does not divide the rollout (n_steps {cfg.n_steps} x vector envs "
+            f"{cfg.vector_envs} = {rollout}){hint}"
+        )
+    if not 0 < cfg.gamma <= 1:
+        raise ConfigError(f"gamma must be in (0, 1], not {cfg.gamma}")
+    if not 0 <= cfg.gae_lambda <= 1:
+        raise ConfigError(f"gae_lambda must be in [0, 1], not {cfg.gae_lambda}")
+    if cfg.clip_range <= 0:
+        raise ConfigError(f"clip_range must be > 0, not {cfg.clip_range}")
+    if cfg.ent_coef < 0:
+        raise ConfigError(f"ent_coef must be >= 0, not {cfg.ent_coef}")
+    if not 1 <= cfg.features_dim <= 8192:
+        raise ConfigError(f"--features-dim must be between 1 and 8192 (512 or 1024 are typical), not {cfg.features_dim}")
+    if not 1 <= cfg.frame_stack <= 16:
+        raise ConfigError(f"--frame-stack must be between 1 and 16, not {cfg.frame_stack}")
+    if cfg.camera not in ("chase", "driver"):
+        raise ConfigError(f"--camera must be chase or driver, not {cfg.camera!r}")
+    if not 16 <= cfg.image_size <= 512:
+        raise ConfigError(f"--image-size must be between 16 and 512, not {cfg.image_size}")
+    if cfg.vision and cfg.image_size < 36:
+        raise ConfigError(f"--image-size {cfg.image_size} is too small for the CNN (8x8/4, 4x4/2, 3x3/1); use >= 36")
+    if cfg.checkpoint_freq < 0:
+        raise ConfigError(f"--checkpoint-freq must be >= 0 (0 = no checkpoints), not {cfg.checkpoint_freq}")
+    if cfg.telemetry_every < 0:
+        raise ConfigError(f"--telemetry-every must be >= 0 (0 = off), not {cfg.telemetry_every}")
+    if cfg.seed is not None and not 0 <= cfg.seed < 2**32:
+        raise ConfigError(f"--seed must be between 0 and 2**32 - 1, not {cfg.seed}")
+    if not cfg.track:
+        raise ConfigError("--track-name needs at least one track")
+    resolve_device(cfg.device)
+
+
+def env_config_for(cfg: TrainConfig):
+    """The EnvConfig a training run uses (from a resolved TrainConfig)."""
+    from kartsim.envs import EnvConfig
+
+    track: Any = cfg.track[0] if len(cfg.track) == 1 else list(cfg.track)
+    values: dict[str, Any] = {
+        "track": track,
+        "vision": cfg.vision,
+        "camera": cfg.camera,
+        "image_size": cfg.image_size,
+        "grayscale": cfg.grayscale,
+        "frame_stack": cfg.frame_stack,
+        "seed": cfg.seed,
+    }
+    values.update(cfg.env_options)
+    data = EnvConfig().to_dict()
+    unknown = sorted(k for k in values if k not in data)
+    if unknown:
+        raise ConfigError(f"unknown env option(s): {', '.join(unknown)}; known: {', '.join(sorted(data))}")
+    data.update(values)
+    return EnvConfig.from_dict(data)
+
+
+def build_vec_env(env_cfg: Any, n_envs: int, seed: int | None):
+    """The batched training env, with SB3's VecMonitor for episode reward/length logs."""
+    from stable_baselines3.common.vec_env import VecMonitor
+
+    from kartsim.envs import make_vec_env
+
+    venv = make_vec_env(env_cfg, n_envs=n_envs, seed=seed)
+    if not isinstance(venv, VecMonitor):
+        venv = VecMonitor(venv)
+    return venv
+
+
+class _Run:
+    """Paths of one run folder."""
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.dir = Path(cfg.runs_dir) / cfg.save_name
+        self.checkpoints = self.dir / "checkpoints"
+        self.tb = self.dir / "tb"
+        self.telemetry = self.dir / "telemetry_log.csv"
+        self.config = self.dir / "config.json"
+        self.final = self.dir / f"{cfg.save_name}_final.zip"
+        self.model_copy = Path(cfg.models_dir) / f"{cfg.save_name}_final.zip"
+        self.interrupted = self.checkpoints / f"{cfg.save_name}_interrupted.zip"
+
+
+def _merge_resume(cfg: TrainConfig, given: set[str], payload: dict[str, Any] | None, path: Path) -> tuple[TrainConfig, dict[str, Any]]:
+    """The TrainConfig and env config dict for a resumed run: the checkpoint's, with the flags the
+    user gave (`given`) applied where they can change, and ConfigError where they cannot."""
+    if payload is None:
+        raise ModelFileError(
+            f"{path} has no kartsim_config.json inside (not saved by kartsim train), so it cannot be resumed"
+        )
+    saved_train = dict(payload.get("train") or {})
+    env_dict = dict(payload["env"])
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    base = TrainConfig.from_dict({k: v for k, v in saved_train.items() if k in names})
+    # Flags that change the network or the observations cannot change on resume.
+    if "vision" in given and cfg.vision != base.vision:
+        kind, how = ("vision", "train_ppo_vision.py or kartsim train --vision") if base.vision else ("rays", "train_ppo.py or kartsim train")
+        raise ConfigError(f"{path} is a {kind} model; resume it with {how}")
+    fixed = {"features_dim": "--features-dim", "frame_stack": "--frame-stack",
+             "grayscale": "--grayscale", "camera": "--camera", "image_size": "--image-size"}
+    for key, flag in fixed.items():
+        if key in given and getattr(cfg, key) != getattr(base, key):
+            saved = getattr(base, key)
+            raise ConfigError(
+                f"{flag} {getattr(cfg, key)} conflicts with the checkpoint ({key}={saved}); drop the flag to resume"
+            )
+    values = base.to_dict()
+    for key in given - set(fixed):
+        values[key] = getattr(cfg, key)
+    values["resume"] = str(path)
+    values["force"] = cfg.force
+    merged = TrainConfig.from_dict(values).resolved()
+    if "track" in given:
+        env_dict["track"] = merged.track[0] if len(merged.track) == 1 else list(merged.track)
+    if "seed" in given:
+        env_dict["seed"] = merged.seed
+    env_dict.update(merged.env_options if "env_options" in given else {})
+    return merged, env_dict
+
+
+def train(
+    cfg: TrainConfig,
+    *,
+    given: set[str] | None = None,
+    echo: Callable[[str], None] = print,
+) -> TrainResult:
+    """Run one training run. `given` names the TrainConfig fields the user set explicitly (used when
+    resuming: the checkpoint's values win for the rest). Raises KartsimError for bad input."""
+    from kartsim.rl.modelio import load_ppo, read_kartsim_config, save_model
+
+    given = set(given if given is not None else ())
+    payload = None
+    resume_path: Path | None = None
+    if cfg.resume:
+        resume_path = Path(cfg.resume)
+        payload = read_kartsim_config(resume_path)  # also checks the file
+        cfg, env_dict = _merge_resume(cfg, given, payload, resume_path)
+    else:
+        cfg = cfg.resolved()
+        env_dict = None
+    validate(cfg)
+    device = resolve_device(cfg.device)
+    run = _Run(cfg)
+
+    done_steps = int(payload.get("num_timesteps", 0)) if payload else 0
+    if resume_path is not None and cfg.timesteps <= done_steps:
+        raise ConfigError(
+            f"the checkpoint has already trained {done_steps:,} steps; --timesteps is the new total, "
+            f"so give more than {done_steps}"
+        )
+
+    # Refuse to overwrite (a resumed run continues in its own folder).
+    same_run = resume_path is not None and resume_path.resolve().is_relative_to(run.dir.resolve())
+    if not cfg.force and not same_run:
+        for existing in (run.dir, run.model_copy):
+            if existing.exists():
+                raise ConfigError(
+                    f"{existing} already exists; pass --force to overwrite it, another --save-name, or --resume a checkpoint"
+                )
+
+    # The env (a bad track fails here, before anything is written).
+    import torch
+    from stable_baselines3 import PPO
+
+    from kartsim.envs import EnvConfig
+
+    env_cfg = EnvConfig.from_dict(env_dict) if env_dict is not None else env_config_for(cfg)
+    venv = build_vec_env(env_cfg, cfg.vector_envs, cfg.seed)
+    env_cfg_dict = env_cfg.to_dict()
+    train_cfg_dict = cfg.to_dict()
+
+    if cfg.force and not same_run:
+        if run.dir.exists():
+            shutil.rmtree(run.dir)
+        if run.model_copy.exists():
+            run.model_copy.unlink()
+    run.dir.mkdir(parents=True, exist_ok=True)
+    config_doc = {"env": env_cfg_dict, "train": train_cfg_dict, "command": sys.argv, "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    run.config.write_text(json.dumps(config_doc, indent=2, default=str))
+
+    def save(model: Any, path: Path) -> Path:
+        return save_model(model, path, env_cfg_dict, train_cfg_dict)
+
+    echo(f"Using device: {device}")
+    tb_dir = str(run.tb) if cfg.tensorboard else None
+    from kartsim.rl.policies import display_policy_name, policy_for
+
+    if resume_path is not None:
+        echo(f"Resuming model from {resume_path} ({done_steps:,} steps done)")
+        model = load_ppo(
+            resume_path,
+            env=venv,
+            device=device,
+            learning_rate=cfg.learning_rate,
+            n_steps=cfg.n_steps,
+            batch_size=cfg.batch_size,
+            n_epochs=cfg.n_epochs,
+            gamma=cfg.gamma,
+            gae_lambda=cfg.gae_lambda,
+            ent_coef=cfg.ent_coef,
+            tensorboard_log=tb_dir,
+            verbose=cfg.verbose,
+        )
+        if cfg.seed is not None:
+            model.set_random_seed(cfg.seed)
+    else:
+        echo(f"Creating new model with {display_policy_name(cfg.vision)}")
+        policy, policy_kwargs = policy_for(cfg.vision, cfg.features_dim)
+        model = PPO(
+            policy,
+            venv,
+            learning_rate=cfg.learning_rate,
+            n_steps=cfg.n_steps,
+            batch_size=cfg.batch_size,
+            n_epochs=cfg.n_epochs,
+            gamma=cfg.gamma,
+            gae_lambda=cfg.gae_lambda,
+            clip_range=cfg.clip_range,
+            ent_coef=cfg.ent_coef,
+            policy_kwargs=policy_kwargs,
+            tensorboard_log=tb_dir,
+            seed=cfg.seed,
+            device=device,
+            verbose=cfg.verbose,
+        )
+
+    from stable_baselines3.common.callbacks import CallbackList
+
+    from kartsim.rl.callbacks import KartCheckpointCallback, RacingMetricsCallback, TelemetryCSVCallback
+
+    callbacks: list[Any] = [RacingMetricsCallback()]
+    checkpointer = None
+    if cfg.checkpoint_freq > 0:
+        checkpointer = KartCheckpointCallback(cfg.checkpoint_freq, run.checkpoints, cfg.save_name, save)
+        callbacks.append(checkpointer)
+    telemetry_cb = None
+    if cfg.telemetry_every > 0:
+        telemetry_cb = TelemetryCSVCallback(run.telemetry, every=cfg.telemetry_every, append=resume_path is not None)
+        callbacks.append(telemetry_cb)
+
+    remaining = cfg.timesteps - done_steps
+    on = "GPU" if device.startswith("cuda") else "CPU"
+    echo(f"Starting training for {remaining:,} timesteps on {on}...")
+    if cfg.vision and on == "GPU":
+        echo("This WILL use GPU efficiently with CNN policy!")
+    if cfg.tensorboard:
+        echo(f"TensorBoard logs: {run.tb}  (view with: tensorboard --logdir {run.tb})")
+    sys.stdout.flush()
+
+    started = time.perf_counter()
+    steps_before = model.num_timesteps
+    result = TrainResult(final_model=None, run_dir=run.dir, num_timesteps=model.num_timesteps)
+    try:
+        model.learn(
+            total_timesteps=remaining,
+            callback=CallbackList(callbacks),
+            reset_num_timesteps=resume_path is None,
+            progress_bar=cfg.progress_bar,
+            tb_log_name="PPO",
+        )
+    except KeyboardInterrupt:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not break the save
+        try:
+            result.interrupted_model = save(model, run.interrupted)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        result.interrupted = True
+    finally:
+        if telemetry_cb is not None and telemetry_cb.writer is not None:
+            telemetry_cb.writer.close()
+        venv.close()
+    result.seconds = time.perf_counter() - started
+    result.num_timesteps = model.num_timesteps
+    trained = model.num_timesteps - steps_before
+    rate = trained / result.seconds if result.seconds > 0 else 0.0
+    if checkpointer is not None:
+        result.checkpoints = list(checkpointer.saved)
+
+    if result.interrupted:
+        echo("")
+        echo(f"Training interrupted at {model.num_timesteps:,} steps; saved {result.interrupted_model}")
+        echo(f"Resume with: kartsim train --resume {result.interrupted_model} --timesteps {cfg.timesteps}")
+        return result
+
+    final = save(model, run.final)
+    run.model_copy.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(final, run.model_copy)
+    result.final_model = run.model_copy
+    echo(f"Trained {trained:,} steps in {result.seconds:.0f} s ({rate:,.0f} steps/s); total {model.num_timesteps:,} steps")
+    echo(f"Saved final model: {run.model_copy} (and {final})")
+    if cfg.telemetry_every > 0:
+        echo(f"Telemetry log: {run.telemetry}")
+    echo(f"Watch it drive: python play_ppo.py --model {run.model_copy}")
+    return result
+
+
+__all__ = ["TrainConfig", "TrainResult", "train", "validate", "env_config_for", "resolve_device", "KartsimError"]
