@@ -1,0 +1,548 @@
+"""Sensors: distance rays on the wall-distance field and a batched top-down / first-person camera.
+
+Conventions (docs/ARCHITECTURE.md): world metres with image axes (y down), ``yaw = atan2(dy, dx)``,
+the kart frame has ``forward`` along the heading and ``right`` to the driver's right, which is
+``(-sin yaw, cos yaw)`` in world coordinates. Stacked grids are (T, H, W) with per-kart
+``track_idx`` and per-track ``scale[T]`` (metres per pixel). Anything outside a grid is a wall.
+
+Both sensors are single numba kernels that loop over all karts (no per-kart Python loop).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import cv2
+import numpy as np
+from numba import njit
+
+from kartsim.errors import ConfigError
+
+__all__ = ["cast_rays", "RaySensor", "CameraConfig", "CameraRenderer", "luma"]
+
+
+# --------------------------------------------------------------------------------------------------
+# rays
+
+
+@njit(cache=True, fastmath=True, inline="always")
+def _wd_at(wd, t, x, y, inv_s):
+    """Wall distance of the pixel containing (x, y); 0 outside the grid (wall)."""
+    if x < 0.0 or y < 0.0:
+        return 0.0
+    c = int(x * inv_s)
+    r = int(y * inv_s)
+    if c >= wd.shape[2] or r >= wd.shape[1]:
+        return 0.0
+    return wd[t, r, c]
+
+
+@njit(cache=True, fastmath=True)
+def _cast_rays_kernel(wd, scale, track_idx, x, y, yaw, angles, max_range, out):
+    n = x.shape[0]
+    nr = angles.shape[0]
+    for k in range(n):
+        t = track_idx[k]
+        s = scale[t]
+        inv_s = 1.0 / s
+        min_step = 0.5 * s
+        margin = 1.5 * s
+        x0 = x[k]
+        y0 = y[k]
+        for j in range(nr):
+            a = yaw[k] + angles[j]
+            dx = math.cos(a)
+            dy = math.sin(a)
+            tt = 0.0
+            prev = 0.0
+            hit = False
+            while tt < max_range:
+                d = _wd_at(wd, t, x0 + dx * tt, y0 + dy * tt, inv_s)
+                if d <= 0.0:
+                    hit = True
+                    break
+                prev = tt
+                step = 0.97 * d - margin
+                if step < min_step:
+                    step = min_step
+                tt += step
+            if hit:
+                if tt > prev:
+                    # refine the crossing between the last free point and the wall point
+                    lo = prev
+                    hi = tt
+                    for _ in range(6):
+                        mid = 0.5 * (lo + hi)
+                        if _wd_at(wd, t, x0 + dx * mid, y0 + dy * mid, inv_s) <= 0.0:
+                            hi = mid
+                        else:
+                            lo = mid
+                    tt = 0.5 * (lo + hi)
+                if tt > max_range:
+                    tt = max_range
+            else:
+                tt = max_range
+            out[k, j] = tt
+    return out
+
+
+def cast_rays(wall_distance, scale, track_idx, x, y, yaw, angles, max_range_m, out=None):
+    """Distance (m) from each kart centre to the first wall along each ray, capped at ``max_range_m``.
+
+    wall_distance: (T, H, W) float32 metres (or (H, W) for one track); scale: (T,) metres per pixel;
+    track_idx, x, y, yaw: (N,); angles: (R,) radians relative to the heading (positive = right);
+    out: (N, R) float32, written in place and returned (allocated when None).
+    Sphere tracing: steps by the local wall distance (at least half a pixel), then bisects the
+    crossing, so results are accurate to a fraction of a pixel.
+    """
+    wd = wall_distance if wall_distance.ndim == 3 else wall_distance[None]
+    scale = np.atleast_1d(np.asarray(scale, np.float64))
+    angles = np.asarray(angles, np.float64)
+    if out is None:
+        out = np.empty((len(x), len(angles)), np.float32)
+    _cast_rays_kernel(wd, scale, track_idx, x, y, yaw, angles, float(max_range_m), out)
+    return out
+
+
+class RaySensor:
+    """Fixed fan of rays: ``RaySensor(angles, max_range_m).cast(wd, scale, track_idx, x, y, yaw)``."""
+
+    def __init__(self, angles, max_range_m: float = 50.0):
+        self.angles = np.ascontiguousarray(np.asarray(angles, np.float64).ravel())
+        if self.angles.size == 0:
+            raise ConfigError("RaySensor needs at least one ray angle")
+        if not max_range_m > 0:
+            raise ConfigError(f"ray max_range_m must be > 0, got {max_range_m}")
+        self.max_range_m = float(max_range_m)
+        self._out = None
+
+    def cast(self, wall_distance, scale, track_idx, x, y, yaw, out=None):
+        if out is None:
+            if self._out is None or self._out.shape[0] != len(x):
+                self._out = np.empty((len(x), self.angles.size), np.float32)
+            out = self._out
+        return cast_rays(wall_distance, scale, track_idx, x, y, yaw, self.angles, self.max_range_m, out)
+
+
+# --------------------------------------------------------------------------------------------------
+# camera
+
+
+@dataclass
+class CameraConfig:
+    """Camera settings. Chase = top-down view rotated with the kart (kart near the bottom centre,
+    heading up); driver = Mode-7 style perspective of the ground from the driver's eyes."""
+
+    mode: str = "chase"
+    """"chase" (top-down, rotated with the kart) or "driver" (first-person perspective)."""
+    size: int = 84
+    """Output image side in pixels (images are square, size x size)."""
+    grayscale: bool = False
+    """Single luma channel (N, S, S, 1) with cv2's weights instead of RGB (N, S, S, 3)."""
+    chase_ahead_m: float = 32.0
+    """Chase: metres of ground visible ahead of the kart centre."""
+    chase_behind_m: float = 4.0
+    """Chase: metres of ground visible behind the kart centre."""
+    chase_width_m: float = 36.0
+    """Chase: metres of ground across the image."""
+    eye_height_m: float = 1.0
+    """Driver: eye height above the ground (m)."""
+    eye_forward_m: float = 0.0
+    """Driver: eye position ahead of the kart centre (m)."""
+    horizon: float = 0.35
+    """Driver: horizon row as a fraction of the image height from the top."""
+    fov_deg: float = 90.0
+    """Driver: horizontal field of view (degrees)."""
+    draw_distance_m: float = 120.0
+    """Driver: ground beyond this distance is drawn as sky/haze."""
+    sky_rgb: tuple = (135, 190, 235)
+    """Driver: colour above the horizon."""
+    draw_self: bool = True
+    """Chase: draw the ego kart sprite at its fixed position."""
+    draw_others: bool = True
+    """Draw the other karts passed to ``render(..., others=...)``."""
+    kart_length_m: float = 1.8
+    """Sprite length (m)."""
+    kart_width_m: float = 1.3
+    """Sprite width (m)."""
+    kart_height_m: float = 0.7
+    """Driver: height of other karts' billboards (m)."""
+    self_rgb: tuple = (255, 210, 0)
+    """Colour of the ego kart sprite."""
+    other_rgb: tuple = (0, 140, 255)
+    """Colour of the other karts."""
+    other_nose_rgb: tuple = (220, 240, 255)
+    """Colour of the front third of other karts (shows their heading)."""
+    mipmaps: bool = True
+    """Pre-filter the texture into a mip pyramid and sample the level matching each pixel's
+    ground footprint (less aliasing, same cost)."""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def validate(self) -> None:
+        if self.mode not in ("chase", "driver"):
+            raise ConfigError(f'camera mode must be "chase" or "driver", got {self.mode!r}')
+        if not (isinstance(self.size, (int, np.integer)) and 8 <= self.size <= 1024):
+            raise ConfigError(f"camera size must be an integer in [8, 1024], got {self.size!r}")
+        if self.chase_ahead_m + self.chase_behind_m <= 0 or self.chase_width_m <= 0:
+            raise ConfigError("chase view extents must be positive (chase_ahead_m + chase_behind_m, chase_width_m)")
+        if not 0.0 <= self.horizon < 0.95:
+            raise ConfigError(f"camera horizon must be in [0, 0.95), got {self.horizon}")
+        if not 10.0 <= self.fov_deg <= 170.0:
+            raise ConfigError(f"camera fov_deg must be in [10, 170], got {self.fov_deg}")
+        if self.eye_height_m <= 0:
+            raise ConfigError(f"camera eye_height_m must be > 0, got {self.eye_height_m}")
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.grayscale else 3
+
+
+def luma(rgb) -> np.ndarray:
+    """cv2's RGB -> gray weights (0.299, 0.587, 0.114), as uint8."""
+    rgb = np.asarray(rgb, np.float64)
+    return np.clip(np.rint(rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114), 0, 255).astype(np.uint8)
+
+
+@njit(cache=True, fastmath=True)
+def _render_kernel(tex, lvl_off, lvl_h, lvl_w, lvl_inv, fwd, right, level, sky, sky_col,
+                   track_idx, x, y, yaw, out):
+    """Gather one image per kart. tex: flat uint8 mip pyramid; level: (T, P) int8, -1 = sky."""
+    n = x.shape[0]
+    S = out.shape[1]
+    C = out.shape[3]
+    P = fwd.shape[0]
+    for k in range(n):
+        t = track_idx[k]
+        c = math.cos(yaw[k])
+        s = math.sin(yaw[k])
+        x0 = x[k]
+        y0 = y[k]
+        for p in range(P):
+            i = p // S
+            j = p - i * S
+            lv = level[t, p]
+            if lv < 0:
+                for ch in range(C):
+                    out[k, i, j, ch] = sky_col[ch]
+                continue
+            f = fwd[p]
+            rr = right[p]
+            wx = x0 + f * c - rr * s
+            wy = y0 + f * s + rr * c
+            inv = lvl_inv[t, lv]
+            if wx >= 0.0 and wy >= 0.0:
+                col = int(wx * inv)
+                row = int(wy * inv)
+                hh = lvl_h[lv]
+                ww = lvl_w[lv]
+                if col < ww and row < hh:
+                    base = lvl_off[lv] + ((t * hh + row) * ww + col) * C
+                    for ch in range(C):
+                        out[k, i, j, ch] = tex[base + ch]
+                    continue
+            for ch in range(C):
+                out[k, i, j, ch] = 0
+
+
+@njit(cache=True, fastmath=True)
+def _draw_self_kernel(pix_i, pix_j, col, out):
+    n = out.shape[0]
+    C = out.shape[3]
+    for k in range(n):
+        for q in range(pix_i.shape[0]):
+            for ch in range(C):
+                out[k, pix_i[q], pix_j[q], ch] = col[q, ch]
+
+
+@njit(cache=True, fastmath=True)
+def _draw_others_kernel(driver, S, cam, track_idx, x, y, yaw, others, others_track, self_rows,
+                        half_len, half_wid, height, body_col, nose_col, out):
+    """Draw other karts into each image.
+
+    chase: cam = [ahead, px_per_m_fwd, px_per_m_right, centre_col]; rectangles rasterised on the
+    ground plane. driver: cam = [horizon_row, focal_px, eye_height, centre_col, eye_forward,
+    draw_distance]; upright billboards drawn far to near.
+    """
+    n = x.shape[0]
+    K = others.shape[0]
+    C = out.shape[3]
+    order = np.empty(K, np.int64)
+    depth = np.empty(K, np.float64)
+    lat = np.empty(K, np.float64)
+    for k in range(n):
+        t = track_idx[k]
+        c = math.cos(yaw[k])
+        s = math.sin(yaw[k])
+        m = 0
+        reach = half_len + half_wid
+        for q in range(K):
+            if q == self_rows[k]:
+                continue
+            if others_track[q] >= 0 and others_track[q] != t:
+                continue
+            dx = others[q, 0] - x[k]
+            dy = others[q, 1] - y[k]
+            if self_rows[k] == -2 and dx * dx + dy * dy < 1e-10:
+                continue  # same position as the ego kart: that is the ego itself
+            f = dx * c + dy * s
+            r = -dx * s + dy * c
+            if driver:
+                f -= cam[4]
+                if f < 0.3 or f > cam[5]:
+                    continue
+            else:
+                if f > cam[0] + reach or f < cam[0] - S / cam[1] - reach:
+                    continue
+                if abs(r) > 0.5 * S / cam[2] + reach:
+                    continue
+            order[m] = q
+            depth[m] = f
+            lat[m] = r
+            m += 1
+        if m == 0:
+            continue
+        if driver:
+            # far to near (insertion sort on depth, descending)
+            for a in range(1, m):
+                dq = depth[a]
+                oq = order[a]
+                lq = lat[a]
+                b = a - 1
+                while b >= 0 and depth[b] < dq:
+                    depth[b + 1] = depth[b]
+                    order[b + 1] = order[b]
+                    lat[b + 1] = lat[b]
+                    b -= 1
+                depth[b + 1] = dq
+                order[b + 1] = oq
+                lat[b + 1] = lq
+            for a in range(m):
+                f = depth[a]
+                r = lat[a]
+                fpx = cam[1] / f
+                u = cam[3] + r * fpx
+                v_base = cam[0] + cam[2] * fpx
+                hw = half_wid * fpx
+                hpx = height * fpx
+                j0 = int(math.floor(u - hw + 0.5))
+                j1 = int(math.floor(u + hw + 0.5))
+                i0 = int(math.floor(v_base - hpx + 0.5))
+                i1 = int(math.floor(v_base + 0.5))
+                if j1 <= j0:
+                    j1 = j0 + 1
+                if i1 <= i0:
+                    i1 = i0 + 1
+                if j0 < 0:
+                    j0 = 0
+                if i0 < 0:
+                    i0 = 0
+                if j1 > S:
+                    j1 = S
+                if i1 > S:
+                    i1 = S
+                for i in range(i0, i1):
+                    for j in range(j0, j1):
+                        for ch in range(C):
+                            out[k, i, j, ch] = body_col[ch]
+        else:
+            for a in range(m):
+                q = order[a]
+                f = depth[a]
+                r = lat[a]
+                dyaw = others[q, 2] - yaw[k]
+                cy = math.cos(dyaw)
+                sy = math.sin(dyaw)
+                ci = (cam[0] - f) * cam[1]
+                cj = cam[3] + r * cam[2]
+                ri = reach * max(cam[1], cam[2]) + 1.0
+                i0 = int(ci - ri)
+                i1 = int(ci + ri) + 1
+                j0 = int(cj - ri)
+                j1 = int(cj + ri) + 1
+                if i0 < 0:
+                    i0 = 0
+                if j0 < 0:
+                    j0 = 0
+                if i1 > S:
+                    i1 = S
+                if j1 > S:
+                    j1 = S
+                for i in range(i0, i1):
+                    pf = cam[0] - (i + 0.5) / cam[1] - f
+                    for j in range(j0, j1):
+                        pr = (j + 0.5 - cam[3]) / cam[2] - r
+                        # into the other kart's frame (relative yaw dyaw)
+                        lx = pf * cy + pr * sy
+                        ly = -pf * sy + pr * cy
+                        if abs(lx) <= half_len and abs(ly) <= half_wid:
+                            if lx > half_len / 3.0:
+                                for ch in range(C):
+                                    out[k, i, j, ch] = nose_col[ch]
+                            else:
+                                for ch in range(C):
+                                    out[k, i, j, ch] = body_col[ch]
+
+
+class CameraRenderer:
+    """Batched camera: one numba gather renders the view of every kart.
+
+    rgb: (T, H, W, 3) uint8 textures (the track images), scale: (T,) metres per pixel.
+    Per output pixel the ground offset in the kart frame (forward, right) is precomputed once; a
+    render is then a rotation + texture lookup (nearest neighbour in a mip level chosen per pixel).
+    """
+
+    def __init__(self, rgb: np.ndarray, scale, cfg: CameraConfig | None = None):
+        cfg = cfg or CameraConfig()
+        cfg.validate()
+        rgb = np.asarray(rgb)
+        if rgb.ndim == 3:
+            rgb = rgb[None]
+        if rgb.ndim != 4 or rgb.shape[3] != 3:
+            raise ConfigError(f"camera texture must be (T, H, W, 3) uint8, got shape {rgb.shape}")
+        scale = np.atleast_1d(np.asarray(scale, np.float64))
+        if scale.shape == (1,) and rgb.shape[0] > 1:
+            scale = np.full(rgb.shape[0], scale[0])
+        if scale.shape != (rgb.shape[0],) or not np.all(scale > 0):
+            raise ConfigError(f"camera scale must be (T,) = ({rgb.shape[0]},) positive metres per pixel")
+        self.cfg = cfg
+        self.scale = scale
+        self.size = S = int(cfg.size)
+        self.channels = C = cfg.channels
+        self.shape = (S, S, C)
+        T, H, W, _ = rgb.shape
+
+        # --- per-pixel ground offsets in the kart frame
+        ii, jj = np.meshgrid(np.arange(S) + 0.5, np.arange(S) + 0.5, indexing="ij")
+        sky = np.zeros((S, S), bool)
+        if cfg.mode == "chase":
+            span = cfg.chase_ahead_m + cfg.chase_behind_m
+            fwd = cfg.chase_ahead_m - ii * span / S
+            right = (jj - S / 2) * cfg.chase_width_m / S
+            footprint = np.full((S, S), max(span, cfg.chase_width_m) / S)
+            self._cam = np.array([cfg.chase_ahead_m, S / span, S / cfg.chase_width_m, S / 2], np.float64)
+        else:
+            focal = (S / 2) / math.tan(math.radians(cfg.fov_deg) / 2)
+            hrow = cfg.horizon * S
+            dv = ii - hrow
+            with np.errstate(divide="ignore", invalid="ignore"):
+                dist = np.where(dv > 0, cfg.eye_height_m * focal / np.maximum(dv, 1e-9), np.inf)
+            sky = ~(dist <= cfg.draw_distance_m)
+            dist = np.where(sky, 0.0, dist)
+            fwd = dist + cfg.eye_forward_m
+            right = (jj - S / 2) * dist / focal
+            # footprint: metres per pixel along depth (d^2 / (h f)) and across (d / f)
+            footprint = np.maximum(dist * dist / (cfg.eye_height_m * focal), dist / focal)
+            self._cam = np.array([hrow, focal, cfg.eye_height_m, S / 2, cfg.eye_forward_m,
+                                  cfg.draw_distance_m], np.float64)
+        self.forward_m = np.ascontiguousarray(fwd.ravel(), np.float64)
+        self.right_m = np.ascontiguousarray(right.ravel(), np.float64)
+        self.sky_mask = sky
+
+        # --- texture (+ mip pyramid), flattened into one buffer
+        base = rgb if C == 3 else luma(rgb)[..., None]
+        levels = [np.ascontiguousarray(base, np.uint8)]
+        if cfg.mipmaps:
+            max_fp = float(np.max(np.where(sky, 0.0, footprint)))
+            n_levels = int(np.clip(math.ceil(math.log2(max(max_fp / scale.min(), 1.0))) + 1, 1, 8))
+            for _ in range(1, n_levels):
+                prev = levels[-1]
+                h2, w2 = max(1, (prev.shape[1] + 1) // 2), max(1, (prev.shape[2] + 1) // 2)
+                nxt = np.empty((T, h2, w2, C), np.uint8)
+                for ti in range(T):
+                    img = prev[ti]
+                    # pad to even size with edge pixels so every level covers the same world extent
+                    img = cv2.copyMakeBorder(img, 0, 2 * h2 - img.shape[0], 0, 2 * w2 - img.shape[1],
+                                             cv2.BORDER_REPLICATE)
+                    small = cv2.resize(img, (w2, h2), interpolation=cv2.INTER_AREA)
+                    nxt[ti] = small.reshape(h2, w2, C)
+                levels.append(nxt)
+        L = len(levels)
+        self.n_levels = L
+        self._lvl_h = np.array([lv.shape[1] for lv in levels], np.int64)
+        self._lvl_w = np.array([lv.shape[2] for lv in levels], np.int64)
+        sizes = [lv.size for lv in levels]
+        self._lvl_off = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        self._tex = np.concatenate([lv.ravel() for lv in levels])
+        # inverse cell size (1/m) per track and level
+        self._lvl_inv = np.ascontiguousarray(
+            1.0 / (scale[:, None] * (2.0 ** np.arange(L))[None, :]), np.float64)
+        # mip level per track and output pixel; -1 = sky
+        if L > 1:
+            lvl = np.floor(np.log2(np.maximum(footprint.ravel()[None, :] / scale[:, None], 1.0)) + 0.5)
+            lvl = np.clip(lvl, 0, L - 1).astype(np.int8)
+        else:
+            lvl = np.zeros((T, S * S), np.int8)
+        lvl[:, sky.ravel()] = -1
+        self._level = np.ascontiguousarray(lvl)
+        sky_rgb = np.array(cfg.sky_rgb, np.uint8)[None]
+        self._sky = np.ascontiguousarray(sky_rgb[0] if C == 3 else luma(sky_rgb)[:, None][0], np.uint8)
+
+        # --- ego sprite (chase): fixed pixels
+        pi, pj, pc = [], [], []
+        if cfg.mode == "chase" and cfg.draw_self:
+            hl, hw = cfg.kart_length_m / 2, cfg.kart_width_m / 2
+            inside = (np.abs(fwd) <= max(hl, 0.5 * (cfg.chase_ahead_m + cfg.chase_behind_m) / S)) & \
+                     (np.abs(right) <= max(hw, 0.5 * cfg.chase_width_m / S))
+            nose = inside & (fwd > hl / 3)
+            body = np.array(cfg.self_rgb, np.uint8)
+            nose_col = np.clip(body.astype(int) // 2 + 128, 0, 255).astype(np.uint8)
+            for (i, j) in zip(*np.nonzero(inside)):
+                pi.append(i)
+                pj.append(j)
+                pc.append(nose_col if nose[i, j] else body)
+        self._self_i = np.array(pi, np.int64)
+        self._self_j = np.array(pj, np.int64)
+        cols = np.array(pc, np.uint8).reshape(-1, 3)
+        self._self_col = np.ascontiguousarray(cols if C == 3 else luma(cols)[:, None], np.uint8)
+        self.ego_pixels = (self._self_i, self._self_j)
+        other = np.array([cfg.other_rgb], np.uint8)
+        other_nose = np.array([cfg.other_nose_rgb], np.uint8)
+        self._other_col = np.ascontiguousarray(other[0] if C == 3 else luma(other)[:, None][0])
+        self._other_nose = np.ascontiguousarray(other_nose[0] if C == 3 else luma(other_nose)[:, None][0])
+        self._no_self = np.full(0, -1, np.int64)
+
+    def empty(self, n: int) -> np.ndarray:
+        """A (n, S, S, C) uint8 output buffer."""
+        return np.empty((n, *self.shape), np.uint8)
+
+    def render(self, track_idx, x, y, yaw, out=None, others=None, self_rows=None):
+        """Render the view of every kart into ``out`` (N, S, S, C) uint8 and return it.
+
+        others: optional other karts to draw, (K, 3) [x, y, yaw] or (K, 4) [x, y, yaw, track_idx]
+        (with 3 columns, every row is drawn in every image whatever the track). Typical use: pass all
+        karts of the race as ``others`` and ``self_rows=np.arange(N)`` so each image skips its own
+        row. self_rows: (N,) row of ``others`` that is the ego kart (-1 = none); when None, a row at
+        exactly the ego's position is treated as the ego itself.
+        """
+        n = len(x)
+        if out is None:
+            out = self.empty(n)
+        elif out.shape != (n, *self.shape) or out.dtype != np.uint8:
+            raise ConfigError(f"camera out must be ({n}, {self.size}, {self.size}, {self.channels}) uint8, "
+                              f"got {out.shape} {out.dtype}")
+        track_idx = np.asarray(track_idx)
+        x = np.asarray(x, np.float64)
+        y = np.asarray(y, np.float64)
+        yaw = np.asarray(yaw, np.float64)
+        _render_kernel(self._tex, self._lvl_off, self._lvl_h, self._lvl_w, self._lvl_inv,
+                       self.forward_m, self.right_m, self._level, self.sky_mask.ravel(), self._sky,
+                       track_idx, x, y, yaw, out)
+        if self._self_i.size:
+            _draw_self_kernel(self._self_i, self._self_j, self._self_col, out)
+        if others is not None and self.cfg.draw_others and len(others):
+            o = np.ascontiguousarray(others, np.float64)
+            if o.ndim != 2 or o.shape[1] not in (3, 4):
+                raise ConfigError(f"others must be (K, 3) [x, y, yaw] or (K, 4) [x, y, yaw, track_idx], got {o.shape}")
+            otrack = o[:, 3].astype(np.int64) if o.shape[1] == 4 else np.full(len(o), -1, np.int64)
+            if self_rows is None:
+                rows = np.full(n, -2, np.int64)
+            else:
+                rows = np.ascontiguousarray(np.broadcast_to(np.asarray(self_rows, np.int64), (n,)))
+            cfg = self.cfg
+            _draw_others_kernel(cfg.mode == "driver", self.size, self._cam, track_idx, x, y, yaw, o,
+                                otrack, rows, cfg.kart_length_m / 2, cfg.kart_width_m / 2,
+                                cfg.kart_height_m, self._other_col, self._other_nose, out)
+        return out
