@@ -1,0 +1,878 @@
+"""Tracks drawn as images: surface grid, wall distances, centerline, progress and checkpoints.
+
+Image format
+------------
+A track is an image (PNG) between 256 and 4096 pixels a side; one pixel is ``scale`` metres
+(0.25 m by default). Pixels are classified by colour (alpha is composited onto black first):
+
+* **asphalt** – grey: the three channels within 25 of each other and their mean in 40..200;
+* **kerb** – red (R >= 120 and R exceeds G and B by 60) or white (every channel >= 200, spread <= 40).
+  Kerbs are road: as drivable as asphalt. A band of white pixels right across the road is the
+  start/finish line;
+* **grass** – green-dominant (G exceeds R and B by at least 10);
+* **wall** – everything else (black, blue, transparent, ...). Outside the image is wall as well.
+
+"Road" means asphalt or kerb; the centerline runs around the largest connected road region,
+which must be a closed loop around an infield.
+
+Legend file (optional)
+----------------------
+``<stem>.json`` next to ``<stem>.png`` (e.g. ``circuit.json``), or a :class:`TrackLegend` passed to
+:meth:`Track.load`, changes the defaults::
+
+    {
+      "scale_m_per_px": 0.5,                 # metres per pixel, 0.01..10
+      "grey_tolerance": 25,                  # max channel spread for asphalt
+      "grey_min": 40, "grey_max": 200,       # range of the channel mean for asphalt
+      "colors": [                            # explicit rules, applied after the defaults, in order
+        {"rgb": [0, 0, 255], "surface": "wall", "tolerance": 30},
+        {"rgb": [200, 180, 120], "surface": "grass"}
+      ]
+    }
+
+A colour rule matches pixels whose every channel is within ``tolerance`` (default 30) of ``rgb``;
+``surface`` is one of ``wall``, ``asphalt``, ``kerb``, ``grass``. Unknown keys are an error.
+
+Checkpoints file (optional)
+---------------------------
+Looked up as ``<stem>.checkpoints.json`` next to the image, then ``checkpoints.json`` in the same
+folder when its ``"track"`` field equals the image's file name::
+
+    {"track": "circuit.png", "direction": "ccw", "gates": [[x1, y1, x2, y2], ...]}
+
+Gates are in PIXELS (x = column, y = row), in driving order, gate 0 = start/finish. A legacy list
+of ``[x, y]`` centre points is accepted (as the file itself or as ``"gates"``); each becomes a gate
+across the road there. With file gates, the centerline's s = 0 is gate 0 and the direction of travel
+is the one in which the gates follow each other (``"direction"`` decides only with fewer than
+three gates). Without a file, the direction is counter-clockwise as seen on the image, s = 0 is the
+middle of a white start/finish line (else the middle of the longest straight) and gates are placed
+across the road about every 10 m. :meth:`Track.save_checkpoints` writes the file.
+
+Coordinates follow docs/ARCHITECTURE.md: metres, ``x = col * scale``, ``y = row * scale`` (y down),
+``yaw = atan2(dy, dx)``, positive curvature = right-hand bend, lateral offset > 0 = right.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import math
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+from scipy import ndimage
+
+from kartsim.errors import TrackError
+
+__all__ = [
+    "Surface",
+    "TrackLegend",
+    "ColorRule",
+    "Track",
+    "TrackStack",
+    "resolve_track_path",
+    "bundled_tracks",
+    "BUNDLED_DIR",
+    "MIN_SIZE",
+    "MAX_SIZE",
+    "DEFAULT_SCALE",
+    "COLORS",
+]
+
+BUNDLED_DIR = Path(__file__).resolve().parent / "tracks"
+MIN_SIZE = 256
+MAX_SIZE = 4096
+DEFAULT_SCALE = 0.25
+CENTERLINE_SPACING = 0.5  # metres between centerline points
+GATE_SPACING = 10.0  # metres between automatic gates
+MAX_HALF_WIDTH = 40.0  # metres searched on each side of the centerline for the road edge
+
+# Canonical colours used by the generator (all classify as documented above).
+COLORS = {
+    "asphalt": (108, 108, 112),
+    "grass": (70, 140, 55),
+    "grass_far": (58, 118, 46),
+    "kerb_red": (215, 35, 35),
+    "kerb_white": (245, 245, 245),
+    "wall": (0, 0, 0),
+    "wall_blue": (30, 60, 200),
+}
+
+
+class Surface(enum.IntEnum):
+    WALL = 0
+    ASPHALT = 1
+    KERB = 2
+    GRASS = 3
+
+
+_SURFACE_NAMES = {s.name.lower(): s for s in Surface}
+
+
+def is_road(surface: np.ndarray) -> np.ndarray:
+    """Boolean mask of road (asphalt or kerb)."""
+    return (surface == Surface.ASPHALT) | (surface == Surface.KERB)
+
+
+# ----------------------------------------------------------------------------------------- legend
+
+
+@dataclass(frozen=True)
+class ColorRule:
+    rgb: tuple[int, int, int]
+    surface: Surface
+    tolerance: int = 30
+
+
+@dataclass(frozen=True)
+class TrackLegend:
+    """How colours map to surfaces, and the image scale. See the module docstring for the JSON."""
+
+    scale_m_per_px: float = DEFAULT_SCALE
+    grey_tolerance: int = 25
+    grey_min: int = 40
+    grey_max: int = 200
+    colors: tuple[ColorRule, ...] = field(default_factory=tuple)
+
+    _KEYS = ("scale_m_per_px", "grey_tolerance", "grey_min", "grey_max", "colors")
+
+    @classmethod
+    def from_dict(cls, data: object, source: str = "legend") -> "TrackLegend":
+        if not isinstance(data, dict):
+            raise TrackError(f"{source}: the legend must be a JSON object like "
+                             '{"scale_m_per_px": 0.25, "colors": [...]}')
+        unknown = sorted(set(data) - set(cls._KEYS))
+        if unknown:
+            raise TrackError(f"{source}: unknown legend key(s) {', '.join(map(repr, unknown))}; "
+                             f"allowed keys are {', '.join(cls._KEYS)}")
+        kw: dict = {}
+        if "scale_m_per_px" in data:
+            v = data["scale_m_per_px"]
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not (0.01 <= v <= 10):
+                raise TrackError(f"{source}: scale_m_per_px must be a number of metres per pixel "
+                                 f"between 0.01 and 10, got {v!r}")
+            kw["scale_m_per_px"] = float(v)
+        for key in ("grey_tolerance", "grey_min", "grey_max"):
+            if key in data:
+                v = data[key]
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or not (0 <= v <= 255):
+                    raise TrackError(f"{source}: {key} must be a number in 0..255, got {v!r}")
+                kw[key] = int(v)
+        if "colors" in data:
+            rules = data["colors"]
+            if not isinstance(rules, list):
+                raise TrackError(f"{source}: \"colors\" must be a list of "
+                                 '{"rgb": [r, g, b], "surface": "wall"} objects')
+            parsed = []
+            for i, r in enumerate(rules):
+                if not isinstance(r, dict) or "rgb" not in r or "surface" not in r:
+                    raise TrackError(f"{source}: colors[{i}] must be an object with \"rgb\" and "
+                                     "\"surface\" (and optional \"tolerance\")")
+                extra = sorted(set(r) - {"rgb", "surface", "tolerance"})
+                if extra:
+                    raise TrackError(f"{source}: colors[{i}] has unknown key(s) {extra}; allowed: "
+                                     "rgb, surface, tolerance")
+                rgb = r["rgb"]
+                if (not isinstance(rgb, list) or len(rgb) != 3
+                        or not all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= 255
+                                   for c in rgb)):
+                    raise TrackError(f"{source}: colors[{i}].rgb must be three integers 0..255, "
+                                     f"got {rgb!r}")
+                name = r["surface"]
+                if not isinstance(name, str) or name.lower() not in _SURFACE_NAMES:
+                    raise TrackError(f"{source}: colors[{i}].surface must be one of "
+                                     f"{', '.join(_SURFACE_NAMES)}, got {name!r}")
+                tol = r.get("tolerance", 30)
+                if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0 <= tol <= 255:
+                    raise TrackError(f"{source}: colors[{i}].tolerance must be 0..255, got {tol!r}")
+                parsed.append(ColorRule(tuple(rgb), _SURFACE_NAMES[name.lower()], int(tol)))
+            kw["colors"] = tuple(parsed)
+        return cls(**kw)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "TrackLegend":
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise TrackError(f"legend file {path} not found; remove the legend argument or "
+                             "create the file") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise TrackError(f"cannot read legend file {path}: {exc}") from None
+        except json.JSONDecodeError as exc:
+            raise TrackError(f"legend file {path} is not valid JSON (line {exc.lineno}: {exc.msg}); "
+                             "fix it or delete it to use the default colours") from None
+        return cls.from_dict(data, source=f"legend file {path}")
+
+    def classify(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(H, W, 3) uint8 -> (surface (H, W) uint8, white (H, W) bool)."""
+        c = rgb.astype(np.int16)
+        r, g, b = c[..., 0], c[..., 1], c[..., 2]
+        mx = np.maximum(np.maximum(r, g), b)
+        mn = np.minimum(np.minimum(r, g), b)
+        spread = mx - mn
+        total = r + g + b  # mean*3, compare without division
+        surface = np.zeros(rgb.shape[:2], np.uint8)  # WALL
+        grass = (g >= r + 10) & (g >= b + 10)
+        surface[grass] = Surface.GRASS
+        red = (r >= 120) & (r - g >= 60) & (r - b >= 60)
+        white = (mn >= 200) & (spread <= 40)
+        surface[red | white] = Surface.KERB
+        grey = (spread <= self.grey_tolerance) & (total >= 3 * self.grey_min) & (total <= 3 * self.grey_max)
+        surface[grey] = Surface.ASPHALT
+        white = white & ~grey
+        for rule in self.colors:
+            m = np.all(np.abs(c - np.asarray(rule.rgb, np.int16)) <= rule.tolerance, axis=-1)
+            surface[m] = rule.surface
+            white &= ~m
+        return surface, white
+
+
+# ------------------------------------------------------------------------------------ path helpers
+
+
+def bundled_tracks() -> list[str]:
+    """Names of the tracks shipped in kartsim/tracks/ (without .png)."""
+    return sorted(p.stem for p in BUNDLED_DIR.glob("*.png"))
+
+
+def resolve_track_path(name: str | Path) -> Path:
+    """A path on disk, or a bundled track name ("circuit" or "circuit.png")."""
+    p = Path(name).expanduser()
+    if p.is_file():
+        return p
+    if p.is_dir():
+        raise TrackError(f"{p} is a folder, not a track image; pass a PNG file or a bundled track "
+                         f"name ({', '.join(bundled_tracks())})")
+    if len(p.parts) == 1:
+        for cand in (BUNDLED_DIR / p.name, BUNDLED_DIR / f"{p.name}.png"):
+            if cand.is_file():
+                return cand
+    raise TrackError(f"track {str(name)!r} not found: no such file and no bundled track of that "
+                     f"name; bundled tracks: {', '.join(bundled_tracks()) or '(none)'}")
+
+
+def _read_image(path: Path) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    Image.MAX_IMAGE_PIXELS = None  # the size is checked below, before decoding
+    try:
+        im = Image.open(path)
+    except UnidentifiedImageError:
+        raise TrackError(f"{path} is not an image; a track must be a PNG (grey road, green grass, "
+                         "black walls)") from None
+    except OSError as exc:
+        raise TrackError(f"cannot read {path}: {exc}") from None
+    with im:
+        w, h = im.size
+        if min(w, h) < MIN_SIZE or max(w, h) > MAX_SIZE:
+            raise TrackError(f"{path} is {w}x{h} px; a track image must be {MIN_SIZE} to {MAX_SIZE} px "
+                             "a side: resize it (and set scale_m_per_px in a legend to keep metres)")
+        try:
+            im.load()
+            if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+                arr = np.asarray(im.convert("RGBA"))
+                a = arr[..., 3:4].astype(np.uint16)
+                rgb = ((arr[..., :3].astype(np.uint16) * a + 127) // 255).astype(np.uint8)
+            else:
+                rgb = np.asarray(im.convert("RGB"))
+        except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError... on broken files
+            raise TrackError(f"{path} is a corrupt or truncated image ({exc}); re-export it as PNG") from None
+    return np.ascontiguousarray(rgb)
+
+
+# ------------------------------------------------------------------------------------- geometry
+
+
+def _resample_closed(pts: np.ndarray, spacing: float) -> np.ndarray:
+    """Resample a closed polyline (last != first) to uniform spacing."""
+    closed = np.vstack([pts, pts[:1]])
+    seg = np.hypot(*np.diff(closed, axis=0).T)
+    s = np.concatenate([[0.0], np.cumsum(seg)])
+    total = s[-1]
+    n = max(8, int(round(total / spacing)))
+    t = np.arange(n) * (total / n)
+    return np.column_stack([np.interp(t, s, closed[:, 0]), np.interp(t, s, closed[:, 1])])
+
+
+def _smooth_closed(pts: np.ndarray, sigma_pts: float) -> np.ndarray:
+    if sigma_pts <= 0:
+        return pts
+    return ndimage.gaussian_filter1d(pts, sigma_pts, axis=0, mode="wrap")
+
+
+def _closed_geometry(c: np.ndarray, curv_sigma_m: float = 1.5):
+    """s, length, heading, curvature of a closed centerline (M, 2)."""
+    nxt = np.roll(c, -1, axis=0)
+    seg = np.hypot(*(nxt - c).T)
+    s = np.concatenate([[0.0], np.cumsum(seg[:-1])])
+    length = float(seg.sum())
+    d = np.roll(c, -1, axis=0) - np.roll(c, 1, axis=0)
+    heading = np.arctan2(d[:, 1], d[:, 0])
+    dh = np.angle(np.exp(1j * (np.roll(heading, -1) - np.roll(heading, 1))))
+    ds = np.roll(seg, 0) + np.roll(seg, 1)
+    curv = dh / np.maximum(ds, 1e-9)
+    spacing = length / len(c)
+    curv = ndimage.gaussian_filter1d(curv, max(curv_sigma_m / spacing, 0.5), mode="wrap")
+    return s, length, heading, curv
+
+
+def _signed_area(c: np.ndarray) -> float:
+    x, y = c[:, 0], c[:, 1]
+    return 0.5 * float(np.sum(x * np.roll(y, -1) - np.roll(x, -1) * y))
+
+
+def _lookup_mask(mask: np.ndarray, scale: float, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    h, w = mask.shape
+    col = np.floor(x / scale).astype(np.int64)
+    row = np.floor(y / scale).astype(np.int64)
+    ok = (col >= 0) & (col < w) & (row >= 0) & (row < h)
+    out = np.zeros(np.shape(x), bool)
+    out[ok] = mask[row[ok], col[ok]]
+    return out
+
+
+def _march(road: np.ndarray, scale: float, origins: np.ndarray, dirs: np.ndarray,
+           max_d: float) -> np.ndarray:
+    """Distance from each origin along its unit direction to the first non-road sample (m)."""
+    step = scale * 0.5
+    k = int(math.ceil(max_d / step))
+    t = (np.arange(1, k + 1) * step)[None, :]
+    xs = origins[:, 0:1] + dirs[:, 0:1] * t
+    ys = origins[:, 1:2] + dirs[:, 1:2] * t
+    on = _lookup_mask(road, scale, xs, ys)
+    off = ~on
+    first = np.where(off.any(axis=1), off.argmax(axis=1), k)
+    return first * step + step * 0.5  # edge lies between the last road and first non-road sample
+
+
+def _runs_circular(flag: np.ndarray) -> list[tuple[int, int]]:
+    """(start, length) of runs of True in a circular boolean array."""
+    n = len(flag)
+    if n == 0 or not flag.any():
+        return []
+    if flag.all():
+        return [(0, n)]
+    start = int(np.argmin(flag))  # a False position: rotate so runs don't wrap
+    f = np.roll(flag, -start)
+    d = np.diff(np.concatenate([[0], f.astype(np.int8), [0]]))
+    begins = np.flatnonzero(d == 1)
+    ends = np.flatnonzero(d == -1)
+    return [((int(b) + start) % n, int(e - b)) for b, e in zip(begins, ends)]
+
+
+# ---------------------------------------------------------------------------------- checkpoints
+
+
+def _parse_checkpoints(data: object, source: str):
+    """-> (direction or None, gates (G,4) px or None, points (G,2) px or None)."""
+    direction = None
+    if isinstance(data, list):
+        raw = data
+    elif isinstance(data, dict):
+        unknown = sorted(set(data) - {"track", "direction", "gates", "scale_m_per_px"})
+        if unknown:
+            raise TrackError(f"{source}: unknown key(s) {unknown}; allowed: track, direction, gates")
+        direction = data.get("direction")
+        if direction is not None and direction not in ("ccw", "cw"):
+            raise TrackError(f"{source}: \"direction\" must be \"ccw\" or \"cw\", got {direction!r}")
+        raw = data.get("gates", [])
+        if not isinstance(raw, list):
+            raise TrackError(f"{source}: \"gates\" must be a list of [x1, y1, x2, y2] pixel gates")
+    else:
+        raise TrackError(f"{source}: expected an object "
+                         '{"track": ..., "direction": "ccw", "gates": [[x1, y1, x2, y2], ...]}')
+    if not raw:
+        return direction, None, None
+    lens = set()
+    for i, g in enumerate(raw):
+        if (not isinstance(g, (list, tuple)) or len(g) not in (2, 4)
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                           and math.isfinite(v) for v in g)):
+            raise TrackError(f"{source}: gate {i} must be [x1, y1, x2, y2] (or a legacy [x, y] "
+                             f"point) in pixels, got {g!r}")
+        lens.add(len(g))
+    if len(lens) > 1:
+        raise TrackError(f"{source}: mixes [x, y] points and [x1, y1, x2, y2] gates; use one form")
+    arr = np.asarray(raw, np.float64)
+    if arr.shape[1] == 4:
+        return direction, arr, None
+    return direction, None, arr
+
+
+def _find_checkpoints_file(path: Path | None) -> Path | None:
+    if path is None:
+        return None
+    own = path.with_name(f"{path.stem}.checkpoints.json")
+    if own.is_file():
+        return own
+    shared = path.with_name("checkpoints.json")
+    if shared.is_file():
+        try:
+            data = json.loads(shared.read_text())
+        except (OSError, ValueError):
+            return None  # a shared file for some other track; not ours to judge
+        if isinstance(data, dict) and data.get("track") == path.name:
+            return shared
+    return None
+
+
+# ------------------------------------------------------------------------------------------ Track
+
+
+class Track:
+    """A loaded track. Build with :meth:`Track.load` (a file) or :meth:`Track.from_image`."""
+
+    name: str
+    path: Path | None
+    scale: float
+    rgb: np.ndarray
+    surface: np.ndarray
+    wall_distance: np.ndarray
+    centerline: np.ndarray
+    s: np.ndarray
+    length: float
+    heading: np.ndarray
+    curvature: np.ndarray
+    width: np.ndarray
+    gates: np.ndarray
+    gate_s: np.ndarray
+    direction: str
+
+    # ----------------------------------------------------------------------------- constructors
+
+    @classmethod
+    def load(cls, path_or_name: str | Path, legend: TrackLegend | None = None) -> "Track":
+        path = resolve_track_path(path_or_name)
+        if legend is None:
+            legend_path = path.with_suffix(".json")
+            legend = TrackLegend.from_file(legend_path) if legend_path.is_file() else TrackLegend()
+        rgb = _read_image(path)
+        cp_path = _find_checkpoints_file(path)
+        checkpoints = None
+        if cp_path is not None:
+            try:
+                checkpoints = json.loads(cp_path.read_text())
+            except (OSError, UnicodeDecodeError) as exc:
+                raise TrackError(f"cannot read checkpoints file {cp_path}: {exc}") from None
+            except json.JSONDecodeError as exc:
+                raise TrackError(f"checkpoints file {cp_path} is not valid JSON (line {exc.lineno}: "
+                                 f"{exc.msg}); fix it, or delete it to place gates automatically") from None
+        return cls.from_image(rgb, name=path.stem, legend=legend, checkpoints=checkpoints,
+                              path=path, checkpoints_source=str(cp_path) if cp_path else None)
+
+    @classmethod
+    def from_image(cls, rgb: np.ndarray, name: str = "track", legend: TrackLegend | None = None,
+                   checkpoints: object = None, path: Path | None = None,
+                   checkpoints_source: str | None = None) -> "Track":
+        """Build from an (H, W, 3) uint8 array; ``checkpoints`` is the parsed JSON (or None)."""
+        legend = legend or TrackLegend()
+        rgb = np.ascontiguousarray(np.asarray(rgb, np.uint8)[..., :3])
+        h, w = rgb.shape[:2]
+        label = str(path) if path is not None else name
+        if min(h, w) < MIN_SIZE or max(h, w) > MAX_SIZE:
+            raise TrackError(f"{label} is {w}x{h} px; a track image must be {MIN_SIZE} to {MAX_SIZE} px "
+                             "a side: resize it (and set scale_m_per_px in a legend to keep metres)")
+        self = cls.__new__(cls)
+        self.name = name
+        self.path = Path(path) if path is not None else None
+        self.scale = float(legend.scale_m_per_px)
+        self.legend = legend
+        self.rgb = rgb
+        self.warnings: list[str] = []
+        surface, white = legend.classify(rgb)
+        self.surface = surface
+        self.checkpoints_source = checkpoints_source
+        self._build(white, label, checkpoints)
+        return self
+
+    # --------------------------------------------------------------------------------- building
+
+    def _warn(self, msg: str) -> None:
+        self.warnings.append(msg)
+        warnings.warn(msg, UserWarning, stacklevel=4)
+
+    def _build(self, white: np.ndarray, label: str, checkpoints: object) -> None:
+        scale = self.scale
+        surface = self.surface
+        h, w = surface.shape
+        # wall distance: out-of-image counts as wall (pad with one wall pixel)
+        nonwall = np.pad((surface != Surface.WALL).astype(np.uint8), 1)
+        wd = cv2.distanceTransform(nonwall, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[1:-1, 1:-1]
+        self.wall_distance = (wd * scale).astype(np.float32)
+
+        road_all = is_road(surface)
+        if not road_all.any():
+            raise TrackError(f"{label}: no asphalt found; draw the road in grey (R, G, B within 25 of "
+                             "each other, mean 40..200) or give a legend that maps your road colour")
+        n_lab, lab, stats, _ = cv2.connectedComponentsWithStats(road_all.astype(np.uint8), connectivity=8)
+        areas = stats[1:, cv2.CC_STAT_AREA]
+        main = 1 + int(np.argmax(areas))
+        road = lab == main
+        if n_lab > 2:
+            dropped = int(areas.sum() - areas[main - 1])
+            self._warn(f"{label}: {n_lab - 1} disconnected road regions; using the largest and ignoring "
+                       f"{dropped} road pixels in {n_lab - 2} other region(s) for the centerline")
+        self._road = road  # removed before pickling? no: small bool array, kept for gates
+        self._white = white
+        c = self._extract_centerline(road, label)  # (M, 2) metres, ccw on the image
+
+        direction, file_gates, file_points = (None, None, None)
+        if checkpoints is not None:
+            src = self.checkpoints_source or "checkpoints"
+            direction, file_gates, file_points = _parse_checkpoints(checkpoints, src)
+        if file_points is not None:
+            file_gates = self._gates_from_points(file_points * scale, c, label)
+        elif file_gates is not None:
+            file_gates = file_gates * scale
+            mids = 0.5 * (file_gates[:, :2] + file_gates[:, 2:])
+            for i, m in enumerate(mids):
+                if not _lookup_mask(road_all, scale, m[0:1], m[1:2])[0]:
+                    raise TrackError(f"{self.checkpoints_source or label}: gate {i} (middle at pixel "
+                                     f"{m[0] / scale:.0f}, {m[1] / scale:.0f}) is not on the road; move "
+                                     "it across the road or delete the file to place gates automatically")
+
+        if file_gates is not None:
+            c = self._orient_by_gates(c, file_gates, direction, label)
+            self.gates_source = "file"
+        else:
+            if direction == "cw":
+                c = c[::-1].copy()
+            start = self._auto_start(c)
+            c = np.roll(c, -start, axis=0)
+            self.gates_source = "auto"
+        self.direction = "ccw" if _signed_area(c) < 0 else "cw"
+        self._set_centerline(c)
+        if file_gates is not None:
+            self.gates = file_gates
+            gs = self.progress(0.5 * (file_gates[:, 0] + file_gates[:, 2]),
+                               0.5 * (file_gates[:, 1] + file_gates[:, 3]))
+            gs[0] = 0.0
+            # the first gate's projection may land just below the end of the lap
+            self.gate_s = gs
+        else:
+            self._auto_gates()
+        del self._road, self._white
+
+    def _extract_centerline(self, road: np.ndarray, label: str) -> np.ndarray:
+        scale = self.scale
+        rp = np.pad(road, 1)  # a ring of non-road so that the image border is "outside"
+        nonroad = (~rp).astype(np.uint8)
+        n, lab = cv2.connectedComponents(nonroad, connectivity=4)
+        outside_label = lab[0, 0]
+        sizes = np.bincount(lab.ravel(), minlength=n)
+        sizes[0] = 0  # road
+        sizes[outside_label] = 0
+        if sizes.max() == 0:
+            raise TrackError(f"{label}: the road is not a closed loop (no infield enclosed by asphalt); "
+                             "draw the track as a closed circuit around an infield")
+        inside_label = int(np.argmax(sizes))
+        inside = lab == inside_label
+        outside = lab == outside_label
+        # smaller holes (islands in the road) count as road for the centerline
+        d_in = cv2.distanceTransform((~inside).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+        d_out = cv2.distanceTransform((~outside).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+        blob = inside | (~outside & (d_in < d_out))
+        contours, _ = cv2.findContours(blob.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+        if not contours:
+            raise TrackError(f"{label}: the road is not a closed loop; draw the track as a closed circuit")
+        cont = max(contours, key=cv2.contourArea)[:, 0, :].astype(np.float64)
+        if len(cont) < 16:
+            raise TrackError(f"{label}: the road loop is too small to drive; draw a bigger circuit")
+        # contour pixel (col, row) in the padded image -> centre of the original pixel, in metres
+        pts = (cont - 1.0 + 0.5) * scale
+        pts = _resample_closed(pts, CENTERLINE_SPACING)
+        pts = _smooth_closed(pts, 1.0 / CENTERLINE_SPACING)  # sigma 1 m
+        pts = _resample_closed(pts, CENTERLINE_SPACING)
+        if _signed_area(pts) > 0:  # positive shoelace with y down = clockwise on the image
+            pts = pts[::-1].copy()
+        length = len(pts) * CENTERLINE_SPACING
+        if length < 20:
+            raise TrackError(f"{label}: the road loop is only {length:.0f} m long; draw a bigger circuit")
+        # sanity: the loop should run on the road
+        on = _lookup_mask(rp[1:-1, 1:-1], scale, pts[:, 0], pts[:, 1]).mean()
+        if on < 0.5:
+            raise TrackError(f"{label}: the road is not a closed loop (the loop found runs off the road); "
+                             "draw the track as one closed circuit of asphalt")
+        return pts
+
+    def _edges(self, c: np.ndarray, heading: np.ndarray):
+        right = np.column_stack([-np.sin(heading), np.cos(heading)])
+        max_d = min(MAX_HALF_WIDTH, max(self.surface.shape) * self.scale)
+        t_r = _march(self._road, self.scale, c, right, max_d)
+        t_l = _march(self._road, self.scale, c, -right, max_d)
+        return right, t_l, t_r
+
+    def _auto_start(self, c: np.ndarray) -> int:
+        """Index of the start/finish: middle of a white line across the road, else of the longest straight."""
+        _, length, heading, curv = _closed_geometry(c)
+        right, t_l, t_r = self._edges(c, heading)
+        n = 24
+        u = np.linspace(0.05, 0.95, n)[None, :]
+        offs = -t_l[:, None] + (t_l + t_r)[:, None] * u
+        xs = c[:, 0:1] + right[:, 0:1] * offs
+        ys = c[:, 1:2] + right[:, 1:2] * offs
+        frac = _lookup_mask(self._white, self.scale, xs, ys).mean(axis=1)
+        cand = frac >= 0.7
+        runs = _runs_circular(cand)
+        if runs:
+            best = max(runs, key=lambda r: (frac[(r[0] + np.arange(r[1])) % len(c)].sum(), -r[0]))
+            self.start_source = "line"
+            return (best[0] + best[1] // 2) % len(c)
+        self.start_source = "straight"
+        spacing = length / len(c)
+        for thresh in (1 / 100, 1 / 50, 1 / 25):
+            runs = [r for r in _runs_circular(np.abs(curv) < thresh) if r[1] * spacing >= 10]
+            if runs:
+                best = max(runs, key=lambda r: (r[1], -r[0]))
+                return (best[0] + best[1] // 2) % len(c)
+        sm = ndimage.gaussian_filter1d(np.abs(curv), 10 / spacing, mode="wrap")
+        return int(np.argmin(sm))
+
+    def _nearest_index(self, c: np.ndarray, pts: np.ndarray) -> np.ndarray:
+        d2 = ((pts[:, None, :] - c[None, :, :]) ** 2).sum(-1)
+        return d2.argmin(axis=1)
+
+    def _gates_from_points(self, pts: np.ndarray, c: np.ndarray, label: str) -> np.ndarray:
+        src = self.checkpoints_source or label
+        road_all = is_road(self.surface)
+        for i, p in enumerate(pts):
+            if not _lookup_mask(road_all, self.scale, p[0:1], p[1:2])[0]:
+                raise TrackError(f"{src}: gate {i} (point at pixel {p[0] / self.scale:.0f}, "
+                                 f"{p[1] / self.scale:.0f}) is not on the road; move it onto the road or "
+                                 "delete the file to place gates automatically")
+        _, _, heading, _ = _closed_geometry(c)
+        idx = self._nearest_index(c, pts)
+        right = np.column_stack([-np.sin(heading[idx]), np.cos(heading[idx])])
+        max_d = min(MAX_HALF_WIDTH, max(self.surface.shape) * self.scale)
+        road = road_all
+        t_r = _march(road, self.scale, pts, right, max_d)
+        t_l = _march(road, self.scale, pts, -right, max_d)
+        return np.column_stack([pts - right * t_l[:, None], pts + right * t_r[:, None]])
+
+    def _orient_by_gates(self, c: np.ndarray, gates: np.ndarray, direction: str | None,
+                         label: str) -> np.ndarray:
+        mids = 0.5 * (gates[:, :2] + gates[:, 2:])
+        idx = self._nearest_index(c, mids)
+        m = len(c)
+        g = len(idx)
+        if g >= 3:
+            rel = (idx - idx[0]) % m
+            fwd = np.diff(rel)
+            if np.all(fwd > 0):
+                reverse = False
+            else:
+                relr = (idx[0] - idx) % m
+                if np.all(np.diff(relr) > 0):
+                    reverse = True
+                else:
+                    # name the first gate out of order in the more plausible direction
+                    use = relr if (np.diff(relr) > 0).sum() > (fwd > 0).sum() else rel
+                    bad = int(np.argmax(np.diff(use) <= 0)) + 1
+                    raise TrackError(f"{self.checkpoints_source or label}: gate {bad} is out of driving "
+                                     "order (gates must follow each other around the lap from gate 0); "
+                                     "reorder the gates or delete the file to place them automatically")
+        else:
+            reverse = direction == "cw"
+        if reverse:
+            c = c[::-1].copy()
+            idx = m - 1 - idx
+        return np.roll(c, -int(idx[0]), axis=0)
+
+    def _set_centerline(self, c: np.ndarray) -> None:
+        self.centerline = np.ascontiguousarray(c, dtype=np.float64)
+        s, length, heading, curv = _closed_geometry(self.centerline)
+        self.s, self.length, self.heading, self.curvature = s, length, heading, curv
+        right, t_l, t_r = self._edges(self.centerline, heading)
+        self.width = t_l + t_r
+        self._t_left, self._t_right = t_l, t_r
+        self._right = right
+        self._build_lookup()
+
+    def _auto_gates(self) -> None:
+        n = max(4, int(round(self.length / GATE_SPACING)))
+        gs = np.arange(n) * (self.length / n)
+        idx = np.searchsorted(self.s, gs, side="right") - 1
+        idx = np.clip(idx, 0, len(self.s) - 1)
+        c = self.centerline[idx]
+        r = self._right[idx]
+        self.gates = np.column_stack([c - r * self._t_left[idx, None], c + r * self._t_right[idx, None]])
+        self.gate_s = self.s[idx].copy()
+
+    def _build_lookup(self) -> None:
+        """Coarse grid (about 1 m cells) of the nearest centerline index; refined in locate()."""
+        cell = max(1, int(round(1.0 / self.scale)))
+        h, w = self.surface.shape
+        gh, gw = -(-h // cell), -(-w // cell)
+        seeds = np.full((gh, gw), -1, np.int32)
+        c = self.centerline
+        gx = np.clip((c[:, 0] / (self.scale * cell)).astype(np.int64), 0, gw - 1)
+        gy = np.clip((c[:, 1] / (self.scale * cell)).astype(np.int64), 0, gh - 1)
+        seeds[gy, gx] = np.arange(len(c), dtype=np.int32)
+        _, (iy, ix) = ndimage.distance_transform_edt(seeds < 0, return_indices=True)
+        self._lookup = seeds[iy, ix]
+        self._lookup_cell_m = self.scale * cell
+        spacing = self.length / len(c)
+        self._lookup_window = int(math.ceil(2.0 * self._lookup_cell_m / spacing)) + 2
+
+    # ------------------------------------------------------------------------------------ queries
+
+    def locate(self, x, y) -> np.ndarray:
+        """Nearest centerline index for each point (vectorised, O(1) per point)."""
+        x = np.atleast_1d(np.asarray(x, np.float64))
+        y = np.atleast_1d(np.asarray(y, np.float64))
+        gh, gw = self._lookup.shape
+        gx = np.clip(np.floor(x / self._lookup_cell_m), 0, gw - 1).astype(np.int64)
+        gy = np.clip(np.floor(y / self._lookup_cell_m), 0, gh - 1).astype(np.int64)
+        i0 = self._lookup[gy, gx]
+        k = self._lookup_window
+        m = len(self.centerline)
+        cand = (i0[..., None] + np.arange(-k, k + 1)) % m
+        d2 = (self.centerline[cand, 0] - x[..., None]) ** 2 + (self.centerline[cand, 1] - y[..., None]) ** 2
+        return np.take_along_axis(cand, d2.argmin(axis=-1)[..., None], axis=-1)[..., 0]
+
+    def frame(self, x, y):
+        """(s in [0, length), lateral offset (m, > 0 right of the centerline), centerline heading)."""
+        x = np.atleast_1d(np.asarray(x, np.float64))
+        y = np.atleast_1d(np.asarray(y, np.float64))
+        i = self.locate(x, y)
+        dx = x - self.centerline[i, 0]
+        dy = y - self.centerline[i, 1]
+        h = self.heading[i]
+        ch, sh = np.cos(h), np.sin(h)
+        along = dx * ch + dy * sh
+        lateral = -dx * sh + dy * ch
+        spacing = self.length / len(self.centerline)
+        s = np.mod(self.s[i] + np.clip(along, -spacing, spacing), self.length)
+        return s, lateral, h
+
+    def progress(self, x, y) -> np.ndarray:
+        """Metres along the lap in [0, length)."""
+        return self.frame(x, y)[0]
+
+    def pose_at(self, s):
+        """(x, y, yaw) on the centerline at distance s (any real, wraps), facing forward."""
+        scalar = np.ndim(s) == 0
+        s = np.mod(np.asarray(s, np.float64), self.length)
+        m = len(self.centerline)
+        i = np.clip(np.searchsorted(self.s, s, side="right") - 1, 0, m - 1)
+        j = (i + 1) % m
+        seg = np.where(j == 0, self.length - self.s[i], self.s[j] - self.s[i])
+        f = (s - self.s[i]) / np.maximum(seg, 1e-12)
+        p = self.centerline[i] + (self.centerline[j] - self.centerline[i]) * f[..., None]
+        dh = np.angle(np.exp(1j * (self.heading[j] - self.heading[i])))
+        yaw = np.angle(np.exp(1j * (self.heading[i] + dh * f)))
+        if scalar:
+            return float(p[0]), float(p[1]), float(yaw)
+        return p[..., 0], p[..., 1], yaw
+
+    def surface_at(self, x, y) -> np.ndarray:
+        x = np.atleast_1d(np.asarray(x, np.float64))
+        y = np.atleast_1d(np.asarray(y, np.float64))
+        h, w = self.surface.shape
+        col = np.floor(x / self.scale)
+        row = np.floor(y / self.scale)
+        ok = (col >= 0) & (col < w) & (row >= 0) & (row < h)
+        out = np.zeros(x.shape, np.uint8)
+        out[ok] = self.surface[row[ok].astype(np.int64), col[ok].astype(np.int64)]
+        return out
+
+    def width_at(self, s) -> np.ndarray:
+        i = np.clip(np.searchsorted(self.s, np.mod(np.asarray(s, np.float64), self.length),
+                                    side="right") - 1, 0, len(self.s) - 1)
+        return self.width[i]
+
+    # -------------------------------------------------------------------------------- checkpoints
+
+    def checkpoints_dict(self) -> dict:
+        gates_px = np.round(self.gates / self.scale, 2)
+        return {
+            "track": f"{self.name}.png" if self.path is None else self.path.name,
+            "direction": self.direction,
+            "gates": [[float(v) for v in g] for g in gates_px],
+        }
+
+    def save_checkpoints(self, path: str | Path | None = None) -> Path:
+        """Write the gates (pixels) to ``path`` (default ``<stem>.checkpoints.json`` next to the PNG)."""
+        if path is None:
+            if self.path is None:
+                raise TrackError(f"track {self.name!r} was not loaded from a file; give a path to "
+                                 "save the checkpoints to")
+            path = self.path.with_name(f"{self.path.stem}.checkpoints.json")
+        path = Path(path)
+        data = self.checkpoints_dict()
+        text = "{\n" + f'  "track": {json.dumps(data["track"])},\n' \
+               f'  "direction": {json.dumps(data["direction"])},\n  "gates": [\n' + \
+               ",\n".join("    " + json.dumps(g) for g in data["gates"]) + "\n  ]\n}\n"
+        try:
+            path.write_text(text)
+        except OSError as exc:
+            raise TrackError(f"cannot write checkpoints file {path}: {exc}") from None
+        return path
+
+    # ------------------------------------------------------------------------------------- misc
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.surface.shape  # type: ignore[return-value]
+
+    def summary(self) -> dict:
+        return {
+            "name": self.name,
+            "size_px": (self.surface.shape[1], self.surface.shape[0]),
+            "scale": self.scale,
+            "length_m": self.length,
+            "width_mean_m": float(self.width.mean()),
+            "width_min_m": float(self.width.min()),
+            "gates": len(self.gates),
+            "direction": self.direction,
+            "warnings": list(self.warnings),
+        }
+
+    def __repr__(self) -> str:
+        h, w = self.surface.shape
+        return (f"Track({self.name!r}, {w}x{h} px, {self.scale} m/px, {self.length:.0f} m, "
+                f"{len(self.gates)} gates, {self.direction})")
+
+
+# ------------------------------------------------------------------------------------- TrackStack
+
+
+@dataclass
+class TrackStack:
+    """T tracks as stacked arrays, padded with wall (rgb black) to the largest H and W."""
+
+    surface: np.ndarray  # (T, H, W) uint8
+    wall_distance: np.ndarray  # (T, H, W) float32
+    rgb: np.ndarray  # (T, H, W, 3) uint8
+    scale: np.ndarray  # (T,) float64
+    tracks: list
+
+    @classmethod
+    def from_tracks(cls, tracks) -> "TrackStack":
+        tracks = list(tracks)
+        if not tracks:
+            raise TrackError("no tracks given; pass at least one track")
+        h = max(t.surface.shape[0] for t in tracks)
+        w = max(t.surface.shape[1] for t in tracks)
+        n = len(tracks)
+        surface = np.zeros((n, h, w), np.uint8)  # Surface.WALL == 0
+        wall = np.zeros((n, h, w), np.float32)
+        rgb = np.zeros((n, h, w, 3), np.uint8)
+        for k, t in enumerate(tracks):
+            th, tw = t.surface.shape
+            surface[k, :th, :tw] = t.surface
+            wall[k, :th, :tw] = t.wall_distance
+            rgb[k, :th, :tw] = t.rgb
+        scale = np.array([t.scale for t in tracks], np.float64)
+        return cls(surface=surface, wall_distance=wall, rgb=rgb, scale=scale, tracks=tracks)
+
+    def __len__(self) -> int:
+        return len(self.tracks)
+
+    @property
+    def names(self) -> list[str]:
+        return [t.name for t in self.tracks]
