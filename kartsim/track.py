@@ -445,13 +445,16 @@ class Track:
     # ----------------------------------------------------------------------------- constructors
 
     @classmethod
-    def load(cls, path_or_name: str | Path, legend: TrackLegend | None = None) -> "Track":
+    def load(cls, path_or_name: str | Path, legend: TrackLegend | None = None,
+             use_checkpoints_file: bool = True) -> "Track":
+        """Load a track image (path or bundled name); ``use_checkpoints_file=False`` ignores any
+        checkpoints file and places gates automatically."""
         path = resolve_track_path(path_or_name)
         if legend is None:
             legend_path = path.with_suffix(".json")
             legend = TrackLegend.from_file(legend_path) if legend_path.is_file() else TrackLegend()
         rgb = _read_image(path)
-        cp_path = _find_checkpoints_file(path)
+        cp_path = _find_checkpoints_file(path) if use_checkpoints_file else None
         checkpoints = None
         if cp_path is not None:
             try:

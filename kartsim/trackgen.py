@@ -399,10 +399,7 @@ def build_bundled_tracks(out_dir: str | Path | None = None) -> list[Path]:
     for name, fn in (("circuit", circuit_image), ("oval", oval_image), ("technical", technical_image)):
         path = out / f"{name}.png"
         save_track(fn(), path)
-        cp = path.with_name(f"{name}.checkpoints.json")
-        if cp.exists():
-            cp.unlink()  # regenerate the gates from the new image
-        track = Track.load(path)
-        track.save_checkpoints()
+        track = Track.load(path, use_checkpoints_file=False)  # gates from the new image
+        cp = track.save_checkpoints()
         written += [path, cp]
     return written

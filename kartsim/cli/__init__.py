@@ -15,6 +15,7 @@ from kartsim.errors import KartsimError
 # Each module defines `register(subparsers)`, adding parsers whose handler is set with
 # `parser.set_defaults(func=handler)`; a handler takes the parsed args and returns an exit code.
 COMMAND_MODULES: tuple[str, ...] = (
+    "kartsim.cli.track_cmd",
     "kartsim.cli.train_cmd",
 )
 

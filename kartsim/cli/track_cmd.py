@@ -1,0 +1,95 @@
+"""`kartsim track ...`: generate, check and write checkpoints for track images."""
+
+from __future__ import annotations
+
+import argparse
+import warnings
+from pathlib import Path
+
+from kartsim.errors import KartsimError
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("track", help="make and check track images",
+                              description="Make, check and write checkpoints for track images.")
+    sub = p.add_subparsers(dest="track_command", metavar="ACTION")
+    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+
+    new = sub.add_parser("new", help="generate a random closed circuit as a PNG (+ its checkpoints)")
+    new.add_argument("out", help="output PNG path")
+    new.add_argument("--seed", type=int, default=0, help="random seed (same seed -> same track)")
+    new.add_argument("--size", type=int, default=1024, help="image side in pixels (256..4096)")
+    new.add_argument("--style", default="circuit", choices=["circuit", "oval", "technical", "random"])
+    new.add_argument("--width", type=float, default=9.0, help="road width in metres")
+    new.add_argument("--length", type=float, default=None, help="target lap length in metres")
+    new.add_argument("--force", action="store_true", help="overwrite an existing file")
+    new.set_defaults(func=_cmd_new)
+
+    check = sub.add_parser("check", help="load a track and print what was found")
+    check.add_argument("track", help="PNG path or bundled track name")
+    check.set_defaults(func=_cmd_check)
+
+    cp = sub.add_parser("checkpoints", help="write <stem>.checkpoints.json next to the PNG")
+    cp.add_argument("track", help="PNG path")
+    cp.add_argument("--force", action="store_true", help="overwrite an existing checkpoints file")
+    cp.set_defaults(func=_cmd_checkpoints)
+
+
+def _load(name, use_checkpoints_file: bool = True):
+    from kartsim.track import Track
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # kept in track.warnings and printed by us
+        return Track.load(name, use_checkpoints_file=use_checkpoints_file)
+
+
+def _cmd_new(args: argparse.Namespace) -> int:
+    from kartsim.trackgen import generate_track, save_track
+
+    out = Path(args.out)
+    if out.suffix.lower() != ".png":
+        raise KartsimError(f"{out}: the output must be a .png file")
+    if out.exists() and not args.force:
+        raise KartsimError(f"{out} already exists; pass --force to overwrite it")
+    img = generate_track(args.seed, size=args.size, length_m=args.length, width_m=args.width,
+                         style=args.style)
+    cp = out.with_name(f"{out.stem}.checkpoints.json")
+    if cp.exists() and not args.force:
+        raise KartsimError(f"{cp} already exists; pass --force to overwrite it")
+    save_track(img, out)
+    track = _load(out, use_checkpoints_file=False)
+    track.save_checkpoints()
+    print(f"{out}: {track.length:.0f} m long, {track.width.mean():.1f} m wide, "
+          f"{len(track.gates)} gates ({cp.name})")
+    return 0
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    track = _load(args.track)
+    w, h = track.surface.shape[1], track.surface.shape[0]
+    print(f"track:      {track.name} ({track.path})")
+    print(f"size:       {w} x {h} px, {track.scale} m/px ({w * track.scale:.0f} x {h * track.scale:.0f} m)")
+    print(f"length:     {track.length:.1f} m")
+    print(f"width:      mean {track.width.mean():.1f} m, min {track.width.min():.1f} m, "
+          f"max {track.width.max():.1f} m")
+    print(f"gates:      {len(track.gates)} ({'from ' + str(track.checkpoints_source) if track.gates_source == 'file' else 'automatic'})")
+    print(f"direction:  {track.direction}")
+    if track.gates_source == "auto":
+        print(f"start:      {'white start/finish line' if track.start_source == 'line' else 'middle of the longest straight'}")
+    print(f"warnings:   {len(track.warnings) or 'none'}")
+    for msg in track.warnings:
+        print(f"  - {msg}")
+    return 0
+
+
+def _cmd_checkpoints(args: argparse.Namespace) -> int:
+    from kartsim.track import resolve_track_path
+
+    path = resolve_track_path(args.track)
+    cp = path.with_name(f"{path.stem}.checkpoints.json")
+    if cp.exists() and not args.force:
+        raise KartsimError(f"{cp} already exists; pass --force to regenerate it")
+    track = _load(path, use_checkpoints_file=False)  # regenerate from the image, not the old file
+    written = track.save_checkpoints()
+    print(f"{written}: {len(track.gates)} gates, {track.direction}, lap {track.length:.0f} m")
+    return 0
