@@ -17,6 +17,7 @@ from kartsim.errors import KartsimError
 COMMAND_MODULES: tuple[str, ...] = (
     "kartsim.cli.track_cmd",
     "kartsim.cli.train_cmd",
+    "kartsim.cli.play_cmd",
 )
 
 

@@ -1,0 +1,378 @@
+"""Drive a trained model: in a window, headless, or recording a GIF / MP4.
+
+`load_driver` opens a model zip, rebuilds the env it was trained on from the ``kartsim_config.json``
+inside (optionally on another track), checks that the model fits that env, and returns both.
+`drive` runs episodes and reports laps through callbacks; `play` is ``kartsim play`` /
+``play_ppo.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from kartsim.errors import ConfigError, ModelFileError
+
+
+@dataclass
+class Driver:
+    """A loaded model and the env config it drives."""
+
+    model: Any
+    env_config: Any
+    path: Path
+    payload: dict[str, Any] | None
+
+    @property
+    def vision(self) -> bool:
+        return bool(self.env_config.vision)
+
+    @property
+    def label(self) -> str:
+        return self.path.name
+
+
+def _infer_vision(model_space: Any) -> bool:
+    import gymnasium as gym
+
+    return isinstance(model_space, gym.spaces.Dict)
+
+
+def _vision_layout(model_space: Any) -> dict[str, Any]:
+    """Best guess of camera settings from a plain SB3 vision model's image space."""
+    from stable_baselines3.common.preprocessing import is_image_space_channels_first
+
+    image = model_space["vision"]
+    if is_image_space_channels_first(image):
+        channels, size = image.shape[0], image.shape[1]
+    else:
+        channels, size = image.shape[2], image.shape[0]
+    if channels % 3 == 0:
+        return {"image_size": int(size), "grayscale": False, "frame_stack": channels // 3}
+    return {"image_size": int(size), "grayscale": True, "frame_stack": int(channels)}
+
+
+def track_value(tracks: list[str] | str | None) -> Any:
+    if tracks is None:
+        return None
+    if isinstance(tracks, str):
+        return tracks
+    return tracks[0] if len(tracks) == 1 else list(tracks)
+
+
+def load_driver(
+    model_path: str | Path,
+    *,
+    track: list[str] | str | None = None,
+    vision: bool | None = None,
+    evaluation: bool = True,
+    env_options: dict[str, Any] | None = None,
+    device: str = "cpu",
+) -> Driver:
+    """Load a model zip and the EnvConfig it drives.
+
+    :param track: another track (or tracks) than the one it was trained on.
+    :param vision: only for plain SB3 models without ``kartsim_config.json``: which env they drive
+        (None: inferred from the model's observation space).
+    :param evaluation: start on the start line (``random_start=False``) instead of a random place.
+    """
+    from kartsim.envs import EnvConfig
+    from kartsim.rl.modelio import describe_space, load_ppo, read_kartsim_config, spaces_match
+
+    path = Path(model_path)
+    payload = read_kartsim_config(path)  # checks: missing, not a zip, corrupted, not an SB3 model
+    model = load_ppo(path, device=device)
+    if payload is not None:
+        env_dict = dict(payload["env"])
+        if vision is not None and bool(vision) != bool(env_dict.get("vision")):
+            kind = "vision" if env_dict.get("vision") else "rays"
+            raise ConfigError(f"{path} is a {kind} model (says its kartsim_config.json); drop --vision/--rays")
+    else:
+        is_vision = _infer_vision(model.observation_space) if vision is None else bool(vision)
+        env_dict = EnvConfig().to_dict()
+        env_dict["vision"] = is_vision
+        if is_vision and _infer_vision(model.observation_space):
+            env_dict.update({k: v for k, v in _vision_layout(model.observation_space).items() if k in env_dict})
+    if track is not None:
+        env_dict["track"] = track_value(track)
+    if evaluation and "random_start" in env_dict:
+        env_dict["random_start"] = False
+    for key, value in (env_options or {}).items():
+        if key not in env_dict:
+            raise ConfigError(f"unknown env option {key!r}; known: {', '.join(sorted(env_dict))}")
+        env_dict[key] = value
+    env_cfg = EnvConfig.from_dict(env_dict)
+
+    # Does the model fit the env? (Build the spaces without simulating anything heavy twice.)
+    from kartsim.envs import KartEnv
+
+    probe = KartEnv(env_cfg, render_mode=None)
+    try:
+        env_space = probe.observation_space
+        action_space = probe.action_space
+    finally:
+        probe.close()
+    if not spaces_match(model.observation_space, env_space):
+        hint = "" if payload is not None else " (pass --vision or --rays to say which env it drives)"
+        raise ModelFileError(
+            f"{path} expects observations {describe_space(model.observation_space)} but this env gives "
+            f"{describe_space(env_space)}{hint}"
+        )
+    if tuple(model.action_space.shape) != tuple(action_space.shape):
+        raise ModelFileError(
+            f"{path} outputs actions of shape {tuple(model.action_space.shape)}, this env takes {tuple(action_space.shape)}"
+        )
+    return Driver(model=model, env_config=env_cfg, path=path, payload=payload)
+
+
+@dataclass
+class EpisodeResult:
+    laps: int = 0
+    lap_times: list[float] = field(default_factory=list)
+    steps: int = 0
+    mean_speed: float = 0.0
+    off_track_share: float = 0.0
+    progress_m: float = 0.0
+    reward: float = 0.0
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def best_lap(self) -> float | None:
+        return min(self.lap_times) if self.lap_times else None
+
+
+def drive(
+    driver: Driver,
+    env: Any,
+    *,
+    episodes: int = 1,
+    deterministic: bool = True,
+    max_steps: int | None = None,
+    seed: int | None = 0,
+    on_step: Callable[[Any, dict[str, Any], float], None] | None = None,
+    on_lap: Callable[[int, int, float], None] | None = None,
+    on_episode: Callable[[int, EpisodeResult], None] | None = None,
+) -> list[EpisodeResult]:
+    """Run `episodes` episodes of `driver` in `env` (a KartEnv). Callbacks: ``on_step(env, info,
+    reward)``, ``on_lap(episode, lap_number, lap_time_s)``, ``on_episode(episode, result)``.
+    `max_steps` ends an episode early (None: the env's own limit)."""
+    results: list[EpisodeResult] = []
+    for episode in range(episodes):
+        obs, info = env.reset(seed=None if seed is None else seed + episode)
+        result = EpisodeResult()
+        speeds: list[float] = []
+        off: list[bool] = []
+        while True:
+            action, _ = driver.model.predict(obs, deterministic=deterministic)
+            obs, reward, terminated, truncated, info = env.step(action)
+            result.steps += 1
+            result.reward += float(reward)
+            tel = info.get("telemetry") or {}
+            speeds.append(float(tel.get("speed", 0.0)))
+            off.append(bool(tel.get("off_track", False)))
+            if on_step is not None:
+                on_step(env, info, float(reward))
+            lap_time = info.get("new_lap_time")
+            if lap_time is not None:
+                result.lap_times.append(float(lap_time))
+                if on_lap is not None:
+                    on_lap(episode, len(result.lap_times), float(lap_time))
+            if terminated or truncated or (max_steps is not None and result.steps >= max_steps):
+                break
+        stats = info.get("episode_stats") or {}
+        result.stats = dict(stats)
+        result.laps = int(stats.get("laps", info.get("lap", len(result.lap_times))))
+        result.mean_speed = float(stats.get("mean_speed", np.mean(speeds) if speeds else 0.0))
+        result.off_track_share = float(stats.get("off_track_share", np.mean(off) if off else 0.0))
+        result.progress_m = float(stats.get("progress_m", info.get("progress", 0.0)))
+        results.append(result)
+        if on_episode is not None:
+            on_episode(episode, result)
+    return results
+
+
+def has_display() -> bool:
+    """Whether a window can be opened (an X11/Wayland display on Linux; assumed elsewhere)."""
+    if os.environ.get("SDL_VIDEODRIVER", "") in ("dummy", "offscreen"):
+        return False
+    if sys.platform.startswith("linux"):
+        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    return True
+
+
+class Recorder:
+    """Collects frames (the env's track map, with the camera view inset for vision models) and
+    writes them as GIF (Pillow) or MP4 (OpenCV 'mp4v')."""
+
+    def __init__(self, path: Path, *, fps: float = 15.0, max_width: int = 640, inset: bool = False) -> None:
+        self.path = path
+        self.target_fps = fps
+        self.fps = fps
+        self.every = 0  # env steps per frame, set from the first step's duration
+        self.max_width = max_width
+        self.inset = inset
+        self.frames: list[Any] = []
+        self._video = None
+        self._count = 0
+
+    def _compose(self, env: Any) -> np.ndarray:
+        frame = env.render()
+        if frame is None:
+            raise ConfigError("the env returned no frame to record (render_mode must be rgb_array)")
+        frame = np.ascontiguousarray(frame[..., :3], dtype=np.uint8)
+        import cv2
+
+        h, w = frame.shape[:2]
+        if w > self.max_width:
+            scale = self.max_width / w
+            frame = cv2.resize(frame, (self.max_width, int(round(h * scale))), interpolation=cv2.INTER_AREA)
+        if self.inset and hasattr(env, "camera_image"):
+            cam = env.camera_image()
+            if cam is not None:
+                cam = np.asarray(cam)
+                if cam.ndim == 2:
+                    cam = cam[..., None]
+                cam = cam[..., -3:] if cam.shape[-1] >= 3 else np.repeat(cam[..., -1:], 3, axis=-1)
+                side = max(48, min(frame.shape[0], frame.shape[1]) // 3)
+                cam = cv2.resize(np.ascontiguousarray(cam, dtype=np.uint8), (side, side), interpolation=cv2.INTER_NEAREST)
+                frame = frame.copy()
+                y0, x0 = 4, frame.shape[1] - side - 4
+                if y0 + side <= frame.shape[0] and x0 >= 0:
+                    frame[y0 - 2 : y0 + side + 2, x0 - 2 : x0 + side + 2] = 255
+                    frame[y0 : y0 + side, x0 : x0 + side] = cam
+        return frame
+
+    def capture(self, env: Any, info: dict[str, Any] | None = None) -> None:
+        if self.every == 0:
+            dt = float(((info or {}).get("telemetry") or {}).get("step_time_s", 0.0) or 0.0)
+            if dt <= 0:
+                dt = 1.0 / float(getattr(env, "metadata", {}).get("render_fps", 30) or 30)
+            self.every = max(1, int(round((1.0 / self.target_fps) / dt)))
+            self.fps = 1.0 / (dt * self.every)  # real time playback
+        if self._count % self.every == 0:
+            frame = self._compose(env)
+            if self.path.suffix.lower() == ".mp4":
+                self._write_video(frame)
+            else:
+                from PIL import Image
+
+                self.frames.append(Image.fromarray(frame).quantize(colors=255, method=Image.Quantize.MEDIANCUT))
+        self._count += 1
+
+    def _write_video(self, frame: np.ndarray) -> None:
+        import cv2
+
+        h, w = frame.shape[:2]
+        if self._video is None:
+            self._size = (w - w % 2, h - h % 2)
+            self._video = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, self._size)
+            if not self._video.isOpened():
+                raise ConfigError(f"cannot write {self.path}: OpenCV has no mp4v encoder here; record a .gif instead")
+        self._video.write(cv2.cvtColor(frame[: self._size[1], : self._size[0]], cv2.COLOR_RGB2BGR))
+
+    def close(self) -> int:
+        """Write the file; returns the number of frames."""
+        if self._video is not None:
+            self._video.release()
+            n = (self._count + self.every - 1) // max(1, self.every)
+            self._video = None
+            return n
+        if self.frames:
+            duration = int(round(1000 / self.fps))
+            self.frames[0].save(
+                self.path, save_all=True, append_images=self.frames[1:], duration=duration, loop=0, optimize=False
+            )
+        return len(self.frames)
+
+
+def check_record_path(record: str | Path | None, force: bool) -> Path | None:
+    if record is None:
+        return None
+    path = Path(record)
+    if path.suffix.lower() not in (".gif", ".mp4"):
+        raise ConfigError(f"--record {path}: give a .gif or .mp4 file name")
+    if path.exists() and not force:
+        raise ConfigError(f"{path} already exists; pass --force to overwrite it")
+    if path.parent and not path.parent.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def fmt_time(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds:.3f} s"
+
+
+def play(
+    model_path: str | Path,
+    *,
+    episodes: int = 1,
+    track: list[str] | None = None,
+    deterministic: bool = True,
+    max_steps: int | None = None,
+    record: str | Path | None = None,
+    force: bool = False,
+    vision: bool | None = None,
+    record_fps: float = 15.0,
+    window: bool | None = None,
+    echo: Callable[[str], None] = print,
+) -> list[EpisodeResult]:
+    """``kartsim play``: drive `episodes` episodes, printing each lap time as it happens."""
+    if episodes < 1:
+        raise ConfigError(f"--episodes must be >= 1, not {episodes}")
+    if max_steps is not None and max_steps < 1:
+        raise ConfigError(f"--max-steps must be >= 1, not {max_steps}")
+    record_path = check_record_path(record, force)
+    driver = load_driver(model_path, track=track, vision=vision)
+    from kartsim.envs import KartEnv
+
+    if window is None:
+        window = record_path is None and has_display()
+    render_mode = "human" if window else ("rgb_array" if record_path is not None else None)
+    env = KartEnv(driver.env_config, render_mode=render_mode)
+    kind = "vision" if driver.vision else "rays"
+    track_name = driver.env_config.track
+    echo(f"Driving {driver.path} ({kind} model) on {track_name}, {episodes} episode(s), "
+         f"{'deterministic' if deterministic else 'stochastic'} actions")
+    if render_mode is None:
+        echo("No display found: driving without a window (use --record lap.gif to save a video)")
+
+    recorder = Recorder(record_path, fps=record_fps, inset=driver.vision) if record_path is not None else None
+
+    def on_step(env_: Any, info: dict[str, Any], reward: float) -> None:
+        if recorder is not None:
+            recorder.capture(env_, info)
+
+    def on_lap(episode: int, lap: int, seconds: float) -> None:
+        echo(f"  Lap {lap}: {seconds:.3f} s")
+
+    def on_episode(episode: int, result: EpisodeResult) -> None:
+        echo(
+            f"Episode {episode + 1}: {result.laps} lap(s), best {fmt_time(result.best_lap)}, "
+            f"mean speed {result.mean_speed:.1f} m/s, off track {100 * result.off_track_share:.0f}%, "
+            f"{result.steps} steps"
+        )
+
+    results: list[EpisodeResult] = []
+    try:
+        results = drive(driver, env, episodes=episodes, deterministic=deterministic, max_steps=max_steps,
+                        on_step=on_step, on_lap=on_lap, on_episode=on_episode)
+    except KeyboardInterrupt:
+        echo("Stopped.")
+    finally:
+        env.close()
+        if recorder is not None:
+            n = recorder.close()
+            if n:
+                echo(f"Recorded {n} frames to {record_path}")
+    laps = [t for r in results for t in r.lap_times]
+    if results:
+        if laps:
+            echo(f"Best lap: {min(laps):.3f} s ({len(laps)} lap(s) completed in {len(results)} episode(s))")
+        else:
+            echo(f"No lap completed in {len(results)} episode(s)")
+    return results
