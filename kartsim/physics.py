@@ -71,8 +71,11 @@ class KartConfig:
     """Engine power at the wheels (W); with the drag below it gives a top speed of ~25 m/s."""
     max_drive_force_n: float = 800.0
     """Drive force cap at low speed (N), ~0.5 g of acceleration."""
-    brake_force_n: float = 2750.0
-    """Total brake force at full brake (N), ~1.75 g; shared by the axles in proportion to load."""
+    brake_force_n: float = 3000.0
+    """Total brake force requested at full brake (N); with grip limits the kart decelerates ~1.6 g."""
+    brake_front_share: float = 0.65
+    """Share of the brake force on the front axle (each axle is limited by its grip; front-biased
+    braking keeps the kart stable when braking in a turn)."""
     reverse_force_n: float = 300.0
     """Drive force in reverse (N)."""
     max_reverse_speed: float = 3.0
@@ -81,11 +84,17 @@ class KartConfig:
     """Below this forward speed, negative throttle drives backwards instead of braking (m/s)."""
     drag_coeff: float = 0.45
     """Aerodynamic drag 0.5 * rho * Cd * A (N s^2/m^2)."""
-    mu_asphalt: float = 2.0
-    """Peak tyre friction coefficient on asphalt (kart slicks: ~2 g of lateral grip)."""
-    mu_kerb: float = 1.9
+    mu_asphalt: float = 2.2
+    """Peak rear-tyre friction coefficient on asphalt (front = x front_grip_factor: ~1.95 g of
+    steady lateral grip on kart slicks)."""
+    front_grip_factor: float = 0.9
+    """Front axle friction relative to the rear (< 1: stable understeer at the limit)."""
+    load_sensitivity: float = 0.5
+    """Tyre load sensitivity: an axle's friction falls by this fraction per 100 % load above its static
+    load (and rises when unloaded), which tempers the effect of load transfer on the balance."""
+    mu_kerb: float = 2.1
     """Peak tyre friction coefficient on kerbs."""
-    mu_grass: float = 0.45
+    mu_grass: float = 0.5
     """Peak tyre friction coefficient on grass."""
     rolling_asphalt: float = 0.015
     """Rolling resistance coefficient on asphalt (force = coeff * m * g)."""
@@ -136,7 +145,7 @@ class KartConfig:
 
 # Indices into the packed parameter vector handed to the kernel.
 (P_DT, P_M, P_IZ, P_A, P_B, P_H, P_RAD, P_MAXSTEER, P_STEERRATE, P_POWER, P_FDRIVE, P_FBRAKE,
- P_FREV, P_VREV, P_VREVTH, P_DRAG, P_TB, P_TC, P_REST, P_WFRIC, P_TRAVEL, P_SLIPV, P_COUNT) = range(23)
+ P_FREV, P_VREV, P_VREVTH, P_DRAG, P_TB, P_TC, P_REST, P_WFRIC, P_TRAVEL, P_SLIPV, P_FRONTMU, P_BFRONT, P_LOADSENS, P_COUNT) = range(26)
 
 
 def _pack(cfg: KartConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -163,6 +172,9 @@ def _pack(cfg: KartConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     p[P_WFRIC] = cfg.wall_friction
     p[P_TRAVEL] = cfg.max_travel_fraction * cfg.radius_m
     p[P_SLIPV] = cfg.slip_min_speed
+    p[P_FRONTMU] = cfg.front_grip_factor
+    p[P_BFRONT] = cfg.brake_front_share
+    p[P_LOADSENS] = cfg.load_sensitivity
     # Per-surface tables indexed by surface code (WALL uses asphalt figures: the kart is pushed out).
     mu = np.array([cfg.mu_asphalt, cfg.mu_asphalt, cfg.mu_kerb, cfg.mu_grass], np.float64)
     rr = np.array([cfg.rolling_asphalt, cfg.rolling_asphalt, cfg.rolling_kerb, cfg.rolling_grass], np.float64)
@@ -328,6 +340,9 @@ def _step_kernel(p, mu_tab, rr_tab, surf, wd, scale,
     wfric = p[P_WFRIC]
     travel = p[P_TRAVEL]
     slip_v = p[P_SLIPV]
+    front_mu = p[P_FRONTMU]
+    b_front = p[P_BFRONT]
+    load_sens = p[P_LOADSENS]
     mg = m * G
     fz_f_static = mg * b / L
     fz_r_static = mg * a / L
@@ -400,8 +415,14 @@ def _step_kernel(p, mu_tab, rr_tab, surf, wd, scale,
                 if fz_r < min_fz:
                     fz_r = min_fz
                     fz_f = mg - min_fz
-                cap_f = mu * fz_f
-                cap_r = mu * fz_r
+                mu_f = 1.0 - load_sens * (fz_f / fz_f_static - 1.0)
+                mu_r = 1.0 - load_sens * (fz_r / fz_r_static - 1.0)
+                if mu_f < 0.5:
+                    mu_f = 0.5
+                if mu_r < 0.5:
+                    mu_r = 0.5
+                cap_f = mu * front_mu * mu_f * fz_f
+                cap_r = mu * mu_r * fz_r
 
                 # --- longitudinal tyre forces (front: brake only; rear: drive and brake)
                 fx_f = 0.0
@@ -419,8 +440,8 @@ def _step_kernel(p, mu_tab, rr_tab, surf, wd, scale,
                     if u > v_rev_th:
                         braking = True
                         fb = -thr * f_brake
-                        fx_f = -fb * fz_f / mg
-                        fx_r = -fb * fz_r / mg
+                        fx_f = -fb * b_front
+                        fx_r = -fb * (1.0 - b_front)
                     else:
                         # reverse gear, fading out towards the reverse speed cap
                         fade = (v_rev + u) / v_rev
