@@ -9,15 +9,17 @@ Model, per kart and per integration step ``h`` (``cfg.dt``, subdivided at speed 
 moves more than ``cfg.max_travel_fraction * cfg.radius_m`` between two wall checks):
 
 * steering: the wheel angle follows ``steer_cmd * max_steer_rad`` at most ``steer_rate_rad_s``;
-* axle loads: static split from the centre of gravity plus longitudinal load transfer;
-* longitudinal: rear-wheel drive ``min(max_drive_force_n, engine_power_w / v)``, brakes on both
-  axles in proportion to their load, slow reverse once (nearly) stopped, aerodynamic drag and
-  surface-dependent rolling resistance;
+* axle loads: static split from the centre of gravity plus longitudinal load transfer (from the
+  previous integration step's acceleration); each axle's friction falls with load above its static
+  load (``load_sensitivity``) and the front axle has ``front_grip_factor`` of the rear's friction;
+* longitudinal: rear-wheel drive ``min(max_drive_force_n, engine_power_w / v)``, front-biased brakes
+  (``brake_front_share``), slow reverse once (nearly) stopped, aerodynamic drag and surface-dependent
+  rolling resistance;
 * lateral: per-axle slip angle, a simplified Pacejka curve ``sin(C atan(B alpha))`` scaled by the
-  friction-circle capacity left by the longitudinal force (so a driven or braked axle loses lateral
-  grip: power/brake oversteer and spins are possible), and limited to the force that would stop the
-  axle's sideways sliding within the step (this keeps the model stable at any speed, down to zero,
-  and makes low-speed turning kinematic);
+  friction-circle capacity left by the longitudinal force (so a braked or driven axle loses lateral
+  grip: brake + lock or a big lift-off at speed can spin the kart), and limited to the force that
+  would stop the axle's sideways sliding within the step (this keeps the explicit integration stable
+  at any speed, down to zero, and makes low-speed turning kinematic);
 * walls: the kart is a circle of ``radius_m``; when the wall-distance field at its centre is below the
   radius it is pushed out along the field's gradient, the velocity into the wall is reflected with
   ``wall_restitution`` and the tangential speed reduced by ``wall_friction``.
