@@ -214,8 +214,9 @@ def draw_track(centerline: np.ndarray, width_m: float, height_px: int, width_px:
 # ---------------------------------------------------------------------------------- generator
 
 
-def _shape(rng: np.random.Generator, style: str, simplify: int) -> np.ndarray:
-    """Control points of a closed shape around the origin, unit-ish radius."""
+def _shape(rng: np.random.Generator, style: str, simplify: int, side_m: float = 256.0) -> np.ndarray:
+    """Control points of a closed shape around the origin, unit-ish radius (more on big images)."""
+    more = max(1.0, side_m / 256.0) ** 0.5
     if style == "oval":
         a = rng.uniform(0.6, 1.6)  # half straight length / radius
         th = np.linspace(-math.pi / 2, math.pi / 2, 7)
@@ -227,10 +228,10 @@ def _shape(rng: np.random.Generator, style: str, simplify: int) -> np.ndarray:
         pts[:, 1] *= rng.uniform(0.85, 1.0)
         return pts
     if style == "technical":
-        n = max(7, int(rng.integers(10, 15)) - simplify)
+        n = max(7, int(int(rng.integers(10, 15)) * more) - simplify)
         rmin, jitter, disp = 0.35, 0.35, 0.28
     else:
-        n = max(6, int(rng.integers(8, 12)) - simplify)
+        n = max(6, int(int(rng.integers(8, 12)) * more) - simplify)
         rmin, jitter, disp = 0.5, 0.3, 0.18
     ang = 2 * math.pi * (np.arange(n) + rng.uniform(-jitter, jitter, n)) / n
     ang = np.sort(ang)
@@ -275,7 +276,7 @@ def generate_track(seed: int, size: int = 1024, length_m: float | None = None, w
     for attempt in range(MAX_ATTEMPTS):
         rng = np.random.default_rng([seed, attempt, _STYLE_CODE[style]])
         st = style if attempt < MAX_ATTEMPTS - 50 or length_m is not None else "oval"
-        ctrl = _shape(rng, st, simplify=attempt // 60)
+        ctrl = _shape(rng, st, simplify=attempt // 60, side_m=side_m)
         pts = _spline_closed(ctrl)
         lo, hi = pts.min(0), pts.max(0)
         span = hi - lo
