@@ -10,6 +10,7 @@ lap             completed laps in this episode
 time_s          simulated seconds since the start of the episode
 lap_time        simulated seconds since the start of the current lap
 x, y            position in metres (image axes: y points down the image)
+yaw             heading in rad (atan2 in image axes)
 speed           m/s
 longitudinal_g  body-frame longitudinal acceleration in g (> 0 = accelerating)
 lateral_g       body-frame lateral acceleration in g (> 0 = towards the driver's right)
@@ -18,6 +19,7 @@ steering        applied steering in [-1, 1] (+1 = right)
 throttle        applied throttle in [-1, 1] (< 0 = braking)
 slip_angle      rad
 progress        metres along the lap from the start/finish line
+lateral_offset  metres from the centerline (> 0 = right of it)
 surface         asphalt | kerb | grass | wall
 off_track       1 when the kart is off the road, else 0
 reward          reward of this step
@@ -44,6 +46,7 @@ TELEMETRY_COLUMNS: tuple[str, ...] = (
     "lap_time",
     "x",
     "y",
+    "yaw",
     "speed",
     "longitudinal_g",
     "lateral_g",
@@ -52,6 +55,7 @@ TELEMETRY_COLUMNS: tuple[str, ...] = (
     "throttle",
     "slip_angle",
     "progress",
+    "lateral_offset",
     "surface",
     "off_track",
     "reward",
@@ -63,6 +67,7 @@ _FROM_TELEMETRY = (
     "lap_time",
     "x",
     "y",
+    "yaw",
     "speed",
     "longitudinal_g",
     "lateral_g",
@@ -71,6 +76,7 @@ _FROM_TELEMETRY = (
     "throttle",
     "slip_angle",
     "progress",
+    "lateral_offset",
 )
 
 
@@ -113,8 +119,9 @@ class TelemetryWriter:
     """Appends telemetry rows to a CSV file with the `TELEMETRY_COLUMNS` header.
 
     Usage: ``w = TelemetryWriter(path); w.log(info, reward=r); ...; w.end_episode(); w.close()``.
-    ``log`` keeps the episode clock itself (``time_s`` grows by ``telemetry.step_time_s`` per row
-    logged with ``every=1``); pass ``step=`` to use an outside step counter (training).
+    ``time_s`` is the env's episode clock (``telemetry["time_s"]``) when it reports one, else the
+    writer's own (``telemetry["step_time_s"]`` or `dt` per step, `advance` for unlogged steps);
+    pass ``step=`` to use an outside step counter (training).
     """
 
     def __init__(self, path: str | Path, *, append: bool = False) -> None:
@@ -135,7 +142,10 @@ class TelemetryWriter:
     ) -> None:
         """Write one row for a step that has just happened (advances the episode clock first)."""
         tel = info.get("telemetry") or {}
-        self.time_s += float(dt if dt is not None else tel.get("step_time_s", 0.0))
+        if "time_s" in tel:
+            self.time_s = float(tel["time_s"])
+        else:
+            self.time_s += float(dt if dt is not None else tel.get("step_time_s", 0.0))
         self.step = int(step) if step is not None else self.step + 1
         self._writer.writerow(telemetry_row(info, step=self.step, episode=self.episode, time_s=self.time_s, reward=reward))
         self.rows += 1

@@ -100,12 +100,11 @@ def load_driver(
             env_dict.update({k: v for k, v in _vision_layout(model.observation_space).items() if k in env_dict})
     if track is not None:
         env_dict["track"] = track_value(track)
-    if evaluation and "random_start" in env_dict:
-        env_dict["random_start"] = False
-    for key, value in (env_options or {}).items():
-        if key not in env_dict:
-            raise ConfigError(f"unknown env option {key!r}; known: {', '.join(sorted(env_dict))}")
-        env_dict[key] = value
+    from kartsim.rl.train import apply_env_options
+
+    if evaluation:
+        apply_env_options(env_dict, {"random_start": False})
+    apply_env_options(env_dict, dict(env_options or {}))
     env_cfg = EnvConfig.from_dict(env_dict)
 
     # Does the model fit the env? (Build the spaces without simulating anything heavy twice.)
@@ -206,16 +205,16 @@ def has_display() -> bool:
 
 
 class Recorder:
-    """Collects frames (the env's track map, with the camera view inset for vision models) and
-    writes them as GIF (Pillow) or MP4 (OpenCV 'mp4v')."""
+    """Collects frames (``env.render()`` in rgb_array mode: the track map with the kart, its trail
+    and, for vision envs, the camera view inset) and writes them as GIF (Pillow) or MP4 (OpenCV
+    'mp4v'), one frame every few env steps so that the video plays in real time at about `fps`."""
 
-    def __init__(self, path: Path, *, fps: float = 15.0, max_width: int = 640, inset: bool = False) -> None:
+    def __init__(self, path: Path, *, fps: float = 15.0, max_width: int = 640) -> None:
         self.path = path
         self.target_fps = fps
         self.fps = fps
         self.every = 0  # env steps per frame, set from the first step's duration
         self.max_width = max_width
-        self.inset = inset
         self.frames: list[Any] = []
         self._video = None
         self._count = 0
@@ -231,20 +230,6 @@ class Recorder:
         if w > self.max_width:
             scale = self.max_width / w
             frame = cv2.resize(frame, (self.max_width, int(round(h * scale))), interpolation=cv2.INTER_AREA)
-        if self.inset and hasattr(env, "camera_image"):
-            cam = env.camera_image()
-            if cam is not None:
-                cam = np.asarray(cam)
-                if cam.ndim == 2:
-                    cam = cam[..., None]
-                cam = cam[..., -3:] if cam.shape[-1] >= 3 else np.repeat(cam[..., -1:], 3, axis=-1)
-                side = max(48, min(frame.shape[0], frame.shape[1]) // 3)
-                cam = cv2.resize(np.ascontiguousarray(cam, dtype=np.uint8), (side, side), interpolation=cv2.INTER_NEAREST)
-                frame = frame.copy()
-                y0, x0 = 4, frame.shape[1] - side - 4
-                if y0 + side <= frame.shape[0] and x0 >= 0:
-                    frame[y0 - 2 : y0 + side + 2, x0 - 2 : x0 + side + 2] = 255
-                    frame[y0 : y0 + side, x0 : x0 + side] = cam
         return frame
 
     def capture(self, env: Any, info: dict[str, Any] | None = None) -> None:
@@ -341,7 +326,7 @@ def play(
     if render_mode is None:
         echo("No display found: driving without a window (use --record lap.gif to save a video)")
 
-    recorder = Recorder(record_path, fps=record_fps, inset=driver.vision) if record_path is not None else None
+    recorder = Recorder(record_path, fps=record_fps) if record_path is not None else None
 
     def on_step(env_: Any, info: dict[str, Any], reward: float) -> None:
         if recorder is not None:

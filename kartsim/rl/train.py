@@ -225,26 +225,43 @@ def validate(cfg: TrainConfig) -> None:
     resolve_device(cfg.device)
 
 
+def apply_env_options(env_dict: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
+    """Set EnvConfig fields in a ``to_dict()`` dict (in place; returned). Keys are top-level fields
+    (``frame_stack``), dotted nested fields (``race.max_episode_steps``), or a nested field's bare
+    name when only one sub-config has it (``max_episode_steps``). Unknown keys raise ConfigError."""
+    for key, value in options.items():
+        if "." in key:
+            section, name = key.split(".", 1)
+            if not isinstance(env_dict.get(section), dict) or name not in env_dict[section]:
+                raise ConfigError(f"unknown env option {key!r}")
+            env_dict[section][name] = value
+        elif key in env_dict and not isinstance(env_dict[key], dict):
+            env_dict[key] = value
+        else:
+            owners = [sec for sec, sub in env_dict.items() if isinstance(sub, dict) and key in sub]
+            if len(owners) != 1:
+                known = sorted(k for k, v in env_dict.items() if not isinstance(v, dict))
+                known += sorted(f"{sec}.{k}" for sec, sub in env_dict.items() if isinstance(sub, dict) for k in sub)
+                what = "ambiguous" if owners else "unknown"
+                raise ConfigError(f"{what} env option {key!r}; known: {', '.join(known)}")
+            env_dict[owners[0]][key] = value
+    return env_dict
+
+
 def env_config_for(cfg: TrainConfig):
     """The EnvConfig a training run uses (from a resolved TrainConfig)."""
     from kartsim.envs import EnvConfig
 
-    track: Any = cfg.track[0] if len(cfg.track) == 1 else list(cfg.track)
-    values: dict[str, Any] = {
-        "track": track,
-        "vision": cfg.vision,
-        "camera": cfg.camera,
-        "image_size": cfg.image_size,
-        "grayscale": cfg.grayscale,
-        "frame_stack": cfg.frame_stack,
-        "seed": cfg.seed,
-    }
-    values.update(cfg.env_options)
     data = EnvConfig().to_dict()
-    unknown = sorted(k for k in values if k not in data)
-    if unknown:
-        raise ConfigError(f"unknown env option(s): {', '.join(unknown)}; known: {', '.join(sorted(data))}")
-    data.update(values)
+    data.update(
+        track=cfg.track[0] if len(cfg.track) == 1 else list(cfg.track),
+        vision=cfg.vision,
+        camera=cfg.camera,
+        image_size=cfg.image_size,
+        grayscale=cfg.grayscale,
+        frame_stack=cfg.frame_stack,
+    )
+    apply_env_options(data, cfg.env_options)
     return EnvConfig.from_dict(data)
 
 
@@ -305,9 +322,8 @@ def _merge_resume(cfg: TrainConfig, given: set[str], payload: dict[str, Any] | N
     merged = TrainConfig.from_dict(values).resolved()
     if "track" in given:
         env_dict["track"] = merged.track[0] if len(merged.track) == 1 else list(merged.track)
-    if "seed" in given:
-        env_dict["seed"] = merged.seed
-    env_dict.update(merged.env_options if "env_options" in given else {})
+    if "env_options" in given:
+        apply_env_options(env_dict, merged.env_options)
     return merged, env_dict
 
 
@@ -316,9 +332,11 @@ def train(
     *,
     given: set[str] | None = None,
     echo: Callable[[str], None] = print,
+    callbacks: list[Any] | None = None,
 ) -> TrainResult:
     """Run one training run. `given` names the TrainConfig fields the user set explicitly (used when
-    resuming: the checkpoint's values win for the rest). Raises KartsimError for bad input."""
+    resuming: the checkpoint's values win for the rest); `callbacks` are extra SB3 callbacks
+    (benchmarks, tests). Raises KartsimError for bad input."""
     from kartsim.rl.modelio import load_ppo, read_kartsim_config, save_model
 
     given = set(given if given is not None else ())
@@ -421,15 +439,16 @@ def train(
 
     from kartsim.rl.callbacks import KartCheckpointCallback, RacingMetricsCallback, TelemetryCSVCallback
 
-    callbacks: list[Any] = [RacingMetricsCallback()]
+    all_callbacks: list[Any] = [RacingMetricsCallback()]
     checkpointer = None
     if cfg.checkpoint_freq > 0:
         checkpointer = KartCheckpointCallback(cfg.checkpoint_freq, run.checkpoints, cfg.save_name, save)
-        callbacks.append(checkpointer)
+        all_callbacks.append(checkpointer)
     telemetry_cb = None
     if cfg.telemetry_every > 0:
         telemetry_cb = TelemetryCSVCallback(run.telemetry, every=cfg.telemetry_every, append=resume_path is not None)
-        callbacks.append(telemetry_cb)
+        all_callbacks.append(telemetry_cb)
+    all_callbacks.extend(callbacks or [])
 
     remaining = cfg.timesteps - done_steps
     on = "GPU" if device.startswith("cuda") else "CPU"
@@ -446,7 +465,7 @@ def train(
     try:
         model.learn(
             total_timesteps=remaining,
-            callback=CallbackList(callbacks),
+            callback=CallbackList(all_callbacks),
             reset_num_timesteps=resume_path is None,
             progress_bar=cfg.progress_bar,
             tb_log_name="PPO",

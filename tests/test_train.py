@@ -1,0 +1,267 @@
+"""Training: flags reach the model and env, run outputs, checkpoints, resume, interrupt, refusals."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from kartsim.errors import ConfigError, KartsimError, ModelFileError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Tiny PPO settings: a rollout is n_steps x vector_envs env steps.
+TINY = dict(vector_envs=2, n_steps=32, batch_size=32, n_epochs=1, progress_bar=False)
+
+
+def _run(script: str, *args: str, cwd: Path, timeout: int = 240) -> subprocess.CompletedProcess:
+    env = dict(os.environ, SDL_VIDEODRIVER="dummy", PYTHONPATH=str(ROOT))
+    return subprocess.run(
+        [sys.executable, str(ROOT / script), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def _config_in_zip(path: Path) -> dict:
+    with zipfile.ZipFile(path) as archive:
+        return json.loads(archive.read("kartsim_config.json"))
+
+
+def _cfg(tmp_path: Path, **kw):
+    from kartsim.rl.train import TrainConfig
+
+    values = dict(TINY, runs_dir=str(tmp_path / "runs"), models_dir=str(tmp_path / "models"), device="cpu")
+    values.update(kw)
+    return TrainConfig(**values)
+
+
+# ---------------------------------------------------------------- validation (no env needed)
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        (dict(batch_size=48), "does not divide"),
+        (dict(batch_size=1), "--batch-size must be >= 2"),
+        (dict(batch_size=128), "larger than a rollout"),
+        (dict(features_dim=0), "--features-dim"),
+        (dict(learning_rate=-1.0), "--learning-rate"),
+        (dict(timesteps=0), "--timesteps"),
+        (dict(vector_envs=0), "--vector-envs"),
+        (dict(frame_stack=0), "--frame-stack"),
+        (dict(checkpoint_freq=-5), "--checkpoint-freq"),
+        (dict(save_name="../escape"), "--save-name"),
+        (dict(camera="roof"), "--camera"),
+    ],
+)
+def test_validate_rejects_bad_values_with_one_line(tmp_path, changes, message):
+    from kartsim.rl.train import validate
+
+    cfg = _cfg(tmp_path, **{"timesteps": 1000, **changes}).resolved()
+    with pytest.raises(ConfigError) as err:
+        validate(cfg)
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_cuda_without_cuda_is_a_clear_error(tmp_path):
+    import torch
+
+    from kartsim.rl.train import resolve_device
+
+    if torch.cuda.is_available():
+        assert resolve_device("cuda") == "cuda"
+        return
+    with pytest.raises(ConfigError, match="CUDA is not available on this machine; use --device cpu or auto"):
+        resolve_device("cuda")
+    assert resolve_device("auto") == "cpu"
+
+
+def test_vision_only_flags_need_vision(capsys):
+    from kartsim.cli import main
+
+    assert main(["train", "--frame-stack", "4", "--timesteps", "10"]) == 2
+    assert "--frame-stack only applies to vision training" in capsys.readouterr().err
+
+
+def test_unknown_track_is_the_track_loaders_error(tmp_path):
+    from kartsim.rl.train import train
+
+    with pytest.raises(KartsimError, match="no-such-track"):
+        train(_cfg(tmp_path, timesteps=64, track=["no-such-track.png"]))
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_unknown_env_option(tmp_path):
+    from kartsim.rl.train import train
+
+    with pytest.raises(ConfigError, match="unknown env option 'warp_speed'"):
+        train(_cfg(tmp_path, timesteps=64, env_options={"warp_speed": 9}))
+
+
+# ---------------------------------------------------------------- end to end, as the user runs it
+
+
+@pytest.mark.slow
+def test_train_ppo_rays_script_end_to_end(tmp_path):
+    proc = _run(
+        "train_ppo.py", "--timesteps", "256", "--save-name", "rays", "--vector-envs", "2", "--n-steps", "64",
+        "--batch-size", "64", "--n-epochs", "1", "--checkpoint-freq", "128", "--tensorboard", "--device", "cpu",
+        "--seed", "3", "--no-progress", cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "Using device: cpu" in out
+    assert "Creating new model with MlpPolicy" in out
+    assert "Starting training for 256 timesteps on CPU..." in out
+
+    from stable_baselines3 import PPO
+
+    final = tmp_path / "models" / "rays_final.zip"
+    run = tmp_path / "runs" / "rays"
+    assert final.is_file() and (run / "rays_final.zip").is_file()
+    model = PPO.load(final, device="cpu")  # plain SB3 load ignores kartsim_config.json
+    assert model.num_timesteps == 256
+    assert model.observation_space.shape == (10,)
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["rays_128_steps.zip", "rays_256_steps.zip"]
+    payload = _config_in_zip(run / "checkpoints" / "rays_128_steps.zip")
+    assert payload["env"]["vision"] is False and payload["train"]["seed"] == 3
+    assert payload["num_timesteps"] == 128
+    assert json.loads((run / "config.json").read_text())["train"]["save_name"] == "rays"
+
+    # TensorBoard with the racing metrics
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = list((run / "tb").rglob("events.out.tfevents.*"))
+    assert events
+    acc = EventAccumulator(str(events[0].parent))
+    acc.Reload()
+    assert "racing/total_laps" in acc.Tags()["scalars"]
+
+    # telemetry CSV of env 0, one row per step
+    import pandas as pd
+
+    from kartsim.telemetry import TELEMETRY_COLUMNS
+
+    df = pd.read_csv(run / "telemetry_log.csv")
+    assert tuple(df.columns) == TELEMETRY_COLUMNS
+    assert len(df) == 256 // 2
+    assert df["time_s"].iloc[1] > df["time_s"].iloc[0]
+    assert set(df["surface"]) <= {"asphalt", "kerb", "grass", "wall"}
+
+    # the same name again: refused, naming the flag
+    again = _run("train_ppo.py", "--timesteps", "64", "--save-name", "rays", cwd=tmp_path)
+    assert again.returncode == 2
+    assert "already exists; pass --force" in again.stderr
+    assert "Traceback" not in again.stderr
+
+
+@pytest.mark.slow
+def test_train_ppo_vision_script_every_flag_reaches_model_and_env(tmp_path):
+    proc = _run(
+        "train_ppo_vision.py", "--timesteps", "64", "--save-name", "vis", "--vector-envs", "2",
+        "--learning-rate", "0.001", "--batch-size", "16", "--n-steps", "32", "--n-epochs", "2",
+        "--features-dim", "64", "--frame-stack", "2", "--grayscale", "--camera", "driver",
+        "--track-name", "oval.png", "--seed", "7", "--device", "cpu", "--checkpoint-freq", "0", cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Creating new model with CnnPolicy" in proc.stdout
+    assert "Starting training for 64 timesteps on CPU..." in proc.stdout
+    assert not (tmp_path / "runs" / "vis" / "checkpoints").exists()
+
+    from stable_baselines3 import PPO
+
+    from kartsim.rl.policies import KartVisionExtractor
+
+    path = tmp_path / "models" / "vis_final.zip"
+    model = PPO.load(path, device="cpu")
+    assert model.learning_rate == pytest.approx(0.001)
+    assert (model.batch_size, model.n_steps, model.n_epochs, model.n_envs) == (16, 32, 2, 2)
+    assert isinstance(model.policy.features_extractor, KartVisionExtractor)
+    assert model.policy.features_extractor.features_dim == 64
+    image = model.observation_space["vision"]
+    assert sorted(image.shape) == [2, 84, 84]  # 2 grayscale frames
+    env = _config_in_zip(path)["env"]
+    assert (env["track"], env["camera"], env["grayscale"], env["frame_stack"]) == ("oval.png", "driver", True, 2)
+    assert _config_in_zip(path)["train"]["seed"] == 7
+
+
+# ---------------------------------------------------------------- resume, interrupt, overwrite
+
+
+@pytest.mark.slow
+def test_resume_continues_the_step_count_in_the_same_run(tmp_path):
+    from kartsim.rl.modelio import read_kartsim_config
+    from kartsim.rl.train import train
+
+    first = train(_cfg(tmp_path, timesteps=128, save_name="r", checkpoint_freq=64), echo=lambda s: None)
+    assert first.num_timesteps == 128
+    ckpt = tmp_path / "runs" / "r" / "checkpoints" / "r_64_steps.zip"
+    assert ckpt.is_file()
+
+    with pytest.raises(ConfigError, match="conflicts with the checkpoint"):
+        train(_cfg(tmp_path, resume=str(ckpt), features_dim=128, timesteps=256), given={"features_dim", "timesteps"})
+    with pytest.raises(ConfigError, match="already trained 64 steps"):
+        train(_cfg(tmp_path, resume=str(ckpt), timesteps=64), given={"timesteps"})
+
+    lines: list[str] = []
+    second = train(_cfg(tmp_path, resume=str(ckpt), timesteps=256, n_epochs=3), given={"timesteps", "n_epochs"},
+                   echo=lines.append)
+    assert any(l.startswith(f"Resuming model from {ckpt}") for l in lines)
+    assert second.num_timesteps == 256
+    payload = read_kartsim_config(tmp_path / "models" / "r_final.zip")
+    assert payload["num_timesteps"] == 256 and payload["train"]["n_epochs"] == 3
+    names = sorted(p.name for p in (tmp_path / "runs" / "r" / "checkpoints").iterdir())
+    assert "r_192_steps.zip" in names and "r_256_steps.zip" in names
+    # telemetry of both parts in one CSV, the step column continuing
+    import pandas as pd
+
+    steps = pd.read_csv(tmp_path / "runs" / "r" / "telemetry_log.csv")["step"]
+    assert steps.iloc[-1] == 256
+
+
+def test_ctrl_c_saves_an_interrupted_checkpoint(tmp_path):
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    from kartsim.rl.modelio import read_kartsim_config
+    from kartsim.rl.train import train
+
+    class CtrlC(BaseCallback):
+        def _on_step(self) -> bool:
+            if self.num_timesteps >= 64:
+                raise KeyboardInterrupt
+            return True
+
+    lines: list[str] = []
+    result = train(_cfg(tmp_path, timesteps=10_000, save_name="i"), callbacks=[CtrlC()], echo=lines.append)
+    assert result.interrupted and result.final_model is None
+    saved = tmp_path / "runs" / "i" / "checkpoints" / "i_interrupted.zip"
+    assert result.interrupted_model == saved and saved.is_file()
+    assert read_kartsim_config(saved)["num_timesteps"] == 64
+    assert any(f"Resume with: kartsim train --resume {saved} --timesteps 10000" in l for l in lines)
+    assert not (tmp_path / "models" / "i_final.zip").exists()
+
+
+def test_force_overwrites_an_existing_run(tmp_path):
+    from kartsim.rl.train import train
+
+    (tmp_path / "runs" / "f").mkdir(parents=True)
+    (tmp_path / "runs" / "f" / "stale.txt").write_text("old")
+    with pytest.raises(ConfigError, match="pass --force"):
+        train(_cfg(tmp_path, timesteps=64, save_name="f"))
+    train(_cfg(tmp_path, timesteps=64, save_name="f", force=True, checkpoint_freq=0), echo=lambda s: None)
+    assert not (tmp_path / "runs" / "f" / "stale.txt").exists()
+    assert (tmp_path / "models" / "f_final.zip").is_file()
+
+
+def test_resume_of_a_file_that_is_not_a_model(tmp_path):
+    from kartsim.rl.train import train
+
+    bad = tmp_path / "bad.zip"
+    bad.write_bytes(b"not a zip at all")
+    with pytest.raises(ModelFileError, match="not a model file"):
+        train(_cfg(tmp_path, resume=str(bad), timesteps=64), given={"timesteps"})
