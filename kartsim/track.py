@@ -680,6 +680,9 @@ class Track:
                                      "reorder the gates or delete the file to place them automatically")
         else:
             reverse = direction == "cw"
+        if g >= 3 and direction is not None and (direction == "cw") != reverse:
+            self._warn(f"{self.checkpoints_source or label}: \"direction\": {direction!r} disagrees with "
+                       f"the order of the gates; driving {'cw' if reverse else 'ccw'} as the gates say")
         if reverse:
             c = c[::-1].copy()
             idx = m - 1 - idx

@@ -461,3 +461,12 @@ def test_save_checkpoints_needs_path():
     t = Track.from_image(ring_image(), name="mem")
     with pytest.raises(TrackError, match="give a path"):
         t.save_checkpoints()
+
+
+def test_direction_disagreeing_with_gates_warns(circuit_copy, circuit):
+    gates = (circuit.gates / circuit.scale).tolist()
+    circuit_copy.with_name("circuit.checkpoints.json").write_text(
+        json.dumps({"track": "circuit.png", "direction": "cw", "gates": gates}))
+    with pytest.warns(UserWarning, match="disagrees with the order of the gates"):
+        t = Track.load(circuit_copy)
+    assert t.direction == "ccw"
