@@ -46,7 +46,9 @@ across the road there. With file gates, the centerline's s = 0 is gate 0 and the
 is the one in which the gates follow each other (``"direction"`` decides only with fewer than
 three gates). Without a file, the direction is counter-clockwise as seen on the image, s = 0 is the
 middle of a white start/finish line (else the middle of the longest straight) and gates are placed
-across the road about every 10 m. :meth:`Track.save_checkpoints` writes the file.
+across the road about every 10 m, perpendicular to the centerline, from the left road edge
+(x1, y1) to the right one (x2, y2) as seen in the driving direction (gates read from a file keep
+their own end order). :meth:`Track.save_checkpoints` writes the file.
 
 Coordinates follow docs/ARCHITECTURE.md: metres, ``x = col * scale``, ``y = row * scale`` (y down),
 ``yaw = atan2(dy, dx)``, positive curvature = right-hand bend, lateral offset > 0 = right.
