@@ -1,0 +1,97 @@
+"""`EnvConfig`: everything that defines an env, serialised into every saved model."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from kartsim.errors import ConfigError
+from kartsim.physics import KartConfig
+from kartsim.race import RaceConfig, RewardConfig
+
+CAMERAS = ("chase", "driver")
+
+
+@dataclass
+class EnvConfig:
+    """One kartsim env. Defaults work; ``to_dict``/``from_dict`` round-trip it through JSON."""
+
+    track: str | list[str] = "circuit.png"
+    """A bundled track name, a PNG path, a list of them, a folder of PNGs, or ``"random"``
+    (a pool of generated tracks). With several tracks one is drawn per episode."""
+    vision: bool = False
+    """Camera image + telemetry observation (``KartVision-v0``) instead of rays (``Kart-v0``)."""
+    camera: str = "chase"
+    """``chase``: top-down view ahead, rotated with the kart; ``driver``: first-person perspective."""
+    image_size: int = 84
+    """Side of the square camera image in pixels."""
+    grayscale: bool = False
+    """One luma channel instead of RGB."""
+    frame_stack: int = 1
+    """Number of most recent camera frames stacked on the channel axis (oldest first)."""
+    ray_angles_deg: tuple[float, ...] = (-90.0, -50.0, -25.0, -8.0, 8.0, 25.0, 50.0, 90.0)
+    """Directions of the distance rays relative to the kart's heading (positive = right)."""
+    ray_range_m: float = 50.0
+    """Rays report at most this distance; observations divide by it."""
+    sensor_noise: float = 0.01
+    """Standard deviation of Gaussian noise on every normalised ray and telemetry value."""
+    random_pool_size: int = 8
+    """With ``track="random"``: how many generated tracks the pool holds."""
+    race: RaceConfig = field(default_factory=RaceConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    kart: KartConfig = field(default_factory=KartConfig)
+
+    def __post_init__(self) -> None:
+        if self.camera not in CAMERAS:
+            raise ConfigError(f"camera must be one of {', '.join(CAMERAS)}, got {self.camera!r}")
+        if not 16 <= int(self.image_size) <= 512:
+            raise ConfigError(f"image_size must be between 16 and 512 pixels, got {self.image_size}")
+        if not 1 <= int(self.frame_stack) <= 16:
+            raise ConfigError(f"frame_stack must be between 1 and 16, got {self.frame_stack}")
+        if len(self.ray_angles_deg) != 8:
+            raise ConfigError(f"the rays observation has 8 rays, got {len(self.ray_angles_deg)} angles")
+        if self.race.action_repeat < 1 or self.race.max_episode_steps < 1:
+            raise ConfigError("race.action_repeat and race.max_episode_steps must be at least 1")
+        if isinstance(self.track, tuple):
+            self.track = list(self.track)
+        self.ray_angles_deg = tuple(float(a) for a in self.ray_angles_deg)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["ray_angles_deg"] = list(self.ray_angles_deg)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "EnvConfig":
+        nested = {"race": RaceConfig, "reward": RewardConfig, "kart": KartConfig}
+        kwargs: dict[str, Any] = {}
+        names = {f.name for f in dataclasses.fields(cls)}
+        for key, value in data.items():
+            if key not in names:
+                raise ConfigError(f"unknown env config field {key!r}; known fields: {', '.join(sorted(names))}")
+            if key in nested:
+                kwargs[key] = _sub_config(nested[key], key, value)
+            else:
+                kwargs[key] = value
+        return cls(**kwargs)
+
+    def replace(self, **changes: Any) -> "EnvConfig":
+        """A copy with some fields changed; unknown names raise ConfigError."""
+        names = {f.name for f in dataclasses.fields(self)}
+        unknown = set(changes) - names
+        if unknown:
+            raise ConfigError(f"unknown env option(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(names))}")
+        return dataclasses.replace(self, **changes)
+
+
+def _sub_config(cls: type, name: str, value: Any) -> Any:
+    if isinstance(value, cls):
+        return value
+    if not isinstance(value, dict):
+        raise ConfigError(f"env config field {name!r} must be a mapping, got {type(value).__name__}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(value) - names
+    if unknown:
+        raise ConfigError(f"unknown {name} config field(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(names))}")
+    return cls(**value)

@@ -1,0 +1,163 @@
+"""Observations of a race, batched over karts: rays (MLP agents) or camera image + telemetry (vision).
+
+One :class:`Observer` serves the single env (N = 1) and the batched env (N karts), so both see
+exactly the same numbers. Sensor noise comes from a counter-based generator keyed per kart at
+reset, so it is reproducible from the seed and identical in single and batched envs.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import numpy as np
+from gymnasium import spaces
+
+from kartsim.envs.config import EnvConfig
+from kartsim.race import Race
+from kartsim.sensors import CameraConfig, CameraRenderer, cast_rays
+
+TELEMETRY_FIELDS = (
+    "speed",  # m/s ÷ 10
+    "longitudinal_g",  # g
+    "lateral_g",  # g, positive = towards the right
+    "yaw_rate",  # rad/s, positive = turning right
+    "steering",  # front wheel angle ÷ maximum, [-1, 1]
+    "throttle",  # applied throttle, [-1, 1] (negative = braking / reverse)
+    "heading_error",  # rad, kart heading minus track direction, positive = pointing right of it
+    "lateral_offset",  # distance right of the centerline ÷ half the road width (±1 = road edge)
+    "curvature_ahead",  # mean curvature of the next 25 m × 10 (1/m; positive = right-hand bend)
+)
+TELEMETRY_LIMIT = 10.0
+CURVATURE_LOOKAHEAD_M = 25.0
+TOP_SPEED_NORM = 25.0
+
+
+def _wrap_angle(a: np.ndarray) -> np.ndarray:
+    return (a + np.pi) % (2 * np.pi) - np.pi
+
+
+def _counter_normal(keys: np.ndarray, counters: np.ndarray, width: int) -> np.ndarray:
+    """Standard normal noise (len(keys), width) from a splitmix64 hash of (key, counter, column)."""
+    with np.errstate(over="ignore"):
+        z = (keys[:, None] + (counters[:, None].astype(np.uint64) << np.uint64(20))
+             + np.arange(2 * width, dtype=np.uint64)[None, :] * np.uint64(0x9E3779B97F4A7C15))
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    u = ((z >> np.uint64(11)).astype(np.float64) + 0.5) / float(1 << 53)
+    u1, u2 = u[:, :width], u[:, width:]
+    return np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)
+
+
+class Observer:
+    """Builds the observation of every kart of a race into preallocated buffers."""
+
+    def __init__(self, cfg: EnvConfig, race: Race) -> None:
+        self.cfg = cfg
+        self.race = race
+        n = race.n
+        self.noise_keys = np.zeros(n, dtype=np.uint64)
+        self.ray_angles = np.deg2rad(np.asarray(cfg.ray_angles_deg, dtype=np.float64))
+        self.ray_m = np.zeros((n, len(self.ray_angles)), dtype=np.float32)
+        # Per track: mean curvature over the next CURVATURE_LOOKAHEAD_M metres at every centerline point.
+        self.curvature_ahead = [_curvature_ahead(t) for t in race.stack.tracks]
+        if cfg.vision:
+            cam = CameraConfig(mode=cfg.camera, size=cfg.image_size, grayscale=cfg.grayscale)
+            self.camera = CameraRenderer(race.stack.rgb, race.stack.scale, cam)
+            self.channels = 1 if cfg.grayscale else 3
+            s = cfg.image_size
+            self.frame = np.zeros((n, s, s, self.channels), dtype=np.uint8)
+            self.vision = np.zeros((n, s, s, self.channels * cfg.frame_stack), dtype=np.uint8)
+            self.telemetry = np.zeros((n, len(TELEMETRY_FIELDS)), dtype=np.float32)
+            # OrderedDict keeps "vision" first (a plain dict gets its keys sorted by gymnasium)
+            self.observation_space = spaces.Dict(
+                OrderedDict(
+                    vision=spaces.Box(0, 255, self.vision.shape[1:], np.uint8),
+                    telemetry=spaces.Box(-TELEMETRY_LIMIT, TELEMETRY_LIMIT, (len(TELEMETRY_FIELDS),), np.float32),
+                )
+            )
+        else:
+            self.rays = np.zeros((n, 10), dtype=np.float32)
+            low = np.array([0.0] * 8 + [-1.0, -1.0], dtype=np.float32)
+            high = np.array([1.0] * 8 + [2.0, 1.0], dtype=np.float32)
+            self.observation_space = spaces.Box(low, high, dtype=np.float32)
+
+    def reset(self, idx: np.ndarray, rngs: list[np.random.Generator]) -> None:
+        """New noise keys for karts ``idx`` (after ``race.reset_karts``) and a refilled frame stack."""
+        for k, i in enumerate(idx):
+            self.noise_keys[i] = np.uint64(rngs[k].integers(0, 2**63, dtype=np.int64))
+        self.observe(np.asarray(idx), fresh=True)
+
+    def observe(self, idx: np.ndarray | None = None, fresh: bool = False) -> np.ndarray | dict[str, np.ndarray]:
+        """Compute observations for karts ``idx`` (all when None) and return the full batch buffers."""
+        sel = slice(None) if idx is None else np.asarray(idx)
+        st, race = self.race.state, self.race
+        x, y, yaw, tid = st.x[sel], st.y[sel], st.yaw[sel], st.track_idx[sel]
+        keys, counters = self.noise_keys[sel], race.steps[sel]
+        heading_error = _wrap_angle(yaw - race.track_heading[sel])
+        if not self.cfg.vision:
+            rays = np.empty((len(x), len(self.ray_angles)), dtype=np.float32)
+            cast_rays(race.stack.wall_distance, race.stack.scale, tid, x, y, yaw, self.ray_angles,
+                      self.cfg.ray_range_m, rays)
+            obs = np.empty((len(x), 10), dtype=np.float64)
+            obs[:, :8] = rays / self.cfg.ray_range_m
+            obs[:, 8] = st.vx[sel] / TOP_SPEED_NORM
+            obs[:, 9] = heading_error / np.pi
+            if self.cfg.sensor_noise > 0:
+                obs += self.cfg.sensor_noise * _counter_normal(keys, counters, 10)
+            self.rays[sel] = np.clip(obs, self.observation_space.low, self.observation_space.high)
+            return self.rays
+
+        tel = np.empty((len(x), len(TELEMETRY_FIELDS)), dtype=np.float64)
+        tel[:, 0] = st.speed[sel] / 10.0
+        tel[:, 1] = st.ax[sel] / 9.81
+        tel[:, 2] = st.ay[sel] / 9.81
+        tel[:, 3] = st.yaw_rate[sel]
+        tel[:, 4] = st.steer[sel] / race.kart_cfg.max_steer_rad
+        tel[:, 5] = st.throttle[sel]
+        tel[:, 6] = heading_error
+        ci = race.centerline_idx[sel]
+        half_width = np.empty(len(x))
+        curv = np.empty(len(x))
+        for t, track in enumerate(race.stack.tracks):
+            m = tid == t
+            half_width[m] = 0.5 * track.width[ci[m]]
+            curv[m] = self.curvature_ahead[t][ci[m]]
+        tel[:, 7] = race.lateral[sel] / np.maximum(half_width, 0.5)
+        tel[:, 8] = curv * 10.0
+        if self.cfg.sensor_noise > 0:
+            tel += self.cfg.sensor_noise * _counter_normal(keys, counters, len(TELEMETRY_FIELDS))
+        self.telemetry[sel] = np.clip(tel, -TELEMETRY_LIMIT, TELEMETRY_LIMIT)
+
+        frame = self.frame if idx is None else np.empty((len(x),) + self.frame.shape[1:], np.uint8)
+        self.camera.render(tid, x, y, yaw, frame)
+        c, k = self.channels, self.cfg.frame_stack
+        if fresh:
+            self.vision[sel] = np.tile(frame, (1, 1, 1, k))
+        elif k == 1:
+            self.vision[sel] = frame
+        else:
+            stacked = self.vision[sel]
+            stacked[..., : -c] = stacked[..., c:]
+            stacked[..., -c:] = frame
+            self.vision[sel] = stacked
+        return {"vision": self.vision, "telemetry": self.telemetry}
+
+    def single(self, i: int) -> np.ndarray | dict[str, np.ndarray]:
+        """A copy of kart ``i``'s observation (safe to keep while the race steps on)."""
+        if self.cfg.vision:
+            return {"vision": self.vision[i].copy(), "telemetry": self.telemetry[i].copy()}
+        return self.rays[i].copy()
+
+    def batch_copy(self) -> np.ndarray | dict[str, np.ndarray]:
+        if self.cfg.vision:
+            return {"vision": self.vision.copy(), "telemetry": self.telemetry.copy()}
+        return self.rays.copy()
+
+
+def _curvature_ahead(track) -> np.ndarray:
+    spacing = track.length / len(track.s)
+    window = max(1, int(round(CURVATURE_LOOKAHEAD_M / spacing)))
+    k = np.concatenate([track.curvature, track.curvature[:window]])
+    c = np.concatenate([[0.0], np.cumsum(k)])
+    return (c[window: window + len(track.s)] - c[: len(track.s)]) / window

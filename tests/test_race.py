@@ -1,0 +1,152 @@
+"""The race rules: forward progress only, exact laps through every gate, episode ends."""
+
+import numpy as np
+import pytest
+
+from kartsim.envs import EnvConfig, KartEnv
+from kartsim.errors import KartsimError
+from kartsim.race import RaceConfig, RewardConfig, reward_terms, weighted_reward
+
+
+def line_start_env(**race):
+    """Starts behind the line with every early end switched off, so farming attempts run their course."""
+    cfg = EnvConfig(track="oval.png", sensor_noise=0.0,
+                    race=RaceConfig(random_start=False, stuck_time_s=1e9, wrong_way_m=1e9, off_track_time_s=1e9,
+                                    **race))
+    env = KartEnv(cfg)
+    env.reset(seed=0)
+    return env
+
+
+def drive(env, actions):
+    total_progress, laps, rewards = 0.0, 0, []
+    for a in actions:
+        _, r, term, trunc, info = env.step(np.asarray(a, dtype=np.float32))
+        total_progress += info["reward_terms"]["progress"]
+        laps += int(info["reward_terms"]["lap"])
+        rewards.append(r)
+        assert not term, f"unexpected termination: {info.get('termination')}"
+    return total_progress, laps, rewards
+
+
+def test_reward_is_weighted_sum_of_named_terms():
+    terms = reward_terms(np.array([2.0]), np.array([1]), np.array([True]), np.array([3.0]), np.array([False]), 0.1)
+    cfg = RewardConfig()
+    expected = cfg.progress * 2 + cfg.lap * 1 + cfg.off_track * 0.1 + cfg.wall * 3.0
+    assert weighted_reward(terms, cfg)[0] == pytest.approx(expected)
+    assert set(terms) == set(cfg.weights())
+
+
+def test_spinning_on_the_spot_earns_no_progress_and_no_lap():
+    env = line_start_env()
+    progress, laps, _ = drive(env, [[1.0, 1.0]] * 400)  # full lock, full throttle: donuts
+    assert laps == 0
+    assert progress < 15.0, f"spinning earned {progress:.1f} m of progress"
+
+
+def test_forward_reverse_zigzag_earns_only_the_first_advance():
+    env = line_start_env()
+    pattern = [[0.0, 1.0]] * 15 + [[0.0, -1.0]] * 45  # forward, brake, reverse, repeated
+    progress, laps, _ = drive(env, pattern * 6)
+    first, _, _ = drive(line_start_env(), [[0.0, 1.0]] * 15 + [[0.0, -1.0]] * 45)
+    assert laps == 0
+    assert progress == pytest.approx(first, abs=1.0), "repeating the zigzag paid again"
+
+
+def test_steering_zigzag_pays_no_more_than_distance_along_track():
+    env = line_start_env()
+    steer = np.where(np.arange(300) // 5 % 2 == 0, 1.0, -1.0)
+    actions = np.stack([steer, np.full(300, 0.3)], axis=1)
+    progress, _, _ = drive(env, actions)
+    assert progress <= env.race.best[0] - env.race.stats.start_progress[0] + 1e-6
+
+
+def test_reversing_over_the_start_line_counts_no_lap():
+    env = line_start_env()
+    # cross the line forwards, reverse back over it, cross again: three times
+    pattern = [[0.0, 1.0]] * 20 + [[0.0, -1.0]] * 80
+    progress, laps, rewards = drive(env, pattern * 3)
+    assert laps == 0
+    assert env.race.laps[0] == 0
+
+
+def test_a_clean_lap_counts_once_with_its_time(follower):
+    env = line_start_env(max_episode_steps=10_000)
+    laps_seen, lap_times = 0, []
+    for _ in range(4000):
+        _, _, term, trunc, info = env.step(follower(env.race).astype(np.float32))
+        assert not term, info.get("termination")
+        if info["new_lap_time"] is not None:
+            lap_times.append(info["new_lap_time"])
+            laps_seen += 1
+            if laps_seen == 2:
+                break
+    assert laps_seen == 2
+    length = env.race.stack.tracks[0].length
+    for t in lap_times:
+        assert length / 20.0 < t < length / 5.0, f"lap time {t:.1f}s implausible for {length:.0f} m"
+    assert info["lap"] == 2 and info["lap_times"] == lap_times
+    assert info["best_lap"] == min(lap_times)
+
+
+def test_a_lap_that_skips_gates_does_not_count(follower):
+    env = line_start_env(max_episode_steps=10_000)
+    race = env.race
+    track = race.stack.tracks[0]
+    for _ in range(30):  # over the line: the lap timer runs
+        env.step(follower(race).astype(np.float32))
+    assert race.lap_started[0]
+    # jump ahead to 60 % of the lap, skipping the gates in between (like a cut across the infield)
+    x, y, yaw = (v[0] for v in track.pose_at(np.array([track.length * 0.6])))
+    race.state.reset(np.array([0]), np.array([x]), np.array([y]), np.array([yaw]))
+    race._update_frame()
+    crossed_line = False
+    for _ in range(3000):
+        s_before = race.s[0]
+        _, _, term, _, info = env.step(follower(race).astype(np.float32))
+        assert not term
+        if race.s[0] < 0.1 * track.length and s_before > 0.9 * track.length:
+            crossed_line = True
+            break
+    assert crossed_line
+    assert race.laps[0] == 0 and info["new_lap_time"] is None
+
+
+def test_wrong_way_terminates():
+    cfg = EnvConfig(track="oval.png", race=RaceConfig(random_start=False, wrong_way_m=10.0, stuck_time_s=1e9))
+    env = KartEnv(cfg)
+    env.reset(seed=0)
+    for _ in range(600):
+        _, _, term, trunc, info = env.step(np.array([0.0, -1.0], np.float32))
+        if term:
+            break
+    assert term and info["termination"] == "wrong_way"
+
+
+def test_standing_still_terminates_as_stuck():
+    env = KartEnv(EnvConfig(track="oval.png", race=RaceConfig(stuck_time_s=3.0)))
+    env.reset(seed=1)
+    for step in range(100):
+        _, _, term, trunc, info = env.step(np.array([0.0, 0.0], np.float32))
+        if term:
+            break
+    assert term and info["termination"] == "stuck"
+    assert info["reward_terms"]["termination"] == 1.0
+
+
+def test_time_limit_truncates_not_terminates(follower):
+    env = KartEnv(EnvConfig(track="oval.png", race=RaceConfig(max_episode_steps=25)))
+    env.reset(seed=2)
+    for step in range(25):
+        _, _, term, trunc, info = env.step(follower(env.race).astype(np.float32))
+    assert trunc and not term
+    assert info["termination"] == "time_limit"
+    assert info["episode_stats"]["steps"] == 25
+
+
+@pytest.mark.parametrize("bad", [np.zeros(3), np.zeros((2, 2)), np.array([np.nan, 0.0])])
+def test_bad_actions_get_a_clear_error(bad):
+    env = KartEnv(EnvConfig(track="oval.png"))
+    env.reset(seed=0)
+    with pytest.raises(KartsimError, match="actions"):
+        env.step(bad)
