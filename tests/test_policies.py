@@ -1,0 +1,88 @@
+"""The vision features extractor and the policy choice per observation kind."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch as th
+
+from kartsim.rl.policies import KartVisionExtractor, policy_for
+
+
+def _space(h: int, w: int, c: int, channels_first: bool = False) -> gym.spaces.Dict:
+    shape = (c, h, w) if channels_first else (h, w, c)
+    return gym.spaces.Dict(
+        vision=gym.spaces.Box(0, 255, shape, np.uint8), telemetry=gym.spaces.Box(-10, 10, (9,), np.float32)
+    )
+
+
+@pytest.mark.parametrize("channels", [3, 1, 12, 4])  # RGB, grayscale, 4 stacked RGB, 4 stacked gray
+@pytest.mark.parametrize("channels_first", [False, True])
+def test_extractor_shapes(channels, channels_first):
+    space = _space(84, 84, channels, channels_first)
+    ext = KartVisionExtractor(space, features_dim=512)
+    assert ext.cnn[0].in_channels == channels
+    obs = {k: th.as_tensor(np.stack([v.sample() for _ in range(5)])).float() for k, v in space.spaces.items()}
+    out = ext(obs)
+    assert out.shape == (5, 512)
+    assert th.all(out >= 0)  # fused by ReLU
+
+
+def test_extractor_follows_the_guide_architecture():
+    ext = KartVisionExtractor(_space(84, 84, 3), features_dim=1024)
+    convs = [m for m in ext.cnn if isinstance(m, th.nn.Conv2d)]
+    assert [(c.out_channels, c.kernel_size, c.stride) for c in convs] == [
+        (32, (8, 8), (4, 4)), (64, (4, 4), (2, 2)), (64, (3, 3), (1, 1))]
+    assert ext.features_dim == 1024
+    assert ext.telemetry_mlp[0].in_features == 9
+
+
+def test_extractor_scales_pixels_itself():
+    """The same image as uint8 values 0..255 gives the same features regardless of layout."""
+    last = KartVisionExtractor(_space(84, 84, 3), features_dim=32)
+    first = KartVisionExtractor(_space(84, 84, 3, channels_first=True), features_dim=32)
+    first.load_state_dict(last.state_dict())
+    img = th.randint(0, 256, (2, 84, 84, 3)).float()
+    tel = th.zeros(2, 9)
+    a = last({"vision": img, "telemetry": tel})
+    b = first({"vision": img.permute(0, 3, 1, 2), "telemetry": tel})
+    assert th.allclose(a, b, atol=1e-5)
+    white = last({"vision": th.full((1, 84, 84, 3), 255.0), "telemetry": th.zeros(1, 9)})
+    assert th.isfinite(white).all() and white.abs().max() < 100  # inputs were scaled to [0, 1]
+
+
+def test_extractor_rejects_bad_sizes():
+    with pytest.raises(ValueError):
+        KartVisionExtractor(_space(84, 84, 3), features_dim=0)
+
+
+def test_policy_for_both_kinds():
+    name, kwargs = policy_for(True, 1024)
+    assert name == "MultiInputPolicy"
+    assert kwargs["features_extractor_class"] is KartVisionExtractor
+    assert kwargs["features_extractor_kwargs"] == {"features_dim": 1024}
+    assert kwargs["normalize_images"] is False
+    name, kwargs = policy_for(False)
+    assert name == "MlpPolicy" and "features_extractor_class" not in kwargs
+
+
+def test_ppo_on_the_real_vision_env_keeps_images_uint8_and_acts_in_bounds():
+    from stable_baselines3 import PPO
+
+    from kartsim.envs import EnvConfig, KartEnv, make_vec_env
+
+    cfg = EnvConfig(vision=True, frame_stack=2, grayscale=True)
+    venv = make_vec_env(cfg, n_envs=2, seed=0)
+    name, kwargs = policy_for(True, 64)
+    model = PPO(name, venv, n_steps=16, batch_size=16, n_epochs=1, policy_kwargs=kwargs, device="cpu", seed=0)
+    model.learn(32)
+    assert model.rollout_buffer.observations["vision"].dtype == np.uint8
+    env = KartEnv(cfg)
+    obs, _ = env.reset(seed=0)
+    assert obs["vision"].shape == (84, 84, 2)
+    for _ in range(3):
+        action, _ = model.predict(obs, deterministic=False)  # raw channels-last obs from the env
+        assert action.shape == (2,) and np.all(np.abs(action) <= 1.0)  # SB3 clips the Gaussian sample
+        obs, *_ = env.step(action)
+    venv.close()
