@@ -260,7 +260,7 @@ class Race:
         for t, track in enumerate(self.stack.tracks):
             m = tid == t if len(self.stack.tracks) > 1 else slice(None)
             ci[m] = track.locate(x[m], y[m])
-            s[m], lat[m], head[m] = track.frame(x[m], y[m])
+            s[m], lat[m], head[m] = track.frame(x[m], y[m], index=ci[m])
         self.s[idx], self.lateral[idx], self.track_heading[idx], self.centerline_idx[idx] = s, lat, head, ci
 
     # ------------------------------------------------------------------ a step

@@ -742,11 +742,14 @@ class Track:
         d2 = (self.centerline[cand, 0] - x[..., None]) ** 2 + (self.centerline[cand, 1] - y[..., None]) ** 2
         return np.take_along_axis(cand, d2.argmin(axis=-1)[..., None], axis=-1)[..., 0]
 
-    def frame(self, x, y):
-        """(s in [0, length), lateral offset (m, > 0 right of the centerline), centerline heading)."""
+    def frame(self, x, y, index: np.ndarray | None = None):
+        """(s in [0, length), lateral offset (m, > 0 right of the centerline), centerline heading).
+
+        ``index``: the points' nearest centerline indices when the caller already has them (``locate``).
+        """
         x = np.atleast_1d(np.asarray(x, np.float64))
         y = np.atleast_1d(np.asarray(y, np.float64))
-        i = self.locate(x, y)
+        i = self.locate(x, y) if index is None else index
         dx = x - self.centerline[i, 0]
         dy = y - self.centerline[i, 1]
         h = self.heading[i]
