@@ -6,7 +6,8 @@ Conventions (see docs/ARCHITECTURE.md): world metres with the image axes (y poin
 ``vy`` to the driver's right.
 
 Model, per kart and per integration step ``h`` (``cfg.dt``, subdivided at speed so that a kart never
-moves more than ``cfg.max_travel_fraction * cfg.radius_m`` between two wall checks):
+moves more than ``cfg.max_travel_fraction * cfg.radius_m`` between two wall checks when a wall is
+within reach of the step):
 
 * steering: the wheel angle follows ``steer_cmd * max_steer_rad`` at most ``steer_rate_rad_s``;
 * axle loads: static split from the centre of gravity plus longitudinal load transfer (from the
@@ -15,7 +16,8 @@ moves more than ``cfg.max_travel_fraction * cfg.radius_m`` between two wall chec
 * longitudinal: rear-wheel drive ``min(max_drive_force_n, engine_power_w / v)``, front-biased brakes
   (``brake_front_share``), slow reverse once (nearly) stopped, aerodynamic drag and surface-dependent
   rolling resistance;
-* lateral: per-axle slip angle, a simplified Pacejka curve ``sin(C atan(B alpha))`` scaled by the
+* lateral: per-axle slip angle, a Pacejka-like curve (peak at ``tyre_peak_slip_rad``, falling to
+  ``tyre_sliding_ratio`` of the peak when sliding; a rational function of tan(alpha)) scaled by the
   friction-circle capacity left by the longitudinal force (so a braked or driven axle loses lateral
   grip: brake + lock or a big lift-off at speed can spin the kart), and limited to the force that
   would stop the axle's sideways sliding within the step (this keeps the explicit integration stable
@@ -106,8 +108,8 @@ class KartConfig:
     """Rolling resistance coefficient on grass (much more drag)."""
     tyre_peak_slip_rad: float = 0.12
     """Slip angle at which the lateral tyre force peaks (rad)."""
-    tyre_shape: float = 1.3
-    """Pacejka shape factor C (> 1: the force falls after the peak; sliding grip = sin(C*pi/2))."""
+    tyre_sliding_ratio: float = 0.89
+    """Lateral force when fully sliding as a fraction of the peak (< 1: the force falls after the peak)."""
     wall_restitution: float = 0.2
     """Fraction of the normal speed returned after hitting a wall."""
     wall_friction: float = 0.3
@@ -131,7 +133,7 @@ class KartConfig:
     def validate(self) -> None:
         positive = ["dt", "mass_kg", "yaw_inertia_kgm2", "wheelbase_m", "radius_m", "max_steer_rad",
                     "steer_rate_rad_s", "engine_power_w", "max_drive_force_n", "brake_force_n",
-                    "tyre_peak_slip_rad", "tyre_shape", "max_travel_fraction"]
+                    "tyre_peak_slip_rad", "max_travel_fraction"]
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ConfigError(f"KartConfig.{name} must be > 0, got {getattr(self, name)}")
@@ -139,15 +141,37 @@ class KartConfig:
             raise ConfigError(
                 f"KartConfig.cg_to_front_m must be between 0 and wheelbase_m ({self.wheelbase_m}), "
                 f"got {self.cg_to_front_m}")
-        if not 1.0 <= self.tyre_shape < 2.0:
-            raise ConfigError(f"KartConfig.tyre_shape must be in [1, 2), got {self.tyre_shape}")
+        if not 0.5 <= self.tyre_sliding_ratio <= 0.99:
+            raise ConfigError(f"KartConfig.tyre_sliding_ratio must be in [0.5, 0.99], got {self.tyre_sliding_ratio}")
         if not 0.0 <= self.wall_restitution <= 1.0:
             raise ConfigError(f"KartConfig.wall_restitution must be in [0, 1], got {self.wall_restitution}")
 
 
 # Indices into the packed parameter vector handed to the kernel.
 (P_DT, P_M, P_IZ, P_A, P_B, P_H, P_RAD, P_MAXSTEER, P_STEERRATE, P_POWER, P_FDRIVE, P_FBRAKE,
- P_FREV, P_VREV, P_VREVTH, P_DRAG, P_TB, P_TC, P_REST, P_WFRIC, P_TRAVEL, P_SLIPV, P_FRONTMU, P_BFRONT, P_LOADSENS, P_COUNT) = range(26)
+ P_FREV, P_VREV, P_VREVTH, P_DRAG, P_TB, P_TC, P_REST, P_WFRIC, P_TRAVEL, P_SLIPV, P_FRONTMU, P_BFRONT, P_LOADSENS, P_TN, P_COUNT) = range(27)
+
+
+def _tyre_curve(x, A):
+    return x * (A + x * x) / (1.0 + x * x) ** 1.5
+
+
+def _tyre_shape(ratio: float) -> tuple[float, float, float]:
+    """Shape A of f(x) = x (A + x^2) / (1 + x^2)^1.5 whose tail/peak = ratio; returns A, x_peak, peak.
+
+    f'(x) = 0 at x^2 = A / (2A - 3) (A > 1.5) and f -> 1 as x -> infinity, so tail/peak = 1/f(x_peak).
+    """
+    lo, hi = 1.5 + 1e-9, 3.0
+    for _ in range(100):
+        A = 0.5 * (lo + hi)
+        xp = math.sqrt(A / (2 * A - 3))
+        if 1.0 / _tyre_curve(xp, A) > ratio:
+            lo = A
+        else:
+            hi = A
+    A = 0.5 * (lo + hi)
+    xp = math.sqrt(A / (2 * A - 3))
+    return A, xp, _tyre_curve(xp, A)
 
 
 def _pack(cfg: KartConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -168,8 +192,10 @@ def _pack(cfg: KartConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     p[P_VREV] = cfg.max_reverse_speed
     p[P_VREVTH] = cfg.reverse_threshold_speed
     p[P_DRAG] = cfg.drag_coeff
-    p[P_TC] = cfg.tyre_shape
-    p[P_TB] = math.tan(math.pi / (2.0 * cfg.tyre_shape)) / cfg.tyre_peak_slip_rad
+    A, x_peak, peak = _tyre_shape(cfg.tyre_sliding_ratio)
+    p[P_TC] = A
+    p[P_TB] = x_peak / math.tan(cfg.tyre_peak_slip_rad)
+    p[P_TN] = 1.0 / peak
     p[P_REST] = cfg.wall_restitution
     p[P_WFRIC] = cfg.wall_friction
     p[P_TRAVEL] = cfg.max_travel_fraction * cfg.radius_m
@@ -306,9 +332,19 @@ def _surface_at(surf, t, x, y, inv_s):
 
 
 @njit(cache=True, fastmath=True, inline="always")
-def _tyre(alpha, B, C):
-    """Normalised lateral force (fraction of the axle's capacity), odd in alpha, opposing the slip."""
-    return -math.sin(C * math.atan(B * alpha))
+def _tyre(tan_alpha, B, A, norm):
+    """Normalised lateral force (fraction of the axle's capacity), odd in the slip, opposing it.
+
+    A cheap Pacejka-like curve in tan(slip angle): linear at first, peak 1 at tyre_peak_slip_rad,
+    then falling to tyre_sliding_ratio when fully sideways (no transcendental functions).
+    """
+    x = B * tan_alpha
+    if x > 1e4:
+        x = 1e4
+    elif x < -1e4:
+        x = -1e4
+    q = 1.0 + x * x
+    return -norm * x * (A + x * x) / (q * math.sqrt(q))
 
 
 @njit(cache=True, fastmath=True)
@@ -338,6 +374,7 @@ def _step_kernel(p, mu_tab, rr_tab, surf, wd, scale,
     drag = p[P_DRAG]
     tB = p[P_TB]
     tC = p[P_TC]
+    tN = p[P_TN]
     rest = p[P_REST]
     wfric = p[P_WFRIC]
     travel = p[P_TRAVEL]
@@ -388,7 +425,11 @@ def _step_kernel(p, mu_tab, rr_tab, surf, wd, scale,
 
         for _sub in range(substeps):
             spd0 = math.sqrt(u * u + v * v)
-            nsplit = int(spd0 * dt / travel) + 1
+            # subdivide only when a wall is within reach during this step (no tunnelling)
+            reach = spd0 * dt
+            nsplit = 1
+            if reach > travel and _wall_dist(wd, t, px, py, inv_s) - rad < 1.25 * reach + 0.25:
+                nsplit = int(reach / travel) + 1
             h = dt / nsplit
             for _i in range(nsplit):
                 # --- steering with rate limit
@@ -466,14 +507,15 @@ def _step_kernel(p, mu_tab, rr_tab, surf, wd, scale,
                 vl_f = cd * u + sd * vfy
                 vt_f = -sd * u + cd * vfy
                 vt_r = v - b * w
-                alpha_f = math.atan2(vt_f, abs(vl_f))
-                alpha_r = math.atan2(vt_r, abs(u))
+                # tangent of the slip angles (the tyre curve is expressed in tan(alpha))
+                alpha_f = vt_f / (abs(vl_f) + 1e-6)
+                alpha_r = vt_r / (abs(u) + 1e-6)
                 lat_f = cap_f * cap_f - fx_f * fx_f
                 lat_r = cap_r * cap_r - fx_r * fx_r
                 lat_f = math.sqrt(lat_f) if lat_f > 0.0 else 0.0
                 lat_r = math.sqrt(lat_r) if lat_r > 0.0 else 0.0
-                fy_f = lat_f * _tyre(alpha_f, tB, tC)
-                fy_r = lat_r * _tyre(alpha_r, tB, tC)
+                fy_f = lat_f * _tyre(alpha_f, tB, tC, tN)
+                fy_r = lat_r * _tyre(alpha_r, tB, tC, tN)
                 # never more than the force that stops the axle's sideways sliding in this step
                 K_f = inv_m + a * a * cd * cd * inv_I
                 stop_f = abs(vt_f) / (K_f * h)
