@@ -207,44 +207,52 @@ def luma(rgb) -> np.ndarray:
 
 
 @njit(cache=True, fastmath=True)
-def _render_kernel(tex, lvl_off, lvl_h, lvl_w, lvl_inv, fwd, right, level, sky, sky_col,
+def _render_kernel(tex, lvl_off, lvl_h, lvl_w, lvl_inv, row_fwd, row_r0, row_dr, row_level, sky_col,
                    track_idx, x, y, yaw, out):
-    """Gather one image per kart. tex: flat uint8 mip pyramid; level: (T, P) int8, -1 = sky."""
+    """Gather one image per kart.
+
+    Every output row i is a straight line on the ground: forward offset row_fwd[i] and right offset
+    row_r0[i] + j * row_dr[i] for column j, so texel coordinates advance by a constant per column.
+    tex is the flat uint8 mip pyramid; row_level: (T, S) int8 mip level per row, -1 = sky.
+    """
     n = x.shape[0]
     S = out.shape[1]
     C = out.shape[3]
-    P = fwd.shape[0]
     for k in range(n):
         t = track_idx[k]
         c = math.cos(yaw[k])
         s = math.sin(yaw[k])
         x0 = x[k]
         y0 = y[k]
-        for p in range(P):
-            i = p // S
-            j = p - i * S
-            lv = level[t, p]
+        for i in range(S):
+            lv = row_level[t, i]
             if lv < 0:
-                for ch in range(C):
-                    out[k, i, j, ch] = sky_col[ch]
+                for j in range(S):
+                    for ch in range(C):
+                        out[k, i, j, ch] = sky_col[ch]
                 continue
-            f = fwd[p]
-            rr = right[p]
-            wx = x0 + f * c - rr * s
-            wy = y0 + f * s + rr * c
             inv = lvl_inv[t, lv]
-            if wx >= 0.0 and wy >= 0.0:
-                col = int(wx * inv)
-                row = int(wy * inv)
-                hh = lvl_h[lv]
-                ww = lvl_w[lv]
-                if col < ww and row < hh:
-                    base = lvl_off[lv] + ((t * hh + row) * ww + col) * C
+            hh = lvl_h[lv]
+            ww = lvl_w[lv]
+            off = lvl_off[lv] + t * hh * ww * C
+            f = row_fwd[i]
+            r0 = row_r0[i]
+            dr = row_dr[i]
+            # texel coordinates of column 0 and their increment per column
+            u = (x0 + f * c - r0 * s) * inv
+            v = (y0 + f * s + r0 * c) * inv
+            du = -dr * s * inv
+            dv = dr * c * inv
+            for j in range(S):
+                uj = u + j * du
+                vj = v + j * dv
+                if uj >= 0.0 and vj >= 0.0 and uj < ww and vj < hh:
+                    base = off + (int(vj) * ww + int(uj)) * C
                     for ch in range(C):
                         out[k, i, j, ch] = tex[base + ch]
-                    continue
-            for ch in range(C):
-                out[k, i, j, ch] = 0
+                else:
+                    for ch in range(C):
+                        out[k, i, j, ch] = 0
 
 
 @njit(cache=True, fastmath=True)
@@ -437,9 +445,13 @@ class CameraRenderer:
             footprint = np.maximum(dist * dist / (cfg.eye_height_m * focal), dist / focal)
             self._cam = np.array([hrow, focal, cfg.eye_height_m, S / 2, cfg.eye_forward_m,
                                   cfg.draw_distance_m], np.float64)
-        self.forward_m = np.ascontiguousarray(fwd.ravel(), np.float64)
-        self.right_m = np.ascontiguousarray(right.ravel(), np.float64)
+        self.forward_m = fwd  # (S, S) ground offsets of each pixel in the kart frame (m)
+        self.right_m = right
         self.sky_mask = sky
+        # every row is a line on the ground: right = r0 + j * dr (j = column index)
+        self._row_fwd = np.ascontiguousarray(fwd[:, 0], np.float64)
+        self._row_r0 = np.ascontiguousarray(right[:, 0], np.float64)
+        self._row_dr = np.ascontiguousarray(right[:, 1] - right[:, 0], np.float64)
 
         # --- texture (+ mip pyramid), flattened into one buffer
         base = rgb if C == 3 else luma(rgb)[..., None]
@@ -469,13 +481,14 @@ class CameraRenderer:
         # inverse cell size (1/m) per track and level
         self._lvl_inv = np.ascontiguousarray(
             1.0 / (scale[:, None] * (2.0 ** np.arange(L))[None, :]), np.float64)
-        # mip level per track and output pixel; -1 = sky
+        # mip level per track and output row (the footprint only depends on the row); -1 = sky
+        row_fp = footprint[:, 0]
         if L > 1:
-            lvl = np.floor(np.log2(np.maximum(footprint.ravel()[None, :] / scale[:, None], 1.0)) + 0.5)
+            lvl = np.floor(np.log2(np.maximum(row_fp[None, :] / scale[:, None], 1.0)) + 0.5)
             lvl = np.clip(lvl, 0, L - 1).astype(np.int8)
         else:
-            lvl = np.zeros((T, S * S), np.int8)
-        lvl[:, sky.ravel()] = -1
+            lvl = np.zeros((T, S), np.int8)
+        lvl[:, sky[:, 0]] = -1
         self._level = np.ascontiguousarray(lvl)
         sky_rgb = np.array(cfg.sky_rgb, np.uint8)[None]
         self._sky = np.ascontiguousarray(sky_rgb[0] if C == 3 else luma(sky_rgb)[:, None][0], np.uint8)
@@ -528,7 +541,7 @@ class CameraRenderer:
         y = np.asarray(y, np.float64)
         yaw = np.asarray(yaw, np.float64)
         _render_kernel(self._tex, self._lvl_off, self._lvl_h, self._lvl_w, self._lvl_inv,
-                       self.forward_m, self.right_m, self._level, self.sky_mask.ravel(), self._sky,
+                       self._row_fwd, self._row_r0, self._row_dr, self._level, self._sky,
                        track_idx, x, y, yaw, out)
         if self._self_i.size:
             _draw_self_kernel(self._self_i, self._self_j, self._self_col, out)
