@@ -18,6 +18,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "kartsim.cli.track_cmd",
     "kartsim.cli.train_cmd",
     "kartsim.cli.play_cmd",
+    "kartsim.cli.quickstart_cmd",
     "kartsim.cli.env_cmd",
 )
 

@@ -149,3 +149,88 @@ class TelemetryCSVCallback(BaseCallback):
     def _on_training_end(self) -> None:
         if self.writer is not None:
             self.writer.close()
+
+
+class LapEvalCallback(BaseCallback):
+    """Every `every` env steps, drives the current policy deterministically from the start line (a
+    separate single env) and records laps / best lap / progress in `rows` and under ``eval/`` in the
+    logger. With `stop_when_laps`, training stops once an evaluation episode completes that many laps.
+    """
+
+    def __init__(
+        self,
+        env_config: Any,
+        every: int,
+        *,
+        max_steps: int = 2000,
+        episodes: int = 1,
+        stop_when_laps: int | None = None,
+        report: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        super().__init__()
+        from kartsim.rl.train import apply_env_options
+
+        data = apply_env_options(env_config.to_dict(), {"random_start": False})
+        self.env_config = type(env_config).from_dict(data)
+        self.every = int(every)
+        self.max_steps = max_steps
+        self.episodes = episodes
+        self.stop_when_laps = stop_when_laps
+        self.report = report
+        self.rows: list[dict[str, Any]] = []
+        self.eval_seconds = 0.0
+        self._next = 0
+        self._env = None
+        self._started = 0.0
+
+    def _on_training_start(self) -> None:
+        import time
+
+        from kartsim.envs import KartEnv
+
+        self._started = time.perf_counter()
+        self._next = (self.num_timesteps // self.every + 1) * self.every
+        self._env = KartEnv(self.env_config)
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps < self._next:
+            return True
+        self._next = (self.num_timesteps // self.every + 1) * self.every
+        row = self.evaluate()
+        return not (self.stop_when_laps is not None and row["eval_laps"] >= self.stop_when_laps)
+
+    def evaluate(self) -> dict[str, Any]:
+        import time
+
+        from kartsim.rl.play import Driver, drive
+
+        t0 = time.perf_counter()
+        driver = Driver(model=self.model, env_config=self.env_config, path=Path("<training>"), payload=None)
+        results = drive(driver, self._env, episodes=self.episodes, max_steps=self.max_steps, seed=0,
+                        stop_after_laps=self.stop_when_laps)
+        laps = [t for r in results for t in r.lap_times]
+        buf = self.model.ep_info_buffer
+        self.eval_seconds += time.perf_counter() - t0
+        row = {
+            "steps": int(self.num_timesteps),
+            "wall_s": round(time.perf_counter() - self._started, 1),
+            "train_ep_reward": round(float(np.mean([e["r"] for e in buf])), 1) if buf else None,
+            "eval_laps": max(r.laps for r in results),
+            "eval_best_lap": round(min(laps), 2) if laps else None,
+            "eval_progress_m": round(max(r.progress_m for r in results), 1),
+            "eval_mean_speed": round(float(np.mean([r.mean_speed for r in results])), 2),
+            "eval_off_track": round(float(np.mean([r.off_track_share for r in results])), 3),
+            "eval_s": round(time.perf_counter() - t0, 1),
+        }
+        self.rows.append(row)
+        self.logger.record("eval/laps", row["eval_laps"])
+        self.logger.record("eval/progress_m", row["eval_progress_m"])
+        if row["eval_best_lap"] is not None:
+            self.logger.record("eval/best_lap_time", row["eval_best_lap"])
+        if self.report is not None:
+            self.report(row)
+        return row
+
+    def _on_training_end(self) -> None:
+        if self._env is not None:
+            self._env.close()

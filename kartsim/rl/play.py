@@ -156,10 +156,12 @@ def drive(
     on_step: Callable[[Any, dict[str, Any], float], None] | None = None,
     on_lap: Callable[[int, int, float], None] | None = None,
     on_episode: Callable[[int, EpisodeResult], None] | None = None,
+    stop_after_laps: int | None = None,
 ) -> list[EpisodeResult]:
     """Run `episodes` episodes of `driver` in `env` (a KartEnv). Callbacks: ``on_step(env, info,
     reward)``, ``on_lap(episode, lap_number, lap_time_s)``, ``on_episode(episode, result)``.
-    `max_steps` ends an episode early (None: the env's own limit)."""
+    `max_steps` ends an episode early (None: the env's own limit), so does completing
+    `stop_after_laps` laps."""
     results: list[EpisodeResult] = []
     for episode in range(episodes):
         obs, info = env.reset(seed=None if seed is None else seed + episode)
@@ -182,6 +184,8 @@ def drive(
                 if on_lap is not None:
                     on_lap(episode, len(result.lap_times), float(lap_time))
             if terminated or truncated or (max_steps is not None and result.steps >= max_steps):
+                break
+            if stop_after_laps is not None and len(result.lap_times) >= stop_after_laps:
                 break
         stats = info.get("episode_stats") or {}
         result.stats = dict(stats)
@@ -304,6 +308,7 @@ def play(
     vision: bool | None = None,
     record_fps: float = 15.0,
     window: bool | None = None,
+    stop_after_laps: int | None = None,
     echo: Callable[[str], None] = print,
 ) -> list[EpisodeResult]:
     """``kartsim play``: drive `episodes` episodes, printing each lap time as it happens."""
@@ -345,7 +350,7 @@ def play(
     results: list[EpisodeResult] = []
     try:
         results = drive(driver, env, episodes=episodes, deterministic=deterministic, max_steps=max_steps,
-                        on_step=on_step, on_lap=on_lap, on_episode=on_episode)
+                        on_step=on_step, on_lap=on_lap, on_episode=on_episode, stop_after_laps=stop_after_laps)
     except KeyboardInterrupt:
         echo("Stopped.")
     finally:

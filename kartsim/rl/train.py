@@ -265,13 +265,14 @@ def env_config_for(cfg: TrainConfig):
     return EnvConfig.from_dict(data)
 
 
-def build_vec_env(env_cfg: Any, n_envs: int, seed: int | None):
-    """The batched training env, with SB3's VecMonitor for episode reward/length logs."""
+def build_vec_env(env_cfg: Any, n_envs: int, seed: int | None, telemetry_envs: list[int] | None = None):
+    """The batched training env, with SB3's VecMonitor for episode reward/length logs.
+    `telemetry_envs`: the envs whose info carries the telemetry dict (None: all)."""
     from stable_baselines3.common.vec_env import VecMonitor
 
     from kartsim.envs import make_vec_env
 
-    venv = make_vec_env(env_cfg, n_envs=n_envs, seed=seed)
+    venv = make_vec_env(env_cfg, n_envs=n_envs, seed=seed, telemetry_envs=telemetry_envs)
     if not isinstance(venv, VecMonitor):
         venv = VecMonitor(venv)
     return venv
@@ -376,7 +377,7 @@ def train(
     from kartsim.envs import EnvConfig
 
     env_cfg = EnvConfig.from_dict(env_dict) if env_dict is not None else env_config_for(cfg)
-    venv = build_vec_env(env_cfg, cfg.vector_envs, cfg.seed)
+    venv = build_vec_env(env_cfg, cfg.vector_envs, cfg.seed, telemetry_envs=[0] if cfg.telemetry_every > 0 else [])
     env_cfg_dict = env_cfg.to_dict()
     train_cfg_dict = cfg.to_dict()
 
