@@ -14,11 +14,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import math
+
 import numpy as np
+from numba import njit
 
 from kartsim.errors import KartsimError
 from kartsim.physics import KartConfig, KartPhysics, KartState
-from kartsim.track import Surface, TrackStack
+from kartsim.track import CenterlineStack, Surface, TrackStack, project_point
 
 # A gate is widened by this much beyond each road edge so that a wheel on the kerb or grass
 # still counts as crossing it; cutting across the infield still misses it.
@@ -100,18 +103,6 @@ def weighted_reward(terms: dict[str, np.ndarray], cfg: RewardConfig) -> np.ndarr
     return total
 
 
-def _segments_cross(p0x, p0y, p1x, p1y, ax, ay, bx, by) -> np.ndarray:
-    """Whether segment p0→p1 crosses segment a→b (vectorised)."""
-    rx, ry = p1x - p0x, p1y - p0y
-    sx, sy = bx - ax, by - ay
-    denom = rx * sy - ry * sx
-    qpx, qpy = ax - p0x, ay - p0y
-    with np.errstate(divide="ignore", invalid="ignore"):
-        t = (qpx * sy - qpy * sx) / denom
-        u = (qpx * ry - qpy * rx) / denom
-    return (np.abs(denom) > 1e-12) & (t >= 0.0) & (t <= 1.0) & (u >= 0.0) & (u <= 1.0)
-
-
 @dataclass
 class _GateTable:
     """All tracks' gates as padded arrays, widened by the margin, with their forward directions."""
@@ -172,7 +163,8 @@ class Race:
         self.state = KartState(n_karts)
         self.step_dt = self.kart_cfg.dt * self.cfg.action_repeat
         self.gates = _GateTable.build(stack)
-        self.lengths = np.array([t.length for t in stack.tracks])
+        self.centerlines: CenterlineStack = stack.centerlines()
+        self.lengths = self.centerlines.length
 
         n = n_karts
         self.s = np.zeros(n)  # progress along the lap, [0, length)
@@ -251,89 +243,38 @@ class Race:
         self.stats.grass_steps[idx] = 0
 
     def _update_frame(self, idx: np.ndarray | slice = slice(None)) -> None:
-        """Project karts onto their track's centerline (one call per track in the pool)."""
-        x, y, tid = self.state.x[idx], self.state.y[idx], self.state.track_idx[idx]
-        s = np.empty(len(x))
-        lat = np.empty(len(x))
-        head = np.empty(len(x))
-        ci = np.empty(len(x), dtype=np.int64)
-        for t, track in enumerate(self.stack.tracks):
-            m = tid == t if len(self.stack.tracks) > 1 else slice(None)
-            ci[m] = track.locate(x[m], y[m])
-            s[m], lat[m], head[m] = track.frame(x[m], y[m], index=ci[m])
-        self.s[idx], self.lateral[idx], self.track_heading[idx], self.centerline_idx[idx] = s, lat, head, ci
+        """Project karts ``idx`` onto their track's centerline."""
+        sel = np.arange(self.n)[idx]
+        c, st = self.centerlines, self.state
+        _project_karts(c.points, c.s, c.heading, c.n_points, c.length, c.lookup, c.lookup_cell_m, c.lookup_window,
+                       st.track_idx, st.x, st.y, sel, self.centerline_idx, self.s, self.lateral, self.track_heading)
 
     # ------------------------------------------------------------------ a step
     def step(self, actions: np.ndarray) -> None:
         """Advance every kart by one env step with ``actions[:, 0]`` = steering, ``[:, 1]`` = throttle."""
         actions = check_actions(actions, self.n)
-        st = self.state
+        st, c, g, cfg = self.state, self.centerlines, self.gates, self.cfg
         x0, y0 = st.x.copy(), st.y.copy()
-        self.physics.step(st, actions[:, 1], actions[:, 0], self.cfg.action_repeat)
-        s_old = self.s.copy()
-        self._update_frame()
-
-        # Unwrapped progress; a jump (shortcut across the infield) is capped at the distance moved.
-        length = self.lengths[st.track_idx]
-        moved = np.hypot(st.x - x0, st.y - y0)
-        delta = (self.s - s_old + length / 2) % length - length / 2
-        self.unwrapped += np.clip(delta, -(moved + 1.0), moved + 1.0)
-        new_progress = np.maximum(self.unwrapped - self.best, 0.0)
-        self.best += new_progress
-
-        laps_done = self._cross_gates(x0, y0)
-
-        dt = self.step_dt
-        self.episode_time += dt
-        self.lap_time += dt
-        self.steps += 1
-        on_grass = st.surface == Surface.GRASS
-        self.grass_time = np.where(on_grass, self.grass_time + dt, 0.0)
-        self.since_progress = np.where(new_progress > 1e-3, 0.0, self.since_progress + dt)
-
-        reason = np.zeros(self.n, dtype=np.int8)
-        reason[self.grass_time >= self.cfg.off_track_time_s] = 3
-        reason[self.since_progress >= self.cfg.stuck_time_s] = 2
-        reason[self.best - self.unwrapped >= self.cfg.wrong_way_m] = 1
-        self.termination_reason[:] = reason
-        self.terminated[:] = reason > 0
-        self.truncated[:] = (~self.terminated) & (self.steps >= self.cfg.max_episode_steps)
-
+        self.physics.step(st, actions[:, 1], actions[:, 0], cfg.action_repeat)
+        new_progress = np.empty(self.n)
+        laps_done = np.empty(self.n, dtype=np.int64)
+        _race_step(
+            c.points, c.s, c.heading, c.n_points, c.length, c.lookup, c.lookup_cell_m, c.lookup_window,
+            g.ends, g.forward, g.count,
+            st.track_idx, x0, y0, st.x, st.y, st.speed, st.surface,
+            self.centerline_idx, self.s, self.lateral, self.track_heading, self.unwrapped, self.best,
+            self.next_gate, self.lap_started, self.lap_time, self.laps, self.best_lap, self.new_lap_time,
+            self.episode_time, self.steps, self.since_progress, self.grass_time,
+            self.stats.speed_sum, self.stats.grass_steps, self.termination_reason, self.terminated, self.truncated,
+            new_progress, laps_done,
+            self.step_dt, cfg.stuck_time_s, cfg.wrong_way_m, cfg.off_track_time_s, cfg.max_episode_steps,
+        )
+        for i in np.flatnonzero(laps_done):
+            self.stats.lap_times[i].append(float(self.new_lap_time[i]))
         impact = np.where(st.wall_hit, st.impact_speed, 0.0)
-        self.terms = reward_terms(new_progress, laps_done, on_grass, impact, self.terminated, dt)
+        on_grass = st.surface == Surface.GRASS
+        self.terms = reward_terms(new_progress, laps_done, on_grass, impact, self.terminated, self.step_dt)
         self.reward[:] = weighted_reward(self.terms, self.reward_cfg)
-
-        self.stats.speed_sum += st.speed
-        self.stats.grass_steps += on_grass
-
-    def _cross_gates(self, x0: np.ndarray, y0: np.ndarray) -> np.ndarray:
-        """Advance each kart's next gate when it crossed it forwards; return laps completed."""
-        st = self.state
-        laps_done = np.zeros(self.n, dtype=np.int64)
-        self.new_lap_time[:] = np.nan
-        tid = st.track_idx
-        # Two passes: at most two gates can be crossed in one step at the highest speeds.
-        for _ in range(2):
-            g = self.next_gate
-            ends = self.gates.ends[tid, g]
-            fwd = self.gates.forward[tid, g]
-            crossed = _segments_cross(x0, y0, st.x, st.y, ends[:, 0], ends[:, 1], ends[:, 2], ends[:, 3])
-            crossed &= (st.x - x0) * fwd[:, 0] + (st.y - y0) * fwd[:, 1] > 0.0
-            if not crossed.any():
-                break
-            line = crossed & (g == 0)
-            completed = line & self.lap_started
-            if completed.any():
-                for i in np.nonzero(completed)[0]:
-                    self.stats.lap_times[i].append(float(self.lap_time[i]))
-                self.new_lap_time[completed] = self.lap_time[completed]
-                self.best_lap[completed] = np.minimum(self.best_lap[completed], self.lap_time[completed])
-                self.laps += completed
-                laps_done += completed
-            self.lap_time[line] = 0.0
-            self.lap_started |= line
-            self.next_gate = np.where(crossed, (g + 1) % self.gates.count[tid], g)
-        return laps_done
 
     # ------------------------------------------------------------------ summaries
     def episode_stats(self, i: int) -> dict[str, float]:
@@ -386,3 +327,94 @@ def check_actions(actions: np.ndarray, n: int) -> np.ndarray:
     if not np.all(np.isfinite(a)):
         raise KartsimError("actions contain NaN or infinity; check the policy's output (a diverged network?)")
     return np.clip(a, -1.0, 1.0)
+
+
+# ---------------------------------------------------------------------- compiled per-kart bookkeeping
+@njit(cache=True)
+def _project_karts(points, s_tab, heading, n_points, length, lookup, cell_m, window,
+                   track_idx, x, y, sel, out_idx, out_s, out_lat, out_head):
+    for k in sel:
+        t = track_idx[k]
+        out_idx[k], out_s[k], out_lat[k], out_head[k] = project_point(
+            points[t], s_tab[t], heading[t], n_points[t], length[t], lookup[t], cell_m[t], window[t], x[k], y[k])
+
+
+@njit(cache=True)
+def _segments_cross(p0x, p0y, p1x, p1y, ax, ay, bx, by):
+    """Whether segment p0→p1 crosses segment a→b."""
+    rx, ry = p1x - p0x, p1y - p0y
+    sx, sy = bx - ax, by - ay
+    denom = rx * sy - ry * sx
+    if abs(denom) <= 1e-12:
+        return False
+    qpx, qpy = ax - p0x, ay - p0y
+    t = (qpx * sy - qpy * sx) / denom
+    u = (qpx * ry - qpy * rx) / denom
+    return 0.0 <= t <= 1.0 and 0.0 <= u <= 1.0
+
+
+@njit(cache=True)
+def _race_step(points, s_tab, heading, n_points, length, lookup, cell_m, window,
+               gate_ends, gate_fwd, gate_count,
+               track_idx, x0, y0, x, y, speed, surface,
+               cidx, s, lateral, theading, unwrapped, best,
+               next_gate, lap_started, lap_time, laps, best_lap, new_lap_time,
+               episode_time, steps, since_progress, grass_time,
+               speed_sum, grass_steps, reason, terminated, truncated,
+               new_progress, laps_done,
+               dt, stuck_time_s, wrong_way_m, off_track_time_s, max_steps):
+    """One env step of race bookkeeping for every kart: progress, gates and laps, timers, episode ends."""
+    for k in range(x.shape[0]):
+        t = track_idx[k]
+        L = length[t]
+        s_old = s[k]
+        cidx[k], s[k], lateral[k], theading[k] = project_point(
+            points[t], s_tab[t], heading[t], n_points[t], L, lookup[t], cell_m[t], window[t], x[k], y[k])
+
+        # Unwrapped progress; a jump (a shortcut across the infield) is capped at the distance moved.
+        moved = math.hypot(x[k] - x0[k], y[k] - y0[k]) + 1.0
+        delta = (s[k] - s_old + 0.5 * L) % L - 0.5 * L
+        unwrapped[k] += min(max(delta, -moved), moved)
+        gain = max(unwrapped[k] - best[k], 0.0)
+        best[k] += gain
+        new_progress[k] = gain
+
+        # Gates, forwards and in order; two per step at most at the highest speeds.
+        done = 0
+        new_lap_time[k] = np.nan
+        for _ in range(2):
+            g = next_gate[k]
+            crossed = _segments_cross(x0[k], y0[k], x[k], y[k], gate_ends[t, g, 0], gate_ends[t, g, 1],
+                                      gate_ends[t, g, 2], gate_ends[t, g, 3])
+            if not crossed or (x[k] - x0[k]) * gate_fwd[t, g, 0] + (y[k] - y0[k]) * gate_fwd[t, g, 1] <= 0.0:
+                break
+            if g == 0:
+                if lap_started[k]:
+                    new_lap_time[k] = lap_time[k]
+                    best_lap[k] = min(best_lap[k], lap_time[k])
+                    laps[k] += 1
+                    done += 1
+                lap_time[k] = 0.0
+                lap_started[k] = True
+            next_gate[k] = (g + 1) % gate_count[t]
+        laps_done[k] = done
+
+        episode_time[k] += dt
+        lap_time[k] += dt
+        steps[k] += 1
+        on_grass = surface[k] == 3  # Surface.GRASS
+        grass_time[k] = grass_time[k] + dt if on_grass else 0.0
+        since_progress[k] = 0.0 if gain > 1e-3 else since_progress[k] + dt
+        speed_sum[k] += speed[k]
+        grass_steps[k] += on_grass
+
+        r = 0
+        if grass_time[k] >= off_track_time_s:
+            r = 3
+        if since_progress[k] >= stuck_time_s:
+            r = 2
+        if best[k] - unwrapped[k] >= wrong_way_m:
+            r = 1
+        reason[k] = r
+        terminated[k] = r > 0
+        truncated[k] = r == 0 and steps[k] >= max_steps

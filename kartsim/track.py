@@ -67,6 +67,8 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
+from numba import njit
+
 from kartsim.errors import TrackError
 
 __all__ = [
@@ -434,6 +436,7 @@ class Track:
     rgb: np.ndarray
     surface: np.ndarray
     wall_distance: np.ndarray
+    road_distance: np.ndarray
     centerline: np.ndarray
     s: np.ndarray
     length: float
@@ -510,6 +513,9 @@ class Track:
         self.wall_distance = (wd * scale).astype(np.float32)
 
         road_all = is_road(surface)
+        # distance to the road's edge (grass or wall): what the ray sensors measure by default
+        rd = cv2.distanceTransform(np.pad(road_all.astype(np.uint8), 1), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+        self.road_distance = (rd[1:-1, 1:-1] * scale).astype(np.float32)
         if not road_all.any():
             raise TrackError(f"{label}: no asphalt found; draw the road in grey (R, G, B within 25 of "
                              "each other, mean 40..200) or give a legend that maps your road colour")
@@ -730,35 +736,26 @@ class Track:
 
     def locate(self, x, y) -> np.ndarray:
         """Nearest centerline index for each point (vectorised, O(1) per point)."""
-        x = np.atleast_1d(np.asarray(x, np.float64))
-        y = np.atleast_1d(np.asarray(y, np.float64))
-        gh, gw = self._lookup.shape
-        gx = np.clip(np.floor(x / self._lookup_cell_m), 0, gw - 1).astype(np.int64)
-        gy = np.clip(np.floor(y / self._lookup_cell_m), 0, gh - 1).astype(np.int64)
-        i0 = self._lookup[gy, gx]
-        k = self._lookup_window
-        m = len(self.centerline)
-        cand = (i0[..., None] + np.arange(-k, k + 1)) % m
-        d2 = (self.centerline[cand, 0] - x[..., None]) ** 2 + (self.centerline[cand, 1] - y[..., None]) ** 2
-        return np.take_along_axis(cand, d2.argmin(axis=-1)[..., None], axis=-1)[..., 0]
+        return self._project(x, y)[0]
 
     def frame(self, x, y, index: np.ndarray | None = None):
         """(s in [0, length), lateral offset (m, > 0 right of the centerline), centerline heading).
 
-        ``index``: the points' nearest centerline indices when the caller already has them (``locate``).
+        ``index`` is accepted for callers that already located the points; it is recomputed identically.
         """
-        x = np.atleast_1d(np.asarray(x, np.float64))
-        y = np.atleast_1d(np.asarray(y, np.float64))
-        i = self.locate(x, y) if index is None else index
-        dx = x - self.centerline[i, 0]
-        dy = y - self.centerline[i, 1]
-        h = self.heading[i]
-        ch, sh = np.cos(h), np.sin(h)
-        along = dx * ch + dy * sh
-        lateral = -dx * sh + dy * ch
-        spacing = self.length / len(self.centerline)
-        s = np.mod(self.s[i] + np.clip(along, -spacing, spacing), self.length)
-        return s, lateral, h
+        _, s, lateral, heading = self._project(x, y)
+        return s, lateral, heading
+
+    def _project(self, x, y):
+        x = np.asarray(x, np.float64)
+        shape = np.broadcast(x, y).shape or (1,)
+        xf = np.ascontiguousarray(np.broadcast_to(x, shape), np.float64).ravel()
+        yf = np.ascontiguousarray(np.broadcast_to(np.asarray(y, np.float64), shape)).ravel()
+        idx = np.empty(len(xf), np.int64)
+        s, lat, head = np.empty(len(xf)), np.empty(len(xf)), np.empty(len(xf))
+        _project_points(self.centerline, self.s, self.heading, self.length, self._lookup, self._lookup_cell_m,
+                        self._lookup_window, xf, yf, idx, s, lat, head)
+        return idx.reshape(shape), s.reshape(shape), lat.reshape(shape), head.reshape(shape)
 
     def progress(self, x, y) -> np.ndarray:
         """Metres along the lap in [0, length)."""
@@ -858,6 +855,7 @@ class TrackStack:
 
     surface: np.ndarray  # (T, H, W) uint8
     wall_distance: np.ndarray  # (T, H, W) float32
+    road_distance: np.ndarray  # (T, H, W) float32, metres to the nearest non-road (grass or wall) pixel
     rgb: np.ndarray  # (T, H, W, 3) uint8
     scale: np.ndarray  # (T,) float64
     tracks: list
@@ -872,14 +870,20 @@ class TrackStack:
         n = len(tracks)
         surface = np.zeros((n, h, w), np.uint8)  # Surface.WALL == 0
         wall = np.zeros((n, h, w), np.float32)
+        road = np.zeros((n, h, w), np.float32)
         rgb = np.zeros((n, h, w, 3), np.uint8)
         for k, t in enumerate(tracks):
             th, tw = t.surface.shape
             surface[k, :th, :tw] = t.surface
             wall[k, :th, :tw] = t.wall_distance
+            road[k, :th, :tw] = t.road_distance
             rgb[k, :th, :tw] = t.rgb
         scale = np.array([t.scale for t in tracks], np.float64)
-        return cls(surface=surface, wall_distance=wall, rgb=rgb, scale=scale, tracks=tracks)
+        return cls(surface=surface, wall_distance=wall, road_distance=road, rgb=rgb, scale=scale, tracks=tracks)
+
+    def centerlines(self) -> "CenterlineStack":
+        """All tracks' centerlines and nearest-point lookup grids as padded arrays (for numba kernels)."""
+        return CenterlineStack.from_tracks(self.tracks)
 
     def __len__(self) -> int:
         return len(self.tracks)
@@ -887,3 +891,70 @@ class TrackStack:
     @property
     def names(self) -> list[str]:
         return [t.name for t in self.tracks]
+
+
+@njit(cache=True)
+def project_point(points, s, heading, m, length, lookup, cell_m, window, x, y):
+    """Nearest centerline index, s, lateral offset and heading of point (x, y) on one track.
+
+    The lookup grid gives a nearby centerline point in O(1); the nearest one is searched within
+    ``window`` points of it. s is refined by the projection onto the local direction.
+    """
+    gh, gw = lookup.shape
+    gx = min(max(int(math.floor(x / cell_m)), 0), gw - 1)
+    gy = min(max(int(math.floor(y / cell_m)), 0), gh - 1)
+    i0 = lookup[gy, gx]
+    best_i, best_d = i0, np.inf
+    for o in range(-window, window + 1):
+        j = (i0 + o) % m
+        d = (points[j, 0] - x) ** 2 + (points[j, 1] - y) ** 2
+        if d < best_d:
+            best_i, best_d = j, d
+    dx, dy = x - points[best_i, 0], y - points[best_i, 1]
+    h = heading[best_i]
+    ch, sh = math.cos(h), math.sin(h)
+    spacing = length / m
+    along = min(max(dx * ch + dy * sh, -spacing), spacing)
+    return best_i, (s[best_i] + along) % length, -dx * sh + dy * ch, h
+
+
+@njit(cache=True)
+def _project_points(points, s, heading, length, lookup, cell_m, window, x, y, idx, s_out, lat_out, head_out):
+    m = points.shape[0]
+    for k in range(x.shape[0]):
+        idx[k], s_out[k], lat_out[k], head_out[k] = project_point(
+            points, s, heading, m, length, lookup, cell_m, window, x[k], y[k])
+
+
+@dataclass
+class CenterlineStack:
+    """Padded per-track centerline arrays; ``Track.locate``/``Track.frame`` for compiled kernels."""
+
+    points: np.ndarray  # (T, M, 2) metres
+    s: np.ndarray  # (T, M)
+    heading: np.ndarray  # (T, M)
+    n_points: np.ndarray  # (T,) int64
+    length: np.ndarray  # (T,)
+    lookup: np.ndarray  # (T, GH, GW) int32 nearest-point seeds
+    lookup_cell_m: np.ndarray  # (T,)
+    lookup_window: np.ndarray  # (T,) int64
+
+    @classmethod
+    def from_tracks(cls, tracks) -> "CenterlineStack":
+        n = len(tracks)
+        m = max(len(t.centerline) for t in tracks)
+        gh = max(t._lookup.shape[0] for t in tracks)
+        gw = max(t._lookup.shape[1] for t in tracks)
+        out = cls(np.zeros((n, m, 2)), np.zeros((n, m)), np.zeros((n, m)), np.zeros(n, np.int64), np.zeros(n),
+                  np.zeros((n, gh, gw), np.int32), np.zeros(n), np.zeros(n, np.int64))
+        for k, t in enumerate(tracks):
+            c = len(t.centerline)
+            out.points[k, :c], out.s[k, :c], out.heading[k, :c] = t.centerline, t.s, t.heading
+            out.n_points[k], out.length[k] = c, t.length
+            lh, lw = t._lookup.shape
+            out.lookup[k, :lh, :lw] = t._lookup
+            # padding cells (a smaller track in a larger stack) point at the nearest edge cell's seed
+            out.lookup[k, lh:, :lw] = t._lookup[-1:, :]
+            out.lookup[k, :, lw:] = out.lookup[k, :, lw - 1: lw]
+            out.lookup_cell_m[k], out.lookup_window[k] = t._lookup_cell_m, t._lookup_window
+        return out

@@ -11,6 +11,7 @@ from kartsim.physics import KartConfig
 from kartsim.race import RaceConfig, RewardConfig
 
 CAMERAS = ("chase", "driver")
+RAY_TARGETS = ("road_edge", "wall")
 
 
 @dataclass
@@ -34,6 +35,9 @@ class EnvConfig:
     """Directions of the distance rays relative to the kart's heading (positive = right)."""
     ray_range_m: float = 50.0
     """Rays report at most this distance; observations divide by it."""
+    ray_target: str = "road_edge"
+    """What the rays measure the distance to: ``road_edge`` (the first grass or wall: the track
+    limits) or ``wall`` (the first wall, seeing across grass run-off)."""
     sensor_noise: float = 0.01
     """Standard deviation of Gaussian noise on every normalised ray and telemetry value."""
     random_pool_size: int = 8
@@ -45,6 +49,8 @@ class EnvConfig:
     def __post_init__(self) -> None:
         if self.camera not in CAMERAS:
             raise ConfigError(f"camera must be one of {', '.join(CAMERAS)}, got {self.camera!r}")
+        if self.ray_target not in RAY_TARGETS:
+            raise ConfigError(f"ray_target must be one of {', '.join(RAY_TARGETS)}, got {self.ray_target!r}")
         if not 16 <= int(self.image_size) <= 512:
             raise ConfigError(f"image_size must be between 16 and 512 pixels, got {self.image_size}")
         if not 1 <= int(self.frame_stack) <= 16:

@@ -1,4 +1,4 @@
-"""The ``info`` dict of one kart after a step: laps, progress, telemetry and the reward terms."""
+"""The ``info`` dicts of the karts after a step: laps, progress, telemetry and the reward terms."""
 
 from __future__ import annotations
 
@@ -9,22 +9,36 @@ import numpy as np
 from kartsim.race import TERMINATION_REASONS, Race
 
 
-def kart_info(race: Race, i: int, telemetry: bool = True) -> dict[str, Any]:
-    new_lap = race.new_lap_time[i]
-    info: dict[str, Any] = {
-        "lap": int(race.laps[i]),
-        "lap_times": list(race.stats.lap_times[i]),
-        "best_lap": float(race.best_lap[i]) if np.isfinite(race.best_lap[i]) else None,
-        "new_lap_time": None if np.isnan(new_lap) else float(new_lap),
-        "progress": float(race.s[i]),
-        "reward_terms": {name: float(v[i]) for name, v in race.terms.items()},
-    }
-    if telemetry:
-        info["telemetry"] = race.telemetry(i)
-    if race.terminated[i] or race.truncated[i]:
-        info["episode_stats"] = race.episode_stats(i)
-        info["termination"] = TERMINATION_REASONS[int(race.termination_reason[i])] or "time_limit"
-    return info
+def step_infos(race: Race, telemetry: np.ndarray) -> list[dict[str, Any]]:
+    """One info dict per kart; ``telemetry[i]`` says whether kart i's carries the telemetry dict.
+
+    Built from Python lists made once per step: per-element numpy indexing would cost more than
+    the simulation itself with hundreds of karts.
+    """
+    laps = race.laps.tolist()
+    progress = race.s.tolist()
+    best = race.best_lap.tolist()
+    new_lap = race.new_lap_time.tolist()
+    names = list(race.terms)
+    columns = [race.terms[name].tolist() for name in names]
+    ended = np.flatnonzero(race.terminated | race.truncated)
+    infos = []
+    for i in range(race.n):
+        lap_times = race.stats.lap_times[i]
+        infos.append({
+            "lap": laps[i],
+            "lap_times": list(lap_times) if lap_times else [],
+            "best_lap": best[i] if best[i] != np.inf else None,
+            "new_lap_time": None if new_lap[i] != new_lap[i] else new_lap[i],  # NaN check
+            "progress": progress[i],
+            "reward_terms": dict(zip(names, [col[i] for col in columns])),
+        })
+    for i in np.flatnonzero(telemetry):
+        infos[i]["telemetry"] = race.telemetry(int(i))
+    for i in ended:
+        infos[i]["episode_stats"] = race.episode_stats(int(i))
+        infos[i]["termination"] = TERMINATION_REASONS[int(race.termination_reason[i])] or "time_limit"
+    return infos
 
 
 def reset_info(race: Race, i: int) -> dict[str, Any]:

@@ -58,7 +58,8 @@ class Observer:
         n = race.n
         self.noise_keys = np.zeros(n, dtype=np.uint64)
         self.ray_angles = np.deg2rad(np.asarray(cfg.ray_angles_deg, dtype=np.float64))
-        self.ray_m = np.zeros((n, len(self.ray_angles)), dtype=np.float32)
+        stack = race.stack
+        self.ray_field = stack.road_distance if cfg.ray_target == "road_edge" else stack.wall_distance
         # Per track: mean curvature over the next CURVATURE_LOOKAHEAD_M metres at every centerline point.
         self.curvature_ahead = [_curvature_ahead(t) for t in race.stack.tracks]
         if cfg.vision:
@@ -97,7 +98,7 @@ class Observer:
         heading_error = _wrap_angle(yaw - race.track_heading[sel])
         if not self.cfg.vision:
             rays = np.empty((len(x), len(self.ray_angles)), dtype=np.float32)
-            cast_rays(race.stack.wall_distance, race.stack.scale, tid, x, y, yaw, self.ray_angles,
+            cast_rays(self.ray_field, race.stack.scale, tid, x, y, yaw, self.ray_angles,
                       self.cfg.ray_range_m, rays)
             obs = np.empty((len(x), 10), dtype=np.float64)
             obs[:, :8] = rays / self.cfg.ray_range_m

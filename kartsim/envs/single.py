@@ -9,13 +9,14 @@ import numpy as np
 from gymnasium import spaces
 
 from kartsim.envs.config import EnvConfig
-from kartsim.envs.info import kart_info, reset_info
+from kartsim.envs.info import reset_info, step_infos
 from kartsim.envs.observations import Observer
 from kartsim.envs.render import TrackMap, Window, compose_frame
 from kartsim.envs.tracks import load_track_stack
 from kartsim.race import Race
 
 TRAIL_LENGTH = 600
+_TELEMETRY = np.ones(1, dtype=bool)
 
 
 class KartEnv(gym.Env):
@@ -105,7 +106,7 @@ class KartEnv(gym.Env):
             self.render()
         r = self.race
         return (self.observer.single(0), float(r.reward[0]), bool(r.terminated[0]), bool(r.truncated[0]),
-                kart_info(r, 0))
+                step_infos(r, _TELEMETRY)[0])
 
     def camera_image(self) -> np.ndarray | None:
         """The newest camera frame (vision envs), (S, S, C) uint8."""

@@ -16,7 +16,7 @@ from gymnasium.utils import seeding
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices
 
 from kartsim.envs.config import EnvConfig
-from kartsim.envs.info import kart_info, reset_info
+from kartsim.envs.info import reset_info, step_infos
 from kartsim.envs.observations import Observer
 from kartsim.envs.render import TrackMap, compose_frame
 from kartsim.envs.tracks import load_track_stack
@@ -73,7 +73,7 @@ class KartVecEnv(VecEnv):
         race.step(self._actions)
         self.observer.observe()
         done = race.terminated | race.truncated
-        infos = [kart_info(race, i, telemetry=self.telemetry[i]) for i in range(self.num_envs)]
+        infos = step_infos(race, self.telemetry)
         rewards = race.reward.astype(np.float32)
         dones = done.copy()
         if done.any():
