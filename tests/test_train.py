@@ -265,3 +265,24 @@ def test_resume_of_a_file_that_is_not_a_model(tmp_path):
     bad.write_bytes(b"not a zip at all")
     with pytest.raises(ModelFileError, match="not a model file"):
         train(_cfg(tmp_path, resume=str(bad), timesteps=64), given={"timesteps"})
+
+
+@pytest.mark.slow
+def test_quickstart_flow(tmp_path, capsys):
+    """`kartsim quickstart` trains, then records the first lap (here: too short a run to lap, which it
+    says honestly); a second run reuses the model."""
+    from kartsim.cli import main
+
+    argv = ["quickstart", "--timesteps", "1024", "--max-steps", "15", "--runs-dir", str(tmp_path / "runs"),
+            "--models-dir", str(tmp_path / "models")]
+    code = main(argv)
+    out = capsys.readouterr().out
+    assert "Training the default rays driver on circuit.png" in out
+    assert (tmp_path / "models" / "quickstart_final.zip").is_file()
+    assert (tmp_path / "runs" / "quickstart" / "lap.gif").is_file()
+    if code == 1:
+        assert "did not complete a lap" in out
+    else:
+        assert code == 0 and "Lap time:" in out
+    main(argv)
+    assert "Found " in capsys.readouterr().out

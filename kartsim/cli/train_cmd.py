@@ -129,7 +129,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "train",
         help="train a PPO driver (rays + MLP, or --vision for camera + telemetry CNN)",
-        description=__doc__.splitlines()[0],
+        description="Train a PPO driver: rays + MLP by default, --vision for camera + telemetry with the CNN "
+        "policy. Writes runs/<save-name>/ (checkpoints, config.json, telemetry_log.csv, tb/) and "
+        "models/<save-name>_final.zip.",
     )
     add_train_arguments(parser)
     parser.set_defaults(func=_handler)

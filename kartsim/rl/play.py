@@ -213,8 +213,9 @@ class Recorder:
     and, for vision envs, the camera view inset) and writes them as GIF (Pillow) or MP4 (OpenCV
     'mp4v'), one frame every few env steps so that the video plays in real time at about `fps`."""
 
-    def __init__(self, path: Path, *, fps: float = 15.0, max_width: int = 640) -> None:
+    def __init__(self, path: Path, *, fps: float = 15.0, max_width: int = 640, max_gif_frames: int = 1200) -> None:
         self.path = path
+        self.max_gif_frames = max_gif_frames  # beyond it, every other frame is dropped (GIFs live in memory)
         self.target_fps = fps
         self.fps = fps
         self.every = 0  # env steps per frame, set from the first step's duration
@@ -251,6 +252,10 @@ class Recorder:
                 from PIL import Image
 
                 self.frames.append(Image.fromarray(frame).quantize(colors=255, method=Image.Quantize.MEDIANCUT))
+                if len(self.frames) > self.max_gif_frames:
+                    self.frames = self.frames[::2]
+                    self.every *= 2
+                    self.fps /= 2
         self._count += 1
 
     def _write_video(self, frame: np.ndarray) -> None:
