@@ -187,3 +187,33 @@ def test_config_round_trips_and_rejects_unknown_fields():
         EnvConfig.from_dict({"visoin": True})
     with pytest.raises(ConfigError, match="camera"):
         EnvConfig(camera="drone")
+
+
+@pytest.mark.parametrize("vision", [False, True])
+def test_subproc_backend_equals_batched(vision):
+    from kartsim.envs import make_vec_env
+
+    cfg = EnvConfig(vision=vision, track="oval.png", race=RaceConfig(max_episode_steps=20))
+    batched = make_vec_env(cfg, 5, seed=3)
+    sub = make_vec_env(cfg, 5, seed=3, backend="subproc", n_workers=2)
+    try:
+        _same(sub.reset(), batched.reset())
+        rng = np.random.default_rng(0)
+        for _ in range(30):
+            a = rng.uniform(-1, 1, (5, 2)).astype(np.float32)
+            so, sr, sd, si = sub.step(a)
+            bo, br, bd, bi = batched.step(a)
+            _same(so, bo)
+            np.testing.assert_allclose(sr, br)
+            assert np.array_equal(sd, bd)
+            assert [i.get("TimeLimit.truncated") for i in si] == [i.get("TimeLimit.truncated") for i in bi]
+        assert sub.get_attr("config")[0] == cfg
+    finally:
+        sub.close()
+
+
+def test_unknown_vec_backend_is_a_clear_error():
+    from kartsim.envs import make_vec_env
+
+    with pytest.raises(ConfigError, match="vec backend"):
+        make_vec_env(EnvConfig(track="oval.png"), 2, backend="threads")

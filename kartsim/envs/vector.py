@@ -20,6 +20,7 @@ from kartsim.envs.info import reset_info, step_infos
 from kartsim.envs.observations import Observer
 from kartsim.envs.render import TrackMap, compose_frame
 from kartsim.envs.tracks import load_track_stack
+from kartsim.errors import ConfigError
 from kartsim.race import Race
 
 
@@ -122,6 +123,32 @@ class KartVecEnv(VecEnv):
         return compose_frame(frame, camera, [f"{st.speed[i] * 3.6:5.1f} km/h  lap {self.race.laps[i] + 1}"])
 
 
-def make_vec_env(config: EnvConfig, n_envs: int, seed: int | None = None, **kwargs: Any) -> KartVecEnv:
-    """The batched env that ``kartsim train --vector-envs N`` uses."""
-    return KartVecEnv(config, n_envs, seed=seed, **kwargs)
+VEC_BACKENDS = ("batched", "subproc")
+
+
+def make_vec_env(
+    config: EnvConfig,
+    n_envs: int,
+    seed: int | None = None,
+    backend: str = "batched",
+    n_workers: int | None = None,
+    **kwargs: Any,
+) -> VecEnv:
+    """The env that ``kartsim train --vector-envs N`` uses.
+
+    ``batched``: all karts stepped as arrays in this process (fastest up to a few cores);
+    ``subproc``: ``n_workers`` processes (default: one per core, at most one per env), each a
+    batched block of the karts, observations in shared memory.
+    """
+    if backend == "batched":
+        return KartVecEnv(config, n_envs, seed=seed, **kwargs)
+    if backend == "subproc":
+        import os
+
+        from kartsim.envs.subproc import SubprocKartVecEnv
+
+        workers = n_workers or min(n_envs, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                                   else os.cpu_count() or 1)
+        return SubprocKartVecEnv(config, n_envs, n_workers=workers, seed=seed,
+                                 telemetry_envs=kwargs.get("telemetry_envs"))
+    raise ConfigError(f"unknown vec backend {backend!r}; use one of {', '.join(VEC_BACKENDS)}")
