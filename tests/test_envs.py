@@ -217,3 +217,26 @@ def test_unknown_vec_backend_is_a_clear_error():
 
     with pytest.raises(ConfigError, match="vec backend"):
         make_vec_env(EnvConfig(track="oval.png"), 2, backend="threads")
+
+
+def test_gymnasium_vector_api_matches_single_envs():
+    venv = gym.make_vec("kartsim/Kart-v0", num_envs=3, vectorization_mode="vector_entry_point",
+                        track="oval.png", race=RaceConfig(max_episode_steps=15))
+    singles = [KartEnv(track="oval.png", race=RaceConfig(max_episode_steps=15)) for _ in range(3)]
+    obs, _ = venv.reset(seed=5)
+    for i, env in enumerate(singles):
+        np.testing.assert_allclose(obs[i], env.reset(seed=5 + i)[0])
+    assert venv.single_observation_space.shape == (10,) and venv.observation_space.shape == (3, 10)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        a = rng.uniform(-1, 1, (3, 2)).astype(np.float32)
+        obs, rew, term, trunc, infos = venv.step(a)
+        for i, env in enumerate(singles):
+            o, r, t, tr, info = env.step(a[i])
+            assert (t, tr) == (term[i], trunc[i]) and r == pytest.approx(rew[i], abs=1e-5)
+            if t or tr:
+                np.testing.assert_allclose(infos["final_obs"][i], o)
+                assert infos["final_info"][i]["episode_stats"]["steps"] == info["episode_stats"]["steps"]
+                o, _ = env.reset()
+            np.testing.assert_allclose(obs[i], o)
+    assert trunc.dtype == bool
