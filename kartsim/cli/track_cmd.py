@@ -29,6 +29,15 @@ def register(subparsers) -> None:
     check.add_argument("track", help="PNG path or bundled track name")
     check.set_defaults(func=_cmd_check)
 
+    info = sub.add_parser("info", help="length, width, corners, racing line and reference lap time",
+                          description="Print the track's length, width, corners (apex, radius, minimum speed) "
+                                      "and the reference lap time: a flying lap along the minimum-curvature "
+                                      "racing line at the kart's minimum-time speed profile.")
+    info.add_argument("track", help="PNG path or bundled track name")
+    info.add_argument("--plot", metavar="PNG", default=None,
+                      help="also draw the racing line coloured by speed over the track into this PNG")
+    info.set_defaults(func=_cmd_info)
+
     cp = sub.add_parser("checkpoints", help="write <stem>.checkpoints.json next to the PNG")
     cp.add_argument("track", help="PNG path")
     cp.add_argument("--force", action="store_true", help="overwrite an existing checkpoints file")
@@ -92,4 +101,36 @@ def _cmd_checkpoints(args: argparse.Namespace) -> int:
     track = _load(path, use_checkpoints_file=False)  # regenerate from the image, not the old file
     written = track.save_checkpoints()
     print(f"{written}: {len(track.gates)} gates, {track.direction}, lap {track.length:.0f} m")
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from kartsim.physics import KartConfig
+    from kartsim.racing_line import corners, racing_line
+
+    if args.plot is not None and Path(args.plot).suffix.lower() != ".png":
+        raise KartsimError(f"{args.plot}: --plot must name a .png file")
+    track = _load(args.track)
+    cfg = KartConfig()
+    line = racing_line(track, cfg)
+    lim = line.limits
+    cs = corners(track, line)
+    print(f"track:      {track.name} ({track.path})")
+    print(f"length:     {track.length:.1f} m (racing line {line.length:.1f} m)")
+    print(f"width:      mean {track.width.mean():.1f} m, min {track.width.min():.1f} m, max {track.width.max():.1f} m")
+    print(f"corners:    {len(cs)}")
+    if cs:
+        print("   #  turn   apex at  radius  min speed")
+        for c in cs:
+            print(f"  {c.index:2d}  {c.direction:<5}  {c.apex_s:5.0f} m  {c.radius_m:4.0f} m  "
+                  f"{c.min_speed:4.1f} m/s ({c.min_speed * 3.6:3.0f} km/h)")
+    print(f"speed:      {line.speed.min():.1f} to {line.speed.max():.1f} m/s, mean {line.length / line.lap_time:.1f} m/s")
+    print(f"reference:  {line.lap_time:.2f} s (flying lap on the racing line; kart: "
+          f"{lim.lateral.max() / 9.81:.2f} g lateral, {lim.brake.min() / 9.81:.2f}-{lim.brake.max() / 9.81:.2f} g braking, "
+          f"top speed {lim.top_speed:.1f} m/s)")
+    if args.plot:
+        from kartsim.racing_line import plot_racing_line
+
+        plot_racing_line(track, line, args.plot, corner_list=cs)
+        print(f"plot:       {args.plot}")
     return 0

@@ -1,0 +1,112 @@
+"""Racing line, kart limits measured on the physics, corners, reference lap time and `kartsim track info`."""
+
+import numpy as np
+import pytest
+
+from kartsim.cli import main
+from kartsim.physics import KartConfig
+from kartsim.racing_line import corners, kart_limits, racing_line, reference_lap_time, speed_profile
+from kartsim.track import Surface, Track, is_road
+
+G = 9.81
+
+
+@pytest.fixture(scope="module")
+def circuit():
+    return Track.load("circuit.png")
+
+
+def test_kart_limits_are_measured_kart_figures():
+    lim = kart_limits(KartConfig())
+    assert 1.8 * G <= lim.lateral.max() <= 2.1 * G  # ~1.9 g on asphalt
+    assert 1.4 * G <= lim.brake.min() <= lim.brake.max() <= 2.0 * G
+    assert 23.0 <= lim.top_speed <= 27.0
+    assert lim.acc(5.0) > lim.acc(20.0) > 0 > lim.acc(27.0)
+    # steering lock limits the lateral acceleration at walking pace
+    assert lim.lat(3.0) < 0.5 * lim.lat(15.0)
+    assert lim.cornering_drag(1.9 * G) > lim.cornering_drag(1.0 * G) > 0
+    # more grip -> more lateral acceleration; cached per config
+    grippy = kart_limits(KartConfig(mu_asphalt=2.6))
+    assert grippy.lateral.max() > lim.lateral.max() * 1.1
+    assert kart_limits(KartConfig()) is lim
+
+
+def test_racing_line_stays_inside_the_track_limits(circuit):
+    cfg = KartConfig()
+    line = racing_line(circuit, cfg)
+    assert 0.9 * circuit.length < line.length < circuit.length
+    # the kart's sides on the line are on the road everywhere
+    right = np.column_stack([-np.sin(line.heading), np.cos(line.heading)])
+    for side in (-1.0, 1.0):
+        p = line.xy + side * (cfg.width_m / 2) * right
+        assert is_road(circuit.surface_at(p[:, 0], p[:, 1])).all()
+    # smoother than the centerline: less total squared curvature
+    sp_c = circuit.length / len(circuit.s)
+    assert np.sum(line.curvature ** 2) * (line.length / len(line.s)) < 0.8 * np.sum(circuit.curvature ** 2) * sp_c
+    # offsets within the bounds, using the road's width
+    lo, hi = line.bounds
+    assert np.all(line.offset >= lo - 0.05) and np.all(line.offset <= hi + 0.05)
+    assert line.offset.max() - line.offset.min() > 3.0
+
+
+def test_speed_profile_is_grip_and_power_limited(circuit):
+    line = racing_line(circuit)
+    lim = line.limits
+    a_lat = line.speed ** 2 * np.abs(line.curvature)
+    assert np.all(a_lat <= lim.lat(line.speed) * 1.01)
+    assert line.speed.max() <= lim.top_speed + 1e-6
+    ds = np.diff(np.append(line.s, line.length))
+    dv2 = (np.roll(line.speed, -1) ** 2 - line.speed ** 2) / (2 * ds)
+    assert np.all(dv2 <= lim.acc(line.speed) + 1e-6)  # never accelerates harder than the engine allows
+    assert np.all(-dv2 <= lim.brk(np.roll(line.speed, -1)) + 1e-6)  # nor brakes harder than the tyres
+    assert line.lap_time == pytest.approx(np.sum(2 * ds / (line.speed + np.roll(line.speed, -1))))
+    assert line.time[0] == 0 and np.all(np.diff(line.time) > 0)
+
+
+def test_straight_speed_profile_matches_the_physics():
+    # an open path: accelerate from 0 on a straight; the profile is the kart's drive curve
+    lim = kart_limits()
+    k = np.zeros(400)
+    v = speed_profile(np.full(400, 0.5), k, lim, closed=False, v_start=0.0)
+    assert v[0] == 0.0 and np.all(np.diff(v) >= 0)
+    assert v[-1] < lim.top_speed
+
+
+def test_reference_lap_times_are_plausible():
+    times = {}
+    for name in ("circuit", "oval", "technical"):
+        track = Track.load(name)
+        t = reference_lap_time(track)
+        times[name] = t
+        mean_speed = racing_line(track).length / t
+        assert 12.0 < mean_speed < 24.0, (name, mean_speed)
+    assert times["oval"] < times["circuit"]
+    # a weaker engine or less grip is slower
+    circuit = Track.load("circuit")
+    assert reference_lap_time(circuit, KartConfig(engine_power_w=6000.0)) > times["circuit"]
+    assert racing_line(circuit, grip_scale=0.8).lap_time > times["circuit"]
+
+
+def test_corners(circuit):
+    line = racing_line(circuit)
+    cs = corners(circuit, line)
+    assert 8 <= len(cs) <= 20
+    assert [c.index for c in cs] == list(range(1, len(cs) + 1))
+    assert all(0 <= c.apex_s < circuit.length for c in cs)
+    assert {c.direction for c in cs} == {"left", "right"}
+    hairpin = min(cs, key=lambda c: c.radius_m)
+    assert hairpin.radius_m < 10 and hairpin.angle_deg > 150
+    assert hairpin.min_speed == pytest.approx(min(c.min_speed for c in cs))
+    oval = Track.load("oval")
+    assert len(corners(oval, racing_line(oval))) == 2
+
+
+def test_track_info_cli(capsys, tmp_path):
+    png = tmp_path / "line.png"
+    assert main(["track", "info", "oval.png", "--plot", str(png)]) == 0
+    out = capsys.readouterr().out
+    assert "corners:    2" in out and "reference:" in out and "length:" in out
+    assert png.stat().st_size > 1000
+    assert main(["track", "info", "no_such_track.png"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and len(err.strip().splitlines()) == 1
