@@ -110,3 +110,14 @@ def test_track_info_cli(capsys, tmp_path):
     assert main(["track", "info", "no_such_track.png"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and len(err.strip().splitlines()) == 1
+
+
+def test_eval_table_has_ref_ratio():
+    from kartsim.rl.evaluate import COLUMNS, ModelScore, format_table
+
+    s = ModelScore("m.zip", "rays", "circuit.png", 1, 2, 1.0, 46.5, 47.0, 0.0, 18.0, 10.0, ref_lap=45.0)
+    assert s.ref_ratio == pytest.approx(46.5 / 45.0)
+    assert s.to_dict()["ref_ratio"] == pytest.approx(1.0333, abs=1e-3)
+    assert "ref_ratio" in COLUMNS
+    assert "1.033" in format_table([s])
+    assert ModelScore("m", "rays", "t", 1, 0, 0.0, None, None, 0.0, 0.0, 0.0).ref_ratio is None

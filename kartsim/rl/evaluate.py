@@ -31,9 +31,18 @@ class ModelScore:
     off_track_share: float
     mean_speed: float
     mean_reward: float
+    ref_lap: float | None = None
+    """Reference lap time of the track (kartsim.racing_line) when the model drove a single track."""
+
+    @property
+    def ref_ratio(self) -> float | None:
+        """Best lap ÷ reference lap time (1.0 = as fast as the minimum-time reference)."""
+        if self.best_lap is None or not self.ref_lap:
+            return None
+        return self.best_lap / self.ref_lap
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "ref_ratio": self.ref_ratio}
 
 
 def score(label: str, kind: str, track: str, results: list[EpisodeResult]) -> ModelScore:
@@ -70,9 +79,20 @@ def evaluate_model(
     env = KartEnv(driver.env_config, render_mode=None)
     try:
         results = drive(driver, env, episodes=episodes, deterministic=deterministic, max_steps=max_steps, seed=seed)
+        ref = _reference_lap(env)
     finally:
         env.close()
-    return score(driver.label, "vision" if driver.vision else "rays", str(track_value(driver.env_config.track)), results)
+    result = score(driver.label, "vision" if driver.vision else "rays", str(track_value(driver.env_config.track)), results)
+    result.ref_lap = ref
+    return result
+
+
+def _reference_lap(env) -> float | None:
+    """The reference lap time of the env's track (None for a pool of several tracks)."""
+    from kartsim.racing_line import reference_lap_time
+
+    tracks = env.race.stack.tracks
+    return reference_lap_time(tracks[0], env.race.kart_cfg) if len(tracks) == 1 else None
 
 
 def evaluate_models(
@@ -101,7 +121,7 @@ def evaluate_models(
     return scores
 
 
-COLUMNS = ("model", "kind", "track", "laps", "completed", "best lap", "mean lap", "off track", "mean speed")
+COLUMNS = ("model", "kind", "track", "laps", "completed", "best lap", "mean lap", "ref_ratio", "off track", "mean speed")
 
 
 def table_rows(scores: list[ModelScore]) -> list[tuple[str, ...]]:
@@ -117,6 +137,7 @@ def table_rows(scores: list[ModelScore]) -> list[tuple[str, ...]]:
             f"{100 * s.completion_rate:.0f}% of {s.episodes}",
             t(s.best_lap),
             t(s.mean_lap),
+            "-" if s.ref_ratio is None else f"{s.ref_ratio:.3f}",
             f"{100 * s.off_track_share:.1f}%",
             f"{s.mean_speed:.1f} m/s",
         )
