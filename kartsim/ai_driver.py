@@ -1,0 +1,306 @@
+"""A batched AI driver: follows the racing line at its speed profile and avoids karts ahead.
+
+``AIDriver(tracks, kart_cfg, level="hard").act(state, ...) -> (N, 2) [steering, throttle]`` for all
+karts of a :class:`~kartsim.physics.KartState` at once (numpy over karts, no per-kart Python loop
+except the cheap nearest-point refinement). It drives the simulated physics through the real race
+loop (an action is held for ``decision_dt`` seconds, 0.1 s by default like the envs).
+
+* **Steering**: pure pursuit of a point on the racing line ``2 m + 0.3 s x speed`` ahead of the
+  position predicted half a decision ahead, with the kart's understeer added near the limit (a
+  yaw-rate feedback at 10 decisions a second oscillates, so there is none).
+* **Speed**: the racing line's minimum-time profile (computed with the level's share of the grip),
+  previewed one decision ahead; throttle and brake from the acceleration needed to reach it, with
+  a proportional correction (feed-forward of drag, cornering drag and the brake's deceleration).
+* **Traffic**: a kart ahead on the same track (and in the same collision world) within a speed
+  dependent distance and overlapping sideways makes the driver move to the side with more room
+  (the pursuit point is shifted off the line within the track limits) and, when there is no room,
+  match its speed.
+* **Levels**: ``hard`` = the full profile; ``medium`` and ``easy`` use less grip and speed and add
+  reaction noise (random steering/throttle errors that persist for a few decisions).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from kartsim.errors import ConfigError
+from kartsim.physics import KartConfig, KartState
+from kartsim.racing_line import RacingLine, racing_line
+
+__all__ = ["AILevel", "AI_LEVELS", "AIDriver"]
+
+
+@dataclass(frozen=True)
+class AILevel:
+    """How hard an AI driver pushes."""
+
+    name: str
+    grip: float
+    """Share of the kart's measured grip used for the speed profile."""
+    speed: float
+    """Scale of the profile's target speeds."""
+    steer_noise: float
+    """Standard deviation of the steering error (fraction of full lock), persistent over ~0.5 s."""
+    throttle_noise: float
+    """Standard deviation of the throttle error."""
+    margin_m: float
+    """Racing line clearance from the road edges beyond half the kart's width (m)."""
+
+
+AI_LEVELS = {
+    "easy": AILevel("easy", grip=0.72, speed=0.88, steer_noise=0.06, throttle_noise=0.15, margin_m=0.8),
+    "medium": AILevel("medium", grip=0.86, speed=0.95, steer_noise=0.03, throttle_noise=0.08, margin_m=0.55),
+    "hard": AILevel("hard", grip=1.0, speed=1.0, steer_noise=0.0, throttle_noise=0.0, margin_m=0.35),
+}
+
+
+def get_level(level: str | AILevel) -> AILevel:
+    if isinstance(level, AILevel):
+        return level
+    if level not in AI_LEVELS:
+        raise ConfigError(f"unknown AI level {level!r}; choose one of {', '.join(AI_LEVELS)}")
+    return AI_LEVELS[level]
+
+
+def _wrap(a):
+    return (a + np.pi) % (2 * np.pi) - np.pi
+
+
+class AIDriver:
+    """Drives N karts around their tracks (``state.track_idx`` indexes ``tracks``).
+
+    ``tracks``: a list of :class:`~kartsim.track.Track` (or a ``TrackStack``); ``levels``: one level for
+    all karts or one per kart; ``rng``: generator for the reaction noise of the easier levels.
+    """
+
+    def __init__(self, tracks, kart_cfg: KartConfig | None = None, level: str | AILevel | list = "hard",
+                 n_karts: int | None = None, decision_dt: float = 0.1, rng: np.random.Generator | None = None,
+                 grip_scale: float = 1.0) -> None:
+        self.tracks = list(getattr(tracks, "tracks", tracks))
+        if not self.tracks:
+            raise ConfigError("AIDriver needs at least one track")
+        self.cfg = kart_cfg or KartConfig()
+        self.decision_dt = float(decision_dt)
+        self.rng = rng if rng is not None else np.random.default_rng(0)
+        self.grip_scale = float(grip_scale)
+        levels = level if isinstance(level, (list, tuple)) else [level]
+        self.levels = [get_level(lv) for lv in levels]
+        self.n = n_karts if n_karts is not None else len(self.levels)
+        if len(self.levels) == 1:
+            self.levels = self.levels * self.n
+        if len(self.levels) != self.n:
+            raise ConfigError(f"AIDriver got {len(self.levels)} levels for {self.n} karts")
+        # one racing line per (track, level)
+        self._lines: dict[tuple[int, str], RacingLine] = {}
+        self._level_names = sorted({lv.name for lv in self.levels})
+        self.grip = np.array([lv.grip for lv in self.levels]) * self.grip_scale
+        self.speed_scale = np.array([lv.speed for lv in self.levels])
+        self.steer_noise = np.array([lv.steer_noise for lv in self.levels])
+        self.throttle_noise = np.array([lv.throttle_noise for lv in self.levels])
+        self.line_idx = np.full(self.n, -1, np.int64)
+        self.shift = np.zeros(self.n)  # metres the driver moves off the line to avoid traffic
+        self.noise = np.zeros((self.n, 2))
+        self.prev_steer = np.zeros(self.n)
+
+    def line(self, t: int, level: AILevel) -> RacingLine:
+        key = (t, level.name, self.grip_scale)
+        if key not in self._lines:
+            self._lines[key] = racing_line(self.tracks[t], self.cfg, margin_m=level.margin_m,
+                                           grip_scale=level.grip * self.grip_scale)
+        return self._lines[key]
+
+    def reset(self, idx=None) -> None:
+        idx = slice(None) if idx is None else np.asarray(idx)
+        self.line_idx[idx] = -1
+        self.shift[idx] = 0.0
+        self.noise[idx] = 0.0
+        self.prev_steer[idx] = 0.0
+
+    # ------------------------------------------------------------------------------------ acting
+    def act(self, state: KartState, active=None, world=None, grip=None) -> np.ndarray:
+        """Actions (N, 2) = [steering, throttle] for every kart of ``state`` (rows of karts not in
+        ``active`` (bool mask or indices) are zero). ``world``: per-kart collision world (karts avoid
+        only karts of their own world and track; None = all karts of a track share one world).
+        ``grip``: per-kart grip multiplier (weather, tyres) applied to the target speeds."""
+        n = state.n
+        if n != self.n:
+            raise ConfigError(f"AIDriver was built for {self.n} karts, the state has {n}")
+        act_mask = np.ones(n, bool) if active is None else np.zeros(n, bool)
+        if active is not None:
+            act_mask[np.asarray(active)] = True
+        out = np.zeros((n, 2))
+        dt = self.decision_dt
+        cfg = self.cfg
+        # predicted pose half a decision ahead (the action acts over the whole decision)
+        tau = 0.5 * dt
+        yaw_p = state.yaw + state.yaw_rate * tau
+        cy, sy = np.cos(state.yaw), np.sin(state.yaw)
+        gx = state.vx * cy - state.vy * sy
+        gy = state.vx * sy + state.vy * cy
+        xp = state.x + gx * tau
+        yp = state.y + gy * tau
+        v = np.maximum(state.speed, 0.0)
+        s_line = np.zeros(n)
+        line_len = np.ones(n)
+        offset_here = np.zeros(n)
+        lo_here = np.zeros(n)
+        hi_here = np.zeros(n)
+        target_x = np.zeros(n)
+        target_y = np.zeros(n)
+        v_target = np.zeros(n)
+        kappa_ahead = np.zeros(n)
+        brake_decel = np.ones(n)
+        lat_limit = np.ones(n)
+        ind_c = np.zeros((n, 2))
+        groups: dict[tuple[int, str], list[int]] = {}
+        for k in np.nonzero(act_mask)[0]:
+            groups.setdefault((int(state.track_idx[k]), self.levels[k].name), []).append(int(k))
+        for (t, lname), ks in groups.items():
+            ks = np.array(ks)
+            track = self.tracks[t]
+            line = self.line(t, get_level(lname))
+            K = len(line.s)
+            sp = line.length / K
+            guess = self.line_idx[ks]
+            fresh = guess < 0
+            if fresh.any():
+                ci = track.locate(xp[ks[fresh]], yp[ks[fresh]])
+                guess = guess.copy()
+                guess[fresh] = line.index_from_centerline(ci)
+            idx = line.nearest(xp[ks], yp[ks], guess, window=max(12, int(6.0 / sp)))
+            far = np.hypot(line.xy[idx, 0] - xp[ks], line.xy[idx, 1] - yp[ks]) > 6.0
+            if far.any():  # lost (spun, pushed): re-locate from the track's centerline
+                ci = track.locate(xp[ks[far]], yp[ks[far]])
+                idx[far] = line.nearest(xp[ks[far]], yp[ks[far]], line.index_from_centerline(ci), window=12)
+            self.line_idx[ks] = idx
+            # along-line position of the kart (projection on the local segment)
+            hx, hy = np.cos(line.heading[idx]), np.sin(line.heading[idx])
+            dxk, dyk = xp[ks] - line.xy[idx, 0], yp[ks] - line.xy[idx, 1]
+            s_k = line.s[idx] + np.clip(dxk * hx + dyk * hy, -sp, sp)
+            s_line[ks] = s_k
+            line_len[ks] = line.length
+            offset_here[ks] = line.offset[idx]
+            lo_here[ks] = line.bounds[0][idx] - line.offset[idx]
+            hi_here[ks] = line.bounds[1][idx] - line.offset[idx]
+            # pure pursuit look-ahead point (shifted sideways for traffic)
+            ld = np.clip(2.0 + 0.3 * v[ks], 3.0, 10.0)
+            s_t = s_k + ld
+            j = np.round(s_t / sp).astype(np.int64) % K
+            tx, ty = line.point_at(s_t)
+            sh = np.clip(self.shift[ks], line.bounds[0][j] - line.offset[j], line.bounds[1][j] - line.offset[j])
+            target_x[ks] = tx - np.sin(line.heading[j]) * sh
+            target_y[ks] = ty + np.cos(line.heading[j]) * sh
+            # curvature a little ahead (steering lag) for the feed-forward
+            jk = np.round((s_k + 0.15 * v[ks] + 0.5) / sp).astype(np.int64) % K
+            kappa_ahead[ks] = line.curvature[jk]
+            # speed target: the profile over the next decision (preview: the lowest in reach)
+            v_target[ks] = line.speed_at(s_k + v[ks] * dt)
+            lim = line.limits
+            brake_decel[ks] = lim.brk(v[ks])
+            lat_limit[ks] = lim.lat(v[ks])
+            ind_c[ks] = lim.induced
+
+        ks = np.nonzero(act_mask)[0]
+        if len(ks) == 0:
+            return out
+        # ---- traffic: karts ahead on the same track and world
+        self._avoid(state, ks, s_line, line_len, offset_here, lo_here, hi_here, v, v_target, world)
+
+        # ---- steering: pure pursuit + the kart's understeer near the limit
+        L = cfg.wheelbase_m
+        dx = target_x[ks] - xp[ks]
+        dy = target_y[ks] - yp[ks]
+        dist = np.maximum(np.hypot(dx, dy), 1e-3)
+        alpha = _wrap(np.arctan2(dy, dx) - yaw_p[ks])
+        kappa_cmd = 2.0 * np.sin(alpha) / dist
+        vv = np.maximum(v[ks], 1.0)
+        ay_cmd = vv * vv * kappa_cmd
+        # the front needs more slip than the rear as the lateral acceleration builds (understeer)
+        us = 0.012 * ay_cmd / 9.81 * (1.0 + 0.5 * (np.abs(ay_cmd) / np.maximum(lat_limit[ks], 1.0)) ** 4)
+        steer = (np.arctan(L * kappa_cmd) + us) / cfg.max_steer_rad
+
+        # ---- speed
+        vt = v_target[ks] * self.speed_scale[ks]
+        if grip is not None:
+            vt = vt * np.sqrt(np.clip(np.asarray(grip, np.float64)[ks], 0.2, 1.5))
+        a_req = (vt - v[ks]) / max(dt, 1e-3)
+        m = cfg.mass_kg
+        ay_now = np.abs(vv * vv * kappa_ahead[ks])
+        q = (ay_now / 9.81) ** 2
+        resist = cfg.drag_coeff * vv * vv + cfg.rolling_asphalt * m * 9.81 + m * 9.81 * (ind_c[ks, 0] * q + ind_c[ks, 1] * q * q)
+        f_drive = np.where(vv > 1.0, np.minimum(cfg.max_drive_force_n, cfg.engine_power_w / vv), cfg.max_drive_force_n)
+        thr_pos = (m * a_req + resist) / f_drive
+        thr_neg = a_req / np.maximum(brake_decel[ks], 1.0)
+        throttle = np.where(a_req >= 0.0, np.clip(thr_pos, 0.0, 1.0), np.where(thr_pos >= 0.0, np.clip(thr_pos, 0.0, 1.0), np.clip(thr_neg, -1.0, 0.0)))
+
+        # ---- reaction noise (persistent: an AR(1) process with ~0.5 s memory)
+        noisy = (self.steer_noise[ks] > 0) | (self.throttle_noise[ks] > 0)
+        if noisy.any():
+            rho = np.exp(-dt / 0.5)
+            e = self.rng.standard_normal((len(ks), 2))
+            self.noise[ks] = rho * self.noise[ks] + np.sqrt(1 - rho * rho) * e
+            steer = steer + self.noise[ks, 0] * self.steer_noise[ks]
+            throttle = throttle + self.noise[ks, 1] * self.throttle_noise[ks]
+        out[ks, 0] = np.clip(steer, -1.0, 1.0)
+        out[ks, 1] = np.clip(throttle, -1.0, 1.0)
+        self.prev_steer[ks] = out[ks, 0]
+        return out
+
+    def _avoid(self, state, ks, s_line, line_len, offset, lo, hi, v, v_target, world) -> None:
+        n = state.n
+        want = np.zeros(n)
+        if n > 1:
+            same = state.track_idx[:, None] == state.track_idx[None, :]
+            if world is not None:
+                w = np.asarray(world)
+                same &= w[:, None] == w[None, :]
+            np.fill_diagonal(same, False)
+            # karts not driven by this AI still count as traffic: use their own line position estimate
+            pos_s = s_line.copy()
+            lat = offset + self.shift
+            others = np.setdiff1d(np.arange(n), ks)
+            for t in np.unique(state.track_idx[others]) if len(others) else []:
+                track = self.tracks[int(t)]
+                o = others[state.track_idx[others] == t]
+                s_c, lat_c, _ = track.frame(state.x[o], state.y[o])
+                line = next(iter(l for (tt, _), l in self._lines.items() if tt == t), None)
+                if line is None:
+                    continue
+                idx = line.index_from_centerline(track.locate(state.x[o], state.y[o]))
+                pos_s[o] = line.s[idx]
+                lat[o] = lat_c
+                line_len[o] = line.length
+            # our lateral position relative to the centerline: line offset + our current shift
+            for i in ks:
+                cand = np.nonzero(same[i])[0]
+                if len(cand) == 0:
+                    continue
+                gap = (pos_s[cand] - s_line[i]) % line_len[i]
+                look = max(8.0, 1.2 * v[i] + 4.0)
+                ahead = (gap > 0.0) & (gap < look)
+                if not ahead.any():
+                    continue
+                my_lat = offset[i] + self.shift[i]
+                their_lat = lat[cand]
+                overlap = np.abs(their_lat - my_lat) < 1.9
+                closing = v[cand] < v[i] + 0.5
+                block = ahead & overlap & closing
+                if not block.any():
+                    continue
+                j = cand[block][np.argmin(gap[block])]
+                # move to the side with more room at their position (within the track limits)
+                room_left = (their_lat[cand == j][0] - (offset[i] + lo[i]))
+                room_right = ((offset[i] + hi[i]) - their_lat[cand == j][0])
+                side = 1.0 if room_right >= room_left else -1.0
+                room = max(room_left, room_right)
+                if room >= 1.9:
+                    want[i] = their_lat[cand == j][0] + side * 2.0 - offset[i]
+                else:
+                    gj = float(gap[cand == j][0])
+                    if gj < 1.0 * v[i] + 3.0:
+                        v_target[i] = min(v_target[i], max(v[j] - 0.5, 0.0))
+        # move the shift towards the wanted value (at most ~4 m/s sideways), decay back to the line
+        step = 4.0 * self.decision_dt
+        self.shift[ks] += np.clip(want[ks] - self.shift[ks], -step, step)
