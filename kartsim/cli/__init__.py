@@ -20,6 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "kartsim.cli.play_cmd",
     "kartsim.cli.quickstart_cmd",
     "kartsim.cli.env_cmd",
+    "kartsim.cli.jobs_cmd",
 )
 
 

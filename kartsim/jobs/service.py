@@ -1,0 +1,310 @@
+"""The job operations behind ``kartsim jobs ...``: submit, state, logs, cancel, resume, fetch.
+
+A backend (`kartsim.jobs.local.LocalBackend`, `kartsim.jobs.ray_backend.RayBackend`) has
+``check()``, ``launch(job, attempt)``, ``state(job) -> JobState``, ``cancel(job, grace_s)`` and
+``describe(job)``; everything else is shared and works on the job store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, TextIO
+
+from kartsim.errors import ConfigError
+from kartsim.jobs.config import Settings, is_loopback
+from kartsim.jobs.store import (TERMINAL, Attempt, JobError, JobRecord, LocalStore, Store, checkpoints_of,
+                                find_in_store, job_ids, load_job, log_rel, new_job_id, now_iso, open_store,
+                                progress_rel, save_job)
+
+
+@dataclass
+class JobState:
+    state: str                    # starting | pending | running | succeeded | failed | cancelled | unknown
+    reason: str = ""
+    exit_code: int | None = None
+    ended: str | None = None
+    pid: int | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL
+
+    @classmethod
+    def from_exit(cls, ex: dict[str, Any]) -> "JobState":
+        return cls(str(ex.get("state", "failed")), str(ex.get("reason", "")), ex.get("exit_code"), ex.get("ended"))
+
+
+# ------------------------------------------------------------------------------------- backends
+
+def open_settings_store(settings: Settings) -> Store:
+    if settings.backend == "ray" and "store" not in settings.explicit and not is_loopback(settings.address):
+        raise ConfigError(f"the ray backend at {settings.address} needs --storage: a folder every node and this "
+                          "machine can reach (e.g. /shared/kartsim-jobs) or a URI such as s3://bucket/kartsim")
+    return open_store(settings.store)
+
+
+def make_backend(name: str, store: Store, settings: Settings, address: str | None = None):
+    if name == "local":
+        from kartsim.jobs.local import LocalBackend
+
+        return LocalBackend(store)
+    if name == "ray":
+        from kartsim.jobs.ray_backend import RayBackend
+
+        # the address given now (flag / env / config) wins over the recorded one
+        addr = settings.address if ("address" in settings.explicit or not address) else address
+        return RayBackend(store, addr, settings)
+    raise JobError(f"unknown backend {name!r} in the job record; use local or ray")
+
+
+def backend_of(store: Store, settings: Settings, job: JobRecord):
+    return make_backend(job.backend, store, settings, job.address)
+
+
+# ---------------------------------------------------------------------------------- train flags
+
+# Flags a job sets itself (they name folders on the machine that runs it).
+JOB_OWNED = {"runs_dir": "--runs-dir", "models_dir": "--models-dir", "resume": "--resume"}
+
+
+def train_argv(args: argparse.Namespace, train_parser: argparse.ArgumentParser) -> list[str]:
+    """The `kartsim train` command line that gives the same parse as `args` (the train flags that were
+    set). `train_parser` is a parser built with `kartsim.cli.train_cmd.add_train_arguments`."""
+    out: list[str] = []
+    for action in train_parser._actions:
+        if not action.option_strings or action.dest == "help":
+            continue
+        value = getattr(args, action.dest, None)
+        if value is None:
+            continue
+        if action.dest in JOB_OWNED:
+            hint = "use `resume JOB`" if action.dest == "resume" else "the job store holds the run folders"
+            raise ConfigError(f"{JOB_OWNED[action.dest]} cannot be used with jobs ({hint})")
+        flag = next((o for o in action.option_strings if o.startswith("--")), action.option_strings[0])
+        if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction, argparse._StoreConstAction)):
+            if value == action.const:
+                out.append(flag)
+        elif isinstance(action, argparse._AppendAction):
+            for item in value:
+                if action.dest == "env_options":
+                    key, val = item
+                    out += [flag, f"{key}={json.dumps(val)}"]
+                else:
+                    out += [flag, str(item)]
+        elif action.nargs in ("+", "*") or isinstance(value, list):
+            out += [flag, *map(str, value)]
+        else:
+            out += [flag, str(value)]
+    return out
+
+
+def _replace_tracks(argv: list[str], tracks: list[str]) -> list[str]:
+    out, i = [], 0
+    while i < len(argv):
+        if argv[i] == "--track-name":
+            i += 1
+            while i < len(argv) and not argv[i].startswith("--"):
+                i += 1
+            continue
+        out.append(argv[i])
+        i += 1
+    return out + ["--track-name", *tracks]
+
+
+def _running_with_save_name(store: Store, settings: Settings, save_name: str) -> str | None:
+    for jid in reversed(job_ids(store)[-50:]):
+        try:
+            job = load_job(store, jid)
+        except JobError:
+            continue
+        if job.save_name != save_name:
+            continue
+        try:
+            st = backend_of(store, settings, job).state(job)
+        except JobError:
+            continue
+        if not st.terminal:
+            return job.id
+    return None
+
+
+def submit(settings: Settings, args: argparse.Namespace, train_parser: argparse.ArgumentParser,
+           echo: Callable[[str], None] = print) -> tuple[JobRecord, Any]:
+    """Validate the train flags, sync the job's tracks, record the job and start it."""
+    from kartsim.cli.train_cmd import config_from_args
+    from kartsim.rl.train import validate
+    from kartsim.jobs.tracks import job_tracks
+
+    store = open_settings_store(settings)
+    argv = train_argv(args, train_parser)
+    cfg, _ = config_from_args(args)
+    resolved = cfg.resolved()
+    if settings.backend == "ray" and resolved.device != "cpu":
+        resolved.device = "cpu"  # the GPU is the cluster's business; checked there
+    validate(resolved)
+    backend = make_backend(settings.backend, store, settings)
+    backend.check()  # e.g. the Ray cluster is reachable, before anything is written
+
+    save_name = resolved.save_name
+    other = _running_with_save_name(store, settings, save_name)
+    if other:
+        raise JobError(f"job {other} is still running with --save-name {save_name}; cancel it or pick another --save-name")
+    if not resolved.force:
+        for rel in (f"runs/{save_name}", f"models/{save_name}_final.zip"):
+            if store.exists(rel):
+                raise JobError(f"{store.display(rel)} already exists in the job store; pass --force to overwrite it, "
+                               "another --save-name, or `resume` its job")
+    tracks = job_tracks(store, list(resolved.track), echo=echo)
+    argv = _replace_tracks(argv, tracks)
+
+    job = JobRecord(id=new_job_id(store, save_name), backend=settings.backend, argv=argv, save_name=save_name,
+                    timesteps=int(resolved.timesteps), vision=bool(resolved.vision), tracks=tracks,
+                    address=settings.address if settings.backend == "ray" else None,
+                    options={k: getattr(settings, k) for k in ("num_gpus", "num_cpus") if getattr(settings, k) is not None})
+    job.attempts.append(Attempt(n=1, started=now_iso()))
+    save_job(store, job)
+    try:
+        backend.launch(job, job.attempt)
+    except BaseException:
+        store.remove(f"jobs/{job.id}")
+        raise
+    save_job(store, job)
+    return job, backend
+
+
+def resume(settings: Settings, job_id: str, timesteps: int | None = None) -> tuple[JobRecord, Any, int]:
+    """Start the job again from its last checkpoint (or final model, with a larger --timesteps)."""
+    store = open_settings_store(settings)
+    job = load_job(store, job_id)
+    backend = backend_of(store, settings, job)
+    backend.check()
+    st = backend.state(job)
+    if not st.terminal:
+        raise JobError(f"job {job.id} is still {st.state}; cancel it first (`cancel {job.id}`) or let it finish")
+    candidates = checkpoints_of(store, job.save_name)
+    final = f"runs/{job.save_name}/{job.save_name}_final.zip"
+    if store.exists(final):
+        from kartsim.jobs.store import _steps_inside
+
+        steps = _steps_inside(store, final)
+        if steps is not None:
+            candidates = sorted(candidates + [(steps, final)])
+    if not candidates:
+        raise JobError(f"job {job.id} has no checkpoint to resume from (runs/{job.save_name}/checkpoints/ is empty); "
+                       "start it again with `train ... --force`")
+    steps, rel = candidates[-1]
+    total = timesteps or job.timesteps
+    if st.state == "succeeded" and not timesteps:
+        raise JobError(f"job {job.id} already finished ({steps:,} steps); to train on, pass --timesteps "
+                       f"with a new total above {steps}")
+    if total <= steps:
+        raise JobError(f"the last checkpoint ({rel}) has {steps:,} steps already; --timesteps is the new total, "
+                       f"so give more than {steps}")
+    attempt = Attempt(n=job.attempt.n + 1, started=now_iso(), resume_from=rel, timesteps=timesteps)
+    job.attempts.append(attempt)
+    if timesteps:
+        job.timesteps = int(timesteps)
+    save_job(store, job)
+    backend.launch(job, attempt)
+    save_job(store, job)
+    return job, backend, steps
+
+
+# ------------------------------------------------------------------------------- logs & progress
+
+def read_log(store: Store, job: JobRecord, offset: int) -> tuple[str, int]:
+    """New log text from byte `offset` on, and the next offset."""
+    if isinstance(store, LocalStore):
+        try:
+            with open(store.p(log_rel(job.id)), "rb") as fh:
+                fh.seek(offset)
+                data = fh.read()
+        except FileNotFoundError:
+            return "", offset
+    else:
+        whole = store.read_bytes(log_rel(job.id)) or b""
+        data = whole[offset:]
+    # only whole lines, so a line is never printed in two halves
+    cut = data.rfind(b"\n") + 1
+    return data[:cut].decode("utf-8", "replace"), offset + cut
+
+
+def progress_of(store: Store, job: JobRecord) -> dict[str, Any] | None:
+    data = store.read_json(progress_rel(job.id))
+    return data if isinstance(data, dict) else None
+
+
+def follow(store: Store, backend: Any, job: JobRecord, out: TextIO | None = None, poll_s: float = 0.5,
+           from_start: bool = True, timeout_s: float | None = None) -> JobState:
+    """Print the job's log as it grows until the job ends; returns its final state."""
+    out = out or sys.stdout
+    offset = 0
+    if not from_start:
+        _, offset = read_log(store, job, 0)
+    deadline = time.monotonic() + timeout_s if timeout_s else None
+    next_state = 0.0
+    st = JobState("unknown")
+    while True:
+        now = time.monotonic()
+        if now >= next_state:
+            st = backend.state(job)
+            next_state = now + 1.0
+        text, offset = read_log(store, job, offset)
+        if text:
+            out.write(text)
+            out.flush()
+        if st.terminal:
+            time.sleep(0.2)
+            text, offset = read_log(store, job, offset)
+            if text:
+                out.write(text)
+                out.flush()
+            return st
+        if deadline and now > deadline:
+            return st
+        time.sleep(poll_s)
+
+
+def wait(backend: Any, job: JobRecord, timeout_s: float | None = None, poll_s: float = 1.0) -> JobState:
+    deadline = time.monotonic() + timeout_s if timeout_s else None
+    while True:
+        st = backend.state(job)
+        if st.terminal or (deadline and time.monotonic() > deadline):
+            return st
+        time.sleep(poll_s)
+
+
+# ------------------------------------------------------------------------------------------ fetch
+
+def fetch(store: Store, path: str, out: str | None, force: bool, job: JobRecord | None = None) -> tuple[str, Path]:
+    """Copy a file or folder from the store (see `find_in_store`) to `out` (default: its name, here)."""
+    rel = find_in_store(store, path, job)
+    name = rel.rsplit("/", 1)[-1]
+    dest = Path(out).expanduser() if out else Path(name)
+    if dest.is_dir() and not store.is_dir(rel):
+        dest = dest / name
+    if dest.exists() or dest.is_symlink():
+        if not force:
+            raise JobError(f"{dest} already exists; pass --force to overwrite it (or choose another --out)")
+        if dest.is_dir() and not dest.is_symlink():
+            shutil.rmtree(dest)
+        else:
+            dest.unlink()
+    if dest.parent and not dest.parent.exists():
+        raise JobError(f"cannot write {dest}: folder {dest.parent} does not exist")
+    tmp = dest.with_name(f".{dest.name}.part")
+    if tmp.exists():
+        shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
+    store.download(rel, tmp)
+    tmp.rename(dest)
+    return rel, dest
+
+
+__all__ = ["JobState", "submit", "resume", "follow", "wait", "fetch", "read_log", "progress_of", "open_settings_store",
+           "backend_of", "make_backend", "open_store"]

@@ -1,0 +1,96 @@
+"""``kartsim jobs sync``: validate a track as `Track.load` loads it and put it (image, checkpoints,
+legend) in the job store's ``tracks/`` folder, where jobs find it by its file name."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from kartsim.errors import TrackError
+from kartsim.jobs.store import Store
+
+
+@dataclass
+class SyncedTrack:
+    name: str              # file name in the store (and what jobs pass to --track-name)
+    rel: str               # store path of the image
+    length_m: float
+    gates: int
+    generated: bool        # checkpoints were placed automatically (no checkpoints file next to the image)
+    warnings: list[str]
+
+
+def sync_track(store: Store, name: str) -> SyncedTrack:
+    """Load `name` (a PNG path or a bundled track name) with `Track.load` (TrackError when it cannot
+    be used), write its checkpoints file when it has none, and store image + checkpoints + legend."""
+    from kartsim.track import Track, resolve_track_path
+
+    path = resolve_track_path(name)
+    if path.suffix.lower() != ".png":
+        raise TrackError(f"{path}: a track must be a .png image")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # kept in track.warnings
+        track = Track.load(path)
+    with tempfile.TemporaryDirectory(prefix="kartsim-sync-") as tmp:
+        stage = Path(tmp)
+        image = stage / path.name
+        shutil.copyfile(path, image)
+        # Checkpoints as the track was loaded: the file's gates, or the automatic ones (generated).
+        track.save_checkpoints(stage / f"{path.stem}.checkpoints.json")
+        legend = path.with_suffix(".json")
+        if legend.is_file():
+            shutil.copyfile(legend, stage / legend.name)
+        for f in sorted(stage.iterdir()):
+            store.upload(f, f"tracks/{f.name}")
+    return SyncedTrack(name=path.name, rel=f"tracks/{path.name}", length_m=float(track.length),
+                       gates=len(track.gates), generated=track.gates_source != "file",
+                       warnings=list(getattr(track, "warnings", [])))
+
+
+def job_tracks(store: Store, names: list[str], echo=print) -> list[str]:
+    """The --track-name values a job gets: image files on disk are synced (and passed by file name),
+    names already synced are passed by file name, bundled names and ``random`` pass through.
+    A job runs in the store's tracks/ folder, so a file name finds the synced copy first."""
+    from kartsim.track import resolve_track_path
+
+    out: list[str] = []
+    for raw in names:
+        item = str(raw)
+        p = Path(item).expanduser()
+        if item == "random":
+            out.append(item)
+        elif p.is_dir():
+            pngs = sorted(p.glob("*.png"))
+            if not pngs:
+                raise TrackError(f"folder {item} holds no .png track; put track images in it or pass a PNG")
+            for png in pngs:
+                out.append(_sync_and_echo(store, str(png), echo))
+        elif p.is_file():
+            out.append(_sync_and_echo(store, item, echo))
+        else:
+            stored = next((c for c in (p.name, f"{p.name}.png") if len(p.parts) == 1
+                           and store.exists(f"tracks/{c}")), None)
+            if stored:
+                out.append(stored)
+            else:
+                resolve_track_path(item)  # a bundled name, or TrackError (not found)
+                out.append(item)
+    return out
+
+
+def _sync_and_echo(store: Store, name: str, echo) -> str:
+    synced = sync_track(store, name)
+    echo(f"synced track {synced.name} ({synced.length_m:.0f} m, {synced.gates} gates)")
+    return synced.name
+
+
+def stage_tracks(store: Store, names: list[str], into: Path) -> None:
+    """Copy the synced tracks a job uses (image, checkpoints, legend) from the store into `into`."""
+    for name in names:
+        stem = Path(name).stem
+        for f in (name, f"{stem}.checkpoints.json", f"{stem}.json"):
+            if store.exists(f"tracks/{f}"):
+                store.download(f"tracks/{f}", into / f)

@@ -1,0 +1,120 @@
+"""The training process of a job: ``python -m kartsim.jobs.worker --progress-file F -- <train flags>``.
+
+It is `kartsim train` (same flags, same `kartsim.rl.train.train`) plus a callback that writes
+``progress.json`` and prints a progress line every few seconds (a progress bar makes no sense in a
+log file). SIGTERM (Ray stopping the job, ``kill``) is handled like Ctrl-C: train saves
+``checkpoints/<name>_interrupted.zip`` and exits with 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+def _fmt_duration(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
+
+
+def progress_line(p: dict[str, Any]) -> str:
+    done, total = int(p.get("num_timesteps", 0)), int(p.get("total_timesteps") or 0)
+    pct = f" ({100.0 * done / total:.0f}%)" if total else ""
+    parts = [f"{done:,} / {total:,} steps{pct}" if total else f"{done:,} steps"]
+    if p.get("steps_per_second"):
+        parts.append(f"{p['steps_per_second']:,.0f} steps/s")
+    if p.get("eta_s") is not None and done < total:
+        parts.append(f"ETA {_fmt_duration(p['eta_s'])}")
+    return ", ".join(parts)
+
+
+def make_progress_callback(path: Path, every_s: float = 10.0, write_every_s: float = 2.0):
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class ProgressFile(BaseCallback):
+        """Writes {num_timesteps, total_timesteps, steps_per_second, eta_s, updated} to `path`."""
+
+        def _on_training_start(self) -> None:
+            self._t0 = time.monotonic()
+            self._steps0 = self.model.num_timesteps
+            self._next_write = 0.0
+            self._next_print = time.monotonic() + every_s
+            self._write(final=False)
+
+        def _write(self, final: bool) -> dict[str, Any]:
+            elapsed = time.monotonic() - self._t0
+            done = int(self.model.num_timesteps)
+            total = int(getattr(self.model, "_total_timesteps", 0) or 0)
+            rate = (done - self._steps0) / elapsed if elapsed > 0 else 0.0
+            data = {"num_timesteps": done, "total_timesteps": total, "steps_per_second": round(rate, 1),
+                    "eta_s": round((total - done) / rate, 1) if rate > 0 and total > done else None,
+                    "elapsed_s": round(elapsed, 1), "updated": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                    "final": final}
+            tmp = path.with_name(f".{path.name}.tmp")
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp.write_text(json.dumps(data))
+                os.replace(tmp, path)
+            except OSError:
+                pass
+            return data
+
+        def _on_step(self) -> bool:
+            now = time.monotonic()
+            if now >= self._next_write:
+                self._next_write = now + write_every_s
+                data = self._write(final=False)
+                if now >= self._next_print:
+                    self._next_print = now + every_s
+                    print(f"[progress] {progress_line(data)}", flush=True)
+            return True
+
+        def _on_training_end(self) -> None:
+            data = self._write(final=True)
+            print(f"[progress] {progress_line(data)}", flush=True)
+
+    return ProgressFile()
+
+
+def main(argv: list[str] | None = None) -> int:
+    from kartsim.cli.train_cmd import add_train_arguments, config_from_args
+    from kartsim.errors import KartsimError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="kartsim.jobs.worker")
+    parser.add_argument("--progress-file", type=Path, required=True)
+    add_train_arguments(parser)
+    args = parser.parse_args([a for a in argv if a != "--"])
+    progress_file = args.progress_file
+    del args.progress_file
+
+    def on_term(signum, frame):  # Ray's stop / kill: save a checkpoint like Ctrl-C does
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        from kartsim.rl.train import train
+
+        cfg, given = config_from_args(args)
+        result = train(cfg, given=given, callbacks=[make_progress_callback(progress_file)],
+                       echo=lambda s: print(s, flush=True))
+        return 130 if result.interrupted else 0
+    except KartsimError as exc:
+        print(f"error: {exc}", flush=True)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", flush=True)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
