@@ -57,7 +57,7 @@ def run_one(args: argparse.Namespace, seed: int, runs_dir: Path) -> dict[str, An
     started = time.perf_counter()
     callback = LapEvalCallback(
         env_cfg, args.eval_every, max_steps=args.eval_max_steps, episodes=args.eval_episodes,
-        stop_when_laps=args.stop_when_laps,
+        stop_when_laps=args.stop_when_laps, also_stochastic=args.also_stochastic,
         report=lambda row: print("  " + "  ".join(f"{k}={v}" for k, v in row.items()), flush=True),
     )
     print(f"seed {seed}: {('vision' if cfg.vision else 'rays')} on {cfg.track}, "
@@ -96,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eval-episodes", type=int, default=1)
     p.add_argument("--eval-max-steps", type=int, default=2000, help="steps per evaluation episode")
     p.add_argument("--stop-when-laps", type=int, help="stop a seed once an evaluation completes this many laps")
+    p.add_argument("--also-stochastic", action="store_true", help="also evaluate with sampled actions")
     p.add_argument("--device", default="auto")
     p.add_argument("--set", type=_kv, action="append", default=[], metavar="FIELD=VALUE",
                    help="TrainConfig field, e.g. n_steps=1024 (repeatable)")

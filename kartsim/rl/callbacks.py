@@ -166,8 +166,10 @@ class LapEvalCallback(BaseCallback):
         episodes: int = 1,
         stop_when_laps: int | None = None,
         report: Callable[[dict[str, Any]], None] | None = None,
+        also_stochastic: bool = False,
     ) -> None:
         super().__init__()
+        self.also_stochastic = also_stochastic
         from kartsim.rl.train import apply_env_options
 
         data = apply_env_options(env_config.to_dict(), {"random_start": False})
@@ -210,7 +212,6 @@ class LapEvalCallback(BaseCallback):
                         stop_after_laps=self.stop_when_laps)
         laps = [t for r in results for t in r.lap_times]
         buf = self.model.ep_info_buffer
-        self.eval_seconds += time.perf_counter() - t0
         row = {
             "steps": int(self.num_timesteps),
             "wall_s": round(time.perf_counter() - self._started, 1),
@@ -222,6 +223,13 @@ class LapEvalCallback(BaseCallback):
             "eval_off_track": round(float(np.mean([r.off_track_share for r in results])), 3),
             "eval_s": round(time.perf_counter() - t0, 1),
         }
+        if self.also_stochastic:
+            sto = drive(driver, self._env, episodes=self.episodes, max_steps=self.max_steps, seed=0,
+                        deterministic=False, stop_after_laps=self.stop_when_laps)
+            row["stoch_laps"] = max(r.laps for r in sto)
+            row["stoch_progress_m"] = round(max(r.progress_m for r in sto), 1)
+            row["eval_s"] = round(time.perf_counter() - t0, 1)
+        self.eval_seconds += time.perf_counter() - t0
         self.rows.append(row)
         self.logger.record("eval/laps", row["eval_laps"])
         self.logger.record("eval/progress_m", row["eval_progress_m"])
