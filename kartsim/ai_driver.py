@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from kartsim.errors import ConfigError
-from kartsim.physics import KartConfig, KartState
+from kartsim.physics import KartConfig, KartState, weather_grip
 from kartsim.racing_line import RacingLine, racing_line
 
 __all__ = ["AILevel", "AI_LEVELS", "AIDriver"]
@@ -104,11 +104,12 @@ class AIDriver:
         self.noise = np.zeros((self.n, 2))
         self.prev_steer = np.zeros(self.n)
 
-    def line(self, t: int, level: AILevel) -> RacingLine:
-        key = (t, level.name, self.grip_scale)
+    def line(self, t: int, level: AILevel, weather_grip: float = 1.0) -> RacingLine:
+        """The racing line and speed profile a kart of ``level`` follows on track ``t`` (cached)."""
+        key = (t, level.name, round(float(weather_grip), 3))
         if key not in self._lines:
             self._lines[key] = racing_line(self.tracks[t], self.cfg, margin_m=level.margin_m,
-                                           grip_scale=level.grip * self.grip_scale)
+                                           grip_scale=level.grip * self.grip_scale * float(weather_grip))
         return self._lines[key]
 
     def reset(self, idx=None) -> None:
@@ -123,7 +124,8 @@ class AIDriver:
         """Actions (N, 2) = [steering, throttle] for every kart of ``state`` (rows of karts not in
         ``active`` (bool mask or indices) are zero). ``world``: per-kart collision world (karts avoid
         only karts of their own world and track; None = all karts of a track share one world).
-        ``grip``: per-kart grip multiplier (weather, tyres) applied to the target speeds."""
+        ``grip``: an extra per-kart grip multiplier applied to the target speeds. The track's wetness
+        (``state.wetness``) selects a speed profile for that grip; tyre wear scales the targets."""
         n = state.n
         if n != self.n:
             raise ConfigError(f"AIDriver was built for {self.n} karts, the state has {n}")
@@ -154,13 +156,14 @@ class AIDriver:
         brake_decel = np.ones(n)
         lat_limit = np.ones(n)
         ind_c = np.zeros((n, 2))
-        groups: dict[tuple[int, str], list[int]] = {}
+        groups: dict[tuple[int, str, float], list[int]] = {}
+        wgrip = np.round(weather_grip(cfg, state.wetness) / 0.05) * 0.05
         for k in np.nonzero(act_mask)[0]:
-            groups.setdefault((int(state.track_idx[k]), self.levels[k].name), []).append(int(k))
-        for (t, lname), ks in groups.items():
+            groups.setdefault((int(state.track_idx[k]), self.levels[k].name, float(wgrip[k])), []).append(int(k))
+        for (t, lname, wg), ks in groups.items():
             ks = np.array(ks)
             track = self.tracks[t]
-            line = self.line(t, get_level(lname))
+            line = self.line(t, get_level(lname), wg)
             K = len(line.s)
             sp = line.length / K
             guess = self.line_idx[ks]
@@ -223,6 +226,8 @@ class AIDriver:
 
         # ---- speed
         vt = v_target[ks] * self.speed_scale[ks]
+        # worn tyres: corner speeds scale with the square root of the grip
+        vt = vt * np.sqrt(np.clip(1.0 - cfg.tyre_worn_grip_loss * (1.0 - state.tyre_condition[ks]), 0.2, 1.0))
         if grip is not None:
             vt = vt * np.sqrt(np.clip(np.asarray(grip, np.float64)[ks], 0.2, 1.5))
         a_req = (vt - v[ks]) / max(dt, 1e-3)
@@ -265,7 +270,7 @@ class AIDriver:
                 track = self.tracks[int(t)]
                 o = others[state.track_idx[others] == t]
                 s_c, lat_c, _ = track.frame(state.x[o], state.y[o])
-                line = next(iter(l for (tt, _), l in self._lines.items() if tt == t), None)
+                line = next(iter(ln for (tt, *_), ln in self._lines.items() if tt == t), None)
                 if line is None:
                     continue
                 idx = line.index_from_centerline(track.locate(state.x[o], state.y[o]))

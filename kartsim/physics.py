@@ -42,7 +42,8 @@ G = 9.81
 # Surface codes (same numbers as kartsim.track.Surface; physics does not import track).
 WALL, ASPHALT, KERB, GRASS = 0, 1, 2, 3
 
-__all__ = ["KartConfig", "KartState", "KartPhysics", "WALL", "ASPHALT", "KERB", "GRASS"]
+__all__ = ["KartConfig", "KartState", "KartPhysics", "WALL", "ASPHALT", "KERB", "GRASS", "WEATHER",
+           "weather_grip"]
 
 
 @dataclass
@@ -118,6 +119,37 @@ class KartConfig:
     """At most this fraction of ``radius_m`` travelled between two wall checks (anti-tunnelling)."""
     slip_min_speed: float = 1.0
     """Below this speed the reported slip_angle is 0 (m/s)."""
+    # --- tyre wear
+    tyre_wear_per_mj: float = 0.15
+    """Tyre condition lost per megajoule of tyre work (lateral force x sliding speed, plus the
+    longitudinal force x a nominal 3 % slip): ~1 % per fast lap of the bundled circuit."""
+    tyre_slide_wear_factor: float = 3.0
+    """Work done past the tyre's peak slip angle (sliding) wears this many times faster."""
+    tyre_worn_grip_loss: float = 0.35
+    """Fraction of the grip lost when the tyre condition reaches 0 (linear in the condition)."""
+    tyre_start_condition: float = 1.0
+    """Tyre condition at a reset (1.0 = new; e.g. 0.5 starts on worn tyres)."""
+    # --- weather
+    damp_grip: float = 0.8
+    """Grip multiplier on a damp track (``KartState.wetness`` 0.5; interpolated linearly in wetness)."""
+    wet_grip: float = 0.6
+    """Grip multiplier on a wet track (``KartState.wetness`` 1.0)."""
+    wet_brake_factor: float = 0.85
+    """Extra multiplier of the brake-force grip at full wetness (brakes lock up sooner in the wet)."""
+    # --- damage
+    damage_threshold_mps: float = 4.0
+    """Impacts (into walls or other karts) below this speed do no damage (m/s)."""
+    damage_per_mps: float = 0.03
+    """Damage per m/s of impact speed above the threshold (damage is in [0, 1])."""
+    damage_power_loss: float = 0.5
+    """Fraction of the engine power (and drive force) lost at damage 1."""
+    damage_steer_pull_rad: float = 0.05
+    """Front wheel angle of the bent steering at damage 1 (rad); the pull is towards the side hit."""
+    # --- kart-to-kart contact
+    kart_restitution: float = 0.3
+    """Fraction of the closing speed returned after a kart-to-kart contact."""
+    kart_friction: float = 0.2
+    """Tangential friction of kart-to-kart contacts (fraction of the normal impulse)."""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -145,11 +177,27 @@ class KartConfig:
             raise ConfigError(f"KartConfig.tyre_sliding_ratio must be in [0.5, 0.99], got {self.tyre_sliding_ratio}")
         if not 0.0 <= self.wall_restitution <= 1.0:
             raise ConfigError(f"KartConfig.wall_restitution must be in [0, 1], got {self.wall_restitution}")
+        for name in ("tyre_worn_grip_loss", "tyre_start_condition", "damage_power_loss", "kart_restitution",
+                     "kart_friction"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"KartConfig.{name} must be in [0, 1], got {getattr(self, name)}")
+        for name in ("damp_grip", "wet_grip", "wet_brake_factor"):
+            if not 0.05 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"KartConfig.{name} must be in [0.05, 1], got {getattr(self, name)}")
+        for name in ("tyre_wear_per_mj", "tyre_slide_wear_factor", "damage_threshold_mps", "damage_per_mps",
+                     "damage_steer_pull_rad"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"KartConfig.{name} must be >= 0, got {getattr(self, name)}")
 
 
 # Indices into the packed parameter vector handed to the kernel.
 (P_DT, P_M, P_IZ, P_A, P_B, P_H, P_RAD, P_MAXSTEER, P_STEERRATE, P_POWER, P_FDRIVE, P_FBRAKE,
- P_FREV, P_VREV, P_VREVTH, P_DRAG, P_TB, P_TC, P_REST, P_WFRIC, P_TRAVEL, P_SLIPV, P_FRONTMU, P_BFRONT, P_LOADSENS, P_TN, P_COUNT) = range(27)
+ P_FREV, P_VREV, P_VREVTH, P_DRAG, P_TB, P_TC, P_REST, P_WFRIC, P_TRAVEL, P_SLIPV, P_FRONTMU, P_BFRONT, P_LOADSENS, P_TN,
+ P_WEAR, P_SLIDEWEAR, P_WORNLOSS, P_DAMP, P_WET, P_WETBRAKE, P_DMGTH, P_DMGK, P_DMGPOWER, P_DMGPULL,
+ P_KREST, P_KFRIC, P_PEAKTAN, P_COUNT) = range(40)
+
+# Weather: wetness of the track under a kart (KartState.wetness).
+WEATHER = {"dry": 0.0, "damp": 0.5, "wet": 1.0}
 
 
 def _tyre_curve(x, A):
@@ -203,6 +251,19 @@ def _pack(cfg: KartConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     p[P_FRONTMU] = cfg.front_grip_factor
     p[P_BFRONT] = cfg.brake_front_share
     p[P_LOADSENS] = cfg.load_sensitivity
+    p[P_WEAR] = cfg.tyre_wear_per_mj * 1e-6
+    p[P_SLIDEWEAR] = cfg.tyre_slide_wear_factor
+    p[P_WORNLOSS] = cfg.tyre_worn_grip_loss
+    p[P_DAMP] = cfg.damp_grip
+    p[P_WET] = cfg.wet_grip
+    p[P_WETBRAKE] = cfg.wet_brake_factor
+    p[P_DMGTH] = cfg.damage_threshold_mps
+    p[P_DMGK] = cfg.damage_per_mps
+    p[P_DMGPOWER] = cfg.damage_power_loss
+    p[P_DMGPULL] = cfg.damage_steer_pull_rad
+    p[P_KREST] = cfg.kart_restitution
+    p[P_KFRIC] = cfg.kart_friction
+    p[P_PEAKTAN] = math.tan(cfg.tyre_peak_slip_rad)
     # Per-surface tables indexed by surface code (WALL uses asphalt figures: the kart is pushed out).
     mu = np.array([cfg.mu_asphalt, cfg.mu_asphalt, cfg.mu_kerb, cfg.mu_grass], np.float64)
     rr = np.array([cfg.rolling_asphalt, cfg.rolling_asphalt, cfg.rolling_kerb, cfg.rolling_grass], np.float64)
@@ -213,7 +274,9 @@ class KartState:
     """Struct of arrays for N karts, allocated once; kernels write into the arrays in place."""
 
     FIELDS_F64 = ("x", "y", "yaw", "vx", "vy", "yaw_rate", "steer", "throttle", "ax", "ay",
-                  "slip_angle", "speed", "impact_speed")
+                  "slip_angle", "speed", "impact_speed", "tyre_condition", "wetness", "damage", "steer_bias",
+                  "kart_impact_speed")
+    OTHER_FIELDS = ("surface", "wall_hit", "kart_hit", "track_idx", "world")
 
     def __init__(self, n: int):
         if n < 1:
@@ -221,9 +284,12 @@ class KartState:
         self.n = int(n)
         for name in self.FIELDS_F64:
             setattr(self, name, np.zeros(self.n, np.float64))
+        self.tyre_condition[:] = 1.0
         self.surface = np.zeros(self.n, np.uint8)
         self.wall_hit = np.zeros(self.n, np.bool_)
+        self.kart_hit = np.zeros(self.n, np.bool_)
         self.track_idx = np.zeros(self.n, np.int32)
+        self.world = np.arange(self.n, dtype=np.int32)
 
     x: np.ndarray
     """Centre position (m), image x axis."""
@@ -257,21 +323,39 @@ class KartState:
     """True if the kart touched a wall during the last step."""
     track_idx: np.ndarray
     """Index of the kart's track in the stacked grids (int32)."""
+    tyre_condition: np.ndarray
+    """Tyre condition, 1.0 = new, falling with tyre work (sliding wears faster); 0 = worn out."""
+    wetness: np.ndarray
+    """Wetness of the track under the kart: 0 dry, 0.5 damp, 1 wet (``WEATHER``); kept by ``reset``."""
+    damage: np.ndarray
+    """Accumulated damage in [0, 1] from impacts above ``cfg.damage_threshold_mps``."""
+    steer_bias: np.ndarray
+    """Bent steering: wheel angle added to every steering input (rad, > 0 pulls right)."""
+    kart_hit: np.ndarray
+    """True if the kart touched another kart during the last step."""
+    kart_impact_speed: np.ndarray
+    """Largest closing speed of a kart-to-kart contact during the last step (m/s)."""
+    world: np.ndarray
+    """Collision world (int32): karts collide only with karts of the same world on the same track.
+    Defaults to ``arange(n)``: every kart alone (the independent karts of a batched env)."""
 
-    def reset(self, idx, x, y, yaw) -> None:
-        """Place karts ``idx`` at (x, y) facing ``yaw`` with zero velocity, steering and telemetry."""
+    def reset(self, idx, x, y, yaw, tyre_condition=1.0) -> None:
+        """Place karts ``idx`` at (x, y) facing ``yaw`` with zero velocity, steering and telemetry,
+        no damage and tyres of ``tyre_condition`` (wetness, world and track are kept)."""
         idx = np.atleast_1d(np.asarray(idx))
         self.x[idx] = x
         self.y[idx] = y
         self.yaw[idx] = np.mod(np.asarray(yaw, np.float64) + np.pi, 2 * np.pi) - np.pi
         for name in ("vx", "vy", "yaw_rate", "steer", "throttle", "ax", "ay", "slip_angle", "speed",
-                     "impact_speed"):
+                     "impact_speed", "damage", "steer_bias", "kart_impact_speed"):
             getattr(self, name)[idx] = 0.0
+        self.tyre_condition[idx] = tyre_condition
         self.wall_hit[idx] = False
+        self.kart_hit[idx] = False
 
     def copy(self) -> "KartState":
         s = KartState(self.n)
-        for name in self.FIELDS_F64 + ("surface", "wall_hit", "track_idx"):
+        for name in self.FIELDS_F64 + self.OTHER_FIELDS:
             getattr(s, name)[:] = getattr(self, name)
         return s
 
@@ -279,9 +363,23 @@ class KartState:
         """A new KartState holding copies of karts ``idx`` (for tests and tools)."""
         idx = np.atleast_1d(np.asarray(idx))
         s = KartState(len(idx))
-        for name in self.FIELDS_F64 + ("surface", "wall_hit", "track_idx"):
+        for name in self.FIELDS_F64 + self.OTHER_FIELDS:
             getattr(s, name)[:] = getattr(self, name)[idx]
         return s
+
+    def collisions_possible(self) -> bool:
+        """Whether two karts share a track and a world (then kart-to-kart contacts are resolved)."""
+        if self.n < 2:
+            return False
+        key = self.world.astype(np.int64) * 65536 + self.track_idx.astype(np.int64)
+        return len(np.unique(key)) < self.n
+
+
+def weather_grip(cfg: KartConfig, wetness) -> np.ndarray:
+    """Grip multiplier for a wetness in [0, 1] (dry 1, damp ``cfg.damp_grip``, wet ``cfg.wet_grip``)."""
+    w = np.clip(np.asarray(wetness, np.float64), 0.0, 1.0)
+    return np.where(w <= 0.5, 1.0 + (cfg.damp_grip - 1.0) * w / 0.5,
+                    cfg.damp_grip + (cfg.wet_grip - cfg.damp_grip) * (w - 0.5) / 0.5)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -351,6 +449,7 @@ def _tyre(tan_alpha, B, A, norm):
 def _step_kernel(p, mu_tab, rr_tab, surf, wd, scale,
                  x, y, yaw, vx, vy, r, steer, thr_state, ax_out, ay_out, slip_out, speed_out,
                  surf_out, hit_out, impact_out, track_idx,
+                 tyre_cond, wetness, damage, steer_bias,
                  throttle_cmd, steer_cmd, substeps):
     n = x.shape[0]
     dt = p[P_DT]
@@ -382,6 +481,17 @@ def _step_kernel(p, mu_tab, rr_tab, surf, wd, scale,
     front_mu = p[P_FRONTMU]
     b_front = p[P_BFRONT]
     load_sens = p[P_LOADSENS]
+    wear_k = p[P_WEAR]
+    slide_wear = p[P_SLIDEWEAR]
+    worn_loss = p[P_WORNLOSS]
+    damp_g = p[P_DAMP]
+    wet_g = p[P_WET]
+    wet_brake = p[P_WETBRAKE]
+    dmg_th = p[P_DMGTH]
+    dmg_k = p[P_DMGK]
+    dmg_power = p[P_DMGPOWER]
+    dmg_pull = p[P_DMGPULL]
+    peak_tan = p[P_PEAKTAN]
     mg = m * G
     fz_f_static = mg * b / L
     fz_r_static = mg * a / L
@@ -407,7 +517,30 @@ def _step_kernel(p, mu_tab, rr_tab, surf, wd, scale,
             sc = -1.0
         if not (sc == sc):
             sc = 0.0
-        target = sc * max_steer
+        # kart condition: weather and tyre wear scale the grip; damage costs power and bends the steering
+        cond = tyre_cond[k]
+        wet = wetness[k]
+        if wet < 0.0:
+            wet = 0.0
+        elif wet > 1.0:
+            wet = 1.0
+        if wet <= 0.5:
+            wgrip = 1.0 + (damp_g - 1.0) * wet * 2.0
+        else:
+            wgrip = damp_g + (wet_g - damp_g) * (wet - 0.5) * 2.0
+        brake_grip = 1.0 - (1.0 - wet_brake) * wet
+        dmg = damage[k]
+        power_k = power * (1.0 - dmg_power * dmg)
+        f_drive_k = f_drive * (1.0 - dmg_power * dmg)
+        bias = steer_bias[k]
+        target = sc * max_steer + bias
+        if target > max_steer:
+            target = max_steer
+        elif target < -max_steer:
+            target = -max_steer
+        work = 0.0
+        hit_nx = 0.0
+        hit_ny = 0.0
 
         px = x[k]
         py = y[k]
@@ -424,6 +557,8 @@ def _step_kernel(p, mu_tab, rr_tab, surf, wd, scale,
         code = 0
 
         for _sub in range(substeps):
+            grip = wgrip * (1.0 - worn_loss * (1.0 - cond))
+            sub_impact = 0.0
             spd0 = math.sqrt(u * u + v * v)
             # subdivide only when a wall is within reach during this step (no tunnelling)
             reach = spd0 * dt
@@ -445,7 +580,7 @@ def _step_kernel(p, mu_tab, rr_tab, surf, wd, scale,
 
                 # --- surface
                 code = _surface_at(surf, t, px, py, inv_s)
-                mu = mu_tab[code]
+                mu = mu_tab[code] * grip
                 rr = rr_tab[code]
 
                 # --- loads with longitudinal load transfer
@@ -473,11 +608,11 @@ def _step_kernel(p, mu_tab, rr_tab, surf, wd, scale,
                 braking = False
                 if thr >= 0.0:
                     if u > 1.0:
-                        fd = power / u
-                        if fd > f_drive:
-                            fd = f_drive
+                        fd = power_k / u
+                        if fd > f_drive_k:
+                            fd = f_drive_k
                     else:
-                        fd = f_drive
+                        fd = f_drive_k
                     fx_r = thr * fd
                 else:
                     if u > v_rev_th:
@@ -493,14 +628,16 @@ def _step_kernel(p, mu_tab, rr_tab, surf, wd, scale,
                         elif fade < 0.0:
                             fade = 0.0
                         fx_r = thr * f_rev * fade
-                if fx_f > cap_f:
-                    fx_f = cap_f
-                elif fx_f < -cap_f:
-                    fx_f = -cap_f
-                if fx_r > cap_r:
-                    fx_r = cap_r
-                elif fx_r < -cap_r:
-                    fx_r = -cap_r
+                bcap_f = cap_f * brake_grip if braking else cap_f
+                bcap_r = cap_r * brake_grip if braking else cap_r
+                if fx_f > bcap_f:
+                    fx_f = bcap_f
+                elif fx_f < -bcap_f:
+                    fx_f = -bcap_f
+                if fx_r > bcap_r:
+                    fx_r = bcap_r
+                elif fx_r < -bcap_r:
+                    fx_r = -bcap_r
 
                 # --- lateral tyre forces
                 vfy = v + a * w
@@ -528,6 +665,16 @@ def _step_kernel(p, mu_tab, rr_tab, surf, wd, scale,
                     fy_r = stop_r
                 elif fy_r < -stop_r:
                     fy_r = -stop_r
+
+                # --- tyre work (wear): lateral force x sliding speed (more past the peak slip),
+                # longitudinal force x a nominal slip
+                wf = abs(fy_f * vt_f)
+                if abs(alpha_f) > peak_tan:
+                    wf *= slide_wear
+                wr = abs(fy_r * vt_r)
+                if abs(alpha_r) > peak_tan:
+                    wr *= slide_wear
+                work += (wf + wr + (abs(fx_f) + abs(fx_r)) * 0.03 * abs(u)) * h
 
                 # --- body forces
                 fx = fx_f * cd - fy_f * sd + fx_r - drag * spd0 * u
@@ -592,6 +739,10 @@ def _step_kernel(p, mu_tab, rr_tab, surf, wd, scale,
                         if vn < 0.0:
                             if -vn > impact:
                                 impact = -vn
+                            if -vn > sub_impact:
+                                sub_impact = -vn
+                                hit_nx = nx
+                                hit_ny = ny
                             tx = gx - vn * nx
                             ty = gy - vn * ny
                             vt = math.sqrt(tx * tx + ty * ty)
@@ -610,8 +761,36 @@ def _step_kernel(p, mu_tab, rr_tab, surf, wd, scale,
                         if d >= rad:
                             break
 
+            # tyre wear and impact damage of this step
+            cond -= work * wear_k
+            work = 0.0
+            if cond < 0.0:
+                cond = 0.0
+            if sub_impact > dmg_th and dmg_k > 0.0:
+                inc = dmg_k * (sub_impact - dmg_th)
+                dmg += inc
+                if dmg > 1.0:
+                    dmg = 1.0
+                power_k = power * (1.0 - dmg_power * dmg)
+                f_drive_k = f_drive * (1.0 - dmg_power * dmg)
+                # the wall is on the kart's right when its normal (pointing away from it) points left
+                side = 1.0 if (-math.sin(psi) * hit_nx + math.cos(psi) * hit_ny) < 0.0 else -1.0
+                bias += side * dmg_pull * inc
+                if bias > dmg_pull:
+                    bias = dmg_pull
+                elif bias < -dmg_pull:
+                    bias = -dmg_pull
+                target = sc * max_steer + bias
+                if target > max_steer:
+                    target = max_steer
+                elif target < -max_steer:
+                    target = -max_steer
+
         # wrap yaw to [-pi, pi)
         psi = (psi + math.pi) % (2.0 * math.pi) - math.pi
+        tyre_cond[k] = cond
+        damage[k] = dmg
+        steer_bias[k] = bias
         x[k] = px
         y[k] = py
         yaw[k] = psi
@@ -628,6 +807,97 @@ def _step_kernel(p, mu_tab, rr_tab, surf, wd, scale,
         surf_out[k] = _surface_at(surf, t, px, py, inv_s)
         hit_out[k] = hit
         impact_out[k] = impact
+
+
+@njit(cache=True, fastmath=True)
+def _collide_kernel(p, x, y, yaw, vx, vy, r, track_idx, world, hit_out, impact_out, damage, steer_bias,
+                    iterations):
+    """Kart-to-kart contacts between circles of ``radius_m`` (equal masses) on the same track and in
+    the same world: positional correction (no overlap left), a restitution impulse along the contact
+    normal with Coulomb friction across it, contact flags, closing speeds and impact damage."""
+    n = x.shape[0]
+    rad = p[P_RAD]
+    e = p[P_KREST]
+    fr = p[P_KFRIC]
+    dmg_th = p[P_DMGTH]
+    dmg_k = p[P_DMGK]
+    dmg_pull = p[P_DMGPULL]
+    min_d = 2.0 * rad
+    for it in range(iterations):
+        touched = False
+        for i in range(n):
+            for j in range(i + 1, n):
+                if track_idx[i] != track_idx[j] or world[i] != world[j]:
+                    continue
+                dx = x[j] - x[i]
+                dy = y[j] - y[i]
+                d2 = dx * dx + dy * dy
+                if d2 >= min_d * min_d:
+                    continue
+                touched = True
+                d = math.sqrt(d2)
+                if d < 1e-9:
+                    # exactly on top of each other: separate sideways of kart i
+                    nx = -math.sin(yaw[i])
+                    ny = math.cos(yaw[i])
+                else:
+                    nx = dx / d
+                    ny = dy / d
+                push = 0.5 * (min_d - d) + 1e-4
+                x[i] -= nx * push
+                y[i] -= ny * push
+                x[j] += nx * push
+                y[j] += ny * push
+                ci = math.cos(yaw[i])
+                si = math.sin(yaw[i])
+                cj = math.cos(yaw[j])
+                sj = math.sin(yaw[j])
+                gxi = vx[i] * ci - vy[i] * si
+                gyi = vx[i] * si + vy[i] * ci
+                gxj = vx[j] * cj - vy[j] * sj
+                gyj = vx[j] * sj + vy[j] * cj
+                vn = (gxj - gxi) * nx + (gyj - gyi) * ny
+                hit_out[i] = True
+                hit_out[j] = True
+                if vn < 0.0:
+                    jn = -(1.0 + e) * vn * 0.5
+                    tx = -ny
+                    ty = nx
+                    vt = (gxj - gxi) * tx + (gyj - gyi) * ty
+                    jt = -0.5 * vt
+                    if jt > fr * jn:
+                        jt = fr * jn
+                    elif jt < -fr * jn:
+                        jt = -fr * jn
+                    ix = jn * nx + jt * tx
+                    iy = jn * ny + jt * ty
+                    gxi -= ix
+                    gyi -= iy
+                    gxj += ix
+                    gyj += iy
+                    vx[i] = gxi * ci + gyi * si
+                    vy[i] = -gxi * si + gyi * ci
+                    vx[j] = gxj * cj + gyj * sj
+                    vy[j] = -gxj * sj + gyj * cj
+                    # a glancing blow also turns the karts a little
+                    r[i] *= 0.9
+                    r[j] *= 0.9
+                    closing = -vn
+                    if closing > impact_out[i]:
+                        impact_out[i] = closing
+                    if closing > impact_out[j]:
+                        impact_out[j] = closing
+                    if closing > dmg_th and dmg_k > 0.0:
+                        inc = dmg_k * (closing - dmg_th)
+                        # kart j lies along +n from kart i: on i's right when n . right_i > 0
+                        side_i = 1.0 if (-si * nx + ci * ny) > 0.0 else -1.0
+                        side_j = 1.0 if (sj * nx - cj * ny) > 0.0 else -1.0
+                        damage[i] = min(1.0, damage[i] + inc)
+                        damage[j] = min(1.0, damage[j] + inc)
+                        steer_bias[i] = min(dmg_pull, max(-dmg_pull, steer_bias[i] + side_i * dmg_pull * inc))
+                        steer_bias[j] = min(dmg_pull, max(-dmg_pull, steer_bias[j] + side_j * dmg_pull * inc))
+        if not touched:
+            break
 
 
 class KartPhysics:
@@ -656,17 +926,49 @@ class KartPhysics:
         self._p, self._mu, self._rr = _pack(cfg)
 
     def step(self, state: KartState, throttle, steer_cmd, substeps: int = 1) -> None:
-        """Advance all karts by ``substeps * cfg.dt`` seconds with constant inputs, in place."""
+        """Advance all karts by ``substeps * cfg.dt`` seconds with constant inputs, in place.
+
+        Karts sharing a track and a ``state.world`` collide with each other (resolved after every
+        ``cfg.dt``); by default every kart is alone in its world and nothing changes.
+        """
         n = state.n
         throttle = _as_input(throttle, n, "throttle")
         steer_cmd = _as_input(steer_cmd, n, "steer_cmd")
         substeps = int(substeps)
         if substeps < 1:
             raise ConfigError(f"substeps must be >= 1, got {substeps}")
+        state.kart_hit[:] = False
+        state.kart_impact_speed[:] = 0.0
+        if not state.collisions_possible():
+            self._kernel(state, throttle, steer_cmd, substeps)
+            return
+        ax = np.zeros(n)
+        ay = np.zeros(n)
+        hit = np.zeros(n, np.bool_)
+        impact = np.zeros(n)
+        world = np.ascontiguousarray(state.world, np.int32)
+        for _ in range(substeps):
+            self._kernel(state, throttle, steer_cmd, 1)
+            _collide_kernel(self._p, state.x, state.y, state.yaw, state.vx, state.vy, state.yaw_rate,
+                            state.track_idx, world, state.kart_hit, state.kart_impact_speed, state.damage,
+                            state.steer_bias, 8)
+            ax += state.ax
+            ay += state.ay
+            hit |= state.wall_hit
+            np.maximum(impact, state.impact_speed, out=impact)
+        state.ax[:] = ax / substeps
+        state.ay[:] = ay / substeps
+        state.wall_hit[:] = hit
+        state.impact_speed[:] = impact
+        np.hypot(state.vx, state.vy, out=state.speed)
+
+    def _kernel(self, state: KartState, throttle, steer_cmd, substeps: int) -> None:
         _step_kernel(self._p, self._mu, self._rr, self.surface, self.wall_distance, self.scale,
                      state.x, state.y, state.yaw, state.vx, state.vy, state.yaw_rate, state.steer,
                      state.throttle, state.ax, state.ay, state.slip_angle, state.speed, state.surface,
-                     state.wall_hit, state.impact_speed, state.track_idx, throttle, steer_cmd, substeps)
+                     state.wall_hit, state.impact_speed, state.track_idx,
+                     state.tyre_condition, state.wetness, state.damage, state.steer_bias,
+                     throttle, steer_cmd, substeps)
 
     def surface_at(self, track_idx, x, y) -> np.ndarray:
         """Surface codes under points (vectorised; outside the grid = WALL)."""

@@ -20,6 +20,7 @@ lateral offset > 0 = right of the centerline).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -112,6 +113,8 @@ def kart_limits(cfg: KartConfig | None = None) -> KartLimits:
 @lru_cache(maxsize=16)
 def _kart_limits_cached(key: tuple) -> KartLimits:
     cfg = KartConfig.from_dict(dict(key))
+    # new, dry tyres that do not wear while measuring; no damage
+    cfg = dataclasses.replace(cfg, tyre_wear_per_mj=0.0, tyre_start_condition=1.0)
     ph = _open_field(cfg)
     v_grid = np.arange(2.0, 30.01, 1.0)
     cap, induced = _measure_lateral(ph, cfg)
