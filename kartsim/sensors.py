@@ -394,6 +394,45 @@ def _draw_others_kernel(driver, S, cam, track_idx, x, y, yaw, others, others_tra
                                     out[k, i, j, ch] = body_col[ch]
 
 
+@njit(cache=True, fastmath=True)
+def _weather_kernel(out, wetness, seeds, tint, sky_rows):
+    """Weather on rendered images: darker and bluer with wetness, a wet sheen (lifted highlights on
+    the lower half) and, from wetness 0.6 on, rain streaks (short slanted light dashes; ``seeds``
+    moves them from frame to frame)."""
+    n = out.shape[0]
+    S = out.shape[1]
+    C = out.shape[3]
+    for k in range(n):
+        w = wetness[k]
+        if not (w > 0.0):
+            continue
+        if w > 1.0:
+            w = 1.0
+        dark = 1.0 - 0.35 * w
+        mix = 0.18 * w
+        rain = w >= 0.6
+        seed = seeds[k]
+        for i in range(S):
+            sheen = 0.0
+            if i > S // 2 and not sky_rows[i]:
+                sheen = 0.12 * w * (i - S // 2) / (S // 2)
+            for j in range(S):
+                streak = False
+                if rain:
+                    # dashes 3 px long, slanted one column per 3 rows
+                    q = (j + i // 3 + seed * 7) % 11
+                    r_ = (i + seed * 5 + (j // 11) * 7) % 17
+                    streak = q == 0 and r_ < 3
+                for ch in range(C):
+                    c = out[k, i, j, ch] * dark + tint[ch] * mix
+                    c += (255.0 - c) * sheen * (out[k, i, j, ch] / 255.0)
+                    if streak:
+                        c = c * 0.4 + 200.0 * 0.6
+                    if c > 255.0:
+                        c = 255.0
+                    out[k, i, j, ch] = np.uint8(c)
+
+
 class CameraRenderer:
     """Batched camera: one numba gather renders the view of every kart.
 
@@ -516,13 +555,20 @@ class CameraRenderer:
         self._other_col = np.ascontiguousarray(other[0] if C == 3 else luma(other)[:, None][0])
         self._other_nose = np.ascontiguousarray(other_nose[0] if C == 3 else luma(other_nose)[:, None][0])
         self._no_self = np.full(0, -1, np.int64)
+        tint = np.array([[70, 85, 110]], np.uint8)  # grey-blue of rain light
+        self._rain_tint = np.ascontiguousarray((tint[0] if C == 3 else luma(tint)[:1]).astype(np.float64))
+        self._sky_rows = np.ascontiguousarray(sky[:, 0])
 
     def empty(self, n: int) -> np.ndarray:
         """A (n, S, S, C) uint8 output buffer."""
         return np.empty((n, *self.shape), np.uint8)
 
-    def render(self, track_idx, x, y, yaw, out=None, others=None, self_rows=None):
+    def render(self, track_idx, x, y, yaw, out=None, others=None, self_rows=None, wetness=None, frame=0):
         """Render the view of every kart into ``out`` (N, S, S, C) uint8 and return it.
+
+        wetness: optional (N,) (or scalar) weather per kart, 0 = dry, 0.5 = damp, 1 = wet (as
+        ``KartState.wetness``): the image gets darker and bluer with a wet sheen, and rain streaks
+        from 0.6 on; ``frame`` (an int, e.g. the step counter) moves the rain between frames.
 
         others: optional other karts to draw, (K, 3) [x, y, yaw] or (K, 4) [x, y, yaw, track_idx]
         (with 3 columns, every row is drawn in every image whatever the track). Typical use: pass all
@@ -558,4 +604,9 @@ class CameraRenderer:
             _draw_others_kernel(cfg.mode == "driver", self.size, self._cam, track_idx, x, y, yaw, o,
                                 otrack, rows, cfg.kart_length_m / 2, cfg.kart_width_m / 2,
                                 cfg.kart_height_m, self._other_col, self._other_nose, out)
+        if wetness is not None:
+            w = np.ascontiguousarray(np.broadcast_to(np.asarray(wetness, np.float64), (n,)))
+            if np.any(w > 0):
+                seeds = (np.arange(n, dtype=np.int64) * 3 + int(frame)) % 1000003
+                _weather_kernel(out, w, seeds, self._rain_tint, self._sky_rows)
         return out

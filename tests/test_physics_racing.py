@@ -240,3 +240,32 @@ def test_collisions_only_on_the_same_track():
     assert not st.collisions_possible()
     ph.step(st, 0.0, 0.0, 1)
     assert not st.kart_hit.any() and st.x[1] - st.x[0] == pytest.approx(1.0)
+
+
+# -------------------------------------------------------------------------------------------- camera
+
+
+@pytest.mark.parametrize("mode", ["chase", "driver"])
+@pytest.mark.parametrize("gray", [False, True])
+def test_weather_changes_the_camera_image(mode, gray):
+    from kartsim.sensors import CameraConfig, CameraRenderer
+
+    rng = np.random.default_rng(0)
+    rgb = np.full((1, 400, 400, 3), 108, np.uint8)
+    rgb[0, :, :200] = (70, 140, 55)
+    rgb[0] += rng.integers(0, 20, (400, 400, 1), dtype=np.uint8)
+    cam = CameraRenderer(rgb, np.array([0.25]), CameraConfig(mode=mode, size=64, grayscale=gray))
+    args = (np.zeros(3, np.int64), np.full(3, 50.0), np.full(3, 50.0), np.zeros(3))
+    dry = cam.render(*args)
+    same = cam.render(*args, wetness=np.zeros(3))
+    np.testing.assert_array_equal(dry, same)  # dry = no effect
+    img = cam.render(*args, wetness=np.array([0.0, 0.5, 1.0]), frame=3)
+    np.testing.assert_array_equal(img[0], dry[0])
+    assert img[1].mean() < dry[1].mean() - 5  # damp: darker
+    assert img[2].mean() < img[1].mean()  # wet: darker still
+    # rain streaks: bright pixels that the dry image does not have, moving between frames
+    assert (img[2].astype(int) - dry[2].astype(int) > 20).sum() > 10
+    assert (img[1].astype(int) - dry[1].astype(int) > 20).sum() == 0  # no rain when damp
+    later = cam.render(*args, wetness=np.array([0.0, 0.5, 1.0]), frame=4)
+    assert not np.array_equal(later[2], img[2])
+    np.testing.assert_array_equal(later[1], img[1])
