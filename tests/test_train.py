@@ -286,3 +286,16 @@ def test_quickstart_flow(tmp_path, capsys):
         assert code == 0 and "Lap time:" in out
     main(argv)
     assert "Found " in capsys.readouterr().out
+
+
+def test_resume_a_final_model_to_train_longer(tmp_path):
+    from kartsim.rl.train import train
+
+    train(_cfg(tmp_path, timesteps=64, save_name="g", checkpoint_freq=0), echo=lambda s: None)
+    final = tmp_path / "models" / "g_final.zip"
+    result = train(_cfg(tmp_path, resume=str(final), timesteps=128), given={"timesteps"}, echo=lambda s: None)
+    assert result.num_timesteps == 128 and result.run_dir == tmp_path / "runs" / "g"
+    # under a new name: a new run folder, which must not exist yet
+    (tmp_path / "runs" / "h").mkdir()
+    with pytest.raises(ConfigError, match="pass --force"):
+        train(_cfg(tmp_path, resume=str(final), timesteps=192, save_name="h"), given={"timesteps", "save_name"})

@@ -362,7 +362,9 @@ def train(
         )
 
     # Refuse to overwrite (a resumed run continues in its own folder).
-    same_run = resume_path is not None and resume_path.resolve().is_relative_to(run.dir.resolve())
+    # Resuming under the checkpoint's own run name continues that run folder (from a checkpoint or
+    # from models/<name>_final.zip alike); a new --save-name starts a new folder.
+    same_run = payload is not None and cfg.save_name == (payload.get("train") or {}).get("save_name")
     if not cfg.force and not same_run:
         for existing in (run.dir, run.model_copy):
             if existing.exists():
