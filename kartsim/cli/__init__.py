@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "kartsim.cli.quickstart_cmd",
     "kartsim.cli.env_cmd",
     "kartsim.cli.jobs_cmd",
+    "kartsim.cli.compare_cmd",
 )
 
 
