@@ -23,6 +23,10 @@ lateral_offset  metres from the centerline (> 0 = right of it)
 surface         asphalt | kerb | grass | wall
 off_track       1 when the kart is off the road, else 0
 reward          reward of this step
+tyre_condition  1.0 = new tyres, falling with wear
+damage          0 = undamaged .. 1 (impacts into walls and other karts)
+position        race position, 1 = leading (multi-kart races; empty otherwise)
+gap             seconds behind the kart ahead (multi-kart races; 0 for the leader)
 =============== ==========================================================================
 
 This module imports nothing from the simulator; plots that show the track take its image as an
@@ -59,6 +63,10 @@ TELEMETRY_COLUMNS: tuple[str, ...] = (
     "surface",
     "off_track",
     "reward",
+    "tyre_condition",
+    "damage",
+    "position",
+    "gap",
 )
 
 # Columns copied as-is from info["telemetry"] (the env's per-step telemetry dict).
@@ -77,6 +85,10 @@ _FROM_TELEMETRY = (
     "slip_angle",
     "progress",
     "lateral_offset",
+    "tyre_condition",
+    "damage",
+    "position",
+    "gap",
 )
 
 
