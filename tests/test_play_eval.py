@@ -255,3 +255,28 @@ def test_vision_flag_conflicting_with_the_saved_config(models):
 
     with pytest.raises(ConfigError, match="is a rays model"):
         load_driver(models["rays"], vision=True)
+
+
+def test_play_in_a_window(models, monkeypatch):
+    """render_mode human (pygame; the SDL dummy video driver stands in for a display)."""
+    monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
+    from kartsim.rl.play import play
+
+    lines: list[str] = []
+    results = play(models["rays"], window=True, max_steps=4, echo=lines.append)
+    assert results[0].steps == 4
+    assert not any("No display" in l for l in lines)
+
+
+def test_gif_memory_stays_bounded(tmp_path):
+    from kartsim.envs import EnvConfig, KartEnv
+    from kartsim.rl.play import Recorder
+
+    env = KartEnv(EnvConfig(track="oval.png"), render_mode="rgb_array")
+    env.reset(seed=0)
+    rec = Recorder(tmp_path / "x.gif", fps=10, max_width=160, max_gif_frames=8)
+    for _ in range(12):  # frames at steps 0..8, then halved to 0,2,..,8 and one more at step 10
+        _, _, _, _, info = env.step(np.zeros(2, np.float32))
+        rec.capture(env, info)
+    assert rec.every == 2 and len(rec.frames) == 6 and rec.fps == 5
+    assert rec.close() == len(rec.frames)
