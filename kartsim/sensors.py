@@ -87,7 +87,41 @@ def _cast_rays_kernel(wd, scale, track_idx, x, y, yaw, angles, max_range, out):
     return out
 
 
-def cast_rays(wall_distance, scale, track_idx, x, y, yaw, angles, max_range_m, out=None):
+@njit(cache=True, fastmath=True)
+def _rays_vs_karts_kernel(track_idx, x, y, yaw, angles, others, others_track, self_rows, radius, out):
+    """Shorten each ray to the first other kart (a circle of ``radius``) it meets before its wall."""
+    n = x.shape[0]
+    nr = angles.shape[0]
+    K = others.shape[0]
+    r2 = radius * radius
+    for k in range(n):
+        t = track_idx[k]
+        for q in range(K):
+            if q == self_rows[k] or others_track[q] != t:
+                continue
+            cx = others[q, 0] - x[k]
+            cy = others[q, 1] - y[k]
+            if self_rows[k] == -2 and cx * cx + cy * cy < 1e-10:
+                continue  # the ego kart itself
+            for j in range(nr):
+                a = yaw[k] + angles[j]
+                dx = math.cos(a)
+                dy = math.sin(a)
+                along = cx * dx + cy * dy
+                if along <= 0.0:
+                    continue
+                perp2 = cx * cx + cy * cy - along * along
+                if perp2 > r2:
+                    continue
+                hit = along - math.sqrt(r2 - perp2)
+                if hit < 0.0:
+                    hit = 0.0
+                if hit < out[k, j]:
+                    out[k, j] = hit
+
+
+def cast_rays(wall_distance, scale, track_idx, x, y, yaw, angles, max_range_m, out=None, others=None,
+              self_rows=None, kart_radius_m: float = 0.7):
     """Distance (m) from each kart centre to the first wall along each ray, capped at ``max_range_m``.
 
     wall_distance: (T, H, W) float32 metres (or (H, W) for one track); scale: (T,) metres per pixel;
@@ -95,6 +129,10 @@ def cast_rays(wall_distance, scale, track_idx, x, y, yaw, angles, max_range_m, o
     out: (N, R) float32, written in place and returned (allocated when None).
     Sphere tracing: steps by the local wall distance (at least half a pixel), then bisects the
     crossing, so results are accurate to a fraction of a pixel.
+
+    others: optional (K, 4) [x, y, yaw, track_idx] of karts the rays also stop at (circles of
+    ``kart_radius_m``; only those on the ray's own track); self_rows: (N,) row of ``others`` that is
+    each ray's own kart (-1 none; None = a row at exactly the kart's position is itself).
     """
     wd = wall_distance if wall_distance.ndim == 3 else wall_distance[None]
     scale = np.atleast_1d(np.asarray(scale, np.float64))
@@ -102,6 +140,16 @@ def cast_rays(wall_distance, scale, track_idx, x, y, yaw, angles, max_range_m, o
     if out is None:
         out = np.empty((len(x), len(angles)), np.float32)
     _cast_rays_kernel(wd, scale, track_idx, x, y, yaw, angles, float(max_range_m), out)
+    if others is not None and len(others):
+        o = np.ascontiguousarray(others, np.float64)
+        if o.ndim != 2 or o.shape[1] != 4:
+            raise ConfigError(f"ray others must be (K, 4) [x, y, yaw, track_idx], got {np.shape(others)}")
+        n = len(x)
+        rows = np.full(n, -2, np.int64) if self_rows is None else np.ascontiguousarray(
+            np.broadcast_to(np.asarray(self_rows, np.int64), (n,)))
+        _rays_vs_karts_kernel(np.asarray(track_idx), np.asarray(x, np.float64), np.asarray(y, np.float64),
+                              np.asarray(yaw, np.float64), angles, o, o[:, 3].astype(np.int64), rows,
+                              float(kart_radius_m), out)
     return out
 
 

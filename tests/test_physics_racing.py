@@ -269,3 +269,27 @@ def test_weather_changes_the_camera_image(mode, gray):
     later = cam.render(*args, wetness=np.array([0.0, 0.5, 1.0]), frame=4)
     assert not np.array_equal(later[2], img[2])
     np.testing.assert_array_equal(later[1], img[1])
+
+
+def test_rays_see_other_karts():
+    from kartsim.sensors import cast_rays
+
+    surf = np.full((400, 400), ASPHALT, np.uint8)
+    surf[:, -1] = WALL
+    wd = cv2.distanceTransform(np.pad((surf != WALL).astype(np.uint8), 1), cv2.DIST_L2, 5)[1:-1, 1:-1] * SCALE
+    wd = wd.astype(np.float32)[None]
+    x, y = np.array([20.0, 40.0]), np.array([50.0, 50.0])
+    yaw = np.zeros(2)
+    angles = np.array([0.0, 0.5])
+    plain = cast_rays(wd, np.array([SCALE]), np.zeros(2, np.int64), x, y, yaw, angles, 200.0)
+    others = np.column_stack([x, y, yaw, np.zeros(2)])
+    seen = cast_rays(wd, np.array([SCALE]), np.zeros(2, np.int64), x, y, yaw, angles, 200.0, others=others,
+                     self_rows=np.arange(2))
+    assert seen[0, 0] == pytest.approx(20.0 - 0.7, abs=1e-4)  # kart 1 straight ahead
+    assert seen[0, 1] == plain[0, 1]  # the slanted ray misses it
+    np.testing.assert_array_equal(seen[1], plain[1])  # kart 0 is behind kart 1
+    # karts on another track are invisible
+    others[:, 3] = 1
+    far = cast_rays(wd, np.array([SCALE]), np.zeros(2, np.int64), x, y, yaw, angles, 200.0, others=others,
+                    self_rows=np.arange(2))
+    np.testing.assert_array_equal(far, plain)
