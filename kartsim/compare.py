@@ -55,7 +55,7 @@ def extract_laps(df, driver: str = "driver", track_length: float | None = None) 
     """All complete laps of a telemetry DataFrame.
 
     A lap's rows are those of ``lap == L - 1`` with a running lap clock (``lap_time > 0``) up to the
-    row where ``lap`` becomes ``L``; its time is the last lap clock plus that row's time step (exactly
+    row where ``lap`` becomes ``L``; its time is the lap clock of the last row before that (exactly
     the time the race counted).
     """
     laps: list[Lap] = []
@@ -77,8 +77,7 @@ def extract_laps(df, driver: str = "driver", track_length: float | None = None) 
             resets = np.nonzero(np.diff(lt[rows]) < 0)[0]
             if len(resets):
                 rows = rows[resets[-1] + 1:]
-            dt = t[r] - t[r - 1] if r > 0 else 0.0
-            lap_time = float(lt[r - 1] + dt)
+            lap_time = float(lt[r - 1])  # the race's lap clock when it crossed the line
             sub = g.iloc[rows]
             elapsed = sub["lap_time"].to_numpy(dtype=float)
             dist = sub["progress"].to_numpy(dtype=float).copy()
