@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from kartsim.errors import ConfigError
-from kartsim.physics import KartConfig, KartState, weather_grip
+from kartsim.physics import GRASS, KERB, KartConfig, KartState, weather_grip
 from kartsim.racing_line import RacingLine, racing_line
 
 __all__ = ["AILevel", "AI_LEVELS", "AIDriver"]
@@ -103,6 +103,9 @@ class AIDriver:
         self.shift = np.zeros(self.n)  # metres the driver moves off the line to avoid traffic
         self.noise = np.zeros((self.n, 2))
         self.prev_steer = np.zeros(self.n)
+        self.pass_side = np.zeros(self.n)  # side chosen to pass the kart ahead (+1 right, -1 left)
+        self.slow_time = np.zeros(self.n)  # seconds crawling while asking for throttle
+        self.recover_time = np.zeros(self.n)  # seconds left of a reversing manoeuvre
 
     def line(self, t: int, level: AILevel, weather_grip: float = 1.0) -> RacingLine:
         """The racing line and speed profile a kart of ``level`` follows on track ``t`` (cached)."""
@@ -118,6 +121,9 @@ class AIDriver:
         self.shift[idx] = 0.0
         self.noise[idx] = 0.0
         self.prev_steer[idx] = 0.0
+        self.slow_time[idx] = 0.0
+        self.recover_time[idx] = 0.0
+        self.pass_side[idx] = 0.0
 
     # ------------------------------------------------------------------------------------ acting
     def act(self, state: KartState, active=None, world=None, grip=None) -> np.ndarray:
@@ -189,6 +195,9 @@ class AIDriver:
             hi_here[ks] = line.bounds[1][idx] - line.offset[idx]
             # pure pursuit look-ahead point (shifted sideways for traffic)
             ld = np.clip(2.0 + 0.3 * v[ks], 3.0, 10.0)
+            # far off the line (pushed, spun): aim further ahead to rejoin at an angle, not circle
+            off_line = np.hypot(dxk - (dxk * hx + dyk * hy) * hx, dyk - (dxk * hx + dyk * hy) * hy)
+            ld = np.maximum(ld, 1.5 * off_line + 2.0)
             s_t = s_k + ld
             j = np.round(s_t / sp).astype(np.int64) % K
             tx, ty = line.point_at(s_t)
@@ -219,10 +228,17 @@ class AIDriver:
         alpha = _wrap(np.arctan2(dy, dx) - yaw_p[ks])
         kappa_cmd = 2.0 * np.sin(alpha) / dist
         vv = np.maximum(v[ks], 1.0)
+        # never ask for more curvature than the tyres can give on this surface (no self-made spins)
+        surf_mu = np.where(state.surface[ks] == GRASS, cfg.mu_grass / cfg.mu_asphalt,
+                           np.where(state.surface[ks] == KERB, cfg.mu_kerb / cfg.mu_asphalt, 1.0))
+        k_max = 1.15 * lat_limit[ks] * surf_mu / (vv * vv)
+        kappa_cmd = np.clip(kappa_cmd, -k_max, k_max)
         ay_cmd = vv * vv * kappa_cmd
         # the front needs more slip than the rear as the lateral acceleration builds (understeer)
         us = 0.012 * ay_cmd / 9.81 * (1.0 + 0.5 * (np.abs(ay_cmd) / np.maximum(lat_limit[ks], 1.0)) ** 4)
         steer = (np.arctan(L * kappa_cmd) + us) / cfg.max_steer_rad
+        # pointing away from the line (spun, pushed): full lock towards it
+        steer = np.where(np.abs(alpha) > 0.5 * np.pi, np.sign(alpha), steer)
 
         # ---- speed
         vt = v_target[ks] * self.speed_scale[ks]
@@ -240,6 +256,9 @@ class AIDriver:
         thr_neg = a_req / np.maximum(brake_decel[ks], 1.0)
         throttle = np.where(a_req >= 0.0, np.clip(thr_pos, 0.0, 1.0), np.where(thr_pos >= 0.0, np.clip(thr_pos, 0.0, 1.0), np.clip(thr_neg, -1.0, 0.0)))
 
+        # on grass the rear tyres cannot take full power: feed it in gently (no spinning)
+        throttle = np.where(state.surface[ks] == GRASS, np.minimum(throttle, 0.45), throttle)
+
         # ---- reaction noise (persistent: an AR(1) process with ~0.5 s memory)
         noisy = (self.steer_noise[ks] > 0) | (self.throttle_noise[ks] > 0)
         if noisy.any():
@@ -248,12 +267,24 @@ class AIDriver:
             self.noise[ks] = rho * self.noise[ks] + np.sqrt(1 - rho * rho) * e
             steer = steer + self.noise[ks, 0] * self.steer_noise[ks]
             throttle = throttle + self.noise[ks, 1] * self.throttle_noise[ks]
+        # ---- stuck (against a wall, facing away): reverse out, steering the nose towards the line
+        crawling = (v[ks] < 1.0) & (throttle > 0.3)
+        self.slow_time[ks] = np.where(crawling, self.slow_time[ks] + dt, 0.0)
+        start = (self.slow_time[ks] > 1.0) & (self.recover_time[ks] <= 0.0)
+        self.recover_time[ks] = np.where(start, 2.5, np.maximum(self.recover_time[ks] - dt, 0.0))
+        rec = self.recover_time[ks] > 0.0
+        if rec.any():
+            steer = np.where(rec, -np.sign(alpha) * 1.0, steer)
+            throttle = np.where(rec, -1.0, throttle)
+            self.slow_time[ks] = np.where(rec, 0.0, self.slow_time[ks])
         out[ks, 0] = np.clip(steer, -1.0, 1.0)
         out[ks, 1] = np.clip(throttle, -1.0, 1.0)
         self.prev_steer[ks] = out[ks, 0]
         return out
 
     def _avoid(self, state, ks, s_line, line_len, offset, lo, hi, v, v_target, world) -> None:
+        """Traffic: pick a side to pass a slower kart ahead, keep clear of karts alongside, and do not
+        run into a kart ahead while moving aside. Positions are compared in centerline coordinates."""
         n = state.n
         want = np.zeros(n)
         if n > 1:
@@ -262,50 +293,53 @@ class AIDriver:
                 w = np.asarray(world)
                 same &= w[:, None] == w[None, :]
             np.fill_diagonal(same, False)
-            # karts not driven by this AI still count as traffic: use their own line position estimate
-            pos_s = s_line.copy()
-            lat = offset + self.shift
-            others = np.setdiff1d(np.arange(n), ks)
-            for t in np.unique(state.track_idx[others]) if len(others) else []:
+            cs = np.zeros(n)
+            lat = np.zeros(n)
+            clen = np.ones(n)
+            for t in np.unique(state.track_idx):
+                m = state.track_idx == t
                 track = self.tracks[int(t)]
-                o = others[state.track_idx[others] == t]
-                s_c, lat_c, _ = track.frame(state.x[o], state.y[o])
-                line = next(iter(ln for (tt, *_), ln in self._lines.items() if tt == t), None)
-                if line is None:
-                    continue
-                idx = line.index_from_centerline(track.locate(state.x[o], state.y[o]))
-                pos_s[o] = line.s[idx]
-                lat[o] = lat_c
-                line_len[o] = line.length
-            # our lateral position relative to the centerline: line offset + our current shift
+                cs[m], lat[m], _ = track.frame(state.x[m], state.y[m])
+                clen[m] = track.length
             for i in ks:
                 cand = np.nonzero(same[i])[0]
                 if len(cand) == 0:
+                    self.pass_side[i] = 0.0
                     continue
-                gap = (pos_s[cand] - s_line[i]) % line_len[i]
-                look = max(8.0, 1.2 * v[i] + 4.0)
-                ahead = (gap > 0.0) & (gap < look)
+                L = clen[i]
+                gap = (cs[cand] - cs[i] + 0.5 * L) % L - 0.5 * L  # > 0: ahead of us (centerline metres)
+                dlat = lat[cand] - lat[i]
+                left_edge, right_edge = offset[i] + lo[i], offset[i] + hi[i]
+                # side by side: keep clear of the other kart
+                beside = (np.abs(gap) < 2.2) & (np.abs(dlat) < 2.2)
+                if beside.any():
+                    j = int(np.argmin(np.abs(dlat) + 10 * ~beside))
+                    side = -1.0 if dlat[j] > 0 else 1.0
+                    tgt = lat[cand[j]] + side * 2.4
+                    if not left_edge <= tgt <= right_edge:  # no room on that side: give way
+                        v_target[i] = min(v_target[i], max(v[cand[j]] - 1.0, 0.0))
+                    else:
+                        want[i] = tgt - offset[i]
+                    continue
+                look = max(8.0, 1.0 * v[i] + 4.0)
+                ahead = (gap > 0.0) & (gap < look) & (np.abs(dlat) < 2.0) & (v[cand] < v[i] + 0.5)
                 if not ahead.any():
+                    self.pass_side[i] = 0.0
                     continue
-                my_lat = offset[i] + self.shift[i]
-                their_lat = lat[cand]
-                overlap = np.abs(their_lat - my_lat) < 1.9
-                closing = v[cand] < v[i] + 0.5
-                block = ahead & overlap & closing
-                if not block.any():
-                    continue
-                j = cand[block][np.argmin(gap[block])]
-                # move to the side with more room at their position (within the track limits)
-                room_left = (their_lat[cand == j][0] - (offset[i] + lo[i]))
-                room_right = ((offset[i] + hi[i]) - their_lat[cand == j][0])
-                side = 1.0 if room_right >= room_left else -1.0
-                room = max(room_left, room_right)
-                if room >= 1.9:
-                    want[i] = their_lat[cand == j][0] + side * 2.0 - offset[i]
-                else:
-                    gj = float(gap[cand == j][0])
-                    if gj < 1.0 * v[i] + 3.0:
-                        v_target[i] = min(v_target[i], max(v[j] - 0.5, 0.0))
+                jj = np.nonzero(ahead)[0]
+                j = jj[np.argmin(gap[jj])]
+                their = lat[cand[j]]
+                room_left = their - left_edge
+                room_right = right_edge - their
+                side = self.pass_side[i]
+                if side == 0.0 or (side > 0 and room_right < 2.0) or (side < 0 and room_left < 2.0):
+                    side = 1.0 if room_right >= room_left else -1.0
+                self.pass_side[i] = side
+                if (room_right if side > 0 else room_left) >= 2.0:
+                    want[i] = their + side * 2.3 - offset[i]
+                # right behind a slower kart: do not drive into it while moving aside
+                if gap[j] < 0.3 * v[i] + 2.5:
+                    v_target[i] = min(v_target[i], max(v[cand[j]] - 0.3, 0.0))
         # move the shift towards the wanted value (at most ~4 m/s sideways), decay back to the line
-        step = 4.0 * self.decision_dt
+        step = 5.0 * self.decision_dt
         self.shift[ks] += np.clip(want[ks] - self.shift[ks], -step, step)

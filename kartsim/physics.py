@@ -81,8 +81,8 @@ class KartConfig:
     brake_front_share: float = 0.65
     """Share of the brake force on the front axle (each axle is limited by its grip; front-biased
     braking keeps the kart stable when braking in a turn)."""
-    reverse_force_n: float = 300.0
-    """Drive force in reverse (N)."""
+    reverse_force_n: float = 500.0
+    """Drive force in reverse (N): enough to back out of the grass (rolling resistance ~235 N)."""
     max_reverse_speed: float = 3.0
     """Reverse speed cap (m/s)."""
     reverse_threshold_speed: float = 0.5

@@ -1,0 +1,357 @@
+"""Multi-kart racing: N karts on one track in one simulation, a grid start, race positions and gaps.
+
+:class:`GridRace` is a :class:`~kartsim.race.Race` whose karts share one track and one collision world
+(kart-to-kart contacts in the physics), start from a staggered grid behind the start/finish line,
+and are ranked every step:
+
+* **race distance** = continuous progress along the centerline since the start (negative on the grid);
+* **position**: finished karts by finishing order, then the others by race distance (1 = leading);
+* **gap**: seconds behind the kart ahead, measured like real timing: when a kart reaches a point of
+  the lap, the time since the kart ahead passed that same point (distance markers every 2 m);
+* a kart **finishes** after ``rules.laps`` laps; heavy damage can retire it (``rules.max_damage``).
+
+:class:`Opponents` drives some karts of a race with the AI driver or a frozen trained model.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from kartsim.errors import ConfigError
+from kartsim.physics import WEATHER, KartConfig
+from kartsim.race import Race, RaceConfig, RewardConfig
+from kartsim.track import TrackStack
+
+__all__ = ["RaceRules", "GridRace", "Opponents", "WEATHER_CHOICES"]
+
+WEATHER_CHOICES = ("dry", "damp", "wet", "random")
+MARK_SPACING_M = 2.0
+
+
+@dataclass
+class RaceRules:
+    """How a multi-kart race is run."""
+
+    laps: int = 3
+    """A kart finishes after this many laps."""
+    collisions: bool = True
+    """Karts collide with each other (one collision world); False = ghosts that drive through."""
+    grid_front_m: float = 4.0
+    """Distance of the pole position behind the start/finish line (m)."""
+    grid_row_m: float = 6.0
+    """Distance between grid rows of two karts (m)."""
+    grid_stagger_m: float = 3.0
+    """The second kart of a row starts this much further back (m)."""
+    grid_lateral_m: float = 2.0
+    """Sideways offset of the two grid columns from the centerline (m, capped at 30 % of the width)."""
+    weather: str = "dry"
+    """``dry``, ``damp``, ``wet`` or ``random`` (one drawn per race)."""
+    max_damage: float | None = None
+    """Retire a kart whose damage reaches this (None: never)."""
+
+    def validate(self) -> None:
+        if self.laps < 1:
+            raise ConfigError(f"race laps must be >= 1, got {self.laps}")
+        if self.weather not in WEATHER_CHOICES:
+            raise ConfigError(f"weather must be one of {', '.join(WEATHER_CHOICES)}, got {self.weather!r}")
+        if self.max_damage is not None and not 0.0 < self.max_damage <= 1.0:
+            raise ConfigError(f"max_damage must be in (0, 1] or None, got {self.max_damage}")
+        if self.grid_row_m < 2.0 or self.grid_front_m < 0.0:
+            raise ConfigError("grid_row_m must be >= 2 m and grid_front_m >= 0 m")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class GridRace(Race):
+    """A real race: all karts on one track, one collision world, grid start, positions and gaps."""
+
+    def __init__(self, stack: TrackStack, n_karts: int, race: RaceConfig | None = None,
+                 reward: RewardConfig | None = None, kart: KartConfig | None = None,
+                 rules: RaceRules | None = None) -> None:
+        rules = rules or RaceRules()
+        rules.validate()
+        cfg = race or RaceConfig()
+        super().__init__(stack, n_karts, cfg, reward, kart)
+        self.rules = rules
+        n = n_karts
+        self.state.world[:] = 0 if rules.collisions else np.arange(n)
+        self.position = np.arange(1, n + 1)
+        self.gap = np.zeros(n)  # seconds behind the kart ahead
+        self.gap_to_leader = np.zeros(n)
+        self.finished = np.zeros(n, bool)
+        self.finish_time = np.full(n, np.inf)
+        self.finish_order = np.zeros(n, np.int64)  # 1 = won, 0 = not finished
+        self.retired = np.zeros(n, bool)
+        self.grid_slot = np.arange(n)
+        self.weather = "dry"
+        self._prev_best = np.zeros(n)
+        self._prev_time = 0.0
+        self._mark0 = 0.0
+        self._marks = np.zeros((n, 1))
+
+    # ------------------------------------------------------------------------------ start
+    def grid_poses(self, track_index: int, n: int | None = None) -> np.ndarray:
+        """(n, 3) x, y, yaw of the grid slots, pole first."""
+        n = self.n if n is None else n
+        track = self.stack.tracks[track_index]
+        r = self.rules
+        slots = np.arange(n)
+        back = r.grid_front_m + (slots // 2) * r.grid_row_m + (slots % 2) * r.grid_stagger_m
+        s = np.mod(-back, track.length)
+        x, y, yaw = track.pose_at(s)
+        width = track.width_at(s)
+        side = np.where(slots % 2 == 0, -1.0, 1.0)
+        off = side * np.minimum(r.grid_lateral_m, 0.3 * width)
+        return np.column_stack([x - np.sin(yaw) * off, y + np.cos(yaw) * off, yaw])
+
+    def start(self, rng: np.random.Generator, order: np.ndarray | None = None, track_index: int | None = None,
+              weather: str | None = None) -> None:
+        """Start a new race: every kart on the grid of one track (drawn from the pool unless given),
+        in grid ``order`` (kart ``order[0]`` on pole; random when None), weather drawn if random."""
+        n = self.n
+        idx = np.arange(n)
+        t = int(rng.integers(len(self.stack.tracks))) if track_index is None else int(track_index)
+        order = rng.permutation(n) if order is None else np.asarray(order)
+        if sorted(order.tolist()) != list(range(n)):
+            raise ConfigError(f"grid order must be a permutation of 0..{n - 1}, got {list(order)}")
+        self.reset_karts(idx, [rng] * n)  # the race's own bookkeeping, then our grid on top
+        poses = self.grid_poses(t)
+        slot = np.empty(n, np.int64)
+        slot[order] = np.arange(n)
+        self.grid_slot = slot
+        self.state.track_idx[:] = t
+        self.state.reset(idx, poses[slot, 0], poses[slot, 1], poses[slot, 2],
+                         tyre_condition=self.kart_cfg.tyre_start_condition)
+        w = self.rules.weather if weather is None else weather
+        if w == "random":
+            w = str(rng.choice(["dry", "damp", "wet"]))
+        if w not in WEATHER:
+            raise ConfigError(f"weather must be one of {', '.join(WEATHER_CHOICES)}, got {w!r}")
+        self.weather = w
+        self.state.wetness[:] = WEATHER[w]
+        self.state.world[:] = 0 if self.rules.collisions else idx
+        self._update_frame(idx)
+        L = self.lengths[t]
+        start = np.where(self.s > L / 2, self.s - L, self.s)
+        self.unwrapped[:] = start
+        self.best[:] = start
+        self.stats.start_progress[:] = start
+        self.next_gate[:] = 0
+        self.finished[:] = False
+        self.retired[:] = False
+        self.finish_time[:] = np.inf
+        self.finish_order[:] = 0
+        # timing marks from the last grid slot to the end of the race (+ a lap of slack)
+        self._mark0 = float(start.min()) - MARK_SPACING_M
+        n_marks = int(math.ceil(((self.rules.laps + 1) * L - self._mark0) / MARK_SPACING_M)) + 2
+        self._marks = np.full((n, n_marks), np.nan)
+        self._prev_best = self.best.copy()
+        self._prev_time = 0.0
+        self._rank()
+
+    # ------------------------------------------------------------------------------ a step
+    def step(self, actions: np.ndarray) -> None:
+        """One env step of every kart (finished and retired karts should be given zero/brake)."""
+        super().step(actions)
+        t_now = float(self.episode_time.max())
+        self._time_marks(t_now)
+        newly = (~self.finished) & (self.laps >= self.rules.laps)
+        for i in np.nonzero(newly)[0]:
+            self.finished[i] = True
+            self.finish_time[i] = self.episode_time[i]
+            self.finish_order[i] = int(self.finished.sum())
+        if self.rules.max_damage is not None:
+            self.retired |= (self.state.damage >= self.rules.max_damage) & ~self.finished
+        self._rank()
+        self._prev_time = t_now
+
+    def _time_marks(self, t_now: float) -> None:
+        sp = MARK_SPACING_M
+        M = self._marks.shape[1]
+        for i in range(self.n):
+            b0, b1 = self._prev_best[i], self.best[i]
+            if b1 <= b0:
+                continue
+            m0 = max(int(math.floor((b0 - self._mark0) / sp)) + 1, 0)
+            m1 = min(int(math.floor((b1 - self._mark0) / sp)), M - 1)
+            if m1 < m0:
+                continue
+            d = self._mark0 + np.arange(m0, m1 + 1) * sp
+            f = (d - b0) / (b1 - b0)
+            self._marks[i, m0:m1 + 1] = self._prev_time + f * (t_now - self._prev_time)
+        self._prev_best[:] = self.best
+
+    def passing_time(self, i: int, distance: float) -> float:
+        """When kart ``i`` reached race ``distance`` (s), NaN if it has not (yet)."""
+        m = (distance - self._mark0) / MARK_SPACING_M
+        m0 = int(math.floor(m))
+        if m0 < 0 or m0 + 1 >= self._marks.shape[1]:
+            return float("nan")
+        a, b = self._marks[i, m0], self._marks[i, m0 + 1]
+        if np.isnan(a):
+            return float("nan")
+        if np.isnan(b):
+            return float(a)
+        return float(a + (b - a) * (m - m0))
+
+    def _rank(self) -> None:
+        n = self.n
+        dist = self.best
+        # finished first (by finishing order), then by distance; retired karts last
+        key = np.where(self.finished, 1e12 - self.finish_order, np.where(self.retired, -1e12 + dist, dist))
+        order = np.argsort(-key, kind="stable")
+        self.position[order] = np.arange(1, n + 1)
+        self.gap[:] = 0.0
+        self.gap_to_leader[:] = 0.0
+        t_now = float(self.episode_time.max())
+        leader = order[0]
+        for rank in range(1, n):
+            i, ahead = order[rank], order[rank - 1]
+            self.gap[i] = self._gap(i, ahead, t_now)
+            self.gap_to_leader[i] = self._gap(i, leader, t_now)
+
+    def _gap(self, i: int, j: int, t_now: float) -> float:
+        if self.finished[i] and self.finished[j]:
+            return float(self.finish_time[i] - self.finish_time[j])
+        t_j = self.passing_time(j, float(self.best[i]))
+        if np.isnan(t_j):
+            return 0.0
+        return max(t_now - t_j, 0.0)
+
+    def rescue(self, i: int, clearance_m: float = 4.0) -> bool:
+        """Put a stuck kart back on the centerline where it is (facing forward, standing still), like
+        the marshals of a kart track; its race distance, tyres and damage are kept. Returns False (and
+        does nothing) while another kart is within ``clearance_m`` of that spot."""
+        st = self.state
+        track = self.stack.tracks[int(st.track_idx[i])]
+        x, y, yaw = track.pose_at(float(self.s[i]))
+        near = np.hypot(st.x - x, st.y - y) < clearance_m
+        near[i] = False
+        near &= (st.world == st.world[i]) & (st.track_idx == st.track_idx[i]) & ~self.retired
+        if near.any():
+            return False
+        keep = {name: getattr(st, name)[i] for name in ("tyre_condition", "damage", "steer_bias")}
+        st.reset(np.array([i]), x, y, yaw, tyre_condition=keep["tyre_condition"])
+        st.damage[i] = keep["damage"]
+        st.steer_bias[i] = keep["steer_bias"]
+        self._update_frame(np.array([i]))
+        self.since_progress[i] = 0.0
+        self.grass_time[i] = 0.0
+        return True
+
+    # ------------------------------------------------------------------------------ reports
+    def telemetry(self, i: int) -> dict[str, Any]:
+        tel = super().telemetry(i)
+        st = self.state
+        tel.update({
+            "tyre_condition": float(st.tyre_condition[i]),
+            "damage": float(st.damage[i]),
+            "wetness": float(st.wetness[i]),
+            "position": int(self.position[i]),
+            "gap": float(self.gap[i]),
+            "kart_hit": bool(st.kart_hit[i]),
+        })
+        return tel
+
+    def standings(self) -> list[dict[str, Any]]:
+        """The classification: position, kart, laps, race distance, gap, finish time, best lap."""
+        rows = []
+        for i in np.argsort(self.position):
+            rows.append({
+                "position": int(self.position[i]), "kart": int(i), "laps": int(self.laps[i]),
+                "distance_m": float(self.best[i]), "gap_s": float(self.gap[i]),
+                "gap_to_leader_s": float(self.gap_to_leader[i]),
+                "finished": bool(self.finished[i]), "retired": bool(self.retired[i]),
+                "finish_time_s": float(self.finish_time[i]) if self.finished[i] else None,
+                "best_lap_s": float(self.best_lap[i]) if np.isfinite(self.best_lap[i]) else None,
+            })
+        return rows
+
+    def others(self, exclude_out: bool = True) -> np.ndarray:
+        """(N, 4) [x, y, yaw, track_idx] of every kart for the sensors; karts out of the race (retired)
+        get an impossible track index so that nobody sees them."""
+        st = self.state
+        o = np.column_stack([st.x, st.y, st.yaw, st.track_idx.astype(np.float64)])
+        if exclude_out:
+            o[self.retired, 3] = -1e6
+        return o
+
+
+@dataclass
+class Opponents:
+    """Drives karts ``idx`` of a race: ``kind`` "ai" (the AI driver at ``level``) or a frozen model zip."""
+
+    race: GridRace
+    idx: np.ndarray
+    kind: str = "ai"
+    level: str | list = "medium"
+    model_path: str | None = None
+    rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(0))
+    observer: Any = None
+
+    def __post_init__(self) -> None:
+        from kartsim.ai_driver import AIDriver
+
+        self.idx = np.asarray(self.idx, np.int64)
+        n = self.race.n
+        if self.kind == "ai":
+            levels = self.level if isinstance(self.level, (list, tuple)) else [self.level] * len(self.idx)
+            if len(levels) != len(self.idx):
+                raise ConfigError(f"{len(levels)} AI levels for {len(self.idx)} opponents")
+            per_kart = ["hard"] * n
+            for k, lv in zip(self.idx, levels):
+                per_kart[k] = lv
+            self.ai = AIDriver(self.race.stack, self.race.kart_cfg, per_kart, n_karts=n,
+                               decision_dt=self.race.step_dt, rng=self.rng)
+            self.model = None
+        elif self.kind == "model":
+            if not self.model_path:
+                raise ConfigError("a model opponent needs a model .zip path")
+            from kartsim.rl.play import load_driver
+
+            driver = load_driver(self.model_path, evaluation=True)
+            self.model = driver.model
+            self.model_vision = bool(driver.env_config.vision)
+            self.ai = None
+        else:
+            raise ConfigError(f"opponents must be 'ai' or 'model', got {self.kind!r}")
+
+    rescue_after_s: float = 4.0
+    """An AI kart without progress for this long is put back on the track (None: never)."""
+
+    def reset(self) -> None:
+        if self.ai is not None:
+            self.ai.reset()
+
+    def _rescue_stuck(self) -> None:
+        r = self.race
+        if self.rescue_after_s is None:
+            return
+        stuck = self.idx[(r.since_progress[self.idx] >= self.rescue_after_s) & ~r.finished[self.idx]
+                         & ~r.retired[self.idx]]
+        for i in stuck:
+            if r.rescue(int(i)) and self.ai is not None:
+                self.ai.reset([int(i)])
+
+    def act(self, obs=None) -> np.ndarray:
+        """(len(idx), 2) actions; ``obs``: the observations of all karts (model opponents)."""
+        r = self.race
+        if self.ai is not None:
+            self._rescue_stuck()
+            a = self.ai.act(r.state, active=self.idx, world=r.state.world)[self.idx]
+        else:
+            if obs is None:
+                raise ConfigError("model opponents need the karts' observations")
+            if isinstance(obs, dict):
+                o = {k: v[self.idx] for k, v in obs.items()}
+            else:
+                o = obs[self.idx]
+            a, _ = self.model.predict(o, deterministic=True)
+            a = np.asarray(a, np.float64).reshape(len(self.idx), 2)
+        a[r.retired[self.idx]] = (0.0, -1.0)  # retired: stop (finished karts drive on)
+        return a
