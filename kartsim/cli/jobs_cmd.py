@@ -75,8 +75,6 @@ def _hint(args: argparse.Namespace, command: str) -> str:
     extra = ""
     if getattr(args, "store", None):
         extra += f" --store {args.store}"
-    if getattr(args, "address", None):
-        extra += f" --address {args.address}"
     return f"{args.prog} {command}{extra}"
 
 
@@ -104,12 +102,12 @@ def _started(args: argparse.Namespace, job, backend, store) -> None:
     sys.stdout.flush()
 
 
-def _stream(args: argparse.Namespace, job, backend, store) -> int:
+def _stream(args: argparse.Namespace, job, backend, store, offset: int = 0) -> int:
     """Follow the job to its end. Ctrl-C asks whether to stop it (no terminal: detach)."""
     from kartsim.jobs import service
 
     try:
-        st = service.follow(store, backend, job)
+        st = service.follow(store, backend, job, offset=offset)
     except KeyboardInterrupt:
         return _on_interrupt(args, job, backend)
     _print_end(args, job, st)
@@ -163,12 +161,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return _stream(args, job, backend, store)
 
 
-def _fmt_progress(p: dict[str, Any] | None) -> str:
+def _fmt_progress(p: dict[str, Any] | None, running: bool) -> str:
     from kartsim.jobs.worker import progress_line
 
     if not p:
         return "-"
-    return progress_line(p)
+    return progress_line(p, eta=running)
 
 
 def _short_steps(p: dict[str, Any] | None, total: int) -> str:
@@ -199,7 +197,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     a = job.attempt
     rows = [("job", job.id), ("state", _state_text(st)), ("backend", backend.describe(job)), ("store", store.location),
             ("command", "kartsim train " + " ".join(job.argv)), ("run folder", store.display(f"runs/{job.save_name}")),
-            ("progress", _fmt_progress(service.progress_of(store, job))),
+            ("progress", _fmt_progress(service.progress_of(store, job), not st.terminal)),
             ("attempt", f"{a.n}" + (f" (resumed from {a.resume_from})" if a.resume_from else "")),
             ("started", a.started)]
     if st.ended:
@@ -290,7 +288,7 @@ def _cmd_resume(args: argparse.Namespace) -> int:
     from kartsim.jobs import service
 
     settings = _settings(args)
-    job, backend, steps = service.resume(settings, args.job, args.timesteps)
+    job, backend, steps, offset = service.resume(settings, args.job, args.timesteps)
     a = job.attempt
     print(f"resumed job {job.id} from {a.resume_from} ({steps:,} steps) towards {job.timesteps:,} steps "
           f"(attempt {a.n}, {backend.describe(job)})")
@@ -298,7 +296,7 @@ def _cmd_resume(args: argparse.Namespace) -> int:
     sys.stdout.flush()
     if args.detach:
         return 0
-    return _stream(args, job, backend, backend.store)
+    return _stream(args, job, backend, backend.store, offset)
 
 
 def _cmd_fetch(args: argparse.Namespace) -> int:

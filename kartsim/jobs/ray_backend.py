@@ -16,6 +16,7 @@ on the cluster whose dashboard is at ``--address`` (e.g. ``http://127.0.0.1:8265
 from __future__ import annotations
 
 import json
+import logging
 import shlex
 import tempfile
 import time
@@ -121,6 +122,10 @@ class RayBackend:
                 kwargs["entrypoint_num_gpus"] = float(num_gpus)
             if num_cpus:
                 kwargs["entrypoint_num_cpus"] = float(num_cpus)
+            quiet = [logging.getLogger(n) for n in ("ray", "ray.dashboard", "ray._private")]
+            levels = [lg.level for lg in quiet]
+            for lg in quiet:  # no "Uploading package ..." INFO lines on the user's terminal
+                lg.setLevel(logging.WARNING)
             try:
                 client.submit_job(entrypoint=entrypoint, submission_id=sub_id, runtime_env=runtime_env,
                                   metadata={"kartsim_job": job.id, "attempt": str(attempt.n)}, **kwargs)
@@ -128,6 +133,9 @@ class RayBackend:
                 raise JobError(f"{unreachable(self.address)} ({exc})") from None
             except RuntimeError as exc:
                 raise JobError(f"Ray refused the job: {str(exc).splitlines()[0][:300]}") from None
+            finally:
+                for lg, level in zip(quiet, levels):
+                    lg.setLevel(level)
         attempt.submission_id = sub_id
         job.options["num_gpus_used"] = float(num_gpus)
 

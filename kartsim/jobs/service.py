@@ -20,7 +20,7 @@ from kartsim.errors import ConfigError
 from kartsim.jobs.config import Settings, is_loopback
 from kartsim.jobs.store import (TERMINAL, Attempt, JobError, JobRecord, LocalStore, Store, checkpoints_of,
                                 find_in_store, job_ids, load_job, log_rel, new_job_id, now_iso, open_store,
-                                progress_rel, save_job)
+                                progress_rel, save_job, steps_inside)
 
 
 @dataclass
@@ -143,13 +143,13 @@ def submit(settings: Settings, args: argparse.Namespace, train_parser: argparse.
 
     store = open_settings_store(settings)
     argv = train_argv(args, train_parser)
+    backend = make_backend(settings.backend, store, settings)
+    backend.check()  # e.g. the Ray cluster is reachable, before anything is written
     cfg, _ = config_from_args(args)
     resolved = cfg.resolved()
     if settings.backend == "ray" and resolved.device != "cpu":
         resolved.device = "cpu"  # the GPU is the cluster's business; checked there
     validate(resolved)
-    backend = make_backend(settings.backend, store, settings)
-    backend.check()  # e.g. the Ray cluster is reachable, before anything is written
 
     save_name = resolved.save_name
     other = _running_with_save_name(store, settings, save_name)
@@ -178,8 +178,9 @@ def submit(settings: Settings, args: argparse.Namespace, train_parser: argparse.
     return job, backend
 
 
-def resume(settings: Settings, job_id: str, timesteps: int | None = None) -> tuple[JobRecord, Any, int]:
-    """Start the job again from its last checkpoint (or final model, with a larger --timesteps)."""
+def resume(settings: Settings, job_id: str, timesteps: int | None = None) -> tuple[JobRecord, Any, int, int]:
+    """Start the job again from its last checkpoint (or final model, with a larger --timesteps).
+    Returns (job, backend, steps of the checkpoint, log offset where the new attempt's output starts)."""
     store = open_settings_store(settings)
     job = load_job(store, job_id)
     backend = backend_of(store, settings, job)
@@ -190,15 +191,16 @@ def resume(settings: Settings, job_id: str, timesteps: int | None = None) -> tup
     candidates = checkpoints_of(store, job.save_name)
     final = f"runs/{job.save_name}/{job.save_name}_final.zip"
     if store.exists(final):
-        from kartsim.jobs.store import _steps_inside
-
-        steps = _steps_inside(store, final)
+        steps = steps_inside(store, final)
         if steps is not None:
             candidates = sorted(candidates + [(steps, final)])
-    if not candidates:
-        raise JobError(f"job {job.id} has no checkpoint to resume from (runs/{job.save_name}/checkpoints/ is empty); "
+    # the newest one that reads back (a checkpoint being written when the job was killed may be cut short)
+    usable = next(((s, r) for s, r in reversed(candidates) if steps_inside(store, r) is not None), None)
+    if usable is None:
+        what = "only unreadable checkpoints" if candidates else "no checkpoint"
+        raise JobError(f"job {job.id} has {what} to resume from (runs/{job.save_name}/checkpoints/); "
                        "start it again with `train ... --force`")
-    steps, rel = candidates[-1]
+    steps, rel = usable
     total = timesteps or job.timesteps
     if st.state == "succeeded" and not timesteps:
         raise JobError(f"job {job.id} already finished ({steps:,} steps); to train on, pass --timesteps "
@@ -211,9 +213,10 @@ def resume(settings: Settings, job_id: str, timesteps: int | None = None) -> tup
     if timesteps:
         job.timesteps = int(timesteps)
     save_job(store, job)
+    _, offset = read_log(store, job, 0)
     backend.launch(job, attempt)
     save_job(store, job)
-    return job, backend, steps
+    return job, backend, steps, offset
 
 
 # ------------------------------------------------------------------------------- logs & progress
@@ -241,12 +244,9 @@ def progress_of(store: Store, job: JobRecord) -> dict[str, Any] | None:
 
 
 def follow(store: Store, backend: Any, job: JobRecord, out: TextIO | None = None, poll_s: float = 0.5,
-           from_start: bool = True, timeout_s: float | None = None) -> JobState:
-    """Print the job's log as it grows until the job ends; returns its final state."""
+           offset: int = 0, timeout_s: float | None = None) -> JobState:
+    """Print the job's log (from byte `offset`) as it grows until the job ends; returns its final state."""
     out = out or sys.stdout
-    offset = 0
-    if not from_start:
-        _, offset = read_log(store, job, 0)
     deadline = time.monotonic() + timeout_s if timeout_s else None
     next_state = 0.0
     st = JobState("unknown")

@@ -388,7 +388,7 @@ def checkpoints_of(store: Store, save_name: str) -> list[tuple[int, str]]:
         if m:
             steps = int(m.group(1))
         else:
-            steps = _steps_inside(store, f"{rel}/{name}")
+            steps = steps_inside(store, f"{rel}/{name}")
             if steps is None:
                 continue
         mtime = 0.0
@@ -402,7 +402,7 @@ def checkpoints_of(store: Store, save_name: str) -> list[tuple[int, str]]:
     return [(s, r) for s, _, r in found]
 
 
-def _steps_inside(store: Store, rel: str) -> int | None:
+def steps_inside(store: Store, rel: str) -> int | None:
     import io
     import zipfile
 

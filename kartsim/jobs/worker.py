@@ -25,13 +25,13 @@ def _fmt_duration(seconds: float) -> str:
     return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
 
 
-def progress_line(p: dict[str, Any]) -> str:
+def progress_line(p: dict[str, Any], eta: bool = True) -> str:
     done, total = int(p.get("num_timesteps", 0)), int(p.get("total_timesteps") or 0)
     pct = f" ({100.0 * done / total:.0f}%)" if total else ""
     parts = [f"{done:,} / {total:,} steps{pct}" if total else f"{done:,} steps"]
     if p.get("steps_per_second"):
         parts.append(f"{p['steps_per_second']:,.0f} steps/s")
-    if p.get("eta_s") is not None and done < total:
+    if eta and p.get("eta_s") is not None and done < total:
         parts.append(f"ETA {_fmt_duration(p['eta_s'])}")
     return ", ".join(parts)
 
