@@ -268,7 +268,8 @@ class AIDriver:
             steer = steer + self.noise[ks, 0] * self.steer_noise[ks]
             throttle = throttle + self.noise[ks, 1] * self.throttle_noise[ks]
         # ---- stuck (against a wall, facing away): reverse out, steering the nose towards the line
-        crawling = (v[ks] < 1.0) & (throttle > 0.3)
+        blocked = state.wall_hit[ks] | state.kart_hit[ks] | (state.surface[ks] == GRASS) | (np.abs(alpha) > 1.0)
+        crawling = (state.vx[ks] < 1.0) & (throttle > 0.3) & blocked
         self.slow_time[ks] = np.where(crawling, self.slow_time[ks] + dt, 0.0)
         start = (self.slow_time[ks] > 1.0) & (self.recover_time[ks] <= 0.0)
         self.recover_time[ks] = np.where(start, 2.5, np.maximum(self.recover_time[ks] - dt, 0.0))

@@ -87,6 +87,7 @@ class GridRace(Race):
         self.finish_time = np.full(n, np.inf)
         self.finish_order = np.zeros(n, np.int64)  # 1 = won, 0 = not finished
         self.retired = np.zeros(n, bool)
+        self.in_race = np.ones(n, bool)  # False: not classified (a ghost, a spectator kart)
         self.grid_slot = np.arange(n)
         self.weather = "dry"
         self._prev_best = np.zeros(n)
@@ -142,13 +143,14 @@ class GridRace(Race):
         self.best[:] = start
         self.stats.start_progress[:] = start
         self.next_gate[:] = 0
+        self.in_race[:] = True
         self.finished[:] = False
         self.retired[:] = False
         self.finish_time[:] = np.inf
         self.finish_order[:] = 0
         # timing marks from the last grid slot to the end of the race (+ a lap of slack)
         self._mark0 = float(start.min()) - MARK_SPACING_M
-        n_marks = int(math.ceil(((self.rules.laps + 1) * L - self._mark0) / MARK_SPACING_M)) + 2
+        n_marks = int(math.ceil(((min(self.rules.laps, 3) + 1) * L - self._mark0) / MARK_SPACING_M)) + 2
         self._marks = np.full((n, n_marks), np.nan)
         self._prev_best = self.best.copy()
         self._prev_time = 0.0
@@ -160,7 +162,7 @@ class GridRace(Race):
         super().step(actions)
         t_now = float(self.episode_time.max())
         self._time_marks(t_now)
-        newly = (~self.finished) & (self.laps >= self.rules.laps)
+        newly = (~self.finished) & (self.laps >= self.rules.laps) & self.in_race
         for i in np.nonzero(newly)[0]:
             self.finished[i] = True
             self.finish_time[i] = self.episode_time[i]
@@ -172,6 +174,11 @@ class GridRace(Race):
 
     def _time_marks(self, t_now: float) -> None:
         sp = MARK_SPACING_M
+        need = int(math.floor((float(self.best.max()) - self._mark0) / sp)) + 2
+        if need > self._marks.shape[1]:  # a long race: grow the timing table
+            grow = np.full((self.n, max(need, 2 * self._marks.shape[1])), np.nan)
+            grow[:, : self._marks.shape[1]] = self._marks
+            self._marks = grow
         M = self._marks.shape[1]
         for i in range(self.n):
             b0, b1 = self._prev_best[i], self.best[i]
@@ -200,17 +207,20 @@ class GridRace(Race):
         return float(a + (b - a) * (m - m0))
 
     def _rank(self) -> None:
-        n = self.n
         dist = self.best
         # finished first (by finishing order), then by distance; retired karts last
         key = np.where(self.finished, 1e12 - self.finish_order, np.where(self.retired, -1e12 + dist, dist))
-        order = np.argsort(-key, kind="stable")
-        self.position[order] = np.arange(1, n + 1)
+        racing = np.nonzero(self.in_race)[0]
+        order = racing[np.argsort(-key[racing], kind="stable")]
+        self.position[:] = 0
+        self.position[order] = np.arange(1, len(order) + 1)
         self.gap[:] = 0.0
         self.gap_to_leader[:] = 0.0
+        if len(order) == 0:
+            return
         t_now = float(self.episode_time.max())
         leader = order[0]
-        for rank in range(1, n):
+        for rank in range(1, len(order)):
             i, ahead = order[rank], order[rank - 1]
             self.gap[i] = self._gap(i, ahead, t_now)
             self.gap_to_leader[i] = self._gap(i, leader, t_now)
@@ -244,6 +254,20 @@ class GridRace(Race):
         self.grass_time[i] = 0.0
         return True
 
+    def add_ghost(self, i: int, x: float, y: float, yaw: float) -> None:
+        """Make kart ``i`` a ghost at (x, y, yaw) for this race: its own collision world, not
+        classified, its progress starting there (call after :meth:`start`)."""
+        st = self.state
+        st.reset(np.array([i]), x, y, yaw, tyre_condition=self.kart_cfg.tyre_start_condition)
+        st.world[i] = 10 ** 6 + i
+        self.in_race[i] = False
+        self._update_frame(np.array([i]))
+        L = self.lengths[int(st.track_idx[i])]
+        start = self.s[i] - L if self.s[i] > L / 2 else self.s[i]
+        self.unwrapped[i] = self.best[i] = self.stats.start_progress[i] = start
+        self._prev_best[i] = start
+        self._rank()
+
     # ------------------------------------------------------------------------------ reports
     def telemetry(self, i: int) -> dict[str, Any]:
         tel = super().telemetry(i)
@@ -273,12 +297,12 @@ class GridRace(Race):
         return rows
 
     def others(self, exclude_out: bool = True) -> np.ndarray:
-        """(N, 4) [x, y, yaw, track_idx] of every kart for the sensors; karts out of the race (retired)
-        get an impossible track index so that nobody sees them."""
+        """(N, 4) [x, y, yaw, track_idx] of every kart for the sensors; retired karts and ghosts get an
+        impossible track index so that the sensors do not see them."""
         st = self.state
         o = np.column_stack([st.x, st.y, st.yaw, st.track_idx.astype(np.float64)])
         if exclude_out:
-            o[self.retired, 3] = -1e6
+            o[self.retired | ~self.in_race, 3] = -1e6
         return o
 
 

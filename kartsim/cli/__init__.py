@@ -22,6 +22,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "kartsim.cli.env_cmd",
     "kartsim.cli.jobs_cmd",
     "kartsim.cli.compare_cmd",
+    "kartsim.cli.drive_cmd",
 )
 
 
