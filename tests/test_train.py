@@ -268,12 +268,15 @@ def test_resume_of_a_file_that_is_not_a_model(tmp_path):
 
 
 @pytest.mark.slow
-def test_quickstart_flow(tmp_path, capsys):
+def test_quickstart_flow(tmp_path, capsys, monkeypatch):
     """`kartsim quickstart` trains, then records the first lap (here: too short a run to lap, which it
     says honestly); a second run reuses the model."""
+    import kartsim.cli.quickstart_cmd as quickstart_cmd
     from kartsim.cli import main
 
-    argv = ["quickstart", "--timesteps", "1024", "--max-steps", "15", "--runs-dir", str(tmp_path / "runs"),
+    tiny = {**quickstart_cmd.QUICKSTART_TRAIN, **TINY}
+    monkeypatch.setattr(quickstart_cmd, "QUICKSTART_TRAIN", tiny)
+    argv = ["quickstart", "--timesteps", "128", "--max-steps", "15", "--runs-dir", str(tmp_path / "runs"),
             "--models-dir", str(tmp_path / "models")]
     code = main(argv)
     out = capsys.readouterr().out
