@@ -90,11 +90,19 @@ def test_local_workflow_sync_train_status_fetch_play(jobs_env, tmp_path, capsys)
     cp = json.loads((store / "tracks" / "circuit.checkpoints.json").read_text())
     assert cp["track"] == "circuit.png" and len(cp["gates"]) > 10
 
-    # train --detach returns at once with a job id; the job outlives the command
-    proc = shim("train", "--track-name", "circuit.png", "--timesteps", "256", "--save-name", "wf",
-                "--tensorboard", *TINY, "--detach", cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    job_id = re.search(r"started job (\S+)", proc.stdout).group(1)
+    # train without --detach streams the job; Ctrl-C with no terminal detaches (the job goes on)
+    follower = subprocess.Popen([sys.executable, str(SHIM), "train", "--track-name", "circuit.png", "--timesteps",
+                                 "256", "--save-name", "wf", "--tensorboard", *TINY], cwd=tmp_path,
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    first = follower.stdout.readline()
+    m = re.match(r"started job (\S+) \(local, pid \d+\)", first)
+    assert m, first + follower.stdout.read()
+    job_id = m.group(1)
+    wait_for(lambda: (store / "jobs" / job_id / "log.txt").exists(), 30, "the job's log")
+    follower.send_signal(signal.SIGINT)
+    rest, _ = follower.communicate(timeout=30)
+    assert follower.returncode == 0, rest
+    assert f"detached: job {job_id} keeps running. Follow it with: python tools/track_cli.py logs {job_id} --follow" in rest
     assert job_id.startswith("wf-")
     rec = job_record(store, job_id)
     assert rec["backend"] == "local" and rec["attempts"][0]["pid"]
@@ -197,11 +205,14 @@ def test_killed_job_fails_with_reason_and_resumes_from_last_checkpoint(jobs_env,
     steps = steps_inside(s, "runs/kill/checkpoints/kill_interrupted.zip")
     assert steps >= last_steps
 
-    # and a short resume from there finishes the job
-    code, out, err = run(capsys, "resume", job_id, "--timesteps", str(steps + 128), "--detach")
-    assert code == 0, err
+    # and a short resume from there, followed to its end (no --detach), finishes the job
+    code, out, err = run(capsys, "resume", job_id, "--timesteps", str(steps + 128))
+    assert code == 0, out + err
     assert "from runs/kill/checkpoints/kill_interrupted.zip" in out or f"_steps.zip ({steps:,} steps)" in out
-    code, out, _ = run(capsys, "status", job_id, "--wait", "--timeout", "180")
+    assert "attempt 3 started" in out and "attempt 2" not in out  # only the new attempt is streamed
+    assert f"Trained 128 steps" in out and f"job {job_id} succeeded" in out
+    assert "fetch --path kill_final.zip" in out
+    code, out, _ = run(capsys, "status", job_id)
     assert code == 0 and re.search(r"state:\s+succeeded", out), out
     from kartsim.rl.modelio import read_kartsim_config
 

@@ -110,7 +110,7 @@ def _stream(args: argparse.Namespace, job, backend, store, offset: int = 0) -> i
         st = service.follow(store, backend, job, offset=offset)
     except KeyboardInterrupt:
         return _on_interrupt(args, job, backend)
-    _print_end(args, job, st)
+    _print_end(args, job, st, store)
     return 0 if st.state == "succeeded" else 1
 
 
@@ -137,13 +137,16 @@ def _on_interrupt(args: argparse.Namespace, job, backend, stdin=None) -> int:
     return 0
 
 
-def _print_end(args: argparse.Namespace, job, st) -> None:
+def _print_end(args: argparse.Namespace, job, st, store) -> None:
     line = f"job {job.id} {st.state}" + (f": {st.reason}" if st.reason and st.reason != "finished" else "")
     print(line)
     if st.state == "succeeded":
         print(f"fetch the model: {_hint(args, f'fetch --path {job.save_name}_final.zip --out {job.save_name}.zip')}")
     elif st.state in ("failed", "cancelled"):
-        print(f"resume it from its last checkpoint: {_hint(args, f'resume {job.id}')}")
+        from kartsim.jobs.store import checkpoints_of
+
+        if checkpoints_of(store, job.save_name):
+            print(f"resume it from its last checkpoint: {_hint(args, f'resume {job.id}')}")
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -258,7 +261,7 @@ def _cmd_logs(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             print(f"\n(stopped following; job {job.id} goes on)")
             return 0
-        _print_end(args, job, st)
+        _print_end(args, job, st, store)
         return 0
     text, _ = service.read_log(store, job, 0)
     if not text:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import shlex
+import sys
 import tempfile
 import time
 import urllib.error
@@ -103,6 +104,9 @@ class RayBackend:
         num_gpus = opts.get("num_gpus")
         if num_gpus is None:
             num_gpus = 1.0 if self.cluster_gpus() > 0 else 0.0
+        elif num_gpus > 0 and self.cluster_gpus() < num_gpus:
+            print(f"warning: the Ray cluster at {self.address} has fewer than {num_gpus:g} GPU(s) now; the job "
+                  "stays pending until a node with GPUs joins (drop --num-gpus to train on CPU)", file=sys.stderr)
         num_cpus = opts.get("num_cpus")
         sub_id = job.id if attempt.n == 1 else f"{job.id}-{attempt.n}"
         entrypoint = shlex.join(["python", "-u", "-m", "kartsim.jobs.runner", "--store", self.store.location,

@@ -150,6 +150,9 @@ def submit(settings: Settings, args: argparse.Namespace, train_parser: argparse.
     if settings.backend == "ray" and resolved.device != "cpu":
         resolved.device = "cpu"  # the GPU is the cluster's business; checked there
     validate(resolved)
+    from kartsim.rl.train import env_config_for
+
+    env_config_for(resolved)  # --env-option keys and values fail here, not minutes later in the job
 
     save_name = resolved.save_name
     other = _running_with_save_name(store, settings, save_name)
