@@ -302,7 +302,7 @@ class GridRace(Race):
         st = self.state
         o = np.column_stack([st.x, st.y, st.yaw, st.track_idx.astype(np.float64)])
         if exclude_out:
-            o[self.retired | ~self.in_race, 3] = -1e6
+            o[self.retired | ~self.in_race | (st.world >= 10 ** 6), 3] = -1e6
         return o
 
 

@@ -1,0 +1,173 @@
+"""A PettingZoo ``ParallelEnv``: N learning karts racing each other on one track (self-play).
+
+Agents ``kart_0 .. kart_{N-1}`` share a :class:`~kartsim.multikart.GridRace` (one collision world,
+grid start, positions and gaps); optional AI karts (``ai_opponents``) race with them without being
+agents. Every agent has the observation and action spaces of ``kartsim/Kart-v0`` /
+``kartsim/KartVision-v0`` (so single-agent models can join), and the race env's reward: its
+time-trial reward terms, ± ``position_reward`` per place gained or lost, and a finishing bonus.
+
+An agent is done when it finishes (``laps``), retires (``max_damage``) or its time-trial episode ends
+(wrong way, stuck, off the track for good: terminated; time limit: truncated). A done agent leaves
+``agents`` and its kart is parked out of the race (no contact, invisible to the others' sensors).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+from pettingzoo import ParallelEnv
+
+from kartsim.envs.config import EnvConfig
+from kartsim.envs.observations import Observer
+from kartsim.envs.race_env import RaceOptions, kart_info, mixed_levels, split_options
+from kartsim.envs.render import TrackMap
+from kartsim.envs.tracks import load_track_stack
+from kartsim.errors import ConfigError
+from kartsim.multikart import GridRace, Opponents, RaceRules
+
+__all__ = ["KartRaceParallelEnv", "parallel_env"]
+
+PARKED_WORLD = 10 ** 6
+
+
+class KartRaceParallelEnv(ParallelEnv):
+    metadata = {"render_modes": ["rgb_array"], "name": "kartsim_race_v0", "is_parallelizable": True}
+
+    def __init__(self, config: EnvConfig | None = None, n_agents: int = 4, ai_opponents: int = 0,
+                 race_options: RaceOptions | None = None, render_mode: str | None = None, **fields: Any) -> None:
+        env_fields, race_fields = split_options(fields)
+        cfg = config if config is not None else EnvConfig()
+        if env_fields:
+            cfg = cfg.replace(**env_fields)
+        opts = race_options or RaceOptions(opponents=0)
+        if race_fields:
+            opts = dataclasses.replace(opts, **race_fields)
+        if not 1 <= n_agents <= 12 or not 0 <= ai_opponents <= 11 or n_agents + ai_opponents > 12:
+            raise ConfigError(f"n_agents (1-12) + ai_opponents (0-11) must be at most 12 karts, got "
+                              f"{n_agents} + {ai_opponents}")
+        opts = dataclasses.replace(opts, opponents=ai_opponents)
+        opts.validate()
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}, got {render_mode!r}")
+        self.render_mode = render_mode
+        self.config = cfg
+        self.options = opts
+        self.n_agents = n_agents
+        stack = load_track_stack(cfg.track, cfg.random_pool_size)
+        n = n_agents + ai_opponents
+        rules = RaceRules(laps=opts.laps, collisions=opts.collisions, weather=opts.weather,
+                          max_damage=opts.max_damage)
+        self.race = GridRace(stack, n, dataclasses.replace(cfg.race, random_start=False), cfg.reward, cfg.kart, rules)
+        self.observer = Observer(cfg, self.race)
+        self._obs_space = self.observer.observation_space
+        self._act_space = spaces.Box(-1.0, 1.0, (2,), np.float32)
+        self.possible_agents = [f"kart_{i}" for i in range(n_agents)]
+        self.agent_index = {a: i for i, a in enumerate(self.possible_agents)}
+        self.agents: list[str] = []
+        self._opp_rng = np.random.default_rng(0)
+        self.opp = None
+        if ai_opponents:
+            idx = np.arange(n_agents, n)
+            levels = mixed_levels(ai_opponents) if opts.ai_level == "mixed" else opts.ai_level
+            self.opp = Opponents(self.race, idx, "ai", levels, rng=self._opp_rng)
+        self._np_random = np.random.default_rng()
+        self._prev_position = np.zeros(n, np.int64)
+        self._maps: dict[int, TrackMap] = {}
+
+    # ------------------------------------------------------------------------------ spaces
+    @functools.lru_cache(maxsize=None)
+    def observation_space(self, agent: str) -> spaces.Space:
+        return self._obs_space
+
+    @functools.lru_cache(maxsize=None)
+    def action_space(self, agent: str) -> spaces.Space:
+        return self._act_space
+
+    # ------------------------------------------------------------------------------ API
+    def reset(self, seed: int | None = None, options: dict | None = None):
+        if seed is not None:
+            self._np_random = np.random.default_rng(seed)
+        rng = self._np_random
+        n = self.race.n
+        self.race.start(rng, order=rng.permutation(n))
+        self._opp_rng.bit_generator.state = np.random.default_rng(int(rng.integers(2 ** 31))).bit_generator.state
+        if self.opp is not None:
+            self.opp.reset()
+        self.observer.reset(np.arange(n), [rng] * n)
+        self.agents = list(self.possible_agents)
+        self._prev_position = self.race.position.copy()
+        obs = {a: self.observer.single(self.agent_index[a]) for a in self.agents}
+        infos = {a: {"position": int(self.race.position[self.agent_index[a]]), "n_karts": n,
+                     "weather": self.race.weather} for a in self.agents}
+        return obs, infos
+
+    def step(self, actions: dict[str, Any]):
+        race = self.race
+        missing = [a for a in self.agents if a not in actions]
+        if missing:
+            raise ConfigError(f"actions missing for agent(s) {', '.join(missing)}; give one [steering, throttle] "
+                              "per live agent")
+        acts = np.zeros((race.n, 2))
+        acts[:, 1] = -1.0  # parked karts brake
+        for a in self.agents:
+            acts[self.agent_index[a]] = np.asarray(actions[a], np.float64).reshape(2)
+        if self.opp is not None:
+            acts[self.opp.idx] = self.opp.act()
+        race.step(acts)
+        self.observer.observe()
+        obs, rewards, terms, truncs, infos = {}, {}, {}, {}, {}
+        opts = self.options
+        for a in self.agents:
+            i = self.agent_index[a]
+            pos = int(race.position[i])
+            r = float(race.reward[i]) + opts.position_reward * (int(self._prev_position[i]) - pos)
+            finished = bool(race.finished[i])
+            if finished:
+                r += opts.finish_reward * (race.n - pos + 1) / race.n
+            term = bool(race.terminated[i]) or finished or bool(race.retired[i])
+            trunc = bool(race.truncated[i]) and not term
+            info = kart_info(race, i, telemetry=False)
+            if finished:
+                info["termination"] = "finished"
+            elif race.retired[i]:
+                info["termination"] = "damage"
+            obs[a] = self.observer.single(i)
+            rewards[a] = r
+            terms[a] = term
+            truncs[a] = trunc
+            infos[a] = info
+        self._prev_position = race.position.copy()
+        done = [a for a in self.agents if terms[a] or truncs[a]]
+        for a in done:
+            i = self.agent_index[a]
+            race.state.world[i] = PARKED_WORLD + i  # out of the race: nobody touches it any more
+            if not race.finished[i]:
+                race.retired[i] = True  # classified behind the karts still racing
+        self.agents = [a for a in self.agents if a not in done]
+        return obs, rewards, terms, truncs, infos
+
+    def render(self):
+        if self.render_mode is None:
+            return None
+        st, r = self.race.state, self.race
+        t = int(st.track_idx[0])
+        if t not in self._maps:
+            self._maps[t] = TrackMap(r.stack.tracks[t])
+        return self._maps[t].draw(np.column_stack([st.x, st.y, st.yaw]))
+
+    def close(self) -> None:
+        pass
+
+    def state(self) -> np.ndarray:
+        """Global state: x, y, yaw, speed, position of every kart (N, 5)."""
+        st = self.race.state
+        return np.column_stack([st.x, st.y, st.yaw, st.speed, self.race.position]).astype(np.float32)
+
+
+def parallel_env(**kwargs: Any) -> KartRaceParallelEnv:
+    """PettingZoo-style constructor: ``kartsim.envs.multi_agent.parallel_env(n_agents=4, track=...)``."""
+    return KartRaceParallelEnv(**kwargs)

@@ -1,0 +1,263 @@
+"""``kartsim/KartRace-v0``: one agent racing against opponents on one track, karts colliding.
+
+The agent is kart 0 of a :class:`~kartsim.multikart.GridRace`; the opponents are driven by the AI
+driver (``opponent="ai"``, at ``ai_level``) or by a frozen trained model (``opponent="path/model.zip"``:
+self-play against an earlier version of yourself). Observation and action spaces are those of
+``kartsim/Kart-v0`` / ``kartsim/KartVision-v0`` (the same ``EnvConfig`` options), so models move
+freely between the time-trial envs and races; the opponents are visible to the rays and in the
+camera image when ``EnvConfig``'s observer supports it.
+
+Reward: the time-trial reward terms of kart 0 plus ``position_reward`` per place gained (minus per
+place lost) and, when it finishes, ``finish_reward`` × (karts beaten + 1) / karts.
+Episode end: finished the race (``laps``), retired (``max_damage``), or the time-trial ends
+(wrong way, stuck, off the track for good, time limit).
+Info: the time-trial keys plus ``position``, ``gap`` (s behind the kart ahead), ``gap_to_leader``,
+``n_karts``, and ``standings`` at the end.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from kartsim.envs.config import EnvConfig
+from kartsim.envs.observations import Observer
+from kartsim.envs.render import TrackMap, compose_frame
+from kartsim.envs.tracks import load_track_stack
+from kartsim.errors import ConfigError
+from kartsim.multikart import GridRace, Opponents, RaceRules
+from kartsim.race import TERMINATION_REASONS
+
+__all__ = ["RaceOptions", "KartRaceEnv"]
+
+
+@dataclass
+class RaceOptions:
+    """What makes a time-trial env a race."""
+
+    opponents: int = 3
+    """Number of opponent karts (0-11)."""
+    opponent: str = "ai"
+    """``"ai"`` (the AI driver) or the path of a trained model .zip (frozen self-play)."""
+    ai_level: str = "medium"
+    """AI opponents' level: easy, medium, hard, or ``"mixed"`` (a spread of the three)."""
+    laps: int = 3
+    """Race distance in laps."""
+    collisions: bool = True
+    weather: str = "dry"
+    """dry, damp, wet or random (one per race: domain randomisation)."""
+    grid_position: str | int = "random"
+    """The agent's grid slot: ``"random"`` per race, ``"last"``, ``"pole"`` or 1..N."""
+    max_damage: float | None = None
+    """Retire (end the episode) when the agent's damage reaches this (None: never)."""
+    position_reward: float = 1.0
+    """Reward per place gained (and minus per place lost)."""
+    finish_reward: float = 10.0
+    """Reward at the finish × (karts beaten + 1) / karts."""
+
+    def validate(self) -> None:
+        if not 0 <= int(self.opponents) <= 11:
+            raise ConfigError(f"opponents must be between 0 and 11, got {self.opponents}")
+        if self.ai_level not in ("easy", "medium", "hard", "mixed"):
+            raise ConfigError(f"ai_level must be easy, medium, hard or mixed, got {self.ai_level!r}")
+        if isinstance(self.grid_position, str):
+            if self.grid_position not in ("random", "last", "pole"):
+                raise ConfigError(f"grid_position must be random, last, pole or a number, got {self.grid_position!r}")
+        elif not 1 <= int(self.grid_position) <= int(self.opponents) + 1:
+            raise ConfigError(f"grid_position must be between 1 and {int(self.opponents) + 1}, got {self.grid_position}")
+        RaceRules(laps=self.laps, weather=self.weather, max_damage=self.max_damage).validate()
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def split_options(fields: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Keyword options -> (EnvConfig fields, RaceOptions fields); unknown names raise ConfigError."""
+    race_names = {f.name for f in dataclasses.fields(RaceOptions)}
+    env_names = {f.name for f in dataclasses.fields(EnvConfig)}
+    env, race = {}, {}
+    for k, v in fields.items():
+        if k in race_names:
+            race[k] = v
+        elif k in env_names:
+            env[k] = v
+        else:
+            raise ConfigError(f"unknown race env option {k!r}; env options: {', '.join(sorted(env_names))}; "
+                              f"race options: {', '.join(sorted(race_names))}")
+    return env, race
+
+
+def kart_info(race: GridRace, i: int, telemetry: bool = True) -> dict[str, Any]:
+    """The time-trial info keys of kart ``i`` plus its race position and gaps."""
+    new_lap = race.new_lap_time[i]
+    info: dict[str, Any] = {
+        "lap": int(race.laps[i]),
+        "lap_times": list(race.stats.lap_times[i]),
+        "best_lap": float(race.best_lap[i]) if np.isfinite(race.best_lap[i]) else None,
+        "new_lap_time": None if np.isnan(new_lap) else float(new_lap),
+        "progress": float(race.s[i]),
+        "reward_terms": {name: float(v[i]) for name, v in race.terms.items()},
+        "position": int(race.position[i]),
+        "gap": float(race.gap[i]),
+        "gap_to_leader": float(race.gap_to_leader[i]),
+    }
+    if telemetry:
+        info["telemetry"] = race.telemetry(i)
+    if race.terminated[i] or race.truncated[i]:
+        info["episode_stats"] = race.episode_stats(i)
+        info["termination"] = TERMINATION_REASONS[int(race.termination_reason[i])] or "time_limit"
+    return info
+
+
+def mixed_levels(n: int) -> list[str]:
+    return [("hard", "medium", "easy")[k % 3] for k in range(n)]
+
+
+class KartRaceEnv(gym.Env):
+    """Race against ``opponents`` karts (see the module docstring)."""
+
+    metadata = {"render_modes": ["human", "rgb_array"], "render_fps": 10}
+
+    def __init__(self, config: EnvConfig | None = None, race_options: RaceOptions | None = None,
+                 render_mode: str | None = None, **fields: Any) -> None:
+        env_fields, race_fields = split_options(fields)
+        cfg = config if config is not None else EnvConfig()
+        if env_fields:
+            cfg = cfg.replace(**env_fields)
+        opts = race_options or RaceOptions()
+        if race_fields:
+            opts = dataclasses.replace(opts, **race_fields)
+        opts.validate()
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}, got {render_mode!r}")
+        self.render_mode = render_mode
+        self.config = cfg
+        self.options = opts
+        stack = load_track_stack(cfg.track, cfg.random_pool_size)
+        n = 1 + int(opts.opponents)
+        rules = RaceRules(laps=opts.laps, collisions=opts.collisions, weather=opts.weather,
+                          max_damage=opts.max_damage)
+        race_cfg = dataclasses.replace(cfg.race, random_start=False)
+        self.race = GridRace(stack, n, race_cfg, cfg.reward, cfg.kart, rules)
+        self.observer = Observer(cfg, self.race)
+        self.observation_space = self.observer.observation_space
+        self.action_space = spaces.Box(-1.0, 1.0, (2,), np.float32)
+        self.metadata = dict(self.metadata, render_fps=round(1.0 / self.race.step_dt))
+        self.opp: Opponents | None = None
+        self._opp_rng = np.random.default_rng(0)
+        if opts.opponents:
+            idx = np.arange(1, n)
+            if opts.opponent == "ai":
+                levels = mixed_levels(len(idx)) if opts.ai_level == "mixed" else opts.ai_level
+                self.opp = Opponents(self.race, idx, "ai", levels, rng=self._opp_rng)
+            else:
+                self.opp = Opponents(self.race, idx, "model", model_path=opts.opponent)
+        self._maps: dict[int, TrackMap] = {}
+        self._window = None
+        self._prev_position = 1
+
+    # ------------------------------------------------------------------------------ gym API
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        rng = self.np_random
+        n = self.race.n
+        order = self._grid_order(rng, n)
+        self.race.start(rng, order=order)
+        self._opp_rng.bit_generator.state = np.random.default_rng(int(rng.integers(2 ** 31))).bit_generator.state
+        if self.opp is not None:
+            self.opp.reset()
+        self.observer.reset(np.arange(n), [rng] * n)
+        self._prev_position = int(self.race.position[0])
+        return self.observer.single(0), self._info(reset=True)
+
+    def _grid_order(self, rng, n):
+        gp = self.options.grid_position
+        if gp == "random":
+            slot = int(rng.integers(n))
+        elif gp == "last":
+            slot = n - 1
+        elif gp == "pole":
+            slot = 0
+        else:
+            slot = int(gp) - 1
+        others = list(rng.permutation(np.arange(1, n)))
+        others.insert(slot, 0)
+        return np.array(others)
+
+    def step(self, action):
+        race = self.race
+        actions = np.zeros((race.n, 2))
+        actions[0] = np.asarray(action, np.float64).reshape(2)
+        if self.opp is not None:
+            obs_all = None
+            if self.opp.kind == "model":
+                obs_all = self.observer.observe()
+            actions[self.opp.idx] = self.opp.act(obs_all)
+        race.step(actions)
+        self.observer.observe(None if (self.opp is not None and self.opp.kind == "model") else np.array([0]))
+        reward = float(race.reward[0])
+        pos = int(race.position[0])
+        reward += self.options.position_reward * (self._prev_position - pos)
+        self._prev_position = pos
+        finished = bool(race.finished[0])
+        if finished:
+            beaten = race.n - pos
+            reward += self.options.finish_reward * (beaten + 1) / race.n
+        retired = bool(race.retired[0])
+        terminated = bool(race.terminated[0]) or finished or retired
+        truncated = bool(race.truncated[0]) and not terminated
+        info = self._info()
+        if finished:
+            info["termination"] = "finished"
+        elif retired:
+            info["termination"] = "damage"
+        if terminated or truncated:
+            info["standings"] = race.standings()
+            info.setdefault("episode_stats", race.episode_stats(0))
+            info.setdefault("termination", "time_limit" if truncated else info.get("termination"))
+        if self.render_mode == "human":
+            self.render()
+        return self.observer.single(0), reward, terminated, truncated, info
+
+    def _info(self, reset: bool = False) -> dict[str, Any]:
+        r = self.race
+        info = kart_info(r, 0) if not reset else {"lap": 0, "lap_times": [], "best_lap": None,
+                                                   "progress": float(r.s[0])}
+        info.update({"position": int(r.position[0]), "gap": float(r.gap[0]),
+                     "gap_to_leader": float(r.gap_to_leader[0]), "n_karts": int(r.n),
+                     "weather": r.weather, "track": r.stack.tracks[int(r.state.track_idx[0])].name})
+        return info
+
+    def camera_image(self) -> np.ndarray | None:
+        return self.observer.frame[0].copy() if self.config.vision else None
+
+    def render(self) -> np.ndarray | None:
+        if self.render_mode is None:
+            gym.logger.warn("render() called without a render_mode; pass render_mode='rgb_array' or 'human'")
+            return None
+        st, r = self.race.state, self.race
+        t = int(st.track_idx[0])
+        if t not in self._maps:
+            self._maps[t] = TrackMap(r.stack.tracks[t])
+        frame = self._maps[t].draw(np.column_stack([st.x, st.y, st.yaw]))
+        lines = [f"{st.speed[0] * 3.6:5.1f} km/h  lap {min(r.laps[0] + 1, self.options.laps)}/{self.options.laps}",
+                 f"P{r.position[0]}/{r.n}" + (f"  +{r.gap[0]:.1f} s" if r.position[0] > 1 else "")]
+        frame = compose_frame(frame, self.camera_image(), lines)
+        if self.render_mode == "rgb_array":
+            return frame
+        from kartsim.envs.render import Window
+
+        if self._window is None:
+            self._window = Window("kartsim race")
+        self._window.show(frame, self.metadata["render_fps"])
+        return None
+
+    def close(self) -> None:
+        if self._window is not None:
+            self._window.close()
+            self._window = None

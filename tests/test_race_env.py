@@ -1,0 +1,86 @@
+"""KartRace-v0 (one agent vs opponents) and the PettingZoo ParallelEnv."""
+
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+from kartsim.ai_driver import AIDriver
+from kartsim.envs.multi_agent import KartRaceParallelEnv
+from kartsim.envs.race_env import KartRaceEnv
+from kartsim.errors import ConfigError
+
+
+def test_race_env_api_and_a_race_to_the_finish():
+    env = KartRaceEnv(track="oval.png", opponents=3, laps=1, ai_level="mixed", grid_position="last")
+    check_env(env, skip_render_check=True)
+    obs, info = env.reset(seed=0)
+    assert env.observation_space.contains(obs)
+    assert info["position"] == 4 and info["n_karts"] == 4
+    ai = AIDriver(env.race.stack, env.race.kart_cfg, "hard", n_karts=env.race.n)
+    total = 0.0
+    for _ in range(600):
+        obs, r, term, trunc, info = env.step(ai.act(env.race.state, active=[0], world=env.race.state.world)[0])
+        total += r
+        assert 1 <= info["position"] <= 4 and info["gap"] >= 0
+        assert {"position", "gap", "tyre_condition", "damage"} <= set(info["telemetry"])
+        if term or trunc:
+            break
+    assert term and info["termination"] == "finished"
+    assert info["position"] <= 3  # the hard AI gets past at least the easy kart from the back
+    assert [row["position"] for row in info["standings"]] == [1, 2, 3, 4]
+    assert total > 40.0
+
+
+def test_race_env_options_and_errors():
+    env = KartRaceEnv(track="oval.png", opponents=0, weather="wet", vision=True, image_size=32)
+    obs, info = env.reset(seed=1)
+    assert obs["vision"].shape == (32, 32, 3) and info["weather"] == "wet"
+    assert np.all(env.race.state.wetness == 1.0)
+    env = KartRaceEnv(track="oval.png", opponents=2, weather="random", grid_position="pole")
+    seen = set()
+    for seed in range(8):
+        _, info = env.reset(seed=seed)
+        seen.add(info["weather"])
+        assert info["position"] == 1
+    assert len(seen) >= 2
+    with pytest.raises(ConfigError):
+        KartRaceEnv(opponents=20)
+    with pytest.raises(ConfigError):
+        KartRaceEnv(ai_level="godlike")
+    with pytest.raises(ConfigError):
+        KartRaceEnv(no_such_option=1)
+
+
+def test_frozen_model_opponents(tmp_path):
+    from stable_baselines3 import PPO
+
+    from kartsim.envs import KartEnv
+
+    path = tmp_path / "frozen.zip"
+    PPO("MlpPolicy", KartEnv(track="oval.png"), n_steps=64, batch_size=32, device="cpu", seed=0).save(path)
+    env = KartRaceEnv(track="oval.png", opponents=2, opponent=str(path), laps=1)
+    obs, _ = env.reset(seed=0)
+    for _ in range(20):
+        obs, r, term, trunc, info = env.step(env.action_space.sample())
+    assert env.opp.kind == "model"
+    assert env.race.state.speed[1:].max() > 0.0  # the frozen models drive their karts
+
+
+def test_pettingzoo_parallel_api():
+    from pettingzoo.test import parallel_api_test
+
+    env = KartRaceParallelEnv(track="oval.png", n_agents=3, ai_opponents=1, laps=1)
+    parallel_api_test(env, num_cycles=200)
+    obs, infos = env.reset(seed=3)
+    assert set(obs) == {"kart_0", "kart_1", "kart_2"} and env.state().shape == (4, 5)
+    # drive all agents with the AI until they are done: everybody leaves `agents` eventually
+    ai = AIDriver(env.race.stack, env.race.kart_cfg, "hard", n_karts=env.race.n)
+    steps = 0
+    while env.agents and steps < 800:
+        a = ai.act(env.race.state, active=[env.agent_index[x] for x in env.agents], world=env.race.state.world)
+        obs, rew, term, trunc, info = env.step({x: a[env.agent_index[x]] for x in env.agents})
+        steps += 1
+    assert not env.agents
+    assert {i["termination"] for i in info.values()} <= {"finished", "stuck", "off_track", "wrong_way", "time_limit"}
+    with pytest.raises(ConfigError):
+        KartRaceParallelEnv(n_agents=10, ai_opponents=5)
