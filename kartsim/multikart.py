@@ -346,7 +346,8 @@ class Opponents:
             raise ConfigError(f"opponents must be 'ai' or 'model', got {self.kind!r}")
 
     rescue_after_s: float = 4.0
-    """An AI kart without progress for this long is put back on the track (None: never)."""
+    """An AI kart without progress or on the grass for this long (or whose own episode would have
+    ended: wrong way, stuck, off the track) is put back on the track (None: never)."""
 
     def reset(self) -> None:
         if self.ai is not None:
@@ -356,8 +357,9 @@ class Opponents:
         r = self.race
         if self.rescue_after_s is None:
             return
-        stuck = self.idx[(r.since_progress[self.idx] >= self.rescue_after_s) & ~r.finished[self.idx]
-                         & ~r.retired[self.idx]]
+        lost = (r.since_progress[self.idx] >= self.rescue_after_s) | (r.grass_time[self.idx] >= self.rescue_after_s) \
+            | r.terminated[self.idx]
+        stuck = self.idx[lost & ~r.finished[self.idx] & ~r.retired[self.idx]]
         for i in stuck:
             if r.rescue(int(i)) and self.ai is not None:
                 self.ai.reset([int(i)])
