@@ -285,7 +285,8 @@ class GridRace(Race):
     def standings(self) -> list[dict[str, Any]]:
         """The classification: position, kart, laps, race distance, gap, finish time, best lap."""
         rows = []
-        for i in np.argsort(self.position):
+        racing = np.nonzero(self.in_race)[0]
+        for i in racing[np.argsort(self.position[racing])]:
             rows.append({
                 "position": int(self.position[i]), "kart": int(i), "laps": int(self.laps[i]),
                 "distance_m": float(self.best[i]), "gap_s": float(self.gap[i]),

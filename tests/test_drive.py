@@ -125,3 +125,16 @@ def test_drive_cli_script(tmp_path, capsys):
     assert main(["drive", "--opponents", "40", "--script", str(script)]) == 2
     err = capsys.readouterr().err
     assert err.count("error:") == 2
+
+
+def test_drive_with_a_model_ghost(tmp_path):
+    from stable_baselines3 import PPO
+
+    from kartsim.envs import KartEnv
+
+    model = tmp_path / "ghost.zip"
+    PPO("MlpPolicy", KartEnv(track="oval.png"), n_steps=64, batch_size=32, device="cpu", seed=0).save(model)
+    res = drive("oval.png", opponents=1, ghost=str(model), telemetry=tmp_path / "g.csv",
+                events=ScriptedEvents([(0, "down", "up"), (3, "quit")]), realtime=False, render_every=10)
+    assert [row["kart"] for row in res.standings] != [] and len(res.standings) == 2  # the ghost is not classified
+    assert {row["kart"] for row in res.standings} == {0, 1}
