@@ -126,10 +126,13 @@ class RayBackend:
                 kwargs["entrypoint_num_gpus"] = float(num_gpus)
             if num_cpus:
                 kwargs["entrypoint_num_cpus"] = float(num_cpus)
-            quiet = [logging.getLogger(n) for n in ("ray", "ray.dashboard", "ray._private")]
-            levels = [lg.level for lg in quiet]
-            for lg in quiet:  # no "Uploading package ..." INFO lines on the user's terminal
-                lg.setLevel(logging.WARNING)
+            # no "Uploading package ..." INFO lines on the user's terminal: they reach Ray's handlers
+            quiet = [logging.getLogger(n) for n in ("ray.dashboard.modules.dashboard_sdk",
+                                                    "ray._private.runtime_env.packaging")]
+            quiet += [h for h in logging.getLogger("ray").handlers]
+            levels = [q.level for q in quiet]
+            for q in quiet:
+                q.setLevel(logging.WARNING)
             try:
                 client.submit_job(entrypoint=entrypoint, submission_id=sub_id, runtime_env=runtime_env,
                                   metadata={"kartsim_job": job.id, "attempt": str(attempt.n)}, **kwargs)
@@ -138,8 +141,8 @@ class RayBackend:
             except RuntimeError as exc:
                 raise JobError(f"Ray refused the job: {str(exc).splitlines()[0][:300]}") from None
             finally:
-                for lg, level in zip(quiet, levels):
-                    lg.setLevel(level)
+                for q, level in zip(quiet, levels):
+                    q.setLevel(level)
         attempt.submission_id = sub_id
         job.options["num_gpus_used"] = float(num_gpus)
 

@@ -47,7 +47,22 @@ def make_progress_callback(path: Path, every_s: float = 10.0, write_every_s: flo
             self._steps0 = self.model.num_timesteps
             self._next_write = 0.0
             self._next_print = time.monotonic() + every_s
+            self._started = False
             self._write(final=False)
+
+        def _on_step(self) -> bool:
+            now = time.monotonic()
+            if not self._started:  # rate and ETA from the first step on (after JIT compilation, env setup)
+                self._started = True
+                self._t0, self._steps0 = now, self.model.num_timesteps
+                self._next_print = now + every_s
+            if now >= self._next_write:
+                self._next_write = now + write_every_s
+                data = self._write(final=False)
+                if now >= self._next_print:
+                    self._next_print = now + every_s
+                    print(f"[progress] {progress_line(data)}", flush=True)
+            return True
 
         def _write(self, final: bool) -> dict[str, Any]:
             elapsed = time.monotonic() - self._t0
@@ -67,19 +82,9 @@ def make_progress_callback(path: Path, every_s: float = 10.0, write_every_s: flo
                 pass
             return data
 
-        def _on_step(self) -> bool:
-            now = time.monotonic()
-            if now >= self._next_write:
-                self._next_write = now + write_every_s
-                data = self._write(final=False)
-                if now >= self._next_print:
-                    self._next_print = now + every_s
-                    print(f"[progress] {progress_line(data)}", flush=True)
-            return True
-
         def _on_training_end(self) -> None:
             data = self._write(final=True)
-            print(f"[progress] {progress_line(data)}", flush=True)
+            print(f"[progress] {progress_line(data, eta=False)}", flush=True)
 
     return ProgressFile()
 
@@ -105,8 +110,10 @@ def main(argv: list[str] | None = None) -> int:
         from kartsim.rl.train import train
 
         cfg, given = config_from_args(args)
-        result = train(cfg, given=given, callbacks=[make_progress_callback(progress_file)],
-                       echo=lambda s: print(s, flush=True))
+        progress = make_progress_callback(progress_file)
+        result = train(cfg, given=given, callbacks=[progress], echo=lambda s: print(s, flush=True))
+        if result.interrupted and getattr(progress, "model", None) is not None:
+            progress._write(final=True)  # SB3 skips _on_training_end on an interrupt
         return 130 if result.interrupted else 0
     except KartsimError as exc:
         print(f"error: {exc}", flush=True)
