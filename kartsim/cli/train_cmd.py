@@ -73,6 +73,7 @@ def add_train_arguments(parser: argparse.ArgumentParser, *, vision_flag: bool = 
     h.add_argument("--gae-lambda", type=_float, help="GAE lambda (default 0.95)")
     h.add_argument("--clip-range", type=_float, help="PPO clip range (default 0.2)")
     h.add_argument("--ent-coef", type=_float, help="entropy coefficient (default 0.0)")
+    h.add_argument("--log-std-init", type=_float, help="initial log std of the action noise (default 0.0)")
     v = parser.add_argument_group("vision (with --vision)")
     v.add_argument("--features-dim", type=_int, help="fused CNN + telemetry features (default 512; 1024 allowed)")
     v.add_argument("--frame-stack", type=_int, help="camera frames stacked on the channels (default 1)")

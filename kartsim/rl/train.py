@@ -74,6 +74,9 @@ class TrainConfig:
     """PPO clip range."""
     ent_coef: float = 0.0
     """Entropy bonus coefficient."""
+    log_std_init: float = 0.0
+    """Initial log standard deviation of the Gaussian action noise (0: std 1 on [-1, 1] actions;
+    -1: std 0.37, fewer spins while exploring)."""
     features_dim: int = 512
     """Vision only: size of the fused CNN + telemetry feature vector (512 or 1024 are typical)."""
     frame_stack: int = 1
@@ -204,6 +207,8 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"clip_range must be > 0, not {cfg.clip_range}")
     if cfg.ent_coef < 0:
         raise ConfigError(f"ent_coef must be >= 0, not {cfg.ent_coef}")
+    if not -5 <= cfg.log_std_init <= 2:
+        raise ConfigError(f"--log-std-init must be between -5 and 2, not {cfg.log_std_init}")
     if not 1 <= cfg.features_dim <= 8192:
         raise ConfigError(f"--features-dim must be between 1 and 8192 (512 or 1024 are typical), not {cfg.features_dim}")
     if not 1 <= cfg.frame_stack <= 16:
@@ -420,6 +425,7 @@ def train(
     else:
         echo(f"Creating new model with {display_policy_name(cfg.vision)}")
         policy, policy_kwargs = policy_for(cfg.vision, cfg.features_dim)
+        policy_kwargs["log_std_init"] = cfg.log_std_init
         model = PPO(
             policy,
             venv,
