@@ -239,7 +239,7 @@ def test_fetch_refuses_escapes_overwrites_and_ambiguity(jobs_env, tmp_path, caps
     secret.write_text("x")
     (store / "runs" / "a" / "link.txt").symlink_to(secret)
     for bad in ("../../etc/passwd", "/etc/passwd", str(secret), "runs/../../secret.txt", "~/x", "runs/a/link.txt",
-                "file:///etc/passwd"):
+                "link.txt", "file:///etc/passwd", "..\\..\\etc\\passwd"):
         code, out, err = run(capsys, "fetch", "--path", bad, "--out", "got")
         assert code == 2, bad
         assert "escapes the job store" in err and err.count("\n") == 1, (bad, err)

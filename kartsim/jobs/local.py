@@ -88,9 +88,12 @@ class LocalBackend:
         cmd = [sys.executable, "-u", "-m", RUNNER_MODULE, "--store", store.location, "--job", job.id,
                "--attempt", str(attempt.n)]
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        with open(store.p(log_rel(job.id)), "ab") as log:
-            proc = subprocess.Popen(cmd, cwd=store.root, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                                    stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
+        try:
+            with open(store.p(log_rel(job.id)), "ab") as log:
+                proc = subprocess.Popen(cmd, cwd=store.root, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                                        stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
+        except OSError as exc:
+            raise JobError(f"cannot start the job process ({sys.executable}): {exc.strerror or exc}") from None
         attempt.pid = proc.pid
         attempt.start_token = start_token(proc.pid)
         # Reap it when it ends if this process lives that long (tests, a followed job): no zombie.

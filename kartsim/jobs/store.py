@@ -136,7 +136,7 @@ class LocalStore(Store):
         src = self.p(rel)
         local = Path(local)
         if src.is_dir():
-            shutil.copytree(src, local, dirs_exist_ok=True)
+            shutil.copytree(src, local, symlinks=True, dirs_exist_ok=True)  # links stay links: no data from outside
         else:
             local.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, local)
@@ -441,11 +441,19 @@ def find_in_store(store: Store, path: str, job: JobRecord | None = None) -> str:
     """The store path that `path` names: a path inside the store, or a bare file / folder name looked
     up in models/ and the run folders (with `job`: only that job's run). JobError when it escapes
     the store, matches nothing, or matches several files."""
-    rel = clean_store_path(path)
+    rel = _inside(store, clean_store_path(path), path)
+    return _inside(store, _find(store, rel, job), path)
+
+
+def _inside(store: Store, rel: str, path: str) -> str:
     if isinstance(store, LocalStore):
         real = os.path.realpath(store.p(rel))
         if os.path.commonpath([real, str(store.root)]) != str(store.root):
             raise _escape_error(path)  # a symlink inside the store that points out of it
+    return rel
+
+
+def _find(store: Store, rel: str, job: JobRecord | None) -> str:
     scope = f"runs/{job.save_name}/" if job else ""
     if store.exists(rel) and (not job or rel.startswith(scope) or rel in (
             f"models/{job.save_name}_final.zip",) or rel.startswith(f"jobs/{job.id}/")):
