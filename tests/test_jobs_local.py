@@ -158,7 +158,11 @@ def test_killed_job_fails_with_reason_and_resumes_from_last_checkpoint(jobs_env,
     assert code == 0, err
     job_id = re.search(r"started job (\S+)", out).group(1)
     ckpts = store / "runs" / "kill" / "checkpoints"
-    wait_for(lambda: len(list(ckpts.glob("kill_*_steps.zip"))) >= 1, 120, "a checkpoint")
+    from kartsim.jobs.store import open_store, steps_inside
+
+    s = open_store(store)
+    wait_for(lambda: any(steps_inside(s, f"runs/kill/checkpoints/{p.name}") for p in ckpts.glob("kill_*_steps.zip")),
+             120, "a complete checkpoint")
     pid = job_record(store, job_id)["attempts"][0]["pid"]
     code, out, _ = run(capsys, "status", job_id)
     assert re.search(r"state:\s+running \(pid", out)
@@ -175,9 +179,6 @@ def test_killed_job_fails_with_reason_and_resumes_from_last_checkpoint(jobs_env,
     survivors = sorted(ckpts.glob("kill_*_steps.zip"))
     assert survivors, "checkpoints survive the kill"
 
-    from kartsim.jobs.store import open_store, steps_inside
-
-    s = open_store(store)
     last_steps = max(int(re.search(r"_(\d+)_steps", p.name).group(1)) for p in survivors
                      if steps_inside(s, f"runs/kill/checkpoints/{p.name}") is not None)
 

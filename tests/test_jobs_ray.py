@@ -182,7 +182,11 @@ def test_ray_killed_job_fails_keeps_checkpoints_and_resumes(ray_env, ray_head, c
     assert code == 0, err
     job_id = re.search(r"started job (\S+)", out).group(1)
     ckpts = store / "runs" / "rk" / "checkpoints"
-    wait_for(lambda: any(ckpts.glob("rk_*_steps.zip")), 180, "a checkpoint")
+    from kartsim.jobs.store import open_store, steps_inside
+
+    s = open_store(store)
+    wait_for(lambda: any(steps_inside(s, f"runs/rk/checkpoints/{p.name}") for p in ckpts.glob("rk_*_steps.zip")),
+             180, "a complete checkpoint")
     runner = json.loads((store / "jobs" / job_id / "attempt-1.runner.json").read_text())
     os.killpg(runner["pgid"], signal.SIGKILL)  # the job's processes die, as on a lost node
 
@@ -193,9 +197,6 @@ def test_ray_killed_job_fails_keeps_checkpoints_and_resumes(ray_env, ray_head, c
     code, out, _ = run(capsys, "status", job_id)
     assert re.search(r"state:\s+failed: process died", out), out
     assert not (store / "jobs" / job_id / "attempt-1.exit.json").exists()
-    from kartsim.jobs.store import open_store, steps_inside
-
-    s = open_store(store)
     readable = [int(re.search(r"_(\d+)_steps", p.name).group(1)) for p in ckpts.glob("rk_*_steps.zip")
                 if steps_inside(s, f"runs/rk/checkpoints/{p.name}") is not None]
     assert readable, "checkpoints survive"
