@@ -37,7 +37,8 @@ def _import_ray():
     try:
         from ray.job_submission import JobStatus, JobSubmissionClient
     except ImportError:
-        raise JobError("the ray backend needs Ray: install it with `pip install 'kartsim[ray]'`") from None
+        raise JobError("the ray backend needs Ray: install it with `pip install 'kartsim[ray]'` "
+                       "(in a checkout: `pip install -e '.[ray]'`)") from None
     return JobSubmissionClient, JobStatus
 
 
