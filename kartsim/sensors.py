@@ -616,7 +616,8 @@ class CameraRenderer:
 
         wetness: optional (N,) (or scalar) weather per kart, 0 = dry, 0.5 = damp, 1 = wet (as
         ``KartState.wetness``): the image gets darker and bluer with a wet sheen, and rain streaks
-        from 0.6 on; ``frame`` (an int, e.g. the step counter) moves the rain between frames.
+        from 0.6 on; ``frame`` (an int, e.g. the step counter, or (N,) per-kart counters so that each
+        image depends on its own kart only) moves the rain between frames.
 
         others: optional other karts to draw, (K, 3) [x, y, yaw] or (K, 4) [x, y, yaw, track_idx]
         (with 3 columns, every row is drawn in every image whatever the track). Typical use: pass all
@@ -655,6 +656,9 @@ class CameraRenderer:
         if wetness is not None:
             w = np.ascontiguousarray(np.broadcast_to(np.asarray(wetness, np.float64), (n,)))
             if np.any(w > 0):
-                seeds = (np.arange(n, dtype=np.int64) * 3 + int(frame)) % 1000003
+                if np.ndim(frame) == 0:
+                    seeds = (np.arange(n, dtype=np.int64) * 3 + int(frame)) % 1000003
+                else:  # per-kart frame counters: each image depends on its own kart only
+                    seeds = np.ascontiguousarray(np.broadcast_to(np.asarray(frame, np.int64), (n,))) % 1000003
                 _weather_kernel(out, w, seeds, self._rain_tint, self._sky_rows)
         return out

@@ -84,3 +84,21 @@ def test_pettingzoo_parallel_api():
     assert {i["termination"] for i in info.values()} <= {"finished", "stuck", "off_track", "wrong_way", "time_limit"}
     with pytest.raises(ConfigError):
         KartRaceParallelEnv(n_agents=10, ai_opponents=5)
+
+
+def test_opponents_are_seen_by_rays_and_camera():
+    race_seen = KartRaceEnv(track="oval.png", opponents=1, grid_position="last", sensor_noise=0.0)
+    alone = KartRaceEnv(track="oval.png", opponents=1, grid_position="last", sensor_noise=0.0, collisions=False)
+    a, _ = race_seen.reset(seed=0)
+    b, _ = alone.reset(seed=0)
+    # the kart ahead (3 m further on, 4 m to the side) blocks a ray fanned to that side
+    seen = a[:8] < b[:8] - 0.02
+    assert seen.sum() >= 1 and (a[:8][seen] * 50.0).max() < 6.0
+    np.testing.assert_array_equal(a[:8][~seen], b[:8][~seen])
+    cam = KartRaceEnv(track="oval.png", opponents=2, grid_position="last", vision=True, sensor_noise=0.0)
+    obs, _ = cam.reset(seed=0)
+    blue = np.all(obs["vision"] == np.array([0, 140, 255], np.uint8), axis=-1)
+    assert blue.sum() > 5  # the opponents' sprites in the chase view
+    wet = KartRaceEnv(track="oval.png", opponents=0, vision=True, weather="wet", sensor_noise=0.0)
+    dry = KartRaceEnv(track="oval.png", opponents=0, vision=True, sensor_noise=0.0)
+    assert wet.reset(seed=0)[0]["vision"].mean() < dry.reset(seed=0)[0]["vision"].mean() - 5

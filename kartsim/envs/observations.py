@@ -96,10 +96,11 @@ class Observer:
         x, y, yaw, tid = st.x[sel], st.y[sel], st.yaw[sel], st.track_idx[sel]
         keys, counters = self.noise_keys[sel], race.steps[sel]
         heading_error = _wrap_angle(yaw - race.track_heading[sel])
+        others, self_rows = _other_karts(race, sel)
         if not self.cfg.vision:
             rays = np.empty((len(x), len(self.ray_angles)), dtype=np.float32)
             cast_rays(self.ray_field, race.stack.scale, tid, x, y, yaw, self.ray_angles,
-                      self.cfg.ray_range_m, rays)
+                      self.cfg.ray_range_m, rays, others=others, self_rows=self_rows)
             obs = np.empty((len(x), 10), dtype=np.float64)
             obs[:, :8] = rays / self.cfg.ray_range_m
             obs[:, 8] = st.vx[sel] / TOP_SPEED_NORM
@@ -131,7 +132,8 @@ class Observer:
         self.telemetry[sel] = np.clip(tel, -TELEMETRY_LIMIT, TELEMETRY_LIMIT)
 
         frame = self.frame if idx is None else np.empty((len(x),) + self.frame.shape[1:], np.uint8)
-        self.camera.render(tid, x, y, yaw, frame)
+        self.camera.render(tid, x, y, yaw, frame, others=others, self_rows=self_rows, wetness=st.wetness[sel],
+                           frame=counters)
         c, k = self.channels, self.cfg.frame_stack
         if fresh:
             self.vision[sel] = np.tile(frame, (1, 1, 1, k))
@@ -154,6 +156,15 @@ class Observer:
         if self.cfg.vision:
             return {"vision": self.vision.copy(), "telemetry": self.telemetry.copy()}
         return self.rays.copy()
+
+
+def _other_karts(race: Race, sel) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Opponents for the rays and the camera: in multi-kart races (``race.others()``, karts sharing a
+    collision world) every other kart; (None, None) in time trials and the batched env."""
+    others = getattr(race, "others", None)
+    if others is None or not race.state.collisions_possible():
+        return None, None
+    return others(), np.arange(race.n)[sel]
 
 
 def _curvature_ahead(track) -> np.ndarray:
