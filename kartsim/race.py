@@ -20,7 +20,7 @@ import numpy as np
 from numba import njit
 
 from kartsim.errors import KartsimError
-from kartsim.physics import KartConfig, KartPhysics, KartState
+from kartsim.physics import WEATHER, KartConfig, KartPhysics, KartState
 from kartsim.track import CenterlineStack, Surface, TrackStack, project_point
 
 # A gate is widened by this much beyond each road edge so that a wheel on the kerb or grass
@@ -72,9 +72,15 @@ class RaceConfig:
     """The episode ends when the kart is this far behind its best progress."""
     off_track_time_s: float = 4.0
     """The episode ends after this long continuously on grass."""
+    weather: str = "dry"
+    """Track wetness set at every reset: ``dry``, ``damp``, ``wet`` or ``random`` (one drawn per episode:
+    domain randomisation). It changes grip and braking (physics) and darkens the camera."""
+    max_damage: float | None = None
+    """End the episode (termination ``damage``) when the kart's impact damage reaches this (None: never)."""
 
 
-TERMINATION_REASONS = ("", "wrong_way", "stuck", "off_track")
+TERMINATION_REASONS = ("", "wrong_way", "stuck", "off_track", "damage")
+WEATHERS = ("dry", "damp", "wet", "random")
 
 
 def reward_terms(
@@ -159,6 +165,8 @@ class Race:
         self.cfg = race or RaceConfig()
         self.reward_cfg = reward or RewardConfig()
         self.kart_cfg = kart or KartConfig()
+        if self.cfg.weather not in WEATHERS:
+            raise KartsimError(f"race weather must be one of {', '.join(WEATHERS)}, got {self.cfg.weather!r}")
         self.physics = KartPhysics(self.kart_cfg, stack.surface, stack.wall_distance, stack.scale)
         self.state = KartState(n_karts)
         self.step_dt = self.kart_cfg.dt * self.cfg.action_repeat
@@ -212,7 +220,10 @@ class Race:
             else:
                 s0 = track.length - self.cfg.start_behind_line_m
                 x, y, yaw = (float(v[0]) for v in track.pose_at(np.array([s0])))
-            self.state.reset(np.array([i]), np.array([x]), np.array([y]), np.array([yaw]))
+            self.state.reset(np.array([i]), np.array([x]), np.array([y]), np.array([yaw]),
+                             tyre_condition=self.kart_cfg.tyre_start_condition)
+            w = self.cfg.weather if self.cfg.weather != "random" else WEATHERS[int(rng.integers(3))]
+            self.state.wetness[i] = WEATHER[w]
 
         self._update_frame(idx)
         # Progress starts at the start position; behind the line counts as negative progress.
@@ -271,6 +282,11 @@ class Race:
         )
         for i in np.flatnonzero(laps_done):
             self.stats.lap_times[i].append(float(self.new_lap_time[i]))
+        if cfg.max_damage is not None:
+            wrecked = (st.damage >= cfg.max_damage) & ~self.terminated
+            self.termination_reason[wrecked] = 4
+            self.terminated |= wrecked
+            self.truncated &= ~wrecked
         impact = np.where(st.wall_hit, st.impact_speed, 0.0)
         on_grass = st.surface == Surface.GRASS
         self.terms = reward_terms(new_progress, laps_done, on_grass, impact, self.terminated, self.step_dt)
@@ -311,6 +327,8 @@ class Race:
             "lateral_offset": float(self.lateral[i]),
             "off_track": bool(st.surface[i] == Surface.GRASS),
             "track": self.stack.tracks[int(st.track_idx[i])].name,
+            "tyre_condition": float(st.tyre_condition[i]),
+            "damage": float(st.damage[i]),
         }
 
 
