@@ -102,3 +102,16 @@ def test_opponents_are_seen_by_rays_and_camera():
     wet = KartRaceEnv(track="oval.png", opponents=0, vision=True, weather="wet", sensor_noise=0.0)
     dry = KartRaceEnv(track="oval.png", opponents=0, vision=True, sensor_noise=0.0)
     assert wet.reset(seed=0)[0]["vision"].mean() < dry.reset(seed=0)[0]["vision"].mean() - 5
+
+
+def test_registered_race_id():
+    import gymnasium as gym
+
+    import kartsim.envs  # noqa: F401
+
+    env = gym.make("kartsim/KartRace-v0", track="oval.png", opponents=2, laps=1, vision=True, image_size=48)
+    obs, info = env.reset(seed=0)
+    assert obs["vision"].shape == (48, 48, 3) and info["n_karts"] == 3
+    obs, r, term, trunc, info = env.step(env.action_space.sample())
+    assert "position" in info and "gap" in info
+    env.close()
