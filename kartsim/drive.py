@@ -271,8 +271,12 @@ def drive(
         import pygame as _pg
 
         pygame = _pg
-        pygame.display.init()
-        pygame.display.set_caption(f"kartsim drive - {trk.name}")
+        try:
+            pygame.display.init()
+            pygame.display.set_caption(f"kartsim drive - {trk.name}")
+        except pygame.error as exc:
+            raise ConfigError(f"cannot open a window ({exc}); drive on a machine with a display, or headless "
+                              "with SDL_VIDEODRIVER=dummy and --script keys.json") from None
     source = events if events is not None else PygameEvents()
     if hasattr(source, "attach"):
         source.attach(race)  # closed-loop event sources (bots, tests) may look at the race
@@ -280,6 +284,9 @@ def drive(
         raise ConfigError("driving without a window needs scripted events")
     clock = pygame.time.Clock() if (window and realtime) else None
     writer = TelemetryWriter(tel_path) if tel_path is not None else None
+    from kartsim.dashboard.live import session_feed
+
+    live = session_feed("drive", trk.name)  # runs/_live/*.json for `kartsim dashboard` (or None)
     result = DriveResult(telemetry=tel_path)
     dt = race.step_dt
     actions = np.zeros((n, 2))
@@ -328,6 +335,8 @@ def drive(
             sim_t += dt
             if writer is not None:
                 writer.log({"telemetry": race.telemetry(0), "lap": int(race.laps[0])}, reward=float(race.reward[0]))
+            if live is not None and live.due():
+                live.publish_race(race)
             if not np.isnan(race.new_lap_time[0]):
                 result.lap_times.append(float(race.new_lap_time[0]))
                 if verbose:
@@ -350,6 +359,8 @@ def drive(
     finally:
         if writer is not None:
             writer.close()
+        if live is not None:
+            live.close()
         if window and pygame is not None:
             pygame.display.quit()
     result.steps = step
