@@ -2,8 +2,10 @@
 laps, record that lap to a GIF and print its lap time.
 
 Training stops as soon as a deterministic evaluation episode from the start line completes
-`QUICKSTART_STOP_LAPS` laps (checked every `QUICKSTART_EVAL_EVERY` env steps), or at
-``--timesteps``. A second run reuses the trained model unless ``--force``.
+`QUICKSTART_STOP_LAPS` lap(s) (checked every `QUICKSTART_EVAL_EVERY` env steps), or at
+``--timesteps``. The recording then replays exactly that episode (same start, same sensor-noise
+seed, deterministic actions), so the lap in the GIF is the lap the check saw. A second run reuses
+the trained model unless ``--force``.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ QUICKSTART_NAME = "quickstart"
 QUICKSTART_TRACK = "circuit.png"
 QUICKSTART_MAX_STEPS = 2_000_000
 QUICKSTART_EVAL_EVERY = 20_000
-QUICKSTART_STOP_LAPS = 2
+QUICKSTART_STOP_LAPS = 1
 # Measured with benchmarks/learning.py (see docs / the report of that run); the rest are the
 # TrainConfig rays defaults.
 QUICKSTART_TRAIN: dict[str, Any] = {}
@@ -61,7 +63,7 @@ def quickstart(args: argparse.Namespace) -> int:
         ).resolved()
         print(
             f"Training the default rays driver on {QUICKSTART_TRACK}: it stops as soon as it drives "
-            f"{QUICKSTART_STOP_LAPS} laps from the start line (checked every {QUICKSTART_EVAL_EVERY:,} steps), "
+            f"{QUICKSTART_STOP_LAPS} lap(s) from the start line (checked every {QUICKSTART_EVAL_EVERY:,} steps), "
             f"at most {cfg.timesteps:,} steps."
         )
 
