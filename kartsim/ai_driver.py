@@ -202,6 +202,9 @@ class AIDriver:
             j = np.round(s_t / sp).astype(np.int64) % K
             tx, ty = line.point_at(s_t)
             sh = np.clip(self.shift[ks], line.bounds[0][j] - line.offset[j], line.bounds[1][j] - line.offset[j])
+            # far off the line only on straights: in a bend the line is the only safe way through
+            lim = np.maximum(1.0, 4.0 - 150.0 * np.abs(line.curvature[j]))
+            sh = np.clip(sh, -lim, lim)
             target_x[ks] = tx - np.sin(line.heading[j]) * sh
             target_y[ks] = ty + np.cos(line.heading[j]) * sh
             # curvature a little ahead (steering lag) for the feed-forward
@@ -339,7 +342,7 @@ class AIDriver:
                 if (room_right if side > 0 else room_left) >= 2.0:
                     want[i] = their + side * 2.3 - offset[i]
                 # right behind a slower kart: do not drive into it while moving aside
-                if gap[j] < 0.3 * v[i] + 2.5:
+                if gap[j] < 0.3 * v[i] + 2.5 and abs(dlat[j]) < 1.5:
                     v_target[i] = min(v_target[i], max(v[cand[j]] - 0.3, 0.0))
         # move the shift towards the wanted value (at most ~4 m/s sideways), decay back to the line
         step = 5.0 * self.decision_dt
