@@ -122,11 +122,15 @@ class TelemetryCSVCallback(BaseCallback):
         self.append = append
         self.writer: TelemetryWriter | None = None
         self._calls = 0
+        self.live = None  # <run>/live.json for `kartsim dashboard` (kartsim.dashboard.live)
 
     def _on_training_start(self) -> None:
         first_episode = _last_episode_in_csv(self.path) + 1 if self.append and self.path.exists() else 0
         self.writer = TelemetryWriter(self.path, append=self.append)
         self.writer.episode = first_episode
+        from kartsim.dashboard.live import TrainingLiveFeed
+
+        self.live = TrainingLiveFeed.for_run(self.path.parent)  # None when KARTSIM_LIVE=0
 
     def _on_step(self) -> bool:
         assert self.writer is not None
@@ -140,6 +144,8 @@ class TelemetryCSVCallback(BaseCallback):
         self._calls += 1
         if bool(self.locals["dones"][0]):
             self.writer.end_episode()
+        if self.live is not None:
+            self.live.on_step(self)  # at most 20 times a second
         return True
 
     def _on_rollout_end(self) -> None:
@@ -149,6 +155,8 @@ class TelemetryCSVCallback(BaseCallback):
     def _on_training_end(self) -> None:
         if self.writer is not None:
             self.writer.close()
+        if self.live is not None:
+            self.live.close(self)
 
 
 class LapEvalCallback(BaseCallback):

@@ -337,10 +337,15 @@ def play(
         echo("No display found: driving without a window (use --record lap.gif to save a video)")
 
     recorder = Recorder(record_path, fps=record_fps) if record_path is not None else None
+    from kartsim.dashboard.live import session_feed
+
+    live = session_feed("play", driver.path.stem)  # runs/_live/*.json for `kartsim dashboard` (or None)
 
     def on_step(env_: Any, info: dict[str, Any], reward: float) -> None:
         if recorder is not None:
             recorder.capture(env_, info)
+        if live is not None and live.due():
+            live.publish_race(env_.race)
 
     def on_lap(episode: int, lap: int, seconds: float) -> None:
         echo(f"  Lap {lap}: {seconds:.3f} s")
@@ -360,6 +365,8 @@ def play(
         echo("Stopped.")
     finally:
         env.close()
+        if live is not None:
+            live.close()
         if recorder is not None:
             n = recorder.close()
             if n:
