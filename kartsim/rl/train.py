@@ -33,10 +33,14 @@ from kartsim.errors import ConfigError, KartsimError, ModelFileError
 
 # Hyper-parameters that default per policy kind when left as None.
 MODE_DEFAULTS: dict[bool, dict[str, Any]] = {
-    # rays (MLP): cheap steps, many of them
-    False: {"vector_envs": 8, "learning_rate": 3e-4, "n_steps": 512, "batch_size": 256, "n_epochs": 10},
+    # rays (MLP): many karts, big batches, few epochs. Measured on circuit.png (5 seeds): first
+    # deterministic lap at 98k-393k steps (median 131k) at 7-10k steps/s on 2 busy cores, against
+    # 850k steps at 460 steps/s with 8 envs x 512 steps, batch 256, 10 epochs, lr 3e-4, log std 0.
+    False: {"vector_envs": 64, "learning_rate": 1e-3, "n_steps": 128, "batch_size": 2048, "n_epochs": 5,
+            "log_std_init": -0.5},
     # vision (CNN): fewer, costlier steps; uint8 images in the rollout buffer
-    True: {"vector_envs": 4, "learning_rate": 2.5e-4, "n_steps": 256, "batch_size": 256, "n_epochs": 4},
+    True: {"vector_envs": 4, "learning_rate": 2.5e-4, "n_steps": 256, "batch_size": 256, "n_epochs": 4,
+           "log_std_init": -0.5},
 }
 
 
@@ -74,9 +78,12 @@ class TrainConfig:
     """PPO clip range."""
     ent_coef: float = 0.0
     """Entropy bonus coefficient."""
-    log_std_init: float = 0.0
+    log_std_init: float | None = None
     """Initial log standard deviation of the Gaussian action noise (0: std 1 on [-1, 1] actions;
-    -1: std 0.37, fewer spins while exploring)."""
+    -0.5, the default: std 0.6, enough to find braking points without spinning all the time)."""
+    normalize_reward: bool = True
+    """Scale rewards by a running estimate of the return's spread (SB3 ``VecNormalize``, rewards
+    only): the value function then learns O(1) targets whatever the reward weights."""
     features_dim: int = 512
     """Vision only: size of the fused CNN + telemetry feature vector (512 or 1024 are typical)."""
     frame_stack: int = 1
@@ -270,16 +277,20 @@ def env_config_for(cfg: TrainConfig):
     return EnvConfig.from_dict(data)
 
 
-def build_vec_env(env_cfg: Any, n_envs: int, seed: int | None, telemetry_envs: list[int] | None = None):
-    """The batched training env, with SB3's VecMonitor for episode reward/length logs.
-    `telemetry_envs`: the envs whose info carries the telemetry dict (None: all)."""
-    from stable_baselines3.common.vec_env import VecMonitor
+def build_vec_env(env_cfg: Any, n_envs: int, seed: int | None, telemetry_envs: list[int] | None = None,
+                  normalize_reward_gamma: float | None = None):
+    """The batched training env, with SB3's VecMonitor for episode reward/length logs (raw rewards)
+    and, with `normalize_reward_gamma`, reward scaling by VecNormalize (observations untouched, so a
+    saved model plays on the plain env). `telemetry_envs`: the envs whose info carries telemetry."""
+    from stable_baselines3.common.vec_env import VecMonitor, VecNormalize
 
     from kartsim.envs import make_vec_env
 
     venv = make_vec_env(env_cfg, n_envs=n_envs, seed=seed, telemetry_envs=telemetry_envs)
     if not isinstance(venv, VecMonitor):
         venv = VecMonitor(venv)
+    if normalize_reward_gamma is not None:
+        venv = VecNormalize(venv, norm_obs=False, norm_reward=True, gamma=normalize_reward_gamma)
     return venv
 
 
@@ -384,7 +395,8 @@ def train(
     from kartsim.envs import EnvConfig
 
     env_cfg = EnvConfig.from_dict(env_dict) if env_dict is not None else env_config_for(cfg)
-    venv = build_vec_env(env_cfg, cfg.vector_envs, cfg.seed, telemetry_envs=[0] if cfg.telemetry_every > 0 else [])
+    venv = build_vec_env(env_cfg, cfg.vector_envs, cfg.seed, telemetry_envs=[0] if cfg.telemetry_every > 0 else [],
+                         normalize_reward_gamma=cfg.gamma if cfg.normalize_reward else None)
     env_cfg_dict = env_cfg.to_dict()
     train_cfg_dict = cfg.to_dict()
 
