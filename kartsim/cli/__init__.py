@@ -23,6 +23,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "kartsim.cli.jobs_cmd",
     "kartsim.cli.compare_cmd",
     "kartsim.cli.drive_cmd",
+    "kartsim.cli.dashboard_cmd",
 )
 
 

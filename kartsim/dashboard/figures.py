@@ -1,0 +1,155 @@
+"""Plotly figures of the dashboard: learning curves of a run and the lap analysis.
+
+The lap analysis shows the figures of ``kartsim compare`` (:mod:`kartsim.compare`), interactive: the
+laps come from `kartsim.compare.extract_laps`, the time along the lap from the same interpolation
+(`kartsim.compare._time_at`) and the sectors from `kartsim.compare.sector_times`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+
+from kartsim.compare import COLORS, Lap, _time_at, sector_times
+from kartsim.dashboard.data import CURVES
+
+_LAYOUT = dict(template="plotly_white", margin=dict(l=55, r=20, t=72, b=40), font=dict(size=12),
+               legend=dict(orientation="h", yanchor="bottom", y=1.01, x=0))
+
+
+_CURVE_LAYOUT = dict(template="plotly_white", margin=dict(l=55, r=20, t=40, b=40), font=dict(size=12))
+
+
+def _json(fig: Any) -> dict[str, Any]:
+    """The figure as a plain JSON-able dict ({"data": [...], "layout": {...}})."""
+    return json.loads(fig.to_json())
+
+
+def _finite(values: Any) -> list[float | None]:
+    return [float(v) if v is not None and np.isfinite(v) else None for v in values]
+
+
+def learning_figures(curves: dict[str, Any]) -> list[dict[str, Any]]:
+    """One small figure per metric: TensorBoard scalars first, then per-episode curves of the
+    telemetry CSV (env 0). Each item: {"key", "title", "source", "figure"}."""
+    import plotly.graph_objects as go
+
+    out = []
+    tb = curves.get("tb") or {}
+    for tag, title, unit in CURVES:
+        series = tb.get(tag)
+        if not series or not series.get("steps"):
+            continue
+        fig = go.Figure(go.Scatter(x=series["steps"], y=_finite(series["values"]), mode="lines+markers",
+                                   marker=dict(size=4), line=dict(width=1.6, color="#1f77b4"), name=tag))
+        fig.update_layout(title=dict(text=title, font=dict(size=14)), height=260, showlegend=False,
+                          xaxis_title="env steps", yaxis_title=unit, **_CURVE_LAYOUT)
+        out.append({"key": tag, "title": title, "source": "tensorboard", "figure": _json(fig)})
+    episodes = curves.get("episodes") or {}
+    steps = episodes.get("step") or []
+    for key, title, unit in (("reward", "episode reward (env 0, telemetry CSV)", "reward"),
+                             ("laps", "laps per episode (env 0)", "laps"),
+                             ("mean_speed", "mean speed per episode (env 0)", "m/s"),
+                             ("off_track_share", "off-track share per episode (env 0)", "share")):
+        values = episodes.get(key)
+        if not values or not steps:
+            continue
+        fig = go.Figure(go.Scatter(x=steps, y=values, mode="markers", marker=dict(size=4, color="#ff7f0e"),
+                                     name=key))
+        fig.update_layout(title=dict(text=title, font=dict(size=14)), height=260, showlegend=False,
+                          xaxis_title="env steps", yaxis_title=unit, **_CURVE_LAYOUT)
+        out.append({"key": f"csv/{key}", "title": title, "source": "telemetry", "figure": _json(fig)})
+    return out
+
+
+def lap_figures(laps: list[Lap], length: float, track_img: dict[str, Any] | None) -> dict[str, Any]:
+    """The ``kartsim compare`` figures for `laps` (the first one is the reference of the delta):
+    speed, inputs, delta, driven lines on the map coloured by speed, g-g; plus the sector table."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    names = [lap.driver for lap in laps]
+    color = [COLORS[k % len(COLORS)] for k in range(len(laps))]
+    figs: dict[str, Any] = {}
+
+    fig = go.Figure()
+    for k, lap in enumerate(laps):
+        fig.add_trace(go.Scatter(x=lap.distance, y=lap.data["speed"].to_numpy(dtype=float), mode="lines",
+                                 line=dict(color=color[k], width=1.6), name=f"{names[k]} ({lap.time:.2f} s)"))
+    fig.update_layout(title="speed", height=330, xaxis_title="distance along the lap (m)",
+                      yaxis_title="speed (m/s)", xaxis_range=[0, length], **_LAYOUT)
+    figs["speed"] = _json(fig)
+
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08)
+    for k, lap in enumerate(laps):
+        fig.add_trace(go.Scatter(x=lap.distance, y=lap.data["throttle"].to_numpy(dtype=float), mode="lines",
+                                 line=dict(color=color[k], width=1.3), name=names[k], legendgroup=names[k]), 1, 1)
+        fig.add_trace(go.Scatter(x=lap.distance, y=lap.data["steering"].to_numpy(dtype=float), mode="lines",
+                                 line=dict(color=color[k], width=1.3), name=names[k], legendgroup=names[k],
+                                 showlegend=False), 2, 1)
+    fig.update_yaxes(title_text="throttle (< 0 brake)", row=1, col=1)
+    fig.update_yaxes(title_text="steering (+ right)", row=2, col=1)
+    fig.update_xaxes(title_text="distance along the lap (m)", range=[0, length], row=2, col=1)
+    fig.update_layout(title="inputs", height=400, **_LAYOUT)
+    figs["inputs"] = _json(fig)
+
+    d = np.linspace(0.0, length, 600)
+    base = _time_at(laps[0], d)
+    fig = go.Figure()
+    for k, lap in enumerate(laps):
+        fig.add_trace(go.Scatter(x=d, y=_time_at(lap, d) - base, mode="lines", line=dict(color=color[k], width=1.6),
+                                 name=names[k]))
+    for b in np.linspace(0.0, length, 4)[1:-1]:
+        fig.add_vline(x=float(b), line=dict(color="#444", width=1, dash="dash"))
+    fig.update_layout(title=f"lap-time delta to {names[0]} (> 0: behind)", height=300,
+                      xaxis_title="distance along the lap (m)", yaxis_title="delta (s)", xaxis_range=[0, length],
+                      **_LAYOUT)
+    figs["delta"] = _json(fig)
+
+    fig = go.Figure()
+    vmax = max(float(lap.data["speed"].max()) for lap in laps)
+    if track_img and track_img.get("source"):
+        fig.add_trace(go.Image(source=track_img["source"], x0=0, y0=0, dx=track_img["dx"], dy=track_img["dy"],
+                               hoverinfo="skip", name="track"))
+    for k, lap in enumerate(laps):
+        x = lap.data["x"].to_numpy(dtype=float)
+        y = lap.data["y"].to_numpy(dtype=float)
+        sp = lap.data["speed"].to_numpy(dtype=float)
+        fig.add_trace(go.Scatter(x=x, y=y, mode="lines", line=dict(color=color[k], width=1), opacity=0.6,
+                                 name=names[k], legendgroup=names[k], hoverinfo="skip"))
+        fig.add_trace(go.Scatter(
+            x=x, y=y, mode="markers", legendgroup=names[k], showlegend=False, name=names[k],
+            marker=dict(size=4, color=sp, colorscale="Plasma", cmin=0.0, cmax=vmax,
+                        colorbar=dict(title="m/s", thickness=12) if k == 0 else None, showscale=k == 0),
+            customdata=np.column_stack([sp, lap.distance]),
+            hovertemplate=f"{names[k]}<br>%{{customdata[1]:.0f}} m: %{{customdata[0]:.1f}} m/s<extra></extra>"))
+    fig.update_layout(title="driven lines, coloured by speed", height=560, **_LAYOUT)
+    fig.update_xaxes(title_text="x (m)", scaleanchor="y", showgrid=False, constrain="domain")
+    fig.update_yaxes(title_text="y (m)", autorange="reversed", showgrid=False, constrain="domain")
+    figs["lines"] = _json(fig)
+
+    fig = go.Figure()
+    for k, lap in enumerate(laps):
+        fig.add_trace(go.Scatter(x=lap.data["lateral_g"].to_numpy(dtype=float),
+                                   y=lap.data["longitudinal_g"].to_numpy(dtype=float), mode="markers",
+                                   marker=dict(size=4, color=color[k], opacity=0.6), name=names[k]))
+    fig.update_layout(title="g-g diagram", height=420, xaxis_title="lateral g (+ right)",
+                      yaxis_title="longitudinal g (+ accelerating)", **_LAYOUT)
+    fig.update_xaxes(scaleanchor="y", zeroline=True)
+    figs["gg"] = _json(fig)
+
+    table = []
+    for k, lap in enumerate(laps):
+        table.append({
+            "driver": names[k], "color": color[k], "episode": lap.episode, "lap": lap.number,
+            "lap_time": round(lap.time, 3), "sectors": [round(s, 3) for s in sector_times(lap, length)],
+            "gap": round(lap.time - laps[0].time, 3), "top_speed": round(float(lap.data["speed"].max()), 2),
+            "mean_speed": round(float(lap.data["speed"].mean()), 2),
+            "max_lateral_g": round(float(lap.data["lateral_g"].abs().max()), 2),
+        })
+    return {"figures": figs, "table": table, "length_m": round(length, 1)}
+
+
+__all__ = ["learning_figures", "lap_figures"]
