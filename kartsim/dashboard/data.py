@@ -220,8 +220,8 @@ class TelemetryReader:
                     nl = data.find(b"\n")
                     if nl < 0:
                         raise DashboardError(f"{label} has no complete header line yet (empty or half-written)", 422)
+                    self._check_header(data[: nl + 1], label)
                     c.header = data[: nl + 1]
-                    self._check_header(c.header, label)
                     first_line = 2
                     body = data[nl + 1:]
                     c.offset = nl + 1
@@ -234,6 +234,8 @@ class TelemetryReader:
                     c.frames.append(frame)
                     c.df = None
                 c.offset += len(body)
+            if not c.header:
+                raise DashboardError(f"{label} has no complete header line yet (empty or half-written)", 422)
             if c.df is None:
                 if not c.frames:
                     raise DashboardError(f"{label} has no rows yet (train or drive for a few steps first)", 422)
@@ -275,7 +277,7 @@ class TelemetryReader:
                 msg = msg.replace(m.group(0), f"line {int(m.group(1)) + line0 - 2}")
             raise DashboardError(f"{label} is malformed: {msg}", 422) from None
         for col in NUMERIC_COLUMNS:
-            if col in df.columns and df[col].dtype == object:
+            if col in df.columns and not pd.api.types.is_numeric_dtype(df[col]):
                 conv = pd.to_numeric(df[col], errors="coerce")
                 bad = conv.isna() & df[col].notna() & (df[col].astype(str).str.strip() != "")
                 if bad.any():
@@ -644,6 +646,10 @@ class Library:
             for p in found:
                 rel = p.relative_to(root.path).as_posix()
                 if any(part.startswith(".") for part in rel.split("/")) or rel.count("/") > 3:
+                    continue
+                try:
+                    self.resolve(key, rel)  # a symlink out of the root is not listed
+                except DashboardError:
                     continue
                 try:
                     st = p.stat()
