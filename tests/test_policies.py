@@ -58,10 +58,12 @@ def test_extractor_rejects_bad_sizes():
 
 
 def test_policy_for_both_kinds():
-    name, kwargs = policy_for(True, 1024)
-    assert name == "MultiInputPolicy"
+    from kartsim.rl.policies import KartVisionPolicy
+
+    name, kwargs = policy_for(True, 1024, precision="bf16")
+    assert name is KartVisionPolicy
     assert kwargs["features_extractor_class"] is KartVisionExtractor
-    assert kwargs["features_extractor_kwargs"] == {"features_dim": 1024}
+    assert kwargs["features_extractor_kwargs"] == {"features_dim": 1024, "bf16": True}
     assert kwargs["normalize_images"] is False
     name, kwargs = policy_for(False)
     assert name == "MlpPolicy" and "features_extractor_class" not in kwargs
@@ -86,3 +88,43 @@ def test_ppo_on_the_real_vision_env_keeps_images_uint8_and_acts_in_bounds():
         assert action.shape == (2,) and np.all(np.abs(action) <= 1.0)  # SB3 clips the Gaussian sample
         obs, *_ = env.step(action)
     venv.close()
+
+
+class _SpyExtractor(KartVisionExtractor):
+    seen: list = []
+
+    def forward(self, observations):
+        _SpyExtractor.seen.append(observations["vision"].dtype)
+        return super().forward(observations)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_vision_policy_feeds_uint8_to_the_cnn_and_trains_in_both_precisions(tmp_path, precision):
+    from stable_baselines3 import PPO
+
+    from kartsim.envs import EnvConfig, make_vec_env
+
+    venv = make_vec_env(EnvConfig(vision=True, track="oval.png"), n_envs=2, seed=0)
+    policy, kwargs = policy_for(True, 64, precision=precision)
+    kwargs["features_extractor_class"] = _SpyExtractor
+    _SpyExtractor.seen = []
+    model = PPO(policy, venv, n_steps=16, batch_size=16, n_epochs=1, policy_kwargs=kwargs, device="cpu", seed=0)
+    before = [p.detach().clone() for p in model.policy.parameters()]
+    model.learn(32)
+    assert set(_SpyExtractor.seen) == {th.uint8}, "images must reach the extractor as uint8"
+    assert any(not th.equal(a, b) for a, b in zip(before, model.policy.parameters())), "no weight changed"
+    features = model.policy.extract_features(model.policy.obs_to_tensor(venv.reset())[0])
+    assert features.dtype == th.float32
+    model.save(tmp_path / "m.zip")
+    loaded = PPO.load(tmp_path / "m.zip", device="cpu")
+    assert loaded.policy.features_extractor.bf16 == (precision == "bf16")
+
+
+def test_resolve_precision():
+    from kartsim.rl.policies import resolve_precision
+
+    assert resolve_precision("fp32", "cpu") == "fp32"
+    assert resolve_precision("bf16", "cpu") == "bf16"
+    assert resolve_precision("auto", "cpu") in ("bf16", "fp32")
+    with pytest.raises(ValueError, match="precision"):
+        resolve_precision("fp16x", "cpu")

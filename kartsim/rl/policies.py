@@ -15,6 +15,12 @@ usually channels-first; the extractor accepts either layout (decided from the sp
 with), and does the conversion itself: permute to NCHW when needed, divide by 255
 (``normalize_images=False`` keeps SB3 from doing it twice), channels_last memory format for the
 convolutions.
+
+`KartVisionPolicy` is SB3's ``MultiInputActorCriticPolicy`` with two speed changes that leave it a
+plain SB3 policy (``PPO.load`` works): the image reaches the CNN as uint8 (SB3 would first copy the
+whole batch to float32), and the extractor runs under bfloat16 autocast when ``precision`` says so
+(`resolve_precision`: "auto" = bf16 where the CPU or GPU has native bf16). The policy and value
+heads, the action distribution and the losses stay float32.
 """
 
 from __future__ import annotations
@@ -23,9 +29,13 @@ from typing import Any
 
 import gymnasium as gym
 import torch as th
+from stable_baselines3.common.distributions import Distribution
+from stable_baselines3.common.policies import MultiInputActorCriticPolicy
 from stable_baselines3.common.preprocessing import is_image_space_channels_first
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
+
+PRECISIONS = ("auto", "bf16", "fp32")
 
 # Rays MLP: two hidden layers for both the policy and the value network.
 RAYS_NET_ARCH: dict[str, list[int]] = {"pi": [128, 128], "vf": [128, 128]}
@@ -51,11 +61,16 @@ class KartVisionExtractor(BaseFeaturesExtractor):
     """
 
     def __init__(
-        self, observation_space: gym.spaces.Dict, features_dim: int = 512, telemetry_hidden: int = TELEMETRY_HIDDEN
+        self,
+        observation_space: gym.spaces.Dict,
+        features_dim: int = 512,
+        telemetry_hidden: int = TELEMETRY_HIDDEN,
+        bf16: bool = False,
     ) -> None:
         if features_dim <= 0:
             raise ValueError("features_dim must be > 0")
         super().__init__(observation_space, features_dim)
+        self.bf16 = bf16
         image = _image_space(observation_space)
         self.channels_last = not is_image_space_channels_first(image)
         if self.channels_last:
@@ -84,21 +99,62 @@ class KartVisionExtractor(BaseFeaturesExtractor):
 
     def forward(self, observations: dict[str, th.Tensor]) -> th.Tensor:
         image = observations["vision"]
-        # uint8 values (SB3's preprocess_obs has made them float) -> (N, C, H, W) in [0, 1]
+        # uint8 (KartVisionPolicy) or float (plain SB3 policies) 0..255 -> (N, C, H, W) in [0, 1]
         if self.channels_last:
             image = image.permute(0, 3, 1, 2)
-        image = image.float() / 255.0
-        image_features = self.cnn(image.contiguous(memory_format=th.channels_last))
-        telemetry_features = self.telemetry_mlp(observations["telemetry"].float())
-        return self.fusion(th.cat([image_features, telemetry_features], dim=1))
+        image = image.contiguous(memory_format=th.channels_last)
+        with th.autocast(device_type=image.device.type, dtype=th.bfloat16, enabled=self.bf16):
+            image_features = self.cnn(image.float() * (1.0 / 255.0))
+            telemetry_features = self.telemetry_mlp(observations["telemetry"].float())
+            features = self.fusion(th.cat([image_features, telemetry_features], dim=1))
+        return features.float()
 
 
-def policy_for(vision: bool, features_dim: int = 512) -> tuple[str, dict[str, Any]]:
-    """(SB3 policy name, policy_kwargs) for PPO."""
+class KartVisionPolicy(MultiInputActorCriticPolicy):
+    """SB3's multi-input actor-critic whose image stays uint8 until the extractor (see module doc)."""
+
+    def _features(self, obs: dict[str, th.Tensor], extractor: BaseFeaturesExtractor) -> th.Tensor:
+        return extractor({key: value if key == "vision" else value.float() for key, value in obs.items()})
+
+    def extract_features(self, obs, features_extractor: BaseFeaturesExtractor | None = None):  # type: ignore[override]
+        if self.share_features_extractor:
+            return self._features(obs, features_extractor or self.features_extractor)
+        return self._features(obs, self.pi_features_extractor), self._features(obs, self.vf_features_extractor)
+
+    def get_distribution(self, obs) -> Distribution:
+        latent_pi = self.mlp_extractor.forward_actor(self._features(obs, self.pi_features_extractor))
+        return self._get_action_dist_from_latent(latent_pi)
+
+    def predict_values(self, obs) -> th.Tensor:
+        return self.value_net(self.mlp_extractor.forward_critic(self._features(obs, self.vf_features_extractor)))
+
+
+def bf16_supported(device: str) -> bool:
+    """Whether ``device`` ("cpu" or "cuda...") computes bfloat16 natively (else autocast would be slow)."""
+    if device.startswith("cuda"):
+        return bool(th.cuda.is_available() and th.cuda.is_bf16_supported())
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """"bf16" or "fp32" for a ``--precision`` of auto / bf16 / fp32 on ``device``."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "auto":
+        return "bf16" if bf16_supported(device) else "fp32"
+    return precision
+
+
+def policy_for(vision: bool, features_dim: int = 512, precision: str = "fp32") -> tuple[Any, dict[str, Any]]:
+    """(SB3 policy, policy_kwargs) for PPO; ``precision`` ("bf16"/"fp32", resolved) for the vision CNN."""
     if vision:
-        return "MultiInputPolicy", {
+        return KartVisionPolicy, {
             "features_extractor_class": KartVisionExtractor,
-            "features_extractor_kwargs": {"features_dim": int(features_dim)},
+            "features_extractor_kwargs": {"features_dim": int(features_dim), "bf16": precision == "bf16"},
             "normalize_images": False,
             "net_arch": VISION_NET_ARCH,
         }

@@ -82,6 +82,9 @@ class TrainConfig:
     log_std_init: float | None = None
     """Initial log standard deviation of the Gaussian action noise (0: std 1 on [-1, 1] actions;
     -0.5, the default: std 0.6, enough to find braking points without spinning all the time)."""
+    precision: str = "auto"
+    """Vision CNN arithmetic: ``bf16`` (autocast), ``fp32``, or ``auto`` = bf16 where the CPU/GPU
+    computes it natively (AVX-512 BF16 / AMX, or a bf16-capable GPU), else fp32."""
     torch_threads: int | None = None
     """Torch CPU threads; None: all usable cores for vision, 1 for the rays MLP."""
     normalize_reward: bool = True
@@ -233,6 +236,8 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"clip_range must be > 0, not {cfg.clip_range}")
     if cfg.ent_coef < 0:
         raise ConfigError(f"ent_coef must be >= 0, not {cfg.ent_coef}")
+    if cfg.precision not in ("auto", "bf16", "fp32"):
+        raise ConfigError(f"--precision must be auto, bf16 or fp32, not {cfg.precision!r}")
     if cfg.torch_threads is not None and not 1 <= cfg.torch_threads <= 512:
         raise ConfigError(f"--torch-threads must be between 1 and 512, not {cfg.torch_threads}")
     if not -5 <= cfg.log_std_init <= 2:
@@ -436,7 +441,7 @@ def train(
     threads = configure_threads(cfg, device)
     echo(f"Using device: {device}" + (f" ({threads} torch thread{'s' if threads > 1 else ''})" if device == "cpu" else ""))
     tb_dir = str(run.tb) if cfg.tensorboard else None
-    from kartsim.rl.policies import display_policy_name, policy_for
+    from kartsim.rl.policies import display_policy_name, policy_for, resolve_precision
 
     if resume_path is not None:
         echo(f"Resuming model from {resume_path} ({done_steps:,} steps done)")
@@ -458,7 +463,10 @@ def train(
             model.set_random_seed(cfg.seed)
     else:
         echo(f"Creating new model with {display_policy_name(cfg.vision)}")
-        policy, policy_kwargs = policy_for(cfg.vision, cfg.features_dim)
+        precision = resolve_precision(cfg.precision, device)
+        policy, policy_kwargs = policy_for(cfg.vision, cfg.features_dim, precision)
+        if cfg.vision:
+            echo(f"Vision CNN precision: {precision}")
         policy_kwargs["log_std_init"] = cfg.log_std_init
         model = PPO(
             policy,
