@@ -192,11 +192,23 @@ def drive(
         result.laps = int(stats.get("laps", info.get("lap", len(result.lap_times))))
         result.mean_speed = float(stats.get("mean_speed", np.mean(speeds) if speeds else 0.0))
         result.off_track_share = float(stats.get("off_track_share", np.mean(off) if off else 0.0))
-        result.progress_m = float(stats.get("progress_m", info.get("progress", 0.0)))
+        if "progress_m" in stats:
+            result.progress_m = float(stats["progress_m"])
+        else:  # stopped early: laps driven plus the position on the current lap
+            result.progress_m = float(info.get("progress", 0.0)) + result.laps * _lap_length(env)
         results.append(result)
         if on_episode is not None:
             on_episode(episode, result)
     return results
+
+
+def _lap_length(env: Any) -> float:
+    """Length of the lap of the env's (first) kart, 0 when the env does not say."""
+    try:
+        race = env.unwrapped.race
+        return float(race.stack.tracks[int(race.state.track_idx[0])].length)
+    except (AttributeError, IndexError, TypeError):
+        return 0.0
 
 
 def has_display() -> bool:
@@ -336,7 +348,10 @@ def play(
     if render_mode is None:
         echo("No display found: driving without a window (use --record lap.gif to save a video)")
 
-    recorder = Recorder(record_path, fps=record_fps) if record_path is not None else None
+    recorder = None
+    if record_path is not None:  # GIFs are held in memory and big: a smaller picture than MP4s
+        width = 480 if record_path.suffix.lower() == ".gif" else 640
+        recorder = Recorder(record_path, fps=record_fps, max_width=width)
     from kartsim.dashboard.live import session_feed
 
     live = session_feed("play", driver.path.stem)  # runs/_live/*.json for `kartsim dashboard` (or None)
