@@ -176,7 +176,7 @@ def test_a_run_deleted_while_open_answers_a_message(client, lap_csvs):
 
 def test_live_websocket_reports_a_deleted_run(client):
     run = make_run(client.runs, "w")
-    pub = LivePublisher(run / "live.json", kind="train", name="w", hz=50)
+    pub = LivePublisher(run / "live.feed", kind="train", name="w", hz=50)
     pub.publish({"karts": [[1.0, 2.0, 0.0, 3.0]], "ego": 0, "tel": {"speed": 3.0}})
     with client.websocket_connect("/ws/live/run/runs/w") as ws:
         first = json.loads(ws.receive_text())
@@ -191,14 +191,14 @@ def test_live_websocket_reports_a_deleted_run(client):
 
 def test_runs_list_states_and_progress(client):
     running = make_run(client.runs, "running")
-    (running / "live.json").write_text(json.dumps({
+    (running / "live.feed").write_text(json.dumps({
         "v": 1, "kind": "train", "pid": os.getpid(), "host": None, "active": True, "t": time.time(),
         "progress": {"num_timesteps": 4321, "total_timesteps": 10000, "steps_per_second": 250.0, "eta_s": 22.7,
                      "device": "cpu"}}))
     dead = make_run(client.runs, "dead")
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
-    (dead / "live.json").write_text(json.dumps({"v": 1, "kind": "train", "pid": proc.pid, "active": True}))
+    (dead / "live.feed").write_text(json.dumps({"v": 1, "kind": "train", "pid": proc.pid, "active": True}))
     done = make_run(client.runs, "done", steps=2000)
     (done / "done_final.zip").write_bytes(b"PK")
     stopped = make_run(client.runs, "stopped", steps=3000)
@@ -317,6 +317,41 @@ def test_publisher_rate_limits_and_writes_whole_documents(tmp_path):
     assert gone.failed and not gone.due()
 
 
+def test_feed_file_readers_never_see_half_a_document(tmp_path):
+    import struct
+    import threading
+
+    pub = LivePublisher(tmp_path / "x.feed", kind="train", name="x", hz=1e6)
+    pub.period = 0.0
+    stop = threading.Event()
+
+    def writer():
+        i = 0
+        while not stop.is_set():
+            i += 1
+            pub.publish({"karts": [[float(i), 0.0, 0.0, 0.0]] * (1 + i % 60), "i": i})
+            time.sleep(0.0002)  # a frame every fraction of a millisecond (real feeds: every 50 ms)
+
+    th = threading.Thread(target=writer)
+    th.start()
+    try:
+        seen = []
+        for _ in range(300):
+            doc = read_live(tmp_path / "x.feed")
+            if doc is not None:
+                assert len(doc["karts"]) == 1 + doc["i"] % 60 and doc["karts"][-1][0] == doc["i"]
+                seen.append(doc["i"])
+    finally:
+        stop.set()
+        th.join()
+    assert len(seen) > 50 and seen == sorted(seen)
+    # a writer that died in the middle of a frame leaves an odd sequence number: no document
+    with open(tmp_path / "x.feed", "r+b") as fh:
+        fh.seek(8)
+        fh.write(struct.pack("<Q", 7))
+    assert read_live(tmp_path / "x.feed", retries=3) is None
+
+
 def test_session_feeds_follow_the_environment(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("KARTSIM_RUNS_DIR", raising=False)
@@ -344,7 +379,7 @@ def test_drive_publishes_kart_positions_to_a_live_file(tmp_path, monkeypatch):
 
     class Spy(ScriptedEvents):
         def poll(self, sim_time):
-            for p in (tmp_path / "runs" / "_live").glob("*.json"):
+            for p in (tmp_path / "runs" / "_live").glob("*.feed"):
                 doc = read_live(p)
                 if doc:
                     frames.append(doc)
@@ -357,7 +392,7 @@ def test_drive_publishes_kart_positions_to_a_live_file(tmp_path, monkeypatch):
     last = frames[-1]
     assert last["kind"] == "drive" and len(last["karts"]) == 2 and last["track"]["name"] == "oval"
     assert last["tel"]["throttle"] > 0
-    assert not list((tmp_path / "runs" / "_live").glob("*.json"))  # removed at the end
+    assert not list((tmp_path / "runs" / "_live").glob("*.feed"))  # removed at the end
 
 
 def test_live_sources_list_hides_dead_sessions(client):
@@ -365,8 +400,8 @@ def test_live_sources_list_hides_dead_sessions(client):
     folder.mkdir()
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
-    (folder / "play-old-1.json").write_text(json.dumps({"kind": "play", "pid": proc.pid, "active": True}))
-    pub = LivePublisher(folder / "drive-oval-2.json", kind="drive", name="drive oval")
+    (folder / "play-old-1.feed").write_text(json.dumps({"kind": "play", "pid": proc.pid, "active": True}))
+    pub = LivePublisher(folder / "drive-oval-2.feed", kind="drive", name="drive oval")
     pub.publish({"track": {"name": "oval", "path": None}, "karts": [[5.0, 5.0, 0.0, 1.0]]})
     sources = client.get("/api/live").json()["sources"]
     assert [s["id"] for s in sources] == ["session/runs/drive-oval-2"]

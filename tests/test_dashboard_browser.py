@@ -257,5 +257,7 @@ def test_training_still_ran_and_stops_cleanly(site):
     train = site["train"]
     assert train.poll() is None, (site["root"] / "train.log").read_text()[-2000:]
     _stop(train)
-    live = json.loads((site["runs"] / RUN / "live.json").read_text())
+    from kartsim.dashboard.live import read_live
+
+    live = read_live(site["runs"] / RUN / "live.feed")
     assert live["kind"] == "train" and live["progress"]["num_timesteps"] > 0

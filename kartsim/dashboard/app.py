@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from kartsim.dashboard.data import DashboardError, Library, live_state
-from kartsim.dashboard.live import read_live
+from kartsim.dashboard.live import feed_version, read_live
 
 STATIC = Path(__file__).parent / "static"
 POLL_S = 0.02          # how often a websocket looks for a new live document (50 Hz > 20 Hz feeds)
@@ -173,11 +172,7 @@ def create_app(runs_dir: str | Path = "runs", job_store: str | None = None, jobs
         last_change = last_check = time.monotonic()
         try:
             while True:
-                try:
-                    st = os.stat(path)
-                    key = (st.st_mtime_ns, st.st_size, st.st_ino)
-                except OSError:
-                    key = None
+                key = feed_version(path)
                 if key is None:
                     if status != "missing":
                         status = "missing"
@@ -192,7 +187,7 @@ def create_app(runs_dir: str | Path = "runs", job_store: str | None = None, jobs
                     last_change = now
                     doc = read_live(path)
                     if doc is not None:
-                        alive, reason = live_state(doc, st.st_mtime)
+                        alive, reason = live_state(doc)
                         if not alive:
                             if status != reason:
                                 status = reason
@@ -206,7 +201,7 @@ def create_app(runs_dir: str | Path = "runs", job_store: str | None = None, jobs
                 elif status is None and now - last_change > 2.0 and now - last_check > 1.0:
                     # no new frame for a while (a PPO update, or the producer died): is it still there?
                     last_check = now
-                    alive, reason = live_state(read_live(path), st.st_mtime)
+                    alive, reason = live_state(read_live(path))
                     if not alive:
                         status = reason
                         await ws.send_text(json.dumps({"type": "status", "state": "ended",

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from kartsim.dashboard.live import LIVE_FILE, SESSIONS_DIR, read_live
+from kartsim.dashboard.live import FEED_SUFFIX, LIVE_FILE, SESSIONS_DIR, read_live
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 STEPS_RE = re.compile(r"_(\d+)_steps\.zip$")
@@ -77,6 +77,13 @@ def _mtime(path: Path) -> float | None:
         return None
 
 
+def _doc_time(doc: dict[str, Any] | None) -> float | None:
+    try:
+        return float(doc["t"]) if doc and doc.get("t") else None
+    except (TypeError, ValueError):
+        return None
+
+
 def _read_json(path: Path) -> tuple[Any, str | None]:
     """(data, problem): problem is a message when the file exists but is not valid JSON."""
     try:
@@ -117,15 +124,18 @@ def pid_alive(pid: Any, host: Any = None) -> bool | None:
     return True
 
 
-def live_state(doc: dict[str, Any] | None, mtime: float | None) -> tuple[bool, str]:
+def live_state(doc: dict[str, Any] | None) -> tuple[bool, str]:
     """(is the producer alive, a short reason) for a live document."""
     if not doc:
         return False, "no live feed"
     if not doc.get("active"):
         return False, "ended"
     alive = pid_alive(doc.get("pid"), doc.get("host"))
-    if alive is None:  # another machine (a Ray node): trust a recent update
-        alive = mtime is not None and time.time() - mtime < STALE_S
+    if alive is None:  # another machine (a Ray node): trust a recent frame
+        try:
+            alive = time.time() - float(doc.get("t") or 0) < STALE_S
+        except (TypeError, ValueError):
+            alive = False
     return bool(alive), "live" if alive else "the process is gone (killed or interrupted)"
 
 
@@ -403,9 +413,9 @@ class Library:
         env = config.get("env") if isinstance(config.get("env"), dict) else {}
         live_path = run / LIVE_FILE
         live = read_live(live_path)
-        live_mtime = _mtime(live_path)
+        live_mtime = _doc_time(live) or _mtime(live_path)
         progress = (live or {}).get("progress") if isinstance((live or {}).get("progress"), dict) else {}
-        alive, live_reason = live_state(live, live_mtime)
+        alive, live_reason = live_state(live)
         ckpts = _checkpoints(run)
         final = run / f"{name}_final.zip"
         telemetry = run / "telemetry_log.csv"
@@ -811,26 +821,24 @@ class Library:
         for key, root in self.roots.items():
             for name in self.run_names(key):
                 p = root.path / name / LIVE_FILE
-                mt = _mtime(p)
-                if mt is None:
+                if not p.is_file():
                     continue
                 doc = read_live(p)
-                alive, reason = live_state(doc, mt)
-                out.append(self._live_entry("run", key, name, doc, alive, reason, mt))
+                alive, reason = live_state(doc)
+                out.append(self._live_entry("run", key, name, doc, alive, reason, _doc_time(doc) or _mtime(p)))
             folder = root.path / SESSIONS_DIR
             try:
-                files = sorted(folder.glob("*.json"))
+                files = sorted(folder.glob("*" + FEED_SUFFIX))
             except OSError:
                 files = []
             for p in files:
                 if not NAME_RE.match(p.stem):
                     continue
-                mt = _mtime(p)
                 doc = read_live(p)
-                alive, reason = live_state(doc, mt)
+                alive, reason = live_state(doc)
                 if not alive:
                     continue  # a session whose process was killed: its file stays, it is not live
-                out.append(self._live_entry("session", key, p.stem, doc, alive, reason, mt))
+                out.append(self._live_entry("session", key, p.stem, doc, alive, reason, _doc_time(doc) or _mtime(p)))
         out.sort(key=lambda s: (not s["live"], -(s["updated"] or 0)))
         return out
 
@@ -849,7 +857,7 @@ class Library:
         if kind == "session":
             if not NAME_RE.match(name or ""):
                 raise DashboardError(f"{name!r} is not a live session name", 403)
-            return self.resolve(key, f"{SESSIONS_DIR}/{name}.json")
+            return self.resolve(key, f"{SESSIONS_DIR}/{name}{FEED_SUFFIX}")
         raise DashboardError(f"unknown live source kind {kind!r} (run or session)", 404)
 
     def live_track(self, kind: str, key: str, name: str) -> dict[str, Any]:

@@ -122,7 +122,7 @@ class TelemetryCSVCallback(BaseCallback):
         self.append = append
         self.writer: TelemetryWriter | None = None
         self._calls = 0
-        self.live = None  # <run>/live.json for `kartsim dashboard` (kartsim.dashboard.live)
+        self.live = None  # <run>/live.feed for `kartsim dashboard` (kartsim.dashboard.live)
 
     def _on_training_start(self) -> None:
         first_episode = _last_episode_in_csv(self.path) + 1 if self.append and self.path.exists() else 0
