@@ -76,7 +76,7 @@ def add_train_arguments(parser: argparse.ArgumentParser, *, vision_flag: bool = 
     h.add_argument("--log-std-init", type=_float, help="initial log std of the action noise (default -0.5)")
     h.add_argument("--precision", choices=["auto", "bf16", "fp32"],
                    help="vision CNN arithmetic (default auto: bf16 where the hardware has it)")
-    h.add_argument("--torch-threads", type=_int, help="torch CPU threads (default: all cores for vision, 1 for rays)")
+    h.add_argument("--torch-threads", type=_int, help="torch CPU threads (default: the idle cores for vision, 1 for rays)")
     h.add_argument("--no-normalize-reward", dest="normalize_reward", action="store_false", default=None,
                    help="train on raw rewards (default: scaled by a running return estimate)")
     v = parser.add_argument_group("vision (with --vision)")
