@@ -302,3 +302,33 @@ def test_resume_a_final_model_to_train_longer(tmp_path):
     (tmp_path / "runs" / "h").mkdir()
     with pytest.raises(ConfigError, match="pass --force"):
         train(_cfg(tmp_path, resume=str(final), timesteps=192, save_name="h"), given={"timesteps", "save_name"})
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_real_ctrl_c_in_the_terminal(tmp_path):
+    import signal
+    import time
+
+    env = dict(os.environ, SDL_VIDEODRIVER="dummy", PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "train_ppo.py"), "--timesteps", "50000000", "--save-name", "c", "--vector-envs",
+         "2", "--n-steps", "64", "--batch-size", "64", "--n-epochs", "1", "--checkpoint-freq", "0"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        for line in proc.stdout:
+            if line.startswith("Starting training"):
+                break
+        time.sleep(2.0)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    saved = Path("runs") / "c" / "checkpoints" / "c_interrupted.zip"
+    assert f"saved {saved}" in out
+    assert f"Resume with: kartsim train --resume {saved} --timesteps 50000000" in out
+    assert (tmp_path / saved).is_file()
