@@ -332,3 +332,14 @@ def test_real_ctrl_c_in_the_terminal(tmp_path):
     assert f"saved {saved}" in out
     assert f"Resume with: kartsim train --resume {saved} --timesteps 50000000" in out
     assert (tmp_path / saved).is_file()
+
+
+def test_default_batch_size_fits_a_small_rollout(tmp_path):
+    from kartsim.rl.train import TrainConfig, validate
+
+    cfg = TrainConfig(vision=True, vector_envs=2, n_steps=100).resolved()
+    assert cfg.n_steps * cfg.vector_envs % cfg.batch_size == 0 and cfg.batch_size <= 200
+    validate(cfg)
+    given = TrainConfig(vision=True, vector_envs=2, n_steps=100, batch_size=512).resolved()
+    with pytest.raises(ConfigError, match="larger than a rollout"):
+        validate(given)

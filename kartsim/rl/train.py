@@ -131,9 +131,18 @@ class TrainConfig:
     def resolved(self) -> "TrainConfig":
         """A copy with every None default filled in for this policy kind."""
         values = dataclasses.asdict(self)
+        batch_given = values["batch_size"] is not None
         for key, default in MODE_DEFAULTS[self.vision].items():
             if values[key] is None:
                 values[key] = default
+        if not batch_given:
+            # The default minibatch must fit the rollout the user asked for (e.g. --vector-envs 2):
+            # the largest divisor of n_steps x vector_envs not above the default.
+            rollout = max(2, int(values["n_steps"]) * int(values["vector_envs"]))
+            batch = min(int(values["batch_size"]), rollout)
+            while batch > 2 and rollout % batch:
+                batch -= 1
+            values["batch_size"] = batch
         if values["timesteps"] is None:
             values["timesteps"] = 1_000_000
         if values["save_name"] is None:
