@@ -1,0 +1,127 @@
+"""Vision PPO training speed, measured in one run: ours vs the network-only ceiling vs SB3 on CarRacing.
+
+    python benchmarks/train_speed.py [--steps 16384] [--peer-steps 4096] [--no-peer] [--rss]
+
+Rows (steps/s = env steps trained per wall-clock second, collection + updates):
+* kartsim default vision config (`kartsim train --vision` defaults: envs, n_steps, batch, epochs,
+  precision, threads), measured after the first rollout so start-up is not counted;
+* the network-only ceiling of that config: PPO's own update (same policy, batch, epochs,
+  precision) on a full rollout buffer, no env: rollout size ÷ update time;
+* stable-baselines3's default ``PPO("CnnPolicy")`` on Gymnasium's ``CarRacing-v3`` with the same
+  number of envs, for ``--peer-steps`` steps (its default n_steps is 2048 per env, so the peer
+  row includes at least one update only when peer-steps >= 2048 × envs);
+* with ``--rss``: peak resident memory of a 16-env vision training run (a fresh subprocess).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import time
+
+
+def _model_and_env(n_envs: int | None = None):
+    from stable_baselines3 import PPO
+
+    from kartsim.rl.policies import policy_for, resolve_precision
+    from kartsim.rl.train import TrainConfig, build_vec_env, configure_threads, env_config_for, resolve_device
+
+    cfg = TrainConfig(vision=True, vector_envs=n_envs, seed=0).resolved()
+    device = resolve_device(cfg.device)
+    threads = configure_threads(cfg, device)
+    precision = resolve_precision(cfg.precision, device)
+    venv = build_vec_env(env_config_for(cfg), cfg.vector_envs, cfg.seed, telemetry_envs=[],
+                         normalize_reward_gamma=cfg.gamma)
+    policy, kwargs = policy_for(True, cfg.features_dim, precision)
+    kwargs["log_std_init"] = cfg.log_std_init
+    model = PPO(policy, venv, learning_rate=cfg.learning_rate, n_steps=cfg.n_steps, batch_size=cfg.batch_size,
+                n_epochs=cfg.n_epochs, policy_kwargs=kwargs, device=device, seed=0, verbose=0)
+    return model, cfg, precision, threads
+
+
+def ours(steps: int) -> tuple[float, float, str]:
+    """(training steps/s, network-only ceiling steps/s, description) for the default vision config."""
+    model, cfg, precision, threads = _model_and_env()
+    rollout = cfg.n_steps * cfg.vector_envs
+    model.learn(rollout)  # first rollout + update: warm-up (numba, allocator, autocast caches)
+    t0 = time.perf_counter()
+    model.learn(max(steps, rollout), reset_num_timesteps=False)
+    trained = model.num_timesteps - rollout
+    train_rate = trained / (time.perf_counter() - t0)
+    # Ceiling: PPO's update on the (full) rollout buffer the last learn() left behind, no env.
+    t0 = time.perf_counter()
+    repeats = 2
+    for _ in range(repeats):
+        model.train()
+    ceiling = repeats * rollout / (time.perf_counter() - t0)
+    desc = (f"{cfg.vector_envs} envs x {cfg.n_steps} steps, batch {cfg.batch_size}, {cfg.n_epochs} epochs, "
+            f"{precision}, {threads} torch thread(s)")
+    model.get_env().close()
+    return train_rate, ceiling, desc
+
+
+def peer(n_envs: int, steps: int) -> float | None:
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.env_util import make_vec_env
+
+    try:
+        venv = make_vec_env("CarRacing-v3", n_envs=n_envs, seed=0)
+    except Exception as exc:
+        print(f"(CarRacing-v3 unavailable: {exc}; install the bench extra: pip install -e .[bench])")
+        return None
+    model = PPO("CnnPolicy", venv, seed=0, verbose=0, device="cpu")
+    t0 = time.perf_counter()
+    model.learn(steps)
+    rate = model.num_timesteps / (time.perf_counter() - t0)
+    venv.close()
+    return rate
+
+
+def peak_rss_mb(steps: int) -> float:
+    """Peak RSS (MB) of a fresh process training the default vision config with 16 envs."""
+    code = (
+        "import resource, sys\n"
+        "sys.path.insert(0, %r)\n"
+        "from train_speed import _model_and_env\n"
+        "model, cfg, *_ = _model_and_env(16)\n"
+        "model.learn(%d)\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n"
+    ) % (os.path.dirname(os.path.abspath(__file__)), steps)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=16384, help="env steps timed for our config")
+    parser.add_argument("--peer-steps", type=int, default=4096, help="env steps of SB3 CnnPolicy on CarRacing-v3")
+    parser.add_argument("--no-peer", action="store_true")
+    parser.add_argument("--rss", action="store_true", help="also measure the peak RSS of a 16-env run")
+    args = parser.parse_args()
+
+    rate, ceiling, desc = ours(args.steps)
+    from kartsim.rl.train import TrainConfig
+
+    n_envs = TrainConfig(vision=True).resolved().vector_envs
+    peer_rate = None if args.no_peer else peer(n_envs, args.peer_steps)
+
+    print(f"# train_speed  {time.strftime('%Y-%m-%d %H:%M')}  {platform.machine()}  "
+          f"{os.cpu_count()} CPUs  load {os.getloadavg()[0]:.1f}")
+    print(f"kartsim default vision config: {desc}")
+    print(f"{'row':<52} {'steps/s':>10}")
+    print(f"{'kartsim vision PPO (collection + updates)':<52} {rate:>10,.0f}")
+    print(f"{'network-only ceiling (same policy/batch/epochs)':<52} {ceiling:>10,.0f}")
+    if peer_rate:
+        print(f"{f'SB3 PPO(CnnPolicy) on CarRacing-v3, {n_envs} envs':<52} {peer_rate:>10,.0f}")
+    print(f"ratio kartsim / ceiling: {rate / ceiling:.0%}")
+    if peer_rate:
+        print(f"ratio kartsim / SB3 CnnPolicy on CarRacing-v3: {rate / peer_rate:.1f}x")
+    if args.rss:
+        print(f"peak RSS of a 16-env vision training run: {peak_rss_mb(args.steps):,.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
