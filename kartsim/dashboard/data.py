@@ -189,7 +189,7 @@ class _CsvCache:
     frames: list[Any] = field(default_factory=list)
     df: Any = None
     laps: Any = None
-    laps_offset: int = -1
+    laps_offset: Any = None
 
 
 class TelemetryReader:
@@ -197,8 +197,11 @@ class TelemetryReader:
     written is left for the next read), only new bytes are parsed when the file grows, and any
     malformed content becomes a DashboardError naming the line."""
 
-    def __init__(self) -> None:
-        self._cache: dict[str, _CsvCache] = {}
+    def __init__(self, keep: int = 8) -> None:
+        from collections import OrderedDict
+
+        self._cache: OrderedDict[str, _CsvCache] = OrderedDict()  # the `keep` most recently read files
+        self.keep = keep
         self._lock = threading.Lock()
 
     def read(self, path: Path, label: str) -> Any:
@@ -216,6 +219,9 @@ class TelemetryReader:
             if c is None or c.ino != st.st_ino or st.st_size < c.offset:
                 c = _CsvCache(ino=st.st_ino)
                 self._cache[str(path)] = c
+            self._cache.move_to_end(str(path))
+            while len(self._cache) > self.keep:
+                self._cache.popitem(last=False)
             if st.st_size > c.offset:
                 try:
                     with open(path, "rb") as fh:
@@ -258,13 +264,14 @@ class TelemetryReader:
         from kartsim.compare import extract_laps
 
         df = self.read(path, label)
-        c = self._cache[str(path)]
-        if c.laps is None or c.laps_offset != c.offset:
+        c = self._cache.get(str(path)) or _CsvCache(ino=-1)  # (evicted meanwhile: not cached)
+        key = (c.offset, track_length)
+        if c.laps is None or c.laps_offset != key:
             try:
-                c.laps = extract_laps(df, label, track_length)
+                laps = extract_laps(df, label, track_length)
             except Exception as exc:  # a malformed column that survived parsing
                 raise DashboardError(f"{label}: cannot find laps ({exc.__class__.__name__}: {exc})", 422) from None
-            c.laps_offset = c.offset
+            c.laps, c.laps_offset = laps, key
         return c.laps
 
     @staticmethod
