@@ -262,6 +262,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {cond:9s} run {r + 1}: {rate:,.0f} steps/s"
                       + (f", {feed['frames']:.0f} live frames ({feed['frames_per_s']:.1f}/s overall, "
                          f"{feed['rollout_frames_per_s']:.1f}/s during rollouts)" if feed else ""), flush=True)
+        rate, _ = train_once(work, "baseline_end", args.timesteps, False, extra)  # closes the last bracket
+        rates["baseline"].append(rate)
+        print(f"  baseline  run {args.repeats + 1}: {rate:,.0f} steps/s", flush=True)
     finally:
         dash.send_signal(signal.SIGTERM)
         try:
@@ -273,10 +276,13 @@ def main(argv: list[str] | None = None) -> int:
     base = statistics.median(rates["baseline"])
     print()
     print(f"Training slow-down with the dashboard open ({args.timesteps:,} steps per run, {args.repeats} interleaved "
-          f"runs per condition, {os.cpu_count()} CPU cores{', train ' + args.train_args if args.train_args else ''}):")
+          f"runs per condition, {os.cpu_count()} CPU cores{', train ' + args.train_args if args.train_args else ''}). "
+          "Paired ratio: each run against the mean of the baseline runs just before and after it (the machine's "
+          "load drifts; this cancels most of it).")
     print()
-    print("| condition | steps/s (median) | min - max | ratio to baseline | live frames/s received (overall / during rollouts) |")
-    print("|---|---:|---:|---:|---:|")
+    print("| condition | steps/s (median) | min - max | ratio of medians | paired ratio (median) | "
+          "live frames/s received (overall / during rollouts) |")
+    print("|---|---:|---:|---:|---:|---:|")
     result = {"timesteps": args.timesteps, "repeats": args.repeats, "cpu_count": os.cpu_count(), "side_channel": costs,
               "conditions": {}}
     for cond in conditions:
@@ -284,8 +290,12 @@ def main(argv: list[str] | None = None) -> int:
         fr = feeds[cond]
         fps = (f"{statistics.median(f['frames_per_s'] for f in fr):.1f} / "
                f"{statistics.median(f['rollout_frames_per_s'] for f in fr):.1f}") if fr else "-"
-        print(f"| {cond} | {med:,.0f} | {min(rates[cond]):,.0f} - {max(rates[cond]):,.0f} | {med / base:.3f} | {fps} |")
-        result["conditions"][cond] = {"steps_per_s": rates[cond], "median": med, "ratio": med / base, "feeds": fr}
+        b = rates["baseline"]
+        paired = [x / ((b[i] + b[i + 1]) / 2) for i, x in enumerate(rates[cond])] if cond != "baseline" else [1.0]
+        print(f"| {cond} | {med:,.0f} | {min(rates[cond]):,.0f} - {max(rates[cond]):,.0f} | {med / base:.3f} | "
+              f"{statistics.median(paired):.3f} | {fps} |")
+        result["conditions"][cond] = {"steps_per_s": rates[cond], "median": med, "ratio": med / base,
+                                      "paired_ratios": paired, "feeds": fr}
     print()
     print(f"Side channel, per frame of 64 karts ({costs['frame_bytes']:.0f} bytes of JSON, encoded in "
           f"{costs['json_us']:.0f} us):")
