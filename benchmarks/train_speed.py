@@ -7,9 +7,9 @@ Rows (steps/s = env steps trained per wall-clock second, collection + updates):
   precision, threads), measured after the first rollout so start-up is not counted;
 * the network-only ceiling of that config: PPO's own update (same policy, batch, epochs,
   precision) on a full rollout buffer, no env: rollout size ÷ update time;
-* stable-baselines3's default ``PPO("CnnPolicy")`` on Gymnasium's ``CarRacing-v3`` with the same
-  number of envs, for ``--peer-steps`` steps (its default n_steps is 2048 per env, so the peer
-  row includes at least one update only when peer-steps >= 2048 × envs);
+* stable-baselines3's default ``PPO("CnnPolicy")`` on Gymnasium's ``CarRacing-v3``, ``--peer-envs``
+  envs (default: as many as ours) for ``--peer-steps`` steps; its default n_steps is 2048 per env,
+  so the row includes an update only when peer-steps >= 2048 × peer-envs;
 * with ``--rss``: peak resident memory of a 16-env vision training run (a fresh subprocess).
 """
 
@@ -97,7 +97,11 @@ def peak_rss_mb(steps: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=16384, help="env steps timed for our config")
-    parser.add_argument("--peer-steps", type=int, default=4096, help="env steps of SB3 CnnPolicy on CarRacing-v3")
+    parser.add_argument("--peer-steps", type=int, default=8192,
+                        help="env steps of SB3 CnnPolicy on CarRacing-v3 (8192 = one full rollout + update at 4 envs)")
+    parser.add_argument("--peer-envs", type=int, default=None,
+                        help="envs of the peer (default: as many as our config; SB3's default n_steps is 2048 "
+                             "per env, so 16 envs need 32768 steps before its first update)")
     parser.add_argument("--no-peer", action="store_true")
     parser.add_argument("--rss", action="store_true", help="also measure the peak RSS of a 16-env run")
     args = parser.parse_args()
@@ -106,7 +110,8 @@ def main() -> None:
     from kartsim.rl.train import TrainConfig
 
     n_envs = TrainConfig(vision=True).resolved().vector_envs
-    peer_rate = None if args.no_peer else peer(n_envs, args.peer_steps)
+    peer_envs = args.peer_envs or n_envs
+    peer_rate = None if args.no_peer else peer(peer_envs, args.peer_steps)
 
     print(f"# train_speed  {time.strftime('%Y-%m-%d %H:%M')}  {platform.machine()}  "
           f"{os.cpu_count()} CPUs  load {os.getloadavg()[0]:.1f}")
@@ -115,7 +120,7 @@ def main() -> None:
     print(f"{'kartsim vision PPO (collection + updates)':<52} {rate:>10,.0f}")
     print(f"{'network-only ceiling (same policy/batch/epochs)':<52} {ceiling:>10,.0f}")
     if peer_rate:
-        print(f"{f'SB3 PPO(CnnPolicy) on CarRacing-v3, {n_envs} envs':<52} {peer_rate:>10,.0f}")
+        print(f"{f'SB3 PPO(CnnPolicy) on CarRacing-v3, {peer_envs} envs':<52} {peer_rate:>10,.0f}")
     print(f"ratio kartsim / ceiling: {rate / ceiling:.0%}")
     if peer_rate:
         print(f"ratio kartsim / SB3 CnnPolicy on CarRacing-v3: {rate / peer_rate:.1f}x")
