@@ -24,7 +24,7 @@ from pettingzoo import ParallelEnv
 from kartsim.envs.config import EnvConfig
 from kartsim.envs.observations import Observer
 from kartsim.envs.race_env import RaceOptions, kart_info, mixed_levels, split_options
-from kartsim.envs.render import TrackMap
+from kartsim.envs.render import TrackMaps
 from kartsim.envs.tracks import load_track_stack
 from kartsim.errors import ConfigError
 from kartsim.multikart import GridRace, Opponents, RaceRules
@@ -76,7 +76,7 @@ class KartRaceParallelEnv(ParallelEnv):
             self.opp = Opponents(self.race, idx, "ai", levels, rng=self._opp_rng)
         self._np_random = np.random.default_rng()
         self._prev_position = np.zeros(n, np.int64)
-        self._maps: dict[int, TrackMap] = {}
+        self._maps = TrackMaps(self.race.stack.tracks)
 
     # ------------------------------------------------------------------------------ spaces
     @functools.lru_cache(maxsize=None)
@@ -155,8 +155,6 @@ class KartRaceParallelEnv(ParallelEnv):
             return None
         st, r = self.race.state, self.race
         t = int(st.track_idx[0])
-        if t not in self._maps:
-            self._maps[t] = TrackMap(r.stack.tracks[t])
         return self._maps[t].draw(np.column_stack([st.x, st.y, st.yaw]))
 
     def close(self) -> None:

@@ -27,7 +27,7 @@ from gymnasium import spaces
 
 from kartsim.envs.config import EnvConfig
 from kartsim.envs.observations import Observer
-from kartsim.envs.render import TrackMap, compose_frame
+from kartsim.envs.render import TrackMaps, compose_frame
 from kartsim.envs.tracks import load_track_stack
 from kartsim.errors import ConfigError
 from kartsim.multikart import GridRace, Opponents, RaceRules
@@ -157,7 +157,7 @@ class KartRaceEnv(gym.Env):
                 self.opp = Opponents(self.race, idx, "ai", levels, rng=self._opp_rng)
             else:
                 self.opp = Opponents(self.race, idx, "model", model_path=opts.opponent)
-        self._maps: dict[int, TrackMap] = {}
+        self._maps = TrackMaps(self.race.stack.tracks)
         self._window = None
         self._prev_position = 1
 
@@ -242,8 +242,6 @@ class KartRaceEnv(gym.Env):
             return None
         st, r = self.race.state, self.race
         t = int(st.track_idx[0])
-        if t not in self._maps:
-            self._maps[t] = TrackMap(r.stack.tracks[t])
         frame = self._maps[t].draw(np.column_stack([st.x, st.y, st.yaw]))
         lines = [f"{st.speed[0] * 3.6:5.1f} km/h  lap {min(r.laps[0] + 1, self.options.laps)}/{self.options.laps}",
                  f"P{r.position[0]}/{r.n}" + (f"  +{r.gap[0]:.1f} s" if r.position[0] > 1 else "")]

@@ -41,6 +41,19 @@ class TrackMap:
         return img
 
 
+class TrackMaps:
+    """One :class:`TrackMap` per track of a stack, made when first drawn."""
+
+    def __init__(self, tracks: list[Track]) -> None:
+        self.tracks = tracks
+        self._maps: dict[int, TrackMap] = {}
+
+    def __getitem__(self, t: int) -> TrackMap:
+        if t not in self._maps:
+            self._maps[t] = TrackMap(self.tracks[t])
+        return self._maps[t]
+
+
 def compose_frame(map_img: np.ndarray, camera: np.ndarray | None, lines: list[str]) -> np.ndarray:
     """The map with the camera view inset in the top-left corner and text lines below it."""
     img = map_img.copy()

@@ -11,7 +11,7 @@ from gymnasium import spaces
 from kartsim.envs.config import EnvConfig
 from kartsim.envs.info import reset_info, step_infos
 from kartsim.envs.observations import Observer
-from kartsim.envs.render import TrackMap, Window, compose_frame
+from kartsim.envs.render import TrackMaps, Window, compose_frame
 from kartsim.envs.tracks import load_track_stack
 from kartsim.race import Race
 
@@ -85,7 +85,7 @@ class KartEnv(gym.Env):
         self.action_space = spaces.Box(-1.0, 1.0, (2,), np.float32)
         self.metadata = dict(self.metadata, render_fps=round(1.0 / self.race.step_dt))
         self._trail: list[tuple[float, float]] = []
-        self._maps: dict[int, TrackMap] = {}
+        self._maps = TrackMaps(self.race.stack.tracks)
         self._window: Window | None = None
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
@@ -118,10 +118,7 @@ class KartEnv(gym.Env):
             return None
         st, r = self.race.state, self.race
         t = int(st.track_idx[0])
-        if t not in self._maps:
-            self._maps[t] = TrackMap(r.stack.tracks[t])
-        track_map = self._maps[t]
-        frame = track_map.draw(np.array([[st.x[0], st.y[0], st.yaw[0]]]), [np.asarray(self._trail)])
+        frame = self._maps[t].draw(np.array([[st.x[0], st.y[0], st.yaw[0]]]), [np.asarray(self._trail)])
         best = r.best_lap[0]
         lines = [f"{st.speed[0] * 3.6:5.1f} km/h  lap {r.laps[0] + 1}  {r.lap_time[0]:6.2f} s",
                  f"best {best:6.2f} s" if np.isfinite(best) else "best  --"]

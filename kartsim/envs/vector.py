@@ -21,7 +21,7 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices
 from kartsim.envs.config import EnvConfig
 from kartsim.envs.info import reset_info, step_infos
 from kartsim.envs.observations import Observer
-from kartsim.envs.render import TrackMap, compose_frame
+from kartsim.envs.render import TrackMaps, compose_frame
 from kartsim.envs.tracks import load_track_stack
 from kartsim.errors import ConfigError
 from kartsim.race import Race
@@ -54,7 +54,7 @@ class KartVecEnv(VecEnv):
         if seed is not None:
             self.seed(seed)
         self._actions = np.zeros((n_envs, 2))
-        self._maps: dict[int, TrackMap] = {}
+        self._maps = TrackMaps(self.race.stack.tracks)
 
     # ------------------------------------------------------------------ VecEnv API
     def reset(self):
@@ -119,8 +119,6 @@ class KartVecEnv(VecEnv):
         """Map of kart ``i``'s track with the kart on it (and its camera view for vision envs)."""
         st = self.race.state
         t = int(st.track_idx[i])
-        if t not in self._maps:
-            self._maps[t] = TrackMap(self.race.stack.tracks[t])
         frame = self._maps[t].draw(np.array([[st.x[i], st.y[i], st.yaw[i]]]))
         camera = self.observer.frame[i] if self.config.vision else None
         return compose_frame(frame, camera, [f"{st.speed[i] * 3.6:5.1f} km/h  lap {self.race.laps[i] + 1}"])
