@@ -1,6 +1,6 @@
 """Vision PPO training speed, measured in one run: ours vs the network-only ceiling vs SB3 on CarRacing.
 
-    python benchmarks/train_speed.py [--steps 16384] [--peer-steps 4096] [--no-peer] [--rss]
+    python benchmarks/train_speed.py [--steps 16384] [--peer-envs 4] [--peer-steps 8192] [--no-peer]
 
 Rows (steps/s = env steps trained per wall-clock second, collection + updates):
 * kartsim default vision config (`kartsim train --vision` defaults: envs, n_steps, batch, epochs,
@@ -9,8 +9,9 @@ Rows (steps/s = env steps trained per wall-clock second, collection + updates):
   precision) on a full rollout buffer, no env: rollout size ÷ update time;
 * stable-baselines3's default ``PPO("CnnPolicy")`` on Gymnasium's ``CarRacing-v3``, ``--peer-envs``
   envs (default: as many as ours) for ``--peer-steps`` steps; its default n_steps is 2048 per env,
-  so the row includes an update only when peer-steps >= 2048 × peer-envs;
-* with ``--rss``: peak resident memory of a 16-env vision training run (a fresh subprocess).
+  so the row includes an update only when peer-steps >= 2048 × peer-envs.
+
+Peak memory is measured by ``benchmarks/memory.py``.
 """
 
 from __future__ import annotations
@@ -18,8 +19,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import subprocess
-import sys
 import time
 
 
@@ -80,20 +79,6 @@ def peer(n_envs: int, steps: int) -> float | None:
     return rate
 
 
-def peak_rss_mb(steps: int) -> float:
-    """Peak RSS (MB) of a fresh process training the default vision config with 16 envs."""
-    code = (
-        "import resource, sys\n"
-        "sys.path.insert(0, %r)\n"
-        "from train_speed import _model_and_env\n"
-        "model, cfg, *_ = _model_and_env(16)\n"
-        "model.learn(%d)\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n"
-    ) % (os.path.dirname(os.path.abspath(__file__)), steps)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return float(out.stdout.strip().splitlines()[-1])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=16384, help="env steps timed for our config")
@@ -103,7 +88,6 @@ def main() -> None:
                         help="envs of the peer (default: as many as our config; SB3's default n_steps is 2048 "
                              "per env, so 16 envs need 32768 steps before its first update)")
     parser.add_argument("--no-peer", action="store_true")
-    parser.add_argument("--rss", action="store_true", help="also measure the peak RSS of a 16-env run")
     args = parser.parse_args()
 
     rate, ceiling, desc = ours(args.steps)
@@ -124,8 +108,6 @@ def main() -> None:
     print(f"ratio kartsim / ceiling: {rate / ceiling:.0%}")
     if peer_rate:
         print(f"ratio kartsim / SB3 CnnPolicy on CarRacing-v3: {rate / peer_rate:.1f}x")
-    if args.rss:
-        print(f"peak RSS of a 16-env vision training run: {peak_rss_mb(args.steps):,.0f} MB")
 
 
 if __name__ == "__main__":
