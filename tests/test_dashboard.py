@@ -180,7 +180,7 @@ def test_live_websocket_reports_a_deleted_run(client):
     pub.publish({"karts": [[1.0, 2.0, 0.0, 3.0]], "ego": 0, "tel": {"speed": 3.0}})
     with client.websocket_connect("/ws/live/run/runs/w") as ws:
         first = json.loads(ws.receive_text())
-        assert first["type"] == "frame" and first["karts"] == [[1.0, 2.0, 0.0, 3.0]]
+        assert "type" not in first and first["karts"] == [[1.0, 2.0, 0.0, 3.0]] and first["kind"] == "train"
         shutil.rmtree(run)
         msg = json.loads(ws.receive_text())
         assert msg["type"] == "status" and "no live feed" in msg["message"]
@@ -262,6 +262,9 @@ def test_learning_curves_from_tensorboard_and_the_telemetry_csv(client, lap_csvs
     assert "csv/reward" in figs or "csv/mean_speed" in figs
     trace = figs["rollout/ep_rew_mean"]["figure"]["data"][0]
     assert trace["x"] == [256, 512, 768]
+    template = r.json()["template"]
+    assert template["layout"]["plot_bgcolor"] == "white"  # plotly_white, sent once per page
+    assert "template" not in client.get("/api/run/runs/curves/curves?template=0").json()
 
 
 # --------------------------------------------------------------------------------------- lap analysis

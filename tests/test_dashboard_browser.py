@@ -96,7 +96,7 @@ def site(chromium, tmp_path_factory):
     train_log = open(root / "train.log", "w")
     # a large total, stopped with Ctrl-C once the pages have been checked (it must still be running then)
     train = subprocess.Popen(
-        [sys.executable, "-m", "kartsim", "train", "--timesteps", "300000", "--save-name", RUN, "--vector-envs", "2",
+        [sys.executable, "-m", "kartsim", "train", "--timesteps", "5000000", "--save-name", RUN, "--vector-envs", "2",
          "--n-steps", "32", "--batch-size", "64", "--n-epochs", "1", "--tensorboard", "--checkpoint-freq", "2000",
          "--no-progress", "--seed", "0", "--device", "cpu", "--track-name", "oval.png",
          "--runs-dir", str(runs), "--models-dir", str(root / "models")],

@@ -11,8 +11,9 @@ nothing fetched from the internet):
 ====================  ===================================================================
 
 JSON API under ``/api/``; every problem is ``{"error": message}`` with a 4xx status. The live
-feed is the websocket ``/ws/live/<kind>/<root>/<name>`` (text frames: the producer's JSON document,
-or ``{"type": "status", ...}`` when the feed is missing or ended).
+feed is the websocket ``/ws/live/<kind>/<root>/<name>`` (text messages: the producer's JSON document
+as it wrote it, or ``{"type": "status" | "error", "message": ...}`` when the feed is missing or
+ended).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from kartsim.dashboard.data import DashboardError, Library, live_state
-from kartsim.dashboard.live import feed_version, read_live
+from kartsim.dashboard.live import feed_version, read_live, read_live_bytes
 
 STATIC = Path(__file__).parent / "static"
 POLL_S = 0.02          # how often a websocket looks for a new live document (50 Hz > 20 Hz feeds)
@@ -88,11 +89,14 @@ def create_app(runs_dir: str | Path = "runs", job_store: str | None = None, jobs
         return lib.run_summary(p["root"], p["name"])
 
     def curves(request: Request) -> dict[str, Any]:
-        from kartsim.dashboard.figures import learning_figures
+        from kartsim.dashboard.figures import learning_figures, template
 
         p = request.path_params
         data = lib.curves(p["root"], p["name"])
-        return {"figures": learning_figures(data), "messages": data["messages"]}
+        out = {"figures": learning_figures(data), "messages": data["messages"]}
+        if request.query_params.get("template") != "0":
+            out["template"] = template()
+        return out
 
     def live_list(request: Request) -> dict[str, Any]:
         return {"sources": lib.live_sources()}
@@ -185,19 +189,22 @@ def create_app(runs_dir: str | Path = "runs", job_store: str | None = None, jobs
                 if key != last_key:
                     last_key = key
                     last_change = now
-                    doc = read_live(path)
-                    if doc is not None:
+                    raw = read_live_bytes(path)
+                    # a frame goes out as the producer wrote it (no parsing); anything else is looked at
+                    if raw is not None and b'"active":true' in raw:
+                        status = None
+                        await ws.send_text(raw.decode("utf-8", "replace"))
+                    elif raw is not None:
+                        doc = read_live(path) or {}
                         alive, reason = live_state(doc)
-                        if not alive:
-                            if status != reason:
-                                status = reason
-                                await ws.send_text(json.dumps({"type": "status", "state": "ended", "message":
-                                                               f"the live feed has {reason}" if reason == "ended"
-                                                               else f"not live: {reason}", "last": doc}))
-                        else:
+                        if alive:
                             status = None
-                            doc["type"] = "frame"
                             await ws.send_text(json.dumps(doc, separators=(",", ":")))
+                        elif status != reason:
+                            status = reason
+                            await ws.send_text(json.dumps({"type": "status", "state": "ended", "message":
+                                                           f"the live feed has {reason}" if reason == "ended"
+                                                           else f"not live: {reason}", "last": doc}))
                 elif status is None and now - last_change > 2.0 and now - last_check > 1.0:
                     # no new frame for a while (a PPO update, or the producer died): is it still there?
                     last_check = now

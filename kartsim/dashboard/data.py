@@ -463,7 +463,7 @@ class Library:
         return {
             "root": key, "name": name, "state": state, "reason": reason,
             "steps": steps, "total": total,
-            "steps_per_second": progress.get("steps_per_second") if alive else progress.get("steps_per_second"),
+            "steps_per_second": progress.get("steps_per_second"),  # the last known rate (also of ended runs)
             "eta_s": progress.get("eta_s") if alive else None,
             "device": progress.get("device") or train.get("device"),
             "last_checkpoint": None if last is None else {"name": last[2], "steps": last[0] if last[0] >= 0 else None,

@@ -36,7 +36,8 @@ document length (u32), then the UTF-8 JSON document from byte `HEADER` on. The d
      "progress": {"num_timesteps", "total_timesteps", "steps_per_second", "eta_s", "elapsed_s", "device"}}
                                              # training only
 
-At the end of training the document stays with ``"active": false`` (and the final progress).
+At the end of training the document stays with ``"active": false`` (and the final progress). A
+document never has a key named ``type`` (the dashboard's own status messages do).
 """
 
 from __future__ import annotations
@@ -228,6 +229,20 @@ def race_frame(race: Any, ego: int = 0, max_karts: int = MAX_KARTS) -> dict[str,
     }
 
 
+def info_frame(infos: Any) -> dict[str, Any]:
+    """A frame of env 0 alone from its step info (envs in other processes: no race to look at)."""
+    tel = ((infos or [{}])[0] or {}).get("telemetry") or {}
+    if "x" not in tel:
+        return {}
+    return {
+        "track": {"name": tel.get("track"), "path": None, "size_m": None},
+        "karts": [[round(float(tel.get(k, 0.0)), 2) for k in ("x", "y", "yaw", "speed")]],
+        "ego": 0,
+        "tel": {k: tel[k] for k in ("speed", "throttle", "steering", "lap", "lap_time", "progress", "surface")
+                if k in tel},
+    }
+
+
 # ------------------------------------------------------------------------------------ producers
 
 
@@ -283,7 +298,7 @@ class TrainingLiveFeed:
             if self._race is None:
                 self._race = self._find_race(callback)
             progress = self._progress(callback.model)
-            frame = race_frame(self._race) if self._race is not None else {}
+            frame = race_frame(self._race) if self._race is not None else info_frame(callback.locals.get("infos"))
         except Exception:
             pub.failed = True
             return
@@ -333,6 +348,19 @@ def feed_version(path: str | Path) -> int | None:
 def read_live(path: str | Path, retries: int = 20) -> dict[str, Any] | None:
     """The latest document of a feed file (or a plain JSON file), or None when it is missing,
     empty or not (yet) a valid document."""
+    data = read_live_bytes(path, retries)
+    if data is None:
+        return None
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def read_live_bytes(path: str | Path, retries: int = 20) -> bytes | None:
+    """The latest document of a feed file as the producer encoded it (UTF-8 JSON), unparsed; None
+    when the file is missing or nothing complete could be read."""
     try:
         with open(path, "rb") as fh:
             for _ in range(retries):
@@ -356,12 +384,9 @@ def read_live(path: str | Path, retries: int = 20) -> dict[str, Any] | None:
                 return None
     except OSError:
         return None
-    try:
-        doc = json.loads(data)
-    except ValueError:
-        return None
-    return doc if isinstance(doc, dict) else None
+    return data or None
 
 
-__all__ = ["LivePublisher", "TrainingLiveFeed", "session_feed", "race_frame", "read_live", "feed_version",
+__all__ = ["LivePublisher", "TrainingLiveFeed", "session_feed", "race_frame", "read_live", "read_live_bytes",
+           "feed_version",
            "live_enabled", "LIVE_FILE", "FEED_SUFFIX", "SESSIONS_DIR", "DEFAULT_HZ"]
