@@ -15,24 +15,16 @@ def step_infos(race: Race, telemetry: np.ndarray) -> list[dict[str, Any]]:
     Built from Python lists made once per step: per-element numpy indexing would cost more than
     the simulation itself with hundreds of karts.
     """
-    laps = race.laps.tolist()
-    progress = race.s.tolist()
-    best = race.best_lap.tolist()
-    new_lap = race.new_lap_time.tolist()
     names = list(race.terms)
-    columns = [race.terms[name].tolist() for name in names]
+    terms = [dict(zip(names, row)) for row in zip(*(race.terms[name].tolist() for name in names))]
+    best = [None if b == np.inf else b for b in race.best_lap.tolist()]
+    new_lap = [None if t != t else t for t in race.new_lap_time.tolist()]  # t != t: NaN
+    lap_times = [list(times) for times in race.stats.lap_times]
+    infos = [
+        {"lap": lap, "lap_times": times, "best_lap": b, "new_lap_time": nl, "progress": s, "reward_terms": rt}
+        for lap, times, b, nl, s, rt in zip(race.laps.tolist(), lap_times, best, new_lap, race.s.tolist(), terms)
+    ]
     ended = np.flatnonzero(race.terminated | race.truncated)
-    infos = []
-    for i in range(race.n):
-        lap_times = race.stats.lap_times[i]
-        infos.append({
-            "lap": laps[i],
-            "lap_times": list(lap_times) if lap_times else [],
-            "best_lap": best[i] if best[i] != np.inf else None,
-            "new_lap_time": None if new_lap[i] != new_lap[i] else new_lap[i],  # NaN check
-            "progress": progress[i],
-            "reward_terms": dict(zip(names, [col[i] for col in columns])),
-        })
     for i in np.flatnonzero(telemetry):
         infos[i]["telemetry"] = race.telemetry(int(i))
     for i in ended:
