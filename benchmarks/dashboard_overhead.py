@@ -120,18 +120,21 @@ def side_channel_costs(n: int = 3000) -> dict[str, float]:
 class Subscriber:
     """A websocket client on the run's live feed plus the pages' polling, in threads."""
 
-    def __init__(self, url: str, run: str) -> None:
+    def __init__(self, url: str, run: str, source: str | None = None, poll: bool = True) -> None:
         self.url, self.run = url, run
+        self.source = source or f"run/runs/{run}"
         self.times: list[float] = []
         self.stop = threading.Event()
-        self.threads = [threading.Thread(target=self._ws, daemon=True), threading.Thread(target=self._poll, daemon=True)]
+        self.threads = [threading.Thread(target=self._ws, daemon=True)]
+        if poll:
+            self.threads.append(threading.Thread(target=self._poll, daemon=True))
         for th in self.threads:
             th.start()
 
     def _ws(self) -> None:
         from websockets.sync.client import connect
 
-        ws_url = self.url.replace("http://", "ws://") + f"/ws/live/run/runs/{self.run}"
+        ws_url = self.url.replace("http://", "ws://") + f"/ws/live/{self.source}"
         while not self.stop.is_set():
             try:
                 with connect(ws_url, open_timeout=5) as ws:
@@ -232,6 +235,35 @@ def train_once(work: Path, name: str, timesteps: int, live: bool, extra: list[st
     return float(m.group(2).replace(",", "")), done.stdout
 
 
+def session_rate(work: Path, url: str, model: Path, seconds: float = 10.0) -> dict[str, float]:
+    """Frames per second a websocket client receives from a `kartsim play` session (headless)."""
+    env = dict(os.environ, KARTSIM_LIVE="1", KARTSIM_RUNS_DIR=str(work / "runs"), SDL_VIDEODRIVER="dummy")
+    env.pop("KARTSIM_LIVE_HZ", None)
+    play = subprocess.Popen([sys.executable, "-m", "kartsim", "play", "--model", str(model), "--no-window",
+                             "--episodes", "1000"], cwd=work, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        source, end = None, time.monotonic() + 60
+        while source is None and time.monotonic() < end and play.poll() is None:
+            try:
+                listing = json.loads(urllib.request.urlopen(url + "/api/live", timeout=5).read())
+                source = next((x["id"] for x in listing["sources"] if x["source"] == "play" and x["live"]), None)
+            except OSError:
+                pass
+            time.sleep(0.3)
+        if source is None:
+            return {"frames": 0.0, "frames_per_s": 0.0, "rollout_frames_per_s": 0.0}
+        sub = Subscriber(url, "", source=source, poll=False)
+        time.sleep(seconds)
+        return sub.close()
+    finally:
+        play.terminate()
+        try:
+            play.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            play.kill()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--timesteps", type=int, default=327680, help="env steps per training run (default 327680)")
@@ -249,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     dash = subprocess.Popen([sys.executable, "-m", "kartsim", "dashboard", "--runs", str(work / "runs"), "--port",
                              str(port), "--no-jobs"], cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     conditions = ["baseline", "dashboard"] + (["browser"] if args.browser else [])
+    play_feed: dict[str, float] = {"frames": 0.0, "frames_per_s": 0.0, "rollout_frames_per_s": 0.0}
     rates: dict[str, list[float]] = {c: [] for c in conditions}
     feeds: dict[str, list[dict[str, float]]] = {c: [] for c in conditions}
     extra = args.train_args.split()
@@ -262,7 +295,10 @@ def main(argv: list[str] | None = None) -> int:
                 if time.monotonic() > end:
                     raise SystemExit("the dashboard did not start")
                 time.sleep(0.3)
-        train_once(work, "warmup", 8192, False, extra)  # numba caches, torch import, disk
+        train_once(work, "warmup", 8192, False, extra)  # numba caches, torch import, disk; its model plays below
+        play_feed = session_rate(work, url, work / "runs" / "warmup" / "warmup_final.zip")
+        print(f"  kartsim play session: {play_feed['frames']:.0f} live frames in 10 s "
+              f"({play_feed['frames_per_s']:.1f}/s)", flush=True)
         for r in range(args.repeats):
             for cond in conditions:
                 name = f"{cond}{r}"
@@ -305,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
           "live frames/s received (overall / during rollouts) |")
     print("|---|---:|---:|---:|---:|---:|")
     result = {"timesteps": args.timesteps, "repeats": args.repeats, "cpu_count": os.cpu_count(), "side_channel": costs,
-              "conditions": {}}
+              "play_session": play_feed, "conditions": {}}
     for cond in conditions:
         med = statistics.median(rates[cond])
         fr = feeds[cond]
@@ -317,6 +353,10 @@ def main(argv: list[str] | None = None) -> int:
               f"{statistics.median(paired):.3f} | {fps} |")
         result["conditions"][cond] = {"steps_per_s": rates[cond], "median": med, "ratio": med / base,
                                       "paired_ratios": paired, "feeds": fr}
+    print()
+    print(f"A `kartsim play` session (headless, as fast as it can drive) streams {play_feed['frames_per_s']:.1f} "
+          "frames/s to a websocket client. A training run streams while it drives (\"during rollouts\") and "
+          "pauses while PPO updates the network (\"overall\" counts those pauses too).")
     print()
     print(f"Side channel, per frame of 64 karts ({costs['frame_bytes']:.0f} bytes of JSON, encoded in "
           f"{costs['json_us']:.0f} us):")

@@ -510,15 +510,12 @@ class Library:
             if job.backend == "ray":
                 used = job.options.get("num_gpus_used")
                 device = None if used is None else ("GPU" if used else "CPU")
-            run_key = None
-            if "jobs" in self.roots and (self.roots["jobs"].path / job.save_name).is_dir():
-                run_key = "jobs"
-                live = read_live(self.roots["jobs"].path / job.save_name / LIVE_FILE) or {}
+            run_key = self._store_runs_key()
+            if run_key and (self.roots[run_key].path / job.save_name).is_dir():
+                live = read_live(self.roots[run_key].path / job.save_name / LIVE_FILE) or {}
                 device = device or (live.get("progress") or {}).get("device")
-            elif "jobs" not in self.roots and self.store is not None and hasattr(store, "root") and \
-                    (self.roots["runs"].path / job.save_name).is_dir() and \
-                    (store.root / "runs").resolve() == self.roots["runs"].path:
-                run_key = "runs"
+            else:
+                run_key = None
             running = st in ("running", "pending", "starting")
             out.append({
                 "id": job.id, "backend": job.backend, "state": st, "reason": reason, "save_name": job.save_name,
@@ -531,6 +528,16 @@ class Library:
                 "address": job.address,
             })
         return {"jobs": out, "problem": None, "store": store.location}
+
+    def _store_runs_key(self) -> str | None:
+        """The root holding the job store's run folders: "jobs", or "runs" when --runs is that very
+        folder; None for a remote store."""
+        if "jobs" in self.roots:
+            return "jobs"
+        root = getattr(self.store, "root", None)
+        if root is not None and (root / "runs").resolve() == self.roots["runs"].path:
+            return "runs"
+        return None
 
     def _job_state(self, job: Any) -> tuple[str, str]:
         from kartsim.jobs.service import make_backend
