@@ -27,7 +27,7 @@ CHROMEDRIVER = Path("/usr/bin/chromedriver")
 ARTIFACTS = Path(os.environ.get("KARTSIM_TEST_ARTIFACTS") or Path(__file__).resolve().parents[1] / "tmp" / "test-artifacts") / "dashboard"
 RUN = "e2e"
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # the first one may install chromium
 
 
 def _install_chromium() -> str | None:
