@@ -240,6 +240,21 @@ def test_jobs_of_a_local_job_store_are_listed(tmp_path):
         assert c.get("/api/run/jobs/j1").status_code == 200
 
 
+def test_ray_jobs_with_an_unreachable_cluster_are_listed_as_unknown(tmp_path):
+    pytest.importorskip("ray")
+    from kartsim.jobs.store import Attempt, JobRecord, LocalStore, save_job
+
+    store = LocalStore(tmp_path / "store")
+    save_job(store, JobRecord(id="r1-abcd", backend="ray", argv=[], save_name="r1", timesteps=5000,
+                              address="http://127.0.0.1:9", options={"num_gpus_used": 1.0},
+                              attempts=[Attempt(n=1, started="2026-01-01T00:00:00", submission_id="r1-abcd")]))
+    (tmp_path / "runs").mkdir()
+    with TestClient(create_app(tmp_path / "runs", job_store=str(store.root))) as c:
+        (j,) = c.get("/api/runs").json()["jobs"]["jobs"]
+        assert j["state"] == "unknown" and "cannot reach a Ray cluster" in j["reason"]
+        assert j["device"] == "GPU"
+
+
 # ------------------------------------------------------------------------------------ learning curves
 
 
