@@ -187,7 +187,11 @@ def test_live_map_receives_kart_positions(browser, site):
     wait_for(browser, "live frames", lambda d: int(dataset(d, "frames") or 0) >= 15)
     assert dataset(browser, "karts") == "2"  # the two vector envs
     x, y = float(dataset(browser, "x")), float(dataset(browser, "y"))
-    assert 0 <= x <= 200 and 0 <= y <= 200  # metres on the oval's image
+    from kartsim.track import Track
+
+    oval = Track.load("oval.png")
+    height_m, width_m = (n * oval.scale for n in oval.surface.shape)
+    assert 0 <= x <= width_m and 0 <= y <= height_m  # metres on the oval's image (256 m x 160 m)
     drawn = browser.execute_script(
         "const m = document.getElementById('map'); return m.data.map(t => (t.x || []).length)")
     assert drawn[0] >= 1 and drawn[1] == 1 and drawn[2] == 1  # the ego's trail, the other kart, the ego kart
