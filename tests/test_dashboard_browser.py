@@ -72,14 +72,22 @@ def _get_json(url: str) -> dict | None:
         return None
 
 
-def _stop(proc: subprocess.Popen, sig=signal.SIGINT, wait: float = 30.0) -> None:
-    if proc.poll() is None:
-        proc.send_signal(sig)
+def _stop(proc: subprocess.Popen, sig=signal.SIGINT, wait: float = 15.0) -> None:
+    """Stop a process we started: `sig` (Ctrl-C: training saves an _interrupted checkpoint), then
+    SIGTERM, then SIGKILL."""
+    for s, timeout in ((sig, wait), (signal.SIGTERM, 10.0), (signal.SIGKILL, 10.0)):
+        if proc.poll() is not None:
+            return
+        proc.send_signal(s)
         try:
-            proc.wait(timeout=wait)
+            proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+            continue
+
+
+def _default_sigint() -> None:
+    """In the child: Ctrl-C back to its default (a shell may have started us with it ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +108,7 @@ def site(chromium, tmp_path_factory):
          "--n-steps", "32", "--batch-size", "64", "--n-epochs", "1", "--tensorboard", "--checkpoint-freq", "2000",
          "--no-progress", "--seed", "0", "--device", "cpu", "--track-name", "oval.png",
          "--runs-dir", str(runs), "--models-dir", str(root / "models")],
-        cwd=root, stdout=train_log, stderr=subprocess.STDOUT, env=env)
+        cwd=root, stdout=train_log, stderr=subprocess.STDOUT, env=env, preexec_fn=_default_sigint)
     port = _free_port()
     dash_log = open(root / "dashboard.log", "w")
     dash = subprocess.Popen([sys.executable, "-m", "kartsim", "dashboard", "--runs", str(runs), "--port", str(port),
@@ -262,6 +270,7 @@ def test_training_still_ran_and_stops_cleanly(site):
     train = site["train"]
     assert train.poll() is None, (site["root"] / "train.log").read_text()[-2000:]
     _stop(train)
+    assert "Training interrupted" in (site["root"] / "train.log").read_text()  # Ctrl-C, not killed
     from kartsim.dashboard.live import read_live
 
     live = read_live(site["runs"] / RUN / "live.feed")
