@@ -456,22 +456,13 @@ def train(
     tb_dir = str(run.tb) if cfg.tensorboard else None
     from kartsim.rl.policies import display_policy_name, policy_for, resolve_precision
 
+    # The same PPO settings for a new model and a resumed one (a resumed run takes the flags given now).
+    hyper = dict(learning_rate=cfg.learning_rate, n_steps=cfg.n_steps, batch_size=cfg.batch_size,
+                 n_epochs=cfg.n_epochs, gamma=cfg.gamma, gae_lambda=cfg.gae_lambda, clip_range=cfg.clip_range,
+                 ent_coef=cfg.ent_coef, tensorboard_log=tb_dir, verbose=cfg.verbose)
     if resume_path is not None:
         echo(f"Resuming model from {resume_path} ({done_steps:,} steps done)")
-        model = load_ppo(
-            resume_path,
-            env=venv,
-            device=device,
-            learning_rate=cfg.learning_rate,
-            n_steps=cfg.n_steps,
-            batch_size=cfg.batch_size,
-            n_epochs=cfg.n_epochs,
-            gamma=cfg.gamma,
-            gae_lambda=cfg.gae_lambda,
-            ent_coef=cfg.ent_coef,
-            tensorboard_log=tb_dir,
-            verbose=cfg.verbose,
-        )
+        model = load_ppo(resume_path, env=venv, device=device, **hyper)
         if cfg.seed is not None:
             model.set_random_seed(cfg.seed)
     else:
@@ -481,23 +472,7 @@ def train(
         if cfg.vision:
             echo(f"Vision CNN precision: {precision}")
         policy_kwargs["log_std_init"] = cfg.log_std_init
-        model = PPO(
-            policy,
-            venv,
-            learning_rate=cfg.learning_rate,
-            n_steps=cfg.n_steps,
-            batch_size=cfg.batch_size,
-            n_epochs=cfg.n_epochs,
-            gamma=cfg.gamma,
-            gae_lambda=cfg.gae_lambda,
-            clip_range=cfg.clip_range,
-            ent_coef=cfg.ent_coef,
-            policy_kwargs=policy_kwargs,
-            tensorboard_log=tb_dir,
-            seed=cfg.seed,
-            device=device,
-            verbose=cfg.verbose,
-        )
+        model = PPO(policy, venv, policy_kwargs=policy_kwargs, seed=cfg.seed, device=device, **hyper)
 
     from stable_baselines3.common.callbacks import CallbackList
 
