@@ -69,27 +69,10 @@ TELEMETRY_COLUMNS: tuple[str, ...] = (
     "gap",
 )
 
-# Columns copied as-is from info["telemetry"] (the env's per-step telemetry dict).
-_FROM_TELEMETRY = (
-    "lap",
-    "lap_time",
-    "x",
-    "y",
-    "yaw",
-    "speed",
-    "longitudinal_g",
-    "lateral_g",
-    "yaw_rate",
-    "steering",
-    "throttle",
-    "slip_angle",
-    "progress",
-    "lateral_offset",
-    "tyre_condition",
-    "damage",
-    "position",
-    "gap",
-)
+# Columns written from other sources (the training loop, or converted); every other column is
+# copied as-is from info["telemetry"] (the env's per-step telemetry dict).
+_WRITTEN_APART = ("step", "episode", "time_s", "surface", "off_track", "reward")
+_FROM_TELEMETRY = tuple(c for c in TELEMETRY_COLUMNS if c not in _WRITTEN_APART)
 
 
 def _num(value: Any, digits: int = 4) -> Any:

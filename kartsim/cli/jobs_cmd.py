@@ -382,15 +382,6 @@ def main(argv: list[str] | None = None, prog: str = SHIM_PROG) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="jobs_command", metavar="ACTION")
     add_job_commands(sub, prog)
-    args = parser.parse_args(argv)
-    if not hasattr(args, "func"):
-        parser.print_help()
-        return 2
-    try:
-        return int(args.func(args) or 0)
-    except KartsimError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    from kartsim.cli import run_parsed
+
+    return run_parsed(parser, argv)
