@@ -290,6 +290,7 @@ class KartState:
         self.kart_hit = np.zeros(self.n, np.bool_)
         self.track_idx = np.zeros(self.n, np.int32)
         self.world = np.arange(self.n, dtype=np.int32)
+        self._own_worlds = self.world.copy()
 
     x: np.ndarray
     """Centre position (m), image x axis."""
@@ -371,6 +372,8 @@ class KartState:
         """Whether two karts share a track and a world (then kart-to-kart contacts are resolved)."""
         if self.n < 2:
             return False
+        if np.array_equal(self.world, self._own_worlds):
+            return False  # the default: every kart alone (checked every step, so this must be cheap)
         key = self.world.astype(np.int64) * 65536 + self.track_idx.astype(np.int64)
         return len(np.unique(key)) < self.n
 

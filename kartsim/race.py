@@ -80,6 +80,8 @@ class RaceConfig:
 
 
 TERMINATION_REASONS = ("", "wrong_way", "stuck", "off_track", "damage")
+REWARD_TERMS = ("progress", "lap", "off_track", "wall", "termination")
+"""The names of :func:`reward_terms`' entries, in order; each is a :class:`RewardConfig` weight."""
 WEATHERS = ("dry", "damp", "wet", "random")
 
 
@@ -202,28 +204,35 @@ class Race:
     def reset_karts(self, idx: np.ndarray, rngs: list[np.random.Generator]) -> None:
         """Place karts ``idx`` at their start, each drawing from its own generator ``rngs[k]``."""
         idx = np.asarray(idx, dtype=np.int64)
-        n_tracks = len(self.stack.tracks)
-        for k, i in enumerate(idx):
-            rng = rngs[k]
-            t = int(rng.integers(n_tracks)) if n_tracks > 1 else 0
-            track = self.stack.tracks[t]
-            self.state.track_idx[i] = t
-            if self.cfg.random_start:
-                s0 = float(rng.uniform(0.0, track.length))
-                x, y, yaw = (float(v[0]) for v in track.pose_at(np.array([s0])))
-                j = int(track.locate(np.array([x]), np.array([y]))[0])
-                max_off = min(self.cfg.start_lateral_jitter_m, 0.25 * float(track.width[j]))
-                off = float(rng.uniform(-max_off, max_off))
-                yaw_j = float(rng.uniform(-1.0, 1.0)) * self.cfg.start_heading_jitter_rad
-                x, y = x - np.sin(yaw) * off, y + np.cos(yaw) * off
-                yaw += yaw_j
+        cfg, tracks = self.cfg, self.stack.tracks
+        m = len(idx)
+        # Only the draws are per kart (each kart's generator in a fixed order); the poses are batched.
+        track_of = np.zeros(m, np.int64)
+        s0, u_off, yaw_jitter, wetness = np.empty(m), np.empty(m), np.zeros(m), np.empty(m)
+        for k, rng in enumerate(rngs):
+            t = int(rng.integers(len(tracks))) if len(tracks) > 1 else 0
+            track_of[k] = t
+            if cfg.random_start:
+                s0[k] = rng.uniform(0.0, tracks[t].length)
+                u_off[k] = rng.random()  # the sideways offset, scaled below once the road width is known
+                yaw_jitter[k] = rng.uniform(-1.0, 1.0) * cfg.start_heading_jitter_rad
             else:
-                s0 = track.length - self.cfg.start_behind_line_m
-                x, y, yaw = (float(v[0]) for v in track.pose_at(np.array([s0])))
-            self.state.reset(np.array([i]), np.array([x]), np.array([y]), np.array([yaw]),
-                             tyre_condition=self.kart_cfg.tyre_start_condition)
-            w = self.cfg.weather if self.cfg.weather != "random" else WEATHERS[int(rng.integers(3))]
-            self.state.wetness[i] = WEATHER[w]
+                s0[k] = tracks[t].length - cfg.start_behind_line_m
+            w = cfg.weather if cfg.weather != "random" else WEATHERS[int(rng.integers(3))]
+            wetness[k] = WEATHER[w]
+        x, y, yaw = np.empty(m), np.empty(m), np.empty(m)
+        for t in np.unique(track_of):
+            sel = track_of == t
+            track = tracks[t]
+            x[sel], y[sel], yaw[sel] = track.pose_at(s0[sel])
+            if cfg.random_start:
+                max_off = np.minimum(cfg.start_lateral_jitter_m, 0.25 * track.width[track.locate(x[sel], y[sel])])
+                off = -max_off + 2.0 * max_off * u_off[sel]
+                x[sel] -= np.sin(yaw[sel]) * off
+                y[sel] += np.cos(yaw[sel]) * off
+        self.state.track_idx[idx] = track_of
+        self.state.reset(idx, x, y, yaw + yaw_jitter, tyre_condition=self.kart_cfg.tyre_start_condition)
+        self.state.wetness[idx] = wetness
 
         self._update_frame(idx)
         # Progress starts at the start position; behind the line counts as negative progress.
@@ -232,11 +241,14 @@ class Race:
         self.unwrapped[idx] = start
         self.best[idx] = start
         self.stats.start_progress[idx] = start
+        # Mid-lap starts wait for the next gate ahead; the first line crossing starts the lap timer.
+        self.next_gate[idx] = 0
+        if cfg.random_start:
+            for t in np.unique(track_of):
+                sel = idx[track_of == t]
+                ahead = tracks[t].gate_s[None, :] > self.s[sel, None]
+                self.next_gate[sel] = np.where(ahead.any(axis=1), ahead.argmax(axis=1), 0)
         for i in idx:
-            # Mid-lap starts wait for the next gate ahead; the first line crossing starts the lap timer.
-            gate_s = self.stack.tracks[self.state.track_idx[i]].gate_s
-            ahead = np.nonzero(gate_s > self.s[i])[0] if self.cfg.random_start else []
-            self.next_gate[i] = ahead[0] if len(ahead) else 0
             self.stats.lap_times[i] = []
         self.lap_started[idx] = False
         self.lap_time[idx] = 0.0

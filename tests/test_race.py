@@ -5,7 +5,7 @@ import pytest
 
 from kartsim.envs import EnvConfig, KartEnv
 from kartsim.errors import KartsimError
-from kartsim.race import RaceConfig, RewardConfig, reward_terms, weighted_reward
+from kartsim.race import REWARD_TERMS, RaceConfig, RewardConfig, reward_terms, weighted_reward
 
 
 def line_start_env(**race):
@@ -34,7 +34,7 @@ def test_reward_is_weighted_sum_of_named_terms():
     cfg = RewardConfig()
     expected = cfg.progress * 2 + cfg.lap * 1 + cfg.off_track * 0.1 + cfg.wall * 3.0
     assert weighted_reward(terms, cfg)[0] == pytest.approx(expected)
-    assert set(terms) == set(cfg.weights())
+    assert tuple(terms) == REWARD_TERMS and set(REWARD_TERMS) == set(cfg.weights())
 
 
 def test_spinning_on_the_spot_earns_no_progress_and_no_lap():

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from kartsim.errors import ConfigError
-from kartsim.sensors import CameraConfig, CameraRenderer, RaySensor, cast_rays, luma
+from kartsim.sensors import CameraConfig, CameraRenderer, RaySensor, cast_rays, compact_ray_field, luma
 
 SCALE = 0.25
 WALL, ASPHALT, KERB, GRASS = 0, 1, 2, 3
@@ -83,6 +83,51 @@ def test_rays_thin_wall_and_outside_grid():
     # a kart inside a wall sees 0
     out = rays(surf, [15.1], [12.5], [0.0], [0.0])
     assert out[0, 0] == 0.0
+
+
+def _exact_first_wall(surf, x, y, yaw, max_range, scale=SCALE, samples=40000):
+    """Brute force: sample the ray every 1/200 px and return where it first enters a wall pixel."""
+    t = np.linspace(0.0, max_range, samples * 5)
+    px, py = (x + np.cos(yaw) * t) / scale, (y + np.sin(yaw) * t) / scale
+    inside = (px >= 0) & (py >= 0) & (px < surf.shape[1]) & (py < surf.shape[0])
+    wall = ~inside
+    wall[inside] = surf[py[inside].astype(int), px[inside].astype(int)] == WALL
+    return t[np.argmax(wall)] if wall.any() else max_range
+
+
+def test_rays_find_a_wall_corner_they_only_clip():
+    """A single wall pixel the ray crosses for a fraction of a pixel near its corner still stops it."""
+    surf = np.full((100, 200), ASPHALT, np.uint8)
+    surf[40, 100] = WALL  # pixel (100, 40): x 25.0..25.25 m, y 10.0..10.25 m
+    yaw = math.atan2(10.0 - 10.3, 25.03 - 5.0)  # from (5, 10.3) through (25.03, 10.0): clips the top-left corner
+    out = rays(surf, [5.0], [10.3], [yaw], [0.0], max_range=60.0)[0, 0]
+    assert out == pytest.approx(_exact_first_wall(surf, 5.0, 10.3, yaw, 60.0), abs=0.01)
+    assert out < 21.0  # not the grid edge 45 m away
+
+
+def test_rays_match_brute_force_on_a_random_maze():
+    rng = np.random.default_rng(3)
+    surf = np.where(rng.random((80, 80)) < 0.04, WALL, ASPHALT).astype(np.uint8)
+    n = 40
+    x, y = rng.uniform(1.0, 19.0, n), rng.uniform(1.0, 19.0, n)
+    yaw = rng.uniform(-math.pi, math.pi, n)
+    out = rays(surf, x, y, yaw, [0.0, 0.3], max_range=15.0)
+    for k in range(n):
+        for j, a in enumerate([0.0, 0.3]):
+            assert out[k, j] == pytest.approx(_exact_first_wall(surf, x[k], y[k], yaw[k] + a, 15.0), abs=0.01)
+
+
+def test_compact_field_gives_the_same_rays():
+    surf = corridor()
+    wd = wall_distance(surf)[None]
+    rng = np.random.default_rng(0)
+    n = 64
+    x, y, yaw = rng.uniform(2.0, 98.0, n), rng.uniform(10.5, 19.5, n), rng.uniform(-math.pi, math.pi, n)
+    angles = np.linspace(-1.5, 1.5, 8)
+    args = (np.array([SCALE]), np.zeros(n, np.int32), x, y, yaw, angles, 50.0)
+    compact = compact_ray_field(wd, SCALE)
+    assert compact.dtype == np.uint8 and compact.nbytes * 4 == wd.nbytes
+    np.testing.assert_allclose(cast_rays(compact, *args), cast_rays(wd, *args), atol=1e-4)
 
 
 def test_rays_batched_multi_track():

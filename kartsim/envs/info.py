@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from kartsim.race import TERMINATION_REASONS, Race
+from kartsim.race import REWARD_TERMS, TERMINATION_REASONS, Race
 
 
 def step_infos(race: Race, telemetry: np.ndarray) -> list[dict[str, Any]]:
@@ -15,14 +15,16 @@ def step_infos(race: Race, telemetry: np.ndarray) -> list[dict[str, Any]]:
     Built from Python lists made once per step: per-element numpy indexing would cost more than
     the simulation itself with hundreds of karts.
     """
-    names = list(race.terms)
-    terms = [dict(zip(names, row)) for row in zip(*(race.terms[name].tolist() for name in names))]
+    # Dict literals: dict(zip(...)) per kart costs twice as much.
+    progress, lap, off_track, wall, termination = (race.terms[name].tolist() for name in REWARD_TERMS)
+    terms = [{"progress": p, "lap": la, "off_track": o, "wall": w, "termination": t}
+             for p, la, o, w, t in zip(progress, lap, off_track, wall, termination)]
     best = [None if b == np.inf else b for b in race.best_lap.tolist()]
     new_lap = [None if t != t else t for t in race.new_lap_time.tolist()]  # t != t: NaN
     lap_times = [list(times) for times in race.stats.lap_times]
     infos = [
-        {"lap": lap, "lap_times": times, "best_lap": b, "new_lap_time": nl, "progress": s, "reward_terms": rt}
-        for lap, times, b, nl, s, rt in zip(race.laps.tolist(), lap_times, best, new_lap, race.s.tolist(), terms)
+        {"lap": la, "lap_times": times, "best_lap": b, "new_lap_time": nl, "progress": s, "reward_terms": rt}
+        for la, times, b, nl, s, rt in zip(race.laps.tolist(), lap_times, best, new_lap, race.s.tolist(), terms)
     ]
     ended = np.flatnonzero(race.terminated | race.truncated)
     for i in np.flatnonzero(telemetry):

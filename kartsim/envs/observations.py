@@ -7,14 +7,16 @@ reset, so it is reproducible from the seed and identical in single and batched e
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 
 import numpy as np
 from gymnasium import spaces
+from numba import njit
 
 from kartsim.envs.config import EnvConfig
 from kartsim.race import Race
-from kartsim.sensors import CameraConfig, CameraRenderer, cast_rays
+from kartsim.sensors import CameraConfig, CameraRenderer, cast_rays, compact_ray_field
 
 TELEMETRY_FIELDS = (
     "speed",  # m/s ÷ 10
@@ -36,17 +38,35 @@ def _wrap_angle(a: np.ndarray) -> np.ndarray:
     return (a + np.pi) % (2 * np.pi) - np.pi
 
 
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+
+
+@njit(cache=True)
 def _counter_normal(keys: np.ndarray, counters: np.ndarray, width: int) -> np.ndarray:
-    """Standard normal noise (len(keys), width) from a splitmix64 hash of (key, counter, column)."""
-    with np.errstate(over="ignore"):
-        z = (keys[:, None] + (counters[:, None].astype(np.uint64) << np.uint64(20))
-             + np.arange(2 * width, dtype=np.uint64)[None, :] * np.uint64(0x9E3779B97F4A7C15))
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        z = z ^ (z >> np.uint64(31))
-    u = ((z >> np.uint64(11)).astype(np.float64) + 0.5) / float(1 << 53)
-    u1, u2 = u[:, :width], u[:, width:]
-    return np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)
+    """Standard normal noise (len(keys), width) from a splitmix64 hash of (key, counter, column).
+
+    Box-Muller on two hashed uniforms per value; stateless, so a kart's noise depends only on its
+    key and step counter, whatever else is in the batch.
+    """
+    n = keys.shape[0]
+    out = np.empty((n, width))
+    for k in range(n):
+        base = keys[k] + (np.uint64(counters[k]) << np.uint64(20))
+        for j in range(width):
+            u1 = _hash_uniform(base + np.uint64(j) * _GOLDEN)
+            u2 = _hash_uniform(base + np.uint64(j + width) * _GOLDEN)
+            out[k, j] = math.sqrt(-2.0 * math.log(u1)) * math.cos(2.0 * math.pi * u2)
+    return out
+
+
+@njit(cache=True, inline="always")
+def _hash_uniform(z):
+    z = (z ^ (z >> np.uint64(30))) * _MIX1
+    z = (z ^ (z >> np.uint64(27))) * _MIX2
+    z = z ^ (z >> np.uint64(31))
+    return (float(z >> np.uint64(11)) + 0.5) / 9007199254740992.0  # 2**53
 
 
 class Observer:
@@ -59,7 +79,8 @@ class Observer:
         self.noise_keys = np.zeros(n, dtype=np.uint64)
         self.ray_angles = np.deg2rad(np.asarray(cfg.ray_angles_deg, dtype=np.float64))
         stack = race.stack
-        self.ray_field = stack.road_distance if cfg.ray_target == "road_edge" else stack.wall_distance
+        field = stack.road_distance if cfg.ray_target == "road_edge" else stack.wall_distance
+        self.ray_field = compact_ray_field(field, stack.scale) if not cfg.vision else None
         # Per track: mean curvature over the next CURVATURE_LOOKAHEAD_M metres at every centerline point.
         self.curvature_ahead = [_curvature_ahead(t) for t in race.stack.tracks]
         if cfg.vision:
