@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -50,6 +52,34 @@ def test_extractor_scales_pixels_itself():
     assert th.allclose(a, b, atol=1e-5)
     white = last({"vision": th.full((1, 84, 84, 3), 255.0), "telemetry": th.zeros(1, 9)})
     assert th.isfinite(white).all() and white.abs().max() < 100  # inputs were scaled to [0, 1]
+
+
+def test_extractor_equals_the_cnn_on_pixels_divided_by_255():
+    """Folding 1/255 into the first convolution changes nothing: same features as cnn(image / 255)."""
+    ext = KartVisionExtractor(_space(84, 84, 3), features_dim=32)
+    img = th.randint(0, 256, (3, 84, 84, 3), dtype=th.uint8)
+    tel = th.randn(3, 9)
+    with th.no_grad():
+        reference = ext.fusion(th.cat([ext.cnn(img.permute(0, 3, 1, 2).float() / 255.0), ext.telemetry_mlp(tel)], 1))
+        np.testing.assert_allclose(ext({"vision": img, "telemetry": tel}).numpy(), reference.numpy(), atol=1e-5)
+
+
+def test_idle_cores_sees_a_busy_core():
+    import subprocess
+    import sys
+
+    from kartsim.rl.train import idle_cores
+
+    cores = len(os.sched_getaffinity(0))
+    assert 1 <= idle_cores() <= cores
+    if cores < 2:
+        pytest.skip("needs two cores")
+    spin = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        assert idle_cores(window_s=0.5) <= cores - 1
+    finally:
+        spin.kill()
+        spin.wait()
 
 
 def test_extractor_rejects_bad_sizes():
