@@ -13,6 +13,7 @@ when the kart crosses the start/finish gate after every other gate of that lap.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import math
 
@@ -150,6 +151,8 @@ class Race:
 
     After :meth:`step`, the arrays ``reward``, ``terminated``, ``truncated``, ``new_lap_time`` and
     ``terms`` hold that step's outcome per kart; the karts' physical state is in ``state``.
+    ``episode_terms`` (N, len(REWARD_TERMS)) holds each kart's sums of the raw reward terms since its
+    reset, columns in :data:`REWARD_TERMS` order (:meth:`episode_stats` reports them, raw and weighted).
     """
 
     def __init__(
@@ -198,6 +201,8 @@ class Race:
         self.truncated = np.zeros(n, dtype=bool)
         self.termination_reason = np.zeros(n, dtype=np.int8)  # index into TERMINATION_REASONS
         self.terms: dict[str, np.ndarray] = {}
+        self.episode_terms = np.zeros((n, len(REWARD_TERMS)))  # per-episode sums of the raw terms
+        self._step_terms = np.zeros((n, len(REWARD_TERMS)))  # this step's terms as one array
         self.stats = EpisodeStats(np.zeros(n), np.zeros(n, dtype=np.int64), np.zeros(n), [[] for _ in range(n)])
 
     # ------------------------------------------------------------------ starts
@@ -264,6 +269,7 @@ class Race:
         self.termination_reason[idx] = 0
         self.stats.speed_sum[idx] = 0.0
         self.stats.grass_steps[idx] = 0
+        self.episode_terms[idx] = 0.0
 
     def _update_frame(self, idx: np.ndarray | slice = slice(None)) -> None:
         """Project karts ``idx`` onto their track's centerline."""
@@ -303,10 +309,20 @@ class Race:
         on_grass = st.surface == Surface.GRASS
         self.terms = reward_terms(new_progress, laps_done, on_grass, impact, self.terminated, self.step_dt)
         self.reward[:] = weighted_reward(self.terms, self.reward_cfg)
+        # Two array ops for all karts: the terms as columns (REWARD_TERMS order), added to the episode sums.
+        self.episode_terms += np.stack(tuple(self.terms.values()), axis=1, out=self._step_terms)
 
     # ------------------------------------------------------------------ summaries
-    def episode_stats(self, i: int) -> dict[str, float]:
+    def episode_stats(self, i: int) -> dict[str, Any]:
+        """Kart ``i``'s episode summary (read it before the kart is reset).
+
+        ``reward_terms``: each term's contribution to the episode's reward (weight × its sum; they add
+        up to the episode return); ``reward_terms_raw``: the unweighted sums (metres of progress, laps,
+        seconds on grass, m/s of wall impacts, early ends).
+        """
         steps = max(int(self.steps[i]), 1)
+        weights = self.reward_cfg.weights()
+        raw = dict(zip(REWARD_TERMS, self.episode_terms[i].tolist()))
         return {
             "laps": int(self.laps[i]),
             "best_lap": float(self.best_lap[i]) if np.isfinite(self.best_lap[i]) else None,
@@ -315,6 +331,8 @@ class Race:
             "progress_m": float(self.best[i] - self.stats.start_progress[i]),
             "steps": int(self.steps[i]),
             "termination": TERMINATION_REASONS[int(self.termination_reason[i])],
+            "reward_terms": {name: weights[name] * value for name, value in raw.items()},
+            "reward_terms_raw": raw,
         }
 
     def telemetry(self, i: int) -> dict[str, float | int | str | bool]:

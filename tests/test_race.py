@@ -150,3 +150,62 @@ def test_bad_actions_get_a_clear_error(bad):
     env.reset(seed=0)
     with pytest.raises(KartsimError, match="actions"):
         env.step(bad)
+
+
+# ---------------------------------------------------------------- per-episode reward terms
+
+def _episode(env, policy, max_steps=5000):
+    """Drives one episode; returns the per-step term sums, the total reward and the last info."""
+    sums, total = dict.fromkeys(REWARD_TERMS, 0.0), 0.0
+    for _ in range(max_steps):
+        _, r, term, trunc, info = env.step(np.asarray(policy(env.race), dtype=np.float32))
+        total += r
+        for name in REWARD_TERMS:
+            sums[name] += info["reward_terms"][name]
+        if term or trunc:
+            return sums, total, info
+    raise AssertionError("the episode did not end")
+
+
+def test_episode_stats_sum_each_reward_term_and_its_weighted_share(follower):
+    weights = RewardConfig(progress=0.3, lap=7.0, off_track=-2.0, wall=-0.5, termination=-4.0)
+    env = KartEnv(EnvConfig(track="oval.png", sensor_noise=0.0, reward=weights,
+                            race=RaceConfig(random_start=False, max_episode_steps=900, stuck_time_s=3.0)))
+    env.reset(seed=0)
+    seen = dict.fromkeys(REWARD_TERMS, 0.0)
+    # a lap and the time limit; full throttle straight into the grass and a wall; standing still (stuck)
+    for policy in (follower, lambda race: [0.0, 1.0], lambda race: [0.0, 0.0]):
+        sums, total, info = _episode(env, policy)
+        stats = info["episode_stats"]
+        assert set(stats["reward_terms_raw"]) == set(stats["reward_terms"]) == set(REWARD_TERMS)
+        for name in REWARD_TERMS:
+            assert stats["reward_terms_raw"][name] == pytest.approx(sums[name], rel=1e-9, abs=1e-9), name
+            assert stats["reward_terms"][name] == pytest.approx(getattr(weights, name) * sums[name], abs=1e-9)
+            seen[name] += abs(sums[name])
+        assert sum(stats["reward_terms"].values()) == pytest.approx(total, rel=1e-9, abs=1e-9)
+        env.reset()  # the sums start again from zero
+        assert not env.race.episode_terms.any()
+    assert all(seen.values()), f"a term never occurred: {seen}"
+
+
+def test_batched_env_episode_terms_match_the_steps_across_auto_resets():
+    from kartsim.envs.vector import KartVecEnv
+
+    n = 6
+    venv = KartVecEnv(EnvConfig(track="oval.png", race=RaceConfig(max_episode_steps=40, stuck_time_s=2.0)),
+                      n, seed=3, telemetry_envs=[])
+    venv.reset()
+    rng = np.random.default_rng(1)
+    sums, totals, ended = np.zeros((n, len(REWARD_TERMS))), np.zeros(n), 0
+    for _ in range(130):
+        _, rewards, dones, infos = venv.step(rng.uniform(-1, 1, (n, 2)).astype(np.float32))
+        for i, info in enumerate(infos):
+            sums[i] += [info["reward_terms"][name] for name in REWARD_TERMS]
+            totals[i] += rewards[i]
+            if dones[i]:
+                stats = info["episode_stats"]
+                np.testing.assert_allclose([stats["reward_terms_raw"][k] for k in REWARD_TERMS], sums[i], atol=1e-9)
+                assert sum(stats["reward_terms"].values()) == pytest.approx(totals[i], abs=1e-3)  # float32 rewards
+                sums[i], totals[i] = 0.0, 0.0
+                ended += 1
+    assert ended >= 2 * n

@@ -7,7 +7,9 @@ from gymnasium.utils.env_checker import check_env
 from kartsim.ai_driver import AIDriver
 from kartsim.envs.multi_agent import KartRaceParallelEnv
 from kartsim.envs.race_env import KartRaceEnv
+from kartsim.envs.race_env import RACE_TERMS
 from kartsim.errors import ConfigError
+from kartsim.race import REWARD_TERMS
 
 
 def test_race_env_api_and_a_race_to_the_finish():
@@ -17,10 +19,12 @@ def test_race_env_api_and_a_race_to_the_finish():
     assert env.observation_space.contains(obs)
     assert info["position"] == 4 and info["n_karts"] == 4
     ai = AIDriver(env.race.stack, env.race.kart_cfg, "hard", n_karts=env.race.n)
-    total = 0.0
+    total, sums = 0.0, {}
     for _ in range(600):
         obs, r, term, trunc, info = env.step(ai.act(env.race.state, active=[0], world=env.race.state.world)[0])
         total += r
+        for name, value in info["reward_terms"].items():
+            sums[name] = sums.get(name, 0.0) + value
         assert 1 <= info["position"] <= 4 and info["gap"] >= 0
         assert {"position", "gap", "tyre_condition", "damage"} <= set(info["telemetry"])
         if term or trunc:
@@ -31,6 +35,14 @@ def test_race_env_api_and_a_race_to_the_finish():
     assert next(row for row in board if row["kart"] == 0)["position"] == info["position"]
     assert all(row["finished"] or row["laps"] == 0 for row in board)
     assert total > 30.0
+    # the race terms are reward terms like the others: logged per step and summed per episode
+    stats = info["episode_stats"]
+    assert set(sums) == set(REWARD_TERMS) | set(RACE_TERMS) == set(stats["reward_terms"])
+    assert stats["reward_terms_raw"] == pytest.approx(sums)
+    assert stats["reward_terms_raw"]["finish"] == pytest.approx((4 - info["position"] + 1) / 4)
+    assert stats["reward_terms_raw"]["position"] == 4 - info["position"]  # started last
+    assert stats["reward_terms"]["finish"] == pytest.approx(10.0 * stats["reward_terms_raw"]["finish"])
+    assert sum(stats["reward_terms"].values()) == pytest.approx(total)
 
 
 def test_race_env_options_and_errors():
@@ -77,12 +89,20 @@ def test_pettingzoo_parallel_api():
     assert set(obs) == {"kart_0", "kart_1", "kart_2"} and env.state().shape == (4, 5)
     # drive all agents with the AI until they are done: everybody leaves `agents` eventually
     ai = AIDriver(env.race.stack, env.race.kart_cfg, "hard", n_karts=env.race.n)
-    steps = 0
+    steps, totals, last = 0, dict.fromkeys(env.agents, 0.0), {}
     while env.agents and steps < 800:
         a = ai.act(env.race.state, active=[env.agent_index[x] for x in env.agents], world=env.race.state.world)
         obs, rew, term, trunc, info = env.step({x: a[env.agent_index[x]] for x in env.agents})
+        for x in rew:
+            totals[x] += rew[x]
+            assert set(info[x]["reward_terms"]) == set(REWARD_TERMS) | set(RACE_TERMS)
+            if term[x] or trunc[x]:
+                last[x] = info[x]
         steps += 1
     assert not env.agents
+    for x, done_info in last.items():  # every agent's last info sums its episode's reward terms
+        assert sum(done_info["episode_stats"]["reward_terms"].values()) == pytest.approx(totals[x]), x
+    assert set(last) == set(totals)
     assert {i["termination"] for i in info.values()} <= {"finished", "stuck", "off_track", "wrong_way", "time_limit"}
     with pytest.raises(ConfigError):
         KartRaceParallelEnv(n_agents=10, ai_opponents=5)

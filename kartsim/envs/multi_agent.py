@@ -4,7 +4,10 @@ Agents ``kart_0 .. kart_{N-1}`` share a :class:`~kartsim.multikart.GridRace` (on
 grid start, positions and gaps); optional AI karts (``ai_opponents``) race with them without being
 agents. Every agent has the observation and action spaces of ``kartsim/Kart-v0`` /
 ``kartsim/KartVision-v0`` (so single-agent models can join), and the race env's reward: its
-time-trial reward terms, ± ``position_reward`` per place gained or lost, and a finishing bonus.
+time-trial reward terms plus the race terms ``position`` (× ``position_reward`` per place gained or
+lost) and ``finish`` (a finishing bonus × ``finish_reward``), all in ``info["reward_terms"]``; the
+info of an agent's last step carries ``episode_stats`` (with the per-episode term sums) and
+``termination``, as in ``kartsim/KartRace-v0``.
 
 An agent is done when it finishes (``laps``), retires (``max_damage``) or its time-trial episode ends
 (wrong way, stuck, off the track for good: terminated; time limit: truncated). A done agent leaves
@@ -23,7 +26,7 @@ from pettingzoo import ParallelEnv
 
 from kartsim.envs.config import EnvConfig
 from kartsim.envs.observations import Observer
-from kartsim.envs.race_env import RaceOptions, kart_info, mixed_levels, split_options
+from kartsim.envs.race_env import RaceOptions, RaceTerms, kart_info, mixed_levels, split_options
 from kartsim.envs.render import TrackMaps
 from kartsim.envs.tracks import load_track_stack
 from kartsim.errors import ConfigError
@@ -75,7 +78,8 @@ class KartRaceParallelEnv(ParallelEnv):
             levels = mixed_levels(ai_opponents) if opts.ai_level == "mixed" else opts.ai_level
             self.opp = Opponents(self.race, idx, "ai", levels, rng=self._opp_rng)
         self._np_random = np.random.default_rng()
-        self._prev_position = np.zeros(n, np.int64)
+        self.race_terms = RaceTerms(n, opts)
+        self._live = np.zeros(n, bool)
         self._maps = TrackMaps(self.race.stack.tracks)
 
     # ------------------------------------------------------------------------------ spaces
@@ -99,7 +103,7 @@ class KartRaceParallelEnv(ParallelEnv):
             self.opp.reset()
         self.observer.reset(np.arange(n), [rng] * n)
         self.agents = list(self.possible_agents)
-        self._prev_position = self.race.position.copy()
+        self.race_terms.reset(self.race)
         obs = {a: self.observer.single(self.agent_index[a]) for a in self.agents}
         infos = {a: {"position": int(self.race.position[self.agent_index[a]]), "n_karts": n,
                      "weather": self.race.weather} for a in self.agents}
@@ -119,18 +123,18 @@ class KartRaceParallelEnv(ParallelEnv):
             acts[self.opp.idx] = self.opp.act()
         race.step(acts)
         self.observer.observe()
+        live = self._live
+        live[:] = False
+        live[[self.agent_index[a] for a in self.agents]] = True
+        reward = self.race_terms.step(race, live).tolist()
         obs, rewards, terms, truncs, infos = {}, {}, {}, {}, {}
-        opts = self.options
         for a in self.agents:
             i = self.agent_index[a]
-            pos = int(race.position[i])
-            r = float(race.reward[i]) + opts.position_reward * (int(self._prev_position[i]) - pos)
+            r = reward[i]
             finished = bool(race.finished[i])
-            if finished:
-                r += opts.finish_reward * (race.n - pos + 1) / race.n
             term = bool(race.terminated[i]) or finished or bool(race.retired[i])
             trunc = bool(race.truncated[i]) and not term
-            info = kart_info(race, i, telemetry=False)
+            info = kart_info(race, i, telemetry=False, terms=self.race_terms)
             if finished:
                 info["termination"] = "finished"
             elif race.retired[i]:
@@ -140,7 +144,6 @@ class KartRaceParallelEnv(ParallelEnv):
             terms[a] = term
             truncs[a] = trunc
             infos[a] = info
-        self._prev_position = race.position.copy()
         done = [a for a in self.agents if terms[a] or truncs[a]]
         for a in done:
             i = self.agent_index[a]

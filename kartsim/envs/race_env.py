@@ -7,12 +7,15 @@ self-play against an earlier version of yourself). Observation and action spaces
 freely between the time-trial envs and races; the opponents are visible to the rays and in the
 camera image when ``EnvConfig``'s observer supports it.
 
-Reward: the time-trial reward terms of kart 0 plus ``position_reward`` per place gained (minus per
-place lost) and, when it finishes, ``finish_reward`` × (karts beaten + 1) / karts.
+Reward: the time-trial reward terms of kart 0 plus two race terms (:data:`RACE_TERMS`): ``position``
+(places gained this step, negative when lost) weighted by ``position_reward``, and ``finish``
+((karts beaten + 1) / karts on the step it finishes) weighted by ``finish_reward``.
 Episode end: finished the race (``laps``), retired (``max_damage``), or the time-trial ends
 (wrong way, stuck, off the track for good, time limit).
 Info: the time-trial keys plus ``position``, ``gap`` (s behind the kart ahead), ``gap_to_leader``,
-``n_karts``, and ``standings`` at the end.
+``n_karts``, and ``standings`` at the end. ``reward_terms`` and the ``episode_stats`` sums
+``reward_terms`` / ``reward_terms_raw`` include the two race terms, so the weighted terms add up to
+the reward here too.
 """
 
 from __future__ import annotations
@@ -33,7 +36,11 @@ from kartsim.errors import ConfigError
 from kartsim.multikart import GridRace, Opponents, RaceRules
 from kartsim.race import TERMINATION_REASONS
 
-__all__ = ["RaceOptions", "KartRaceEnv"]
+__all__ = ["RaceOptions", "KartRaceEnv", "RACE_TERMS", "RaceTerms"]
+
+RACE_TERMS = ("position", "finish")
+"""The race envs' reward terms on top of :data:`kartsim.race.REWARD_TERMS`, weighted by the
+:class:`RaceOptions` fields ``position_reward`` and ``finish_reward``."""
 
 
 @dataclass
@@ -92,8 +99,52 @@ def split_options(fields: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any
     return env, race
 
 
-def kart_info(race: GridRace, i: int, telemetry: bool = True) -> dict[str, Any]:
-    """The time-trial info keys of kart ``i`` plus its race position and gaps."""
+class RaceTerms:
+    """The race terms (:data:`RACE_TERMS`) of every kart of a :class:`GridRace`, with per-episode sums.
+
+    ``position``: places gained this step (negative when lost); ``finish``: (karts beaten + 1) / karts
+    on the step a kart finishes. :meth:`step` computes them for the karts of a mask (the agents still
+    racing) as whole arrays, like :class:`~kartsim.race.Race` does for the time-trial terms.
+    """
+
+    def __init__(self, n: int, options: RaceOptions) -> None:
+        self.weights = {"position": float(options.position_reward), "finish": float(options.finish_reward)}
+        self.terms = np.zeros((n, len(RACE_TERMS)))  # this step's raw terms, columns in RACE_TERMS order
+        self.episode_terms = np.zeros((n, len(RACE_TERMS)))  # their sums since the start
+        self.prev_position = np.zeros(n, np.int64)
+
+    def reset(self, race: GridRace) -> None:
+        self.episode_terms[:] = 0.0
+        self.prev_position[:] = race.position
+
+    def step(self, race: GridRace, live: np.ndarray) -> np.ndarray:
+        """This step's terms of the karts in mask ``live`` (zero for the others) added to the episode
+        sums; returns every kart's reward: its time-trial reward plus the weighted race terms."""
+        t = self.terms
+        t[:, 0] = self.prev_position - race.position
+        t[:, 1] = np.where(race.finished, (race.n - race.position + 1) / race.n, 0.0)
+        t[~live] = 0.0
+        self.episode_terms += t
+        self.prev_position[:] = race.position
+        return race.reward + self.weights["position"] * t[:, 0] + self.weights["finish"] * t[:, 1]
+
+    def add_info(self, info: dict[str, Any], i: int) -> None:
+        """Kart ``i``'s race terms into ``info["reward_terms"]`` (and into the sums of ``episode_stats``)."""
+        position, finish = self.terms[i].tolist()
+        info["reward_terms"].update(position=position, finish=finish)
+        stats = info.get("episode_stats")
+        if stats is not None:
+            raw = dict(zip(RACE_TERMS, self.episode_terms[i].tolist()))
+            stats["reward_terms"].update({name: self.weights[name] * v for name, v in raw.items()})
+            stats["reward_terms_raw"].update(raw)
+
+
+def kart_info(race: GridRace, i: int, telemetry: bool = True, terms: RaceTerms | None = None) -> dict[str, Any]:
+    """The time-trial info keys of kart ``i`` plus its race position and gaps (and its race terms).
+
+    At the end of its episode (time-trial end, finished or retired) also ``episode_stats`` and
+    ``termination`` (the time-trial reason; the envs name ``finished`` and ``damage`` themselves).
+    """
     new_lap = race.new_lap_time[i]
     info: dict[str, Any] = {
         "lap": int(race.laps[i]),
@@ -108,9 +159,11 @@ def kart_info(race: GridRace, i: int, telemetry: bool = True) -> dict[str, Any]:
     }
     if telemetry:
         info["telemetry"] = race.telemetry(i)
-    if race.terminated[i] or race.truncated[i]:
+    if race.terminated[i] or race.truncated[i] or race.finished[i] or race.retired[i]:
         info["episode_stats"] = race.episode_stats(i)
         info["termination"] = TERMINATION_REASONS[int(race.termination_reason[i])] or "time_limit"
+    if terms is not None:
+        terms.add_info(info, i)
     return info
 
 
@@ -159,7 +212,9 @@ class KartRaceEnv(gym.Env):
                 self.opp = Opponents(self.race, idx, "model", model_path=opts.opponent)
         self._maps = TrackMaps(self.race.stack.tracks)
         self._window = None
-        self._prev_position = 1
+        self.race_terms = RaceTerms(n, opts)
+        self._agent = np.zeros(n, bool)
+        self._agent[0] = True
 
     # ------------------------------------------------------------------------------ gym API
     def reset(self, *, seed: int | None = None, options: dict | None = None):
@@ -172,7 +227,7 @@ class KartRaceEnv(gym.Env):
         if self.opp is not None:
             self.opp.reset()
         self.observer.reset(np.arange(n), [rng] * n)
-        self._prev_position = int(self.race.position[0])
+        self.race_terms.reset(self.race)
         return self.observer.single(0), self._info(reset=True)
 
     def _grid_order(self, rng, n):
@@ -200,14 +255,8 @@ class KartRaceEnv(gym.Env):
             actions[self.opp.idx] = self.opp.act(obs_all)
         race.step(actions)
         self.observer.observe(None if (self.opp is not None and self.opp.kind == "model") else np.array([0]))
-        reward = float(race.reward[0])
-        pos = int(race.position[0])
-        reward += self.options.position_reward * (self._prev_position - pos)
-        self._prev_position = pos
+        reward = float(self.race_terms.step(race, self._agent)[0])
         finished = bool(race.finished[0])
-        if finished:
-            beaten = race.n - pos
-            reward += self.options.finish_reward * (beaten + 1) / race.n
         retired = bool(race.retired[0])
         terminated = bool(race.terminated[0]) or finished or retired
         truncated = bool(race.truncated[0]) and not terminated
@@ -216,18 +265,16 @@ class KartRaceEnv(gym.Env):
             info["termination"] = "finished"
         elif retired:
             info["termination"] = "damage"
-        if terminated or truncated:
+        if terminated or truncated:  # kart_info has added episode_stats and termination
             info["standings"] = race.standings()
-            info.setdefault("episode_stats", race.episode_stats(0))
-            info.setdefault("termination", "time_limit" if truncated else info.get("termination"))
         if self.render_mode == "human":
             self.render()
         return self.observer.single(0), reward, terminated, truncated, info
 
     def _info(self, reset: bool = False) -> dict[str, Any]:
         r = self.race
-        info = kart_info(r, 0) if not reset else {"lap": 0, "lap_times": [], "best_lap": None,
-                                                   "progress": float(r.s[0])}
+        info = kart_info(r, 0, terms=self.race_terms) if not reset else {
+            "lap": 0, "lap_times": [], "best_lap": None, "progress": float(r.s[0])}
         info.update({"position": int(r.position[0]), "gap": float(r.gap[0]),
                      "gap_to_leader": float(r.gap_to_leader[0]), "n_karts": int(r.n),
                      "weather": r.weather, "track": r.stack.tracks[int(r.state.track_idx[0])].name})

@@ -63,7 +63,12 @@ class KartEnv(gym.Env):
 
     ## Info
     ``lap``, ``lap_times``, ``best_lap``, ``new_lap_time``, ``progress`` (m), ``telemetry`` (dict),
-    ``reward_terms``; at the end of an episode ``episode_stats`` and ``termination``.
+    ``reward_terms`` (this step's raw terms by name); at the end of an episode ``termination`` and
+    ``episode_stats``: ``laps``, ``best_lap``, ``mean_speed`` (m/s), ``off_track_share``,
+    ``progress_m``, ``steps``, ``termination``, ``reward_terms`` (per term, its contribution to the
+    episode's reward: weight × the sum of the term over the episode; they add up to the episode
+    return) and ``reward_terms_raw`` (the unweighted sums: metres, laps, seconds on grass, m/s of
+    impacts, early ends). Training logs the mean contributions as ``reward/<term>``.
 
     ## Version history
     * v0: initial release.

@@ -40,13 +40,19 @@ class KartCheckpointCallback(BaseCallback):
 
 
 class RacingMetricsCallback(BaseCallback):
-    """Logs racing metrics under ``racing/`` once per rollout (shown in TensorBoard and the console log).
+    """Logs racing metrics under ``racing/`` and the reward terms under ``reward/`` once per rollout
+    (shown in TensorBoard and the console log).
 
     * ``racing/lap_time``: mean of the last 100 completed laps (s) (all envs)
     * ``racing/best_lap_time``: best lap so far in this run (s)
     * ``racing/laps_per_episode``, ``racing/progress_m``, ``racing/mean_speed`` (m/s),
       ``racing/off_track_share``, ``racing/lap_completion_rate`` (share of episodes with >= 1 lap):
       means over the last 100 finished episodes (from ``info["episode_stats"]``).
+    * ``reward/<term>`` (``reward/progress``, ``reward/lap``, ``reward/off_track``, ``reward/wall``,
+      ``reward/termination``; the race envs add ``reward/position``, ``reward/finish``): each term's
+      contribution to the episode reward (weight × its per-episode sum, from
+      ``episode_stats["reward_terms"]``), mean over the last 100 finished episodes. They add up to the
+      mean episode reward of those episodes.
     """
 
     def __init__(self, window: int = 100) -> None:
@@ -91,6 +97,12 @@ class RacingMetricsCallback(BaseCallback):
                 "racing/lap_completion_rate",
                 float(np.mean([float((e.get("laps") or 0) >= 1) for e in self.episodes])),
             )
+            terms: dict[str, list[float]] = {}
+            for e in self.episodes:
+                for name, value in (e.get("reward_terms") or {}).items():
+                    terms.setdefault(name, []).append(float(value))
+            for name, values in terms.items():
+                record(f"reward/{name}", float(np.mean(values)))
         record("racing/total_laps", self.total_laps)
 
 
