@@ -51,6 +51,10 @@ def add_train_arguments(parser: argparse.ArgumentParser, *, vision_flag: bool = 
     g.add_argument("--timesteps", type=_int, help="total env steps to train (default 1,000,000; on --resume the new total)")
     g.add_argument("--save-name", help="run name: runs/<name>/ and models/<name>_final.zip (default kart_rays / kart_vision)")
     g.add_argument("--vector-envs", type=_int, help="karts simulated side by side (default 64 rays, 16 vision)")
+    g.add_argument("--vec-backend", choices=["batched", "subproc"],
+                   help="batched (default: all karts in this process) or subproc (blocks of karts in worker processes)")
+    g.add_argument("--vec-workers", type=_int, metavar="N",
+                   help="worker processes with --vec-backend subproc (default: one per usable core, at most --vector-envs)")
     g.add_argument("--track-name", nargs="+", metavar="TRACK",
                    help="track(s): bundled name, PNG path, several, a folder, or 'random' (default circuit.png)")
     g.add_argument("--checkpoint-freq", type=_int, help="checkpoint every N env steps (default 100000; 0 = off)")

@@ -57,6 +57,11 @@ class _Shared:
 
 
 def _worker(remote, config_dict, start, count, seed, telemetry_envs, specs, names) -> None:
+    import signal
+
+    # Ctrl-C in a terminal reaches the whole process group: the parent handles it (saves, then closes
+    # the workers); a worker that quit on its own would leave the parent a broken pipe mid-step.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     from kartsim.envs.vector import KartVecEnv
 
     shared = _Shared(specs, names)

@@ -6,14 +6,21 @@ extra member, ``kartsim_config.json``::
     {"format": 1, "kartsim_version": "0.1.0", "env": EnvConfig.to_dict(), "train": TrainConfig dict,
      "num_timesteps": 12345}
 
+A model trained with normalised rewards (SB3 ``VecNormalize``, the default) also carries
+``vecnormalize.pkl``: the wrapper pickled as ``VecNormalize.save`` writes it (running statistics and
+settings, without the last batch of observations), which ``kartsim train --resume`` restores. Extract
+it and ``VecNormalize.load(it, venv)`` to use it elsewhere.
+
 ``PPO.load`` only reads the members it knows ("data", "*.pth", ...), so the file still loads with
-plain stable-baselines3; kartsim's play and eval read the extra member to rebuild the same env.
+plain stable-baselines3; kartsim's play and eval read the extra member to rebuild the same env (they
+need no reward statistics).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import pickle
 import tempfile
 import zipfile
 from pathlib import Path
@@ -22,11 +29,13 @@ from typing import Any
 from kartsim.errors import ModelFileError
 
 CONFIG_MEMBER = "kartsim_config.json"
+VECNORMALIZE_MEMBER = "vecnormalize.pkl"
 FORMAT_VERSION = 1
 
 
 def save_model(model: Any, path: str | Path, env_config: dict[str, Any], train_config: dict[str, Any]) -> Path:
-    """Save `model` (an SB3 algorithm) to `path` with `kartsim_config.json` inside; returns the path.
+    """Save `model` (an SB3 algorithm) to `path` with `kartsim_config.json` inside, and the statistics
+    of its env's VecNormalize when it has one (`VECNORMALIZE_MEMBER`); returns the path.
 
     Written to a temporary file first and renamed, so a crash never leaves half a model behind.
     """
@@ -48,13 +57,41 @@ def save_model(model: Any, path: str | Path, env_config: dict[str, Any], train_c
             "train": train_config,
             "num_timesteps": int(model.num_timesteps),
         }
+        vecnormalize = model.get_vec_normalize_env() if hasattr(model, "get_vec_normalize_env") else None
         with zipfile.ZipFile(tmp, "a", compression=zipfile.ZIP_DEFLATED) as archive:
             archive.writestr(CONFIG_MEMBER, json.dumps(payload, indent=2, sort_keys=True))
+            if vecnormalize is not None:
+                archive.writestr(VECNORMALIZE_MEMBER, _vecnormalize_bytes(vecnormalize))
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+def _vecnormalize_bytes(vecnormalize: Any) -> bytes:
+    """`vecnormalize` pickled as ``VecNormalize.save`` does, less its last observations and rewards."""
+    clone = type(vecnormalize).__new__(type(vecnormalize))
+    clone.__dict__.update(vecnormalize.__dict__)  # shallow: its __getstate__ drops the env when pickled
+    clone.__dict__.pop("old_obs", None)
+    clone.__dict__.pop("old_reward", None)
+    return pickle.dumps(clone)
+
+
+def read_vecnormalize(path: str | Path) -> Any | None:
+    """The VecNormalize saved inside a model zip, with no env attached (``.set_venv(venv)`` it, or copy
+    its ``ret_rms``); None when the zip has none. ModelFileError (one line) when it cannot be read."""
+    path = Path(path)
+    with zipfile.ZipFile(path) as archive:
+        if VECNORMALIZE_MEMBER not in archive.namelist():
+            return None
+        data = archive.read(VECNORMALIZE_MEMBER)
+    try:
+        return pickle.loads(data)
+    except Exception as exc:  # an SB3 / numpy too different from the one that saved it
+        raise ModelFileError(
+            f"{path}: {VECNORMALIZE_MEMBER} inside the model cannot be read ({exc.__class__.__name__}: {exc})"
+        ) from None
 
 
 def check_model_file(path: str | Path) -> Path:

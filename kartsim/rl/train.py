@@ -2,8 +2,9 @@
 ``train_ppo_vision.py``.
 
 Read top to bottom: `TrainConfig` (every knob, documented), `validate`, `env_config_for`, then
-`train`, which builds the batched env, creates (or resumes) the model, learns with checkpoint /
-racing-metrics / telemetry callbacks, and saves the final model.
+`train`, which builds the vector env (batched, or batched blocks in worker processes with
+``--vec-backend subproc``), creates (or resumes) the model, learns with checkpoint / racing-metrics /
+telemetry callbacks, and saves the final model.
 
 A run writes everything under ``<runs_dir>/<save_name>/``::
 
@@ -13,7 +14,9 @@ A run writes everything under ``<runs_dir>/<save_name>/``::
     telemetry_log.csv                env 0's telemetry (schema: kartsim.telemetry.TELEMETRY_COLUMNS)
     <name>_final.zip                 the final model, also copied to <models_dir>/<name>_final.zip
 
-Every saved zip is a plain SB3 PPO model plus ``kartsim_config.json`` (see `kartsim.rl.modelio`).
+Every saved zip is a plain SB3 PPO model plus ``kartsim_config.json`` and, when rewards are
+normalised, the ``VecNormalize`` statistics (``vecnormalize.pkl``), which ``--resume`` restores (see
+`kartsim.rl.modelio`).
 """
 
 from __future__ import annotations
@@ -61,7 +64,14 @@ class TrainConfig:
     """Run name: files go to ``<runs_dir>/<save_name>/`` and ``<models_dir>/<save_name>_final.zip``.
     None: ``kart_vision`` / ``kart_rays`` (or the resumed run's)."""
     vector_envs: int | None = None
-    """Karts simulated side by side in one batched env (one process)."""
+    """Karts simulated side by side (in one batched env, or shared out among ``vec_workers``)."""
+    vec_backend: str = "batched"
+    """How the vector envs are stepped: ``batched`` (all karts as arrays in this process) or
+    ``subproc`` (contiguous blocks of karts, each a batched env in a worker process, observations
+    in shared memory: for machines with more cores than one batched env can fill)."""
+    vec_workers: int | None = None
+    """``subproc`` only: worker processes. None: one per usable core, at most one per vector env
+    (worked out when the run starts, so a resumed run fits the machine it runs on)."""
     track: list[str] = field(default_factory=lambda: ["circuit.png"])
     """Track(s): bundled names, PNG paths, folders of PNGs, or ``random`` (a new generated track per
     episode). Several tracks are shared out among the vector envs."""
@@ -178,6 +188,9 @@ class TrainResult:
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
+# The same as kartsim.envs.vector.VEC_BACKENDS (not imported: validating a config must not load the simulator).
+VEC_BACKENDS = ("batched", "subproc")
+
 
 def configure_threads(cfg: TrainConfig, device: str) -> int:
     """Torch CPU threads for this run: the idle cores for the CNN, one for the small MLP.
@@ -194,13 +207,28 @@ def configure_threads(cfg: TrainConfig, device: str) -> int:
     return threads
 
 
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def vec_workers_for(cfg: TrainConfig) -> int:
+    """Worker processes of the run's vector env: ``cfg.vec_workers``, else one per usable core, at
+    most one per env (``subproc``); 0 for ``batched`` (the karts are stepped in this process)."""
+    if cfg.vec_backend != "subproc":
+        return 0
+    return cfg.vec_workers or max(1, min(int(cfg.vector_envs), usable_cores()))
+
+
 def idle_cores(window_s: float = 0.3) -> int:
     """Usable cores minus the ones busy right now (CPU time used over ``window_s``), at least 1.
 
     Measured instead of read from the load average, which lags a minute behind: a test run that
     just ended would otherwise cost a training run half its threads.
     """
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = usable_cores()
 
     def busy_and_total() -> tuple[float, float]:
         with open("/proc/stat") as f:
@@ -243,6 +271,18 @@ def validate(cfg: TrainConfig) -> None:
         )
     if not 1 <= cfg.vector_envs <= 1024:
         raise ConfigError(f"--vector-envs must be between 1 and 1024, not {cfg.vector_envs}")
+    if cfg.vec_backend not in VEC_BACKENDS:
+        raise ConfigError(f"--vec-backend must be {' or '.join(VEC_BACKENDS)}, not {cfg.vec_backend!r}")
+    if cfg.vec_workers is not None:
+        if cfg.vec_backend != "subproc":
+            raise ConfigError("--vec-workers only applies to --vec-backend subproc; add that flag or drop --vec-workers")
+        if cfg.vec_workers < 1:
+            raise ConfigError(f"--vec-workers must be >= 1, not {cfg.vec_workers}")
+        if cfg.vec_workers > cfg.vector_envs:
+            raise ConfigError(
+                f"--vec-workers {cfg.vec_workers} is more than --vector-envs {cfg.vector_envs} (each worker steps "
+                "at least one kart); lower --vec-workers or raise --vector-envs"
+            )
     if not 0 < cfg.learning_rate < 1:
         raise ConfigError(f"--learning-rate must be in (0, 1), not {cfg.learning_rate}")
     if cfg.n_steps < 1:
@@ -340,20 +380,41 @@ def env_config_for(cfg: TrainConfig):
 
 
 def build_vec_env(env_cfg: Any, n_envs: int, seed: int | None, telemetry_envs: list[int] | None = None,
-                  normalize_reward_gamma: float | None = None):
-    """The batched training env, with SB3's VecMonitor for episode reward/length logs (raw rewards)
-    and, with `normalize_reward_gamma`, reward scaling by VecNormalize (observations untouched, so a
+                  normalize_reward_gamma: float | None = None, backend: str = "batched",
+                  n_workers: int | None = None):
+    """The training env (`backend` ``batched``, or ``subproc`` with `n_workers` worker processes:
+    close it to stop them), with SB3's VecMonitor for episode reward/length logs (raw rewards) and,
+    with `normalize_reward_gamma`, reward scaling by VecNormalize (observations untouched, so a
     saved model plays on the plain env). `telemetry_envs`: the envs whose info carries telemetry."""
     from stable_baselines3.common.vec_env import VecMonitor, VecNormalize
 
     from kartsim.envs import make_vec_env
 
-    venv = make_vec_env(env_cfg, n_envs=n_envs, seed=seed, telemetry_envs=telemetry_envs)
+    venv = make_vec_env(env_cfg, n_envs=n_envs, seed=seed, backend=backend, n_workers=n_workers or None,
+                        telemetry_envs=telemetry_envs)
     if not isinstance(venv, VecMonitor):
         venv = VecMonitor(venv)
     if normalize_reward_gamma is not None:
         venv = VecNormalize(venv, norm_obs=False, norm_reward=True, gamma=normalize_reward_gamma)
     return venv
+
+
+def restore_reward_stats(venv: Any, path: Path, echo: Callable[[str], None] = print) -> bool:
+    """Continue the reward normalisation statistics (``ret_rms`` of the VecNormalize `venv`) saved in
+    the model zip `path`; when it has none (saved by an older kartsim, or trained on raw rewards),
+    say so in one line and leave them to be estimated afresh. True when restored."""
+    from kartsim.rl.modelio import VECNORMALIZE_MEMBER, read_vecnormalize
+
+    try:
+        saved = read_vecnormalize(path)
+    except ModelFileError as exc:
+        echo(f"Reward normalisation statistics not restored ({exc}); estimating them from scratch")
+        return False
+    if saved is None or getattr(saved, "ret_rms", None) is None:
+        echo(f"No reward normalisation statistics in {path} (no {VECNORMALIZE_MEMBER}); estimating them from scratch")
+        return False
+    venv.ret_rms = saved.ret_rms
+    return True
 
 
 class _Run:
@@ -396,6 +457,8 @@ def _merge_resume(cfg: TrainConfig, given: set[str], payload: dict[str, Any] | N
     values = base.to_dict()
     for key in given - set(fixed):
         values[key] = getattr(cfg, key)
+    if "vec_backend" in given and "vec_workers" not in given and cfg.vec_backend != base.vec_backend:
+        values["vec_workers"] = None  # the saved worker count was for the other backend
     values["resume"] = str(path)
     values["force"] = cfg.force
     merged = TrainConfig.from_dict(values).resolved()
@@ -453,79 +516,92 @@ def train(
     # The env (a bad track fails here, before anything is written).
     import torch
     from stable_baselines3 import PPO
+    from stable_baselines3.common.vec_env import VecNormalize
 
     from kartsim.envs import EnvConfig
 
     env_cfg = EnvConfig.from_dict(env_dict) if env_dict is not None else env_config_for(cfg)
+    workers = vec_workers_for(cfg)
     venv = build_vec_env(env_cfg, cfg.vector_envs, cfg.seed, telemetry_envs=[0] if cfg.telemetry_every > 0 else [],
-                         normalize_reward_gamma=cfg.gamma if cfg.normalize_reward else None)
-    env_cfg_dict = env_cfg.to_dict()
-    train_cfg_dict = cfg.to_dict()
+                         normalize_reward_gamma=cfg.gamma if cfg.normalize_reward else None,
+                         backend=cfg.vec_backend, n_workers=workers)
+    try:
+        env_cfg_dict = env_cfg.to_dict()
+        train_cfg_dict = cfg.to_dict()
 
-    if cfg.force and not same_run:
-        if run.dir.exists():
-            shutil.rmtree(run.dir)
-        if run.model_copy.exists():
-            run.model_copy.unlink()
-    run.dir.mkdir(parents=True, exist_ok=True)
-    config_doc = {"env": env_cfg_dict, "train": train_cfg_dict, "command": sys.argv, "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    run.config.write_text(json.dumps(config_doc, indent=2, default=str))
+        if cfg.force and not same_run:
+            if run.dir.exists():
+                shutil.rmtree(run.dir)
+            if run.model_copy.exists():
+                run.model_copy.unlink()
+        run.dir.mkdir(parents=True, exist_ok=True)
+        config_doc = {"env": env_cfg_dict, "train": train_cfg_dict, "command": sys.argv, "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        run.config.write_text(json.dumps(config_doc, indent=2, default=str))
 
-    def save(model: Any, path: Path) -> Path:
-        return save_model(model, path, env_cfg_dict, train_cfg_dict)
+        def save(model: Any, path: Path) -> Path:
+            return save_model(model, path, env_cfg_dict, train_cfg_dict)
 
-    threads = configure_threads(cfg, device)
-    echo(f"Using device: {device}" + (f" ({threads} torch thread{'s' if threads > 1 else ''})" if device == "cpu" else ""))
-    tb_dir = str(run.tb) if cfg.tensorboard else None
-    from kartsim.rl.policies import display_policy_name, policy_for, resolve_precision
+        threads = configure_threads(cfg, device)
+        echo(f"Using device: {device}" + (f" ({threads} torch thread{'s' if threads > 1 else ''})" if device == "cpu" else ""))
+        if workers:
+            echo(f"Vector envs: {cfg.vector_envs} (subproc backend: {workers} worker process{'es' if workers > 1 else ''})")
+        else:
+            echo(f"Vector envs: {cfg.vector_envs} (batched backend: one process)")
+        tb_dir = str(run.tb) if cfg.tensorboard else None
+        from kartsim.rl.policies import display_policy_name, policy_for, resolve_precision
 
-    # The same PPO settings for a new model and a resumed one (a resumed run takes the flags given now).
-    hyper = dict(learning_rate=cfg.learning_rate, n_steps=cfg.n_steps, batch_size=cfg.batch_size,
-                 n_epochs=cfg.n_epochs, gamma=cfg.gamma, gae_lambda=cfg.gae_lambda, clip_range=cfg.clip_range,
-                 ent_coef=cfg.ent_coef, tensorboard_log=tb_dir, verbose=cfg.verbose)
-    if resume_path is not None:
-        echo(f"Resuming model from {resume_path} ({done_steps:,} steps done)")
-        model = load_ppo(resume_path, env=venv, device=device, **hyper)
-        if cfg.seed is not None:
-            model.set_random_seed(cfg.seed)
-    else:
-        echo(f"Creating new model with {display_policy_name(cfg.vision)}")
-        precision = resolve_precision(cfg.precision, device)
-        policy, policy_kwargs = policy_for(cfg.vision, cfg.features_dim, precision)
-        if cfg.vision:
-            echo(f"Vision CNN precision: {precision}")
-        policy_kwargs["log_std_init"] = cfg.log_std_init
-        model = PPO(policy, venv, policy_kwargs=policy_kwargs, seed=cfg.seed, device=device, **hyper)
+        # The same PPO settings for a new model and a resumed one (a resumed run takes the flags given now).
+        hyper = dict(learning_rate=cfg.learning_rate, n_steps=cfg.n_steps, batch_size=cfg.batch_size,
+                     n_epochs=cfg.n_epochs, gamma=cfg.gamma, gae_lambda=cfg.gae_lambda, clip_range=cfg.clip_range,
+                     ent_coef=cfg.ent_coef, tensorboard_log=tb_dir, verbose=cfg.verbose)
+        if resume_path is not None:
+            echo(f"Resuming model from {resume_path} ({done_steps:,} steps done)")
+            model = load_ppo(resume_path, env=venv, device=device, **hyper)
+            if isinstance(venv, VecNormalize):
+                restore_reward_stats(venv, resume_path, echo)
+            if cfg.seed is not None:
+                model.set_random_seed(cfg.seed)
+        else:
+            echo(f"Creating new model with {display_policy_name(cfg.vision)}")
+            precision = resolve_precision(cfg.precision, device)
+            policy, policy_kwargs = policy_for(cfg.vision, cfg.features_dim, precision)
+            if cfg.vision:
+                echo(f"Vision CNN precision: {precision}")
+            policy_kwargs["log_std_init"] = cfg.log_std_init
+            model = PPO(policy, venv, policy_kwargs=policy_kwargs, seed=cfg.seed, device=device, **hyper)
 
-    from stable_baselines3.common.callbacks import CallbackList
+        from stable_baselines3.common.callbacks import CallbackList
 
-    from kartsim.rl.callbacks import KartCheckpointCallback, RacingMetricsCallback, TelemetryCSVCallback
+        from kartsim.rl.callbacks import KartCheckpointCallback, RacingMetricsCallback, TelemetryCSVCallback
 
-    all_callbacks: list[Any] = [RacingMetricsCallback()]
-    checkpointer = None
-    if cfg.checkpoint_freq > 0:
-        checkpointer = KartCheckpointCallback(cfg.checkpoint_freq, run.checkpoints, cfg.save_name, save)
-        all_callbacks.append(checkpointer)
-    telemetry_cb = None
-    if cfg.telemetry_every > 0:
-        telemetry_cb = TelemetryCSVCallback(run.telemetry, every=cfg.telemetry_every, append=resume_path is not None)
-        all_callbacks.append(telemetry_cb)
-    all_callbacks.extend(callbacks or [])
-    # SB3's own progress bar, held here so that Ctrl-C can close it before the messages below.
-    from stable_baselines3.common.callbacks import ProgressBarCallback
+        all_callbacks: list[Any] = [RacingMetricsCallback()]
+        checkpointer = None
+        if cfg.checkpoint_freq > 0:
+            checkpointer = KartCheckpointCallback(cfg.checkpoint_freq, run.checkpoints, cfg.save_name, save)
+            all_callbacks.append(checkpointer)
+        telemetry_cb = None
+        if cfg.telemetry_every > 0:
+            telemetry_cb = TelemetryCSVCallback(run.telemetry, every=cfg.telemetry_every, append=resume_path is not None)
+            all_callbacks.append(telemetry_cb)
+        all_callbacks.extend(callbacks or [])
+        # SB3's own progress bar, held here so that Ctrl-C can close it before the messages below.
+        from stable_baselines3.common.callbacks import ProgressBarCallback
 
-    progress = ProgressBarCallback() if cfg.progress_bar else None
-    if progress is not None:
-        all_callbacks.append(progress)
+        progress = ProgressBarCallback() if cfg.progress_bar else None
+        if progress is not None:
+            all_callbacks.append(progress)
 
-    remaining = cfg.timesteps - done_steps
-    on = "GPU" if device.startswith("cuda") else "CPU"
-    echo(f"Starting training for {remaining:,} timesteps on {on}...")
-    if cfg.vision and on == "GPU":
-        echo("This WILL use GPU efficiently with CNN policy!")
-    if cfg.tensorboard:
-        echo(f"TensorBoard logs: {run.tb}  (view with: tensorboard --logdir {run.tb})")
-    sys.stdout.flush()
+        remaining = cfg.timesteps - done_steps
+        on = "GPU" if device.startswith("cuda") else "CPU"
+        echo(f"Starting training for {remaining:,} timesteps on {on}...")
+        if cfg.vision and on == "GPU":
+            echo("This WILL use GPU efficiently with CNN policy!")
+        if cfg.tensorboard:
+            echo(f"TensorBoard logs: {run.tb}  (view with: tensorboard --logdir {run.tb})")
+        sys.stdout.flush()
+    except BaseException:  # stop the env's worker processes (subproc) on any failure before learning
+        venv.close()
+        raise
 
     started = time.perf_counter()
     steps_before = model.num_timesteps
@@ -550,7 +626,7 @@ def train(
     finally:
         if telemetry_cb is not None and telemetry_cb.writer is not None:
             telemetry_cb.writer.close()
-        venv.close()
+        venv.close()  # and its worker processes (subproc), also on Ctrl-C
     result.seconds = time.perf_counter() - started
     result.num_timesteps = model.num_timesteps
     trained = model.num_timesteps - steps_before
