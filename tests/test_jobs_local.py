@@ -94,14 +94,27 @@ def test_local_workflow_sync_train_status_fetch_play(jobs_env, tmp_path, capsys)
     follower = subprocess.Popen([sys.executable, str(SHIM), "train", "--track-name", "circuit.png", "--timesteps",
                                  "256", "--save-name", "wf", "--tensorboard", *TINY], cwd=tmp_path,
                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    first = follower.stdout.readline()
-    m = re.match(r"started job (\S+) \(local, pid \d+\)", first)
-    assert m, first + follower.stdout.read()
-    job_id = m.group(1)
-    wait_for(lambda: (store / "jobs" / job_id / "log.txt").exists(), 30, "the job's log")
-    follower.send_signal(signal.SIGINT)
-    rest, _ = follower.communicate(timeout=30)
-    assert follower.returncode == 0, rest
+    try:
+        first = follower.stdout.readline()
+        m = re.match(r"started job (\S+) \(local, pid \d+\)", first)
+        assert m, first + follower.stdout.read()
+        job_id = m.group(1)
+        # Ctrl-C once the follower streams the job's own output: it is following (no sleep, no guess).
+        # (Not "log.txt exists": the follower creates that file itself, before it prints anything.)
+        seen = [first]
+        for line in follower.stdout:
+            seen.append(line)
+            if f"=== job {job_id} attempt 1 started" in line:
+                break
+        else:
+            raise AssertionError("the follower ended before streaming the job's log:\n" + "".join(seen))
+        follower.send_signal(signal.SIGINT)
+        follower.wait(timeout=30)
+        rest = follower.stdout.read()
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+    assert follower.returncode == 0, "".join(seen) + rest
     assert f"detached: job {job_id} keeps running. Follow it with: python tools/track_cli.py logs {job_id} --follow" in rest
     assert job_id.startswith("wf-")
     rec = job_record(store, job_id)
@@ -408,6 +421,31 @@ def test_ctrl_c_on_a_followed_job_detaches_without_a_terminal(monkeypatch, capsy
         monkeypatch.setattr("builtins.input", lambda prompt, a=answer: a)
         assert jobs_cmd._on_interrupt(args, Job(), FakeBackend(), stdin=Tty()) == code
         assert FakeBackend.cancelled is cancelled
+
+
+@pytest.mark.parametrize("detach", [False, True])
+def test_ctrl_c_while_a_started_job_is_announced_detaches_too(detach, capsys):
+    """A Ctrl-C that lands after the job id is printed but before following has begun (a loaded
+    machine: the follower preempted right after its first lines) is handled like one while following,
+    not a bare "interrupted" (exit 130) with the job left running unannounced."""
+    from kartsim.cli import jobs_cmd
+
+    class Backend:
+        store = None
+
+        def cancel(self, job, grace_s=60.0):
+            raise AssertionError("a Ctrl-C without a terminal must not cancel the job")
+
+    class Job:
+        id = "j-1"
+
+    def announce():
+        print("started job j-1 (local, pid 1)")
+        raise KeyboardInterrupt  # SIGINT between the announcement and the follow loop
+
+    args = type("A", (), {"prog": "kartsim jobs", "store": None, "detach": detach})()
+    assert jobs_cmd._stream(args, Job(), Backend(), announce) == 0
+    assert "detached: job j-1 keeps running" in capsys.readouterr().out
 
 
 def test_process_alive_checks_identity():

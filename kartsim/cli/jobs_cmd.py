@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import Any
+from typing import Any, Callable
 
 from kartsim.errors import KartsimError
 
@@ -102,11 +102,20 @@ def _started(args: argparse.Namespace, job, backend, store) -> None:
     sys.stdout.flush()
 
 
-def _stream(args: argparse.Namespace, job, backend, store, offset: int = 0) -> int:
-    """Follow the job to its end. Ctrl-C asks whether to stop it (no terminal: detach)."""
+def _stream(args: argparse.Namespace, job, backend, announce: Callable[[], None], offset: int = 0) -> int:
+    """Announce the started job, then (without --detach) follow it to its end.
+
+    Ctrl-C asks whether to stop the job (no terminal: detach) from the first line of the announcement
+    on, not only once following has begun: a Ctrl-C right after the job id was printed must not end in
+    a bare "interrupted" (exit 130) while the job goes on.
+    """
     from kartsim.jobs import service
 
+    store = backend.store
     try:
+        announce()
+        if args.detach:
+            return 0
         st = service.follow(store, backend, job, offset=offset)
     except KeyboardInterrupt:
         return _on_interrupt(args, job, backend)
@@ -157,11 +166,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     train_parser = argparse.ArgumentParser(add_help=False)
     add_train_arguments(train_parser)
     job, backend = service.submit(settings, args, train_parser)
-    store = backend.store
-    _started(args, job, backend, store)
-    if args.detach:
-        return 0
-    return _stream(args, job, backend, store)
+    return _stream(args, job, backend, lambda: _started(args, job, backend, backend.store))
 
 
 def _fmt_progress(p: dict[str, Any] | None, running: bool) -> str:
@@ -292,14 +297,15 @@ def _cmd_resume(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     job, backend, steps, offset = service.resume(settings, args.job, args.timesteps)
-    a = job.attempt
-    print(f"resumed job {job.id} from {a.resume_from} ({steps:,} steps) towards {job.timesteps:,} steps "
-          f"(attempt {a.n}, {backend.describe(job)})")
-    print(f"  follow:  {_hint(args, f'logs {job.id} --follow')}")
-    sys.stdout.flush()
-    if args.detach:
-        return 0
-    return _stream(args, job, backend, backend.store, offset)
+
+    def announce() -> None:
+        a = job.attempt
+        print(f"resumed job {job.id} from {a.resume_from} ({steps:,} steps) towards {job.timesteps:,} steps "
+              f"(attempt {a.n}, {backend.describe(job)})")
+        print(f"  follow:  {_hint(args, f'logs {job.id} --follow')}")
+        sys.stdout.flush()
+
+    return _stream(args, job, backend, announce, offset)
 
 
 def _cmd_fetch(args: argparse.Namespace) -> int:
