@@ -448,6 +448,49 @@ def test_ctrl_c_while_a_started_job_is_announced_detaches_too(detach, capsys):
     assert "detached: job j-1 keeps running" in capsys.readouterr().out
 
 
+def test_ctrl_c_while_a_job_is_launched_keeps_its_record_and_pid(jobs_env, monkeypatch, capsys):
+    """SIGINT after the job's process started but before launch returned: the job stays recorded with
+    its pid (not removed: an orphan; not pid-less: "process died" in status) and the Ctrl-C is still
+    delivered right after, to the same handling as one while following (no terminal: detach)."""
+    from kartsim.jobs import service
+    from kartsim.jobs.local import LocalBackend, process_alive
+
+    launch = LocalBackend.launch
+
+    def interrupted_launch(self, job, attempt):
+        launch(self, job, attempt)
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C: the job's process runs already
+
+    monkeypatch.setattr(LocalBackend, "launch", interrupted_launch)
+    code, out, err = run(capsys, "train", "--timesteps", "1000000", "--save-name", "sigint", *TINY, "--detach")
+    assert code == 0, out + err
+    m = re.search(r"started job (\S+) \(local, pid (\d+)\)", out)
+    assert m, out
+    job_id, pid = m.group(1), int(m.group(2))
+    assert f"detached: job {job_id} keeps running" in out  # the Ctrl-C was delivered, after the announcement
+    a = job_record(jobs_env, job_id)["attempts"][0]
+    assert a["pid"] == pid and process_alive(pid, a["start_token"], job_id)
+    code, out, _ = run(capsys, "status", job_id)
+    assert re.search(rf"state:\s+running \(pid {pid}\)", out), out
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Ctrl-C works as before again
+
+    # the service on its own: the KeyboardInterrupt comes out of submit once the pid is saved
+    import argparse
+
+    from kartsim.cli.train_cmd import add_train_arguments
+    from kartsim.jobs.config import resolve_settings
+
+    p = argparse.ArgumentParser()
+    add_train_arguments(p)
+    args = p.parse_args(["--timesteps", "1000000", "--save-name", "sigint2", *TINY])
+    with pytest.raises(KeyboardInterrupt) as info:
+        service.submit(resolve_settings(), args, p, echo=lambda _: None)
+    job, _ = info.value.result
+    a = job_record(jobs_env, job.id)["attempts"][0]
+    assert a["pid"] == job.attempt.pid and process_alive(a["pid"], a["start_token"], job.id)
+    # (jobs_env kills both job processes)
+
+
 def test_process_alive_checks_identity():
     from kartsim.jobs.local import process_alive, start_token
 

@@ -102,18 +102,22 @@ def _started(args: argparse.Namespace, job, backend, store) -> None:
     sys.stdout.flush()
 
 
-def _stream(args: argparse.Namespace, job, backend, announce: Callable[[], None], offset: int = 0) -> int:
+def _stream(args: argparse.Namespace, job, backend, announce: Callable[[], None], offset: int = 0,
+            interrupted: KeyboardInterrupt | None = None) -> int:
     """Announce the started job, then (without --detach) follow it to its end.
 
     Ctrl-C asks whether to stop the job (no terminal: detach) from the first line of the announcement
     on, not only once following has begun: a Ctrl-C right after the job id was printed must not end in
-    a bare "interrupted" (exit 130) while the job goes on.
+    a bare "interrupted" (exit 130) while the job goes on. `interrupted`: a Ctrl-C that came while the
+    job was being started (`service.StartInterrupted`), handled the same way once it is announced.
     """
     from kartsim.jobs import service
 
     store = backend.store
     try:
         announce()
+        if interrupted is not None:
+            raise interrupted
         if args.detach:
             return 0
         st = service.follow(store, backend, job, offset=offset)
@@ -165,8 +169,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     settings = _settings(args)
     train_parser = argparse.ArgumentParser(add_help=False)
     add_train_arguments(train_parser)
-    job, backend = service.submit(settings, args, train_parser)
-    return _stream(args, job, backend, lambda: _started(args, job, backend, backend.store))
+    interrupted = None
+    try:
+        job, backend = service.submit(settings, args, train_parser)
+    except service.StartInterrupted as exc:
+        (job, backend), interrupted = exc.result, exc
+    return _stream(args, job, backend, lambda: _started(args, job, backend, backend.store), interrupted=interrupted)
 
 
 def _fmt_progress(p: dict[str, Any] | None, running: bool) -> str:
@@ -296,7 +304,11 @@ def _cmd_resume(args: argparse.Namespace) -> int:
     from kartsim.jobs import service
 
     settings = _settings(args)
-    job, backend, steps, offset = service.resume(settings, args.job, args.timesteps)
+    interrupted = None
+    try:
+        job, backend, steps, offset = service.resume(settings, args.job, args.timesteps)
+    except service.StartInterrupted as exc:
+        (job, backend, steps, offset), interrupted = exc.result, exc
 
     def announce() -> None:
         a = job.attempt
@@ -305,7 +317,7 @@ def _cmd_resume(args: argparse.Namespace) -> int:
         print(f"  follow:  {_hint(args, f'logs {job.id} --follow')}")
         sys.stdout.flush()
 
-    return _stream(args, job, backend, announce, offset)
+    return _stream(args, job, backend, announce, offset, interrupted)
 
 
 def _cmd_fetch(args: argparse.Namespace) -> int:

@@ -10,11 +10,14 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import signal
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, TextIO
+from typing import Any, Callable, Iterator, TextIO
 
 from kartsim.errors import ConfigError
 from kartsim.jobs.config import Settings, is_loopback
@@ -38,6 +41,36 @@ class JobState:
     @classmethod
     def from_exit(cls, ex: dict[str, Any]) -> "JobState":
         return cls(str(ex.get("state", "failed")), str(ex.get("reason", "")), ex.get("exit_code"), ex.get("ended"))
+
+
+class StartInterrupted(KeyboardInterrupt):
+    """Ctrl-C while a job was being started: it was started and recorded all the same. `result` is
+    what `submit` / `resume` would have returned, so the caller can still offer to stop it."""
+
+    def __init__(self, result: tuple) -> None:
+        super().__init__()
+        self.result = result
+
+
+@contextmanager
+def _sigint_held() -> Iterator[list[int]]:
+    """Hold Ctrl-C off for the block; the list it yields tells whether one came (the caller raises it).
+
+    A handler that only records, not `pthread_sigmask`: a blocked signal mask is inherited by the job's
+    process through exec, and then `cancel` (SIGINT: save a checkpoint, stop) would no longer reach
+    training. Left alone off the main thread or when SIGINT is not Python's default handler (ignored
+    in a background shell job, or someone else's handler).
+    """
+    caught: list[int] = []
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield caught
+        return
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield caught
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 # ------------------------------------------------------------------------------------- backends
@@ -172,12 +205,17 @@ def submit(settings: Settings, args: argparse.Namespace, train_parser: argparse.
                     options={k: getattr(settings, k) for k in ("num_gpus", "num_cpus") if getattr(settings, k) is not None})
     job.attempts.append(Attempt(n=1, started=now_iso()))
     save_job(store, job)
-    try:
-        backend.launch(job, job.attempt)
-    except BaseException:
-        store.remove(f"jobs/{job.id}")
-        raise
-    save_job(store, job)
+    # No Ctrl-C from launch until the pid is saved: mid-launch it would drop the record of a process that
+    # may already run (an orphan nobody can see or cancel), or leave it without its pid ("process died").
+    with _sigint_held() as interrupted:
+        try:
+            backend.launch(job, job.attempt)
+        except BaseException:
+            store.remove(f"jobs/{job.id}")
+            raise
+        save_job(store, job)
+    if interrupted:
+        raise StartInterrupted((job, backend))
     return job, backend
 
 
@@ -217,8 +255,11 @@ def resume(settings: Settings, job_id: str, timesteps: int | None = None) -> tup
         job.timesteps = int(timesteps)
     save_job(store, job)
     _, offset = read_log(store, job, 0)
-    backend.launch(job, attempt)
-    save_job(store, job)
+    with _sigint_held() as interrupted:  # as in submit: a running attempt is never left without its pid
+        backend.launch(job, attempt)
+        save_job(store, job)
+    if interrupted:
+        raise StartInterrupted((job, backend, steps, offset))
     return job, backend, steps, offset
 
 
@@ -310,4 +351,4 @@ def fetch(store: Store, path: str, out: str | None, force: bool, job: JobRecord 
 
 
 __all__ = ["JobState", "submit", "resume", "follow", "wait", "fetch", "read_log", "progress_of", "open_settings_store",
-           "backend_of", "make_backend", "open_store"]
+           "backend_of", "make_backend", "open_store", "StartInterrupted"]
