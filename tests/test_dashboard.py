@@ -266,9 +266,14 @@ def test_learning_curves_from_tensorboard_and_the_telemetry_csv(client, lap_csvs
     w = EventFileWriter(str(run / "tb" / "PPO_1"))
     for step in (256, 512, 768):
         for tag, value in (("rollout/ep_rew_mean", step / 100), ("racing/best_lap_time", 60 - step / 100),
-                           ("train/value_loss", 1 / step)):
+                           ("train/value_loss", 1 / step), ("reward/progress", step / 50), ("reward/lap", 10.0),
+                           ("reward/off_track", -step / 1000)):
             summ = summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=tag, simple_value=value)])
             w.add_event(event_pb2.Event(step=step, wall_time=time.time(), summary=summ))
+    w.close()
+    w = EventFileWriter(str(run / "tb" / "PPO_2"))  # a resumed race run: a term the first logs lack
+    summ = summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag="reward/position", simple_value=2.5)])
+    w.add_event(event_pb2.Event(step=1024, wall_time=time.time(), summary=summ))
     w.close()
     r = client.get("/api/run/runs/curves/curves")
     assert r.status_code == 200, r.text
@@ -277,6 +282,15 @@ def test_learning_curves_from_tensorboard_and_the_telemetry_csv(client, lap_csvs
     assert "csv/reward" in figs or "csv/mean_speed" in figs
     trace = figs["rollout/ep_rew_mean"]["figure"]["data"][0]
     assert trace["x"] == [256, 512, 768]
+    # the reward terms: one figure, a line per reward/* tag found in the logs (not a figure each)
+    terms = figs["reward/*"]
+    assert terms["title"] == "reward terms (per episode)" and not any(k.startswith("reward/") and k != "reward/*"
+                                                                      for k in figs)
+    lines = {t["name"]: t for t in terms["figure"]["data"]}
+    assert set(lines) == {"progress", "lap", "off_track", "position"}
+    assert lines["progress"]["x"] == [256, 512, 768] and lines["progress"]["y"] == pytest.approx([5.12, 10.24, 15.36])
+    assert lines["position"]["x"] == [1024] and lines["position"]["y"] == [2.5]
+    assert len({t["line"]["color"] for t in lines.values()}) == 4 and terms["figure"]["layout"]["showlegend"]
     template = r.json()["template"]
     assert template["layout"]["plot_bgcolor"] == "white"  # plotly_white, sent once per page
     assert "template" not in client.get("/api/run/runs/curves/curves?template=0").json()

@@ -52,6 +52,11 @@ CURVES: tuple[tuple[str, str, str], ...] = (
     ("train/approx_kl", "approx KL", "KL"),
     ("time/fps", "training speed", "steps/s"),
 )
+# TensorBoard tag families shown as one figure with a line per tag the run has: (prefix, title, y label).
+# The tags come from the logs, not a list: each env names its own reward terms (race envs add some).
+CURVE_GROUPS: tuple[tuple[str, str, str], ...] = (
+    ("reward/", "reward terms (per episode)", "reward (mean of the last 100)"),
+)
 
 
 class DashboardError(Exception):
@@ -893,4 +898,4 @@ class Library:
                 "problem": "; ".join(problems) or "the track is not known (a generated track?)"}
 
 
-__all__ = ["Library", "DashboardError", "TelemetryReader", "CURVES", "pid_alive", "live_state"]
+__all__ = ["Library", "DashboardError", "TelemetryReader", "CURVES", "CURVE_GROUPS", "pid_alive", "live_state"]

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from kartsim.compare import COLORS, Lap, _time_at, sector_times
-from kartsim.dashboard.data import CURVES
+from kartsim.dashboard.data import CURVE_GROUPS, CURVES
 
 _LAYOUT = dict(template="plotly_white", margin=dict(l=55, r=20, t=72, b=40), font=dict(size=12),
                legend=dict(orientation="h", yanchor="bottom", y=1.01, x=0))
@@ -56,9 +56,21 @@ def _curve(key: str, title: str, unit: str, x: list, y: list, source: str, marke
     return {"key": key, "title": title, "source": source, "figure": {"data": [trace], "layout": layout}}
 
 
+def _group(key: str, title: str, unit: str, lines: list[tuple[str, list, list]]) -> dict[str, Any]:
+    """A learning-curve figure with one line per (name, x, y), in `COLORS` order, with a legend (at the
+    right: above the plot it would wrap into the title on a narrow card)."""
+    fig = _curve(key, title, unit, [], [], "tensorboard", False)
+    fig["figure"]["data"] = [{"type": "scatter", "x": x, "y": y, "name": name, "mode": "lines+markers",
+                              "marker": {"size": 4}, "line": {"width": 1.6, "color": COLORS[k % len(COLORS)]}}
+                             for k, (name, x, y) in enumerate(lines)]
+    fig["figure"]["layout"]["showlegend"] = True
+    return fig
+
+
 def learning_figures(curves: dict[str, Any]) -> list[dict[str, Any]]:
-    """One small figure per metric: TensorBoard scalars first, then per-episode curves of the
-    telemetry CSV (env 0). Each item: {"key", "title", "source", "figure"}; the figures use
+    """One small figure per metric: TensorBoard scalars first (one figure per `CURVES` tag, then one
+    per `CURVE_GROUPS` family with a line per tag of it found in the logs), then per-episode curves of
+    the telemetry CSV (env 0). Each item: {"key", "title", "source", "figure"}; the figures use
     `template()` (the page sets it)."""
     out = []
     tb = curves.get("tb") or {}
@@ -67,6 +79,11 @@ def learning_figures(curves: dict[str, Any]) -> list[dict[str, Any]]:
         if not series or not series.get("steps"):
             continue
         out.append(_curve(tag, title, unit, list(series["steps"]), _finite(series["values"]), "tensorboard", False))
+    for prefix, title, unit in CURVE_GROUPS:
+        lines = [(tag[len(prefix):], list(s["steps"]), _finite(s["values"])) for tag, s in tb.items()
+                 if tag.startswith(prefix) and len(tag) > len(prefix) and s and s.get("steps")]
+        if lines:
+            out.append(_group(prefix + "*", title, unit, lines))
     episodes = curves.get("episodes") or {}
     steps = episodes.get("step") or []
     for key, title, unit in (("reward", "episode reward (env 0, telemetry CSV)", "reward"),
