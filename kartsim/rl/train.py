@@ -42,10 +42,11 @@ MODE_DEFAULTS: dict[bool, dict[str, Any]] = {
     # 850k steps at 460 steps/s with 8 envs x 512 steps, batch 256, 10 epochs, lr 3e-4, log std 0.
     False: {"vector_envs": 64, "learning_rate": 1e-3, "n_steps": 128, "batch_size": 2048, "n_epochs": 5,
             "log_std_init": -0.5},
-    # vision (CNN): fewer, costlier steps; uint8 images in the rollout buffer
     # vision (CNN): the same shape as rays (many karts, large batches: the CNN's throughput on a CPU
-    # grows with the batch), 4 epochs as the update dominates the wall-clock time.
-    True: {"vector_envs": 16, "learning_rate": 3e-4, "n_steps": 128, "batch_size": 512, "n_epochs": 4,
+    # grows with the batch). Epochs chosen by wall-clock time to the first deterministic lap on
+    # circuit.png (3 seeds each, benchmarks/RESULTS.md): 4 epochs 139-429 s (median 271), 3 epochs
+    # 71-178 s (median 106), 2 epochs 156-203 s (median 156).
+    True: {"vector_envs": 16, "learning_rate": 3e-4, "n_steps": 128, "batch_size": 512, "n_epochs": 3,
            "log_std_init": -0.5},
 }
 
