@@ -104,6 +104,9 @@ def _cast_rays_kernel(field, px_per_unit, scale, track_idx, x, y, yaw, angles, m
     return out
 
 
+COMPACT_UNITS_PER_PIXEL = 2.0  # compact_ray_field's unit: half a pixel
+
+
 def compact_ray_field(distance_m: np.ndarray, scale) -> np.ndarray:
     """A distance field (T, H, W) in metres as uint8 half-pixels, rounded down and capped at 255.
 
@@ -112,7 +115,7 @@ def compact_ray_field(distance_m: np.ndarray, scale) -> np.ndarray:
     """
     field = distance_m if distance_m.ndim == 3 else distance_m[None]
     s = np.atleast_1d(np.asarray(scale, np.float64))[:, None, None]
-    return np.clip(np.floor(field / s * 2.0), 0, 255).astype(np.uint8)
+    return np.clip(np.floor(field / s * COMPACT_UNITS_PER_PIXEL), 0, 255).astype(np.uint8)
 
 
 @njit(cache=True, fastmath=True)
@@ -167,7 +170,7 @@ def cast_rays(wall_distance, scale, track_idx, x, y, yaw, angles, max_range_m, o
     angles = np.asarray(angles, np.float64)
     if out is None:
         out = np.empty((len(x), len(angles)), np.float32)
-    px_per_unit = np.full(len(scale), 0.5) if field.dtype == np.uint8 else 1.0 / scale
+    px_per_unit = np.full(len(scale), 1.0 / COMPACT_UNITS_PER_PIXEL) if field.dtype == np.uint8 else 1.0 / scale
     _cast_rays_kernel(field, px_per_unit, scale, track_idx, x, y, yaw, angles, float(max_range_m), out)
     if others is not None and len(others):
         o = np.ascontiguousarray(others, np.float64)

@@ -102,6 +102,17 @@ def _started(args: argparse.Namespace, job, backend, store) -> None:
     sys.stdout.flush()
 
 
+def _start(start: Callable[[], tuple]) -> tuple[tuple, KeyboardInterrupt | None]:
+    """(what `start` returned, None), or, when Ctrl-C came while it started the job anyway
+    (`service.StartInterrupted`), (that same result, the interrupt) for `_stream` to handle."""
+    from kartsim.jobs import service
+
+    try:
+        return start(), None
+    except service.StartInterrupted as exc:
+        return exc.result, exc
+
+
 def _stream(args: argparse.Namespace, job, backend, announce: Callable[[], None], offset: int = 0,
             interrupted: KeyboardInterrupt | None = None) -> int:
     """Announce the started job, then (without --detach) follow it to its end.
@@ -169,11 +180,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     settings = _settings(args)
     train_parser = argparse.ArgumentParser(add_help=False)
     add_train_arguments(train_parser)
-    interrupted = None
-    try:
-        job, backend = service.submit(settings, args, train_parser)
-    except service.StartInterrupted as exc:
-        (job, backend), interrupted = exc.result, exc
+    (job, backend), interrupted = _start(lambda: service.submit(settings, args, train_parser))
     return _stream(args, job, backend, lambda: _started(args, job, backend, backend.store), interrupted=interrupted)
 
 
@@ -304,11 +311,7 @@ def _cmd_resume(args: argparse.Namespace) -> int:
     from kartsim.jobs import service
 
     settings = _settings(args)
-    interrupted = None
-    try:
-        job, backend, steps, offset = service.resume(settings, args.job, args.timesteps)
-    except service.StartInterrupted as exc:
-        (job, backend, steps, offset), interrupted = exc.result, exc
+    (job, backend, steps, offset), interrupted = _start(lambda: service.resume(settings, args.job, args.timesteps))
 
     def announce() -> None:
         a = job.attempt

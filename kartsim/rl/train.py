@@ -571,7 +571,7 @@ def train(
             policy_kwargs["log_std_init"] = cfg.log_std_init
             model = PPO(policy, venv, policy_kwargs=policy_kwargs, seed=cfg.seed, device=device, **hyper)
 
-        from stable_baselines3.common.callbacks import CallbackList
+        from stable_baselines3.common.callbacks import CallbackList, ProgressBarCallback
 
         from kartsim.rl.callbacks import KartCheckpointCallback, RacingMetricsCallback, TelemetryCSVCallback
 
@@ -586,8 +586,6 @@ def train(
             all_callbacks.append(telemetry_cb)
         all_callbacks.extend(callbacks or [])
         # SB3's own progress bar, held here so that Ctrl-C can close it before the messages below.
-        from stable_baselines3.common.callbacks import ProgressBarCallback
-
         progress = ProgressBarCallback() if cfg.progress_bar else None
         if progress is not None:
             all_callbacks.append(progress)
