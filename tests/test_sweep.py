@@ -100,6 +100,15 @@ def test_local_sweep_of_four_trials_with_report(tmp_path, monkeypatch, capfd):
     for png in ("params.png", "curves.png"):
         assert (tmp_path / "rep" / png).read_bytes()[:4] == b"\x89PNG"
     assert run(capsys, "sweep", "report", "lr", "--out", "rep")[0] == 2  # no overwrite without --force
+
+    from starlette.testclient import TestClient
+
+    from kartsim.dashboard.app import create_app
+
+    with TestClient(create_app(tmp_path / "runs", sweeps_dir=tmp_path / "sweeps")) as client:
+        sweeps = client.get("/api/runs").json()["sweeps"]["sweeps"]
+    assert [(s["name"], s["done"], s["target"]) for s in sweeps] == [("lr", 4, 4)]
+    assert sweeps[0]["best"]["command"].startswith("kartsim train ") and len(sweeps[0]["rows"]) == 4
     code, _, err = run(capsys, "sweep", "run", "lr", "--set", "n_epochs=choice:1,2", *TINY)
     assert code == 2 and "sweep resume lr" in err and "--force" in err
 

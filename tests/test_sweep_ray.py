@@ -8,7 +8,7 @@ import pytest
 
 pytest.importorskip("ray.tune", reason="Ray Tune is not installed: pip install 'kartsim[ray]'")
 
-from kartsim.cli import main as kartsim_main  # noqa: E402
+from kartsim.cli import main as kartsim_main
 
 TINY = ["--vector-envs", "2", "--n-steps", "64", "--batch-size", "64", "--eval-max-steps", "100"]
 

@@ -145,11 +145,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         from kartsim.sweep.ray_tune import prepare
 
         prepare(spec, args, storage_given=bool(args.storage))
-    if sweep_dir.exists():
-        if not args.force:
-            raise ConfigError(f"sweep folder {sweep_dir} already exists; continue it with `kartsim sweep resume "
-                              f"{args.name}`, pass --force to delete it and start over, or choose another name")
-        _delete_sweep(spec, sweep_dir, args)
+    if sweep_dir.exists() and not args.force:
+        raise ConfigError(f"sweep folder {sweep_dir} already exists; continue it with `kartsim sweep resume "
+                          f"{args.name}`, pass --force to delete it and start over, or choose another name")
+    if args.force:
+        _delete_sweep(spec, sweep_dir)
     save_spec(spec, sweep_dir)
     create_study(spec)
     if args.backend == "ray":
@@ -159,18 +159,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return _run_local(spec, sweep_dir, args)
 
 
-def _delete_sweep(spec: Any, sweep_dir: Path, args: argparse.Namespace) -> None:
+def _delete_sweep(spec: Any, sweep_dir: Path) -> None:
     """--force: the old study, its folder and its trial runs / models."""
     import optuna
 
+    from kartsim.sweep.study import open_storage
+
     try:
-        optuna.delete_study(study_name=spec.name, storage=spec.storage)
-    except (KeyError, Exception):  # no such study (or a fresh database)
+        optuna.delete_study(study_name=spec.name, storage=open_storage(spec))
+    except KeyError:  # no study of that name in the database
         pass
     runs, models = Path(spec.train.get("runs_dir") or "runs"), Path(spec.train.get("models_dir") or "models")
     for path in list(runs.glob(f"{spec.name}-*")) + list(models.glob(f"{spec.name}-*_final.zip")):
         shutil.rmtree(path) if path.is_dir() else path.unlink()
-    shutil.rmtree(sweep_dir)
+    shutil.rmtree(sweep_dir, ignore_errors=True)
 
 
 def _run_local(spec: Any, sweep_dir: Path, args: argparse.Namespace) -> int:

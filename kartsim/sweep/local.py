@@ -148,6 +148,14 @@ def run_local(spec: SweepSpec, sweep_dir: Path, workers: int | None, threads: in
     print(f"sweep {spec.name}: {spec.target} trials, {n} worker process{'es' if n > 1 else ''} x {t} torch "
           f"thread{'s' if t > 1 else ''}; study {spec.storage}; trial logs {sweep_dir / 'logs'}", flush=True)
     procs = start_workers(spec, sweep_dir, n, t, runs_dir, models_dir)
+
+    def on_term(signum: int, frame: Any) -> None:  # `kill PID` of the sweep stops its workers too
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+        sys.exit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, on_term)
     try:
         codes = [p.wait() for p in procs]
     except KeyboardInterrupt:  # the workers got the same Ctrl-C; let them save and mark their trials
@@ -157,6 +165,8 @@ def run_local(spec: SweepSpec, sweep_dir: Path, workers: int | None, threads: in
         for p in procs:
             p.wait()
         raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return max(codes, default=0)
 
 

@@ -157,6 +157,11 @@ def status_text(spec: SweepSpec, study: Any, limit: int = 20) -> str:
     stats = seed_stats(spec, study)
     if stats:
         lines += ["  " + s for s in _seed_lines(stats, spec.metric)]
+    for t in study.get_trials(deepcopy=False):
+        if t.state.name == "RUNNING":
+            last = max(t.intermediate_values) if t.intermediate_values else None
+            at = f"{spec.metric} {_p(t.intermediate_values[last])} at {last:,} steps" if last else "no evaluation yet"
+            lines.append(f"  running: trial {t.number}, {at} ({', '.join(f'{k}={_p(v)}' for k, v in t.params.items())})")
     head, rows = table_rows(spec, study)
     if rows:
         lines += ["", _text_table(head, rows[:limit])]
@@ -257,3 +262,22 @@ def write_report(spec: SweepSpec, study: Any, out: Path, top: int = 5) -> list[P
                "![learning curves of the top trials](curves.png)", ""]
     (out / "report.md").write_text("\n".join(md))
     return files
+
+
+def summary(spec: SweepSpec, study: Any, limit: int = 10) -> dict[str, Any]:
+    """What the dashboard shows of a sweep (JSON): states, the best trial, the top trials."""
+    from kartsim.sweep.local import counts
+
+    n = counts(study)
+    order = ranked(spec, study)
+    head, rows = table_rows(spec, study)
+    return {
+        "name": spec.name, "metric": spec.metric, "direction": spec.direction, "sampler": spec.sampler,
+        "backend": spec.backend, "target": spec.target, "done": n["COMPLETE"] + n["PRUNED"],
+        "states": {k.lower(): v for k, v in n.items() if v}, "timesteps": spec.timesteps,
+        "best": ({"trial": order[0].number, "value": _value(order[0]), "params": order[0].params,
+                  "runs": order[0].user_attrs.get("runs", []), "command": best_command(spec, order[0])}
+                 if order else None),
+        "seeds": seed_stats(spec, study),
+        "columns": head, "rows": rows[:limit],
+    }

@@ -119,6 +119,7 @@ def default_storage(sweep_dir: Path) -> str:
 def open_storage(spec: SweepSpec) -> Any:
     """The study database, with heartbeats and retry of trials whose process died."""
     import optuna
+    from sqlalchemy.exc import SQLAlchemyError
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeats
     kwargs: dict[str, Any] = {}
@@ -128,7 +129,7 @@ def open_storage(spec: SweepSpec) -> Any:
         return optuna.storages.RDBStorage(
             spec.storage, heartbeat_interval=spec.heartbeat_s, grace_period=2 * spec.heartbeat_s,
             heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3), **kwargs)
-    except Exception as exc:  # SQLAlchemy: bad URL, missing driver, unreachable server
+    except (SQLAlchemyError, ImportError, ValueError) as exc:  # bad URL, missing driver, unreachable server
         raise ConfigError(f"cannot open the study storage {spec.storage}: {str(exc).splitlines()[0][:200]}") from None
 
 
@@ -197,10 +198,11 @@ def find_spec(name: str, sweeps_dir: Path, storage: str | None = None) -> tuple[
     path = spec_path(sweep_dir)
     if storage:
         import optuna
+        from sqlalchemy.exc import SQLAlchemyError
 
         try:
             summaries = optuna.get_all_study_summaries(storage)
-        except Exception as exc:
+        except (SQLAlchemyError, ImportError, ValueError) as exc:
             raise ConfigError(f"cannot open the study storage {storage}: {str(exc).splitlines()[0][:200]}") from None
         found = [s for s in summaries if s.study_name == name]
         if not found or SPEC_ATTR not in found[0].user_attrs:
