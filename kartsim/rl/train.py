@@ -165,11 +165,9 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ConfigError(f"unknown train config key(s): {', '.join(unknown)}")
-        return cls(**data)
+        from kartsim.config import from_dict
+
+        return from_dict(cls, data)
 
 
 @dataclass
