@@ -18,8 +18,10 @@ KARTSIM_RAY_ADDRESS, else ./kartsim-jobs.json or ~/.config/kartsim/jobs.json (se
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 from kartsim.errors import KartsimError
@@ -229,7 +231,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     if ckpts:
         rows.append(("checkpoints", f"{len(ckpts)}, last {ckpts[-1][1]} ({ckpts[-1][0]:,} steps)"))
     else:
-        rows.append(("checkpoints", "none yet"))
+        rows.append(("checkpoints", "none" if st.terminal else "none yet"))
     final = f"models/{job.save_name}_final.zip"
     if store.exists(final):
         rows.append(("model", f"{final}  (fetch: {_hint(args, f'fetch --path {job.save_name}_final.zip --out {job.save_name}.zip')})"))
@@ -325,13 +327,54 @@ def _cmd_resume(args: argparse.Namespace) -> int:
 
 def _cmd_fetch(args: argparse.Namespace) -> int:
     from kartsim.jobs import service
-    from kartsim.jobs.store import load_job
+    from kartsim.jobs.store import JobError, load_job
 
     settings, store = _open(args)
     job = load_job(store, args.job) if args.job else None
-    rel, dest = service.fetch(store, args.path, args.out, args.force, job)
+    try:
+        rel, dest = service.fetch(store, args.path, args.out, args.force, job, echo=print)
+    except JobError as exc:
+        running = _running_job_for(settings, store, args.path, job)
+        if running is None:
+            raise
+        raise JobError(f"{exc}; job {running} is still running, so its final model is not there yet: "
+                       f"{_hint(args, f'status {running}')} shows its progress and checkpoints") from None
     print(f"fetched {store.display(rel)} -> {dest}")
+    final = re.fullmatch(r"models/(.+)_final\.zip", rel)
+    if final:
+        _fetch_telemetry_beside(args, store, final.group(1), dest)
     return 0
+
+
+def _running_job_for(settings, store, path: str, job) -> str | None:
+    """The id of the newest job still running whose run would write `path` (NAME_final.zip)."""
+    from kartsim.jobs import service
+    from kartsim.jobs.store import job_ids, load_job
+
+    for jid in reversed([job.id] if job else job_ids(store)):
+        candidate = load_job(store, jid)
+        if path.rsplit("/", 1)[-1] == f"{candidate.save_name}_final.zip":
+            st = service.backend_of(store, settings, candidate).state(candidate)
+            return jid if not st.terminal else None
+    return None
+
+
+def _fetch_telemetry_beside(args: argparse.Namespace, store, save_name: str, model: Path) -> None:
+    """With a final model, bring its run's telemetry to ``telemetry_log.csv`` beside it (the guide
+    reads it there). A link left by local training is replaced; a real file only with --force."""
+    from kartsim.jobs import service
+
+    rel = f"runs/{save_name}/telemetry_log.csv"
+    dest = model.parent / "telemetry_log.csv"
+    if not store.exists(rel):
+        return
+    if dest.exists() and not dest.is_symlink() and not args.force:
+        print(f"kept {dest} (exists); the run's telemetry: {_hint(args, f'fetch --path {rel} --out FILE')}")
+        return
+    if dest.is_symlink():
+        dest.unlink()  # a link to a local run's CSV: replace the link, never write through it
+    service.fetch(store, rel, str(dest), True)
+    print(f"fetched {store.display(rel)} -> {dest} (the run's telemetry)")
 
 
 # ----------------------------------------------------------------------------------------- parser

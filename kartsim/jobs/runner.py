@@ -135,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     progress.parent.mkdir(parents=True, exist_ok=True)
 
     cmd = [sys.executable, "-u", "-m", "kartsim.jobs.worker", "--progress-file", str(progress), "--",
-           *job.argv, "--runs-dir", str(work / "runs"), "--models-dir", str(work / "models"), "--no-progress"]
+           *job.argv, "--runs-dir", str(work / "runs"), "--models-dir", str(work / "models"), "--no-progress",
+           "--no-telemetry-link"]
     if attempt.resume_from:
         cmd += ["--resume", str(work / attempt.resume_from)]
     if attempt.timesteps:

@@ -326,9 +326,11 @@ def wait(backend: Any, job: JobRecord, timeout_s: float | None = None, poll_s: f
 
 # ------------------------------------------------------------------------------------------ fetch
 
-def fetch(store: Store, path: str, out: str | None, force: bool, job: JobRecord | None = None) -> tuple[str, Path]:
-    """Copy a file or folder from the store (see `find_in_store`) to `out` (default: its name, here)."""
-    rel = find_in_store(store, path, job)
+def fetch(store: Store, path: str, out: str | None, force: bool, job: JobRecord | None = None,
+          echo: Callable[[str], None] | None = None) -> tuple[str, Path]:
+    """Copy a file or folder from the store (see `find_in_store`; `echo` hears which job's file was
+    taken when several have it) to `out` (default: its name, here)."""
+    rel = find_in_store(store, path, job, echo)
     name = rel.rsplit("/", 1)[-1]
     dest = Path(out).expanduser() if out else Path(name)
     if dest.is_dir() and not store.is_dir(rel):
