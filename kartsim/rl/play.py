@@ -8,8 +8,6 @@ inside (optionally on another track), checks that the model fits that env, and r
 
 from __future__ import annotations
 
-import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -211,15 +209,6 @@ def _lap_length(env: Any) -> float:
         return 0.0
 
 
-def has_display() -> bool:
-    """Whether a window can be opened (an X11/Wayland display on Linux; assumed elsewhere)."""
-    if os.environ.get("SDL_VIDEODRIVER", "") in ("dummy", "offscreen"):
-        return False
-    if sys.platform.startswith("linux"):
-        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
-    return True
-
-
 class Recorder:
     """Collects frames (``env.render()`` in rgb_array mode: the track map with the kart, its trail
     and, for vision envs, the camera view inset) and writes them as GIF (Pillow) or MP4 (OpenCV
@@ -336,6 +325,7 @@ def play(
     record_path = check_record_path(record, force)
     driver = load_driver(model_path, track=track, vision=vision)
     from kartsim.envs import KartEnv
+    from kartsim.envs.render import has_display
 
     if window is None:
         window = record_path is None and has_display()
