@@ -127,8 +127,27 @@ def load_driver(
     return Driver(model=model, env_config=env_cfg, path=path, payload=payload)
 
 
+# Why an episode ended, as `play` prints it and `eval` counts it (info["termination"] names).
+END_REASONS = {
+    "time_limit": "time limit",
+    "wrong_way": "wrong way",
+    "stuck": "stuck (no progress)",
+    "off_track": "off track too long",
+    "damage": "damage",
+    "finished": "finished the race",
+    "stopped": "stopped (--max-steps / --laps)",
+}
+
+
+def end_text(reason: str) -> str:
+    """The words for an episode-end reason (`END_REASONS`); unknown ones as they are."""
+    return END_REASONS.get(reason, reason.replace("_", " "))
+
+
 @dataclass
 class EpisodeResult:
+    end: str = ""
+    """Why the episode ended: a key of `END_REASONS` (``info["termination"]``, or ``stopped``)."""
     laps: int = 0
     lap_times: list[float] = field(default_factory=list)
     steps: int = 0
@@ -187,6 +206,7 @@ def drive(
                 break
         stats = info.get("episode_stats") or {}
         result.stats = dict(stats)
+        result.end = str(info.get("termination") or ("time_limit" if truncated else "stopped"))
         result.laps = int(stats.get("laps", info.get("lap", len(result.lap_times))))
         result.mean_speed = float(stats.get("mean_speed", np.mean(speeds) if speeds else 0.0))
         result.off_track_share = float(stats.get("off_track_share", np.mean(off) if off else 0.0))
@@ -359,7 +379,7 @@ def play(
         echo(
             f"Episode {episode + 1}: {result.laps} lap(s), best {fmt_time(result.best_lap)}, "
             f"mean speed {result.mean_speed:.1f} m/s, off track {100 * result.off_track_share:.0f}%, "
-            f"{result.steps} steps"
+            f"{result.steps} steps, ended: {end_text(result.end)}"
         )
 
     results: list[EpisodeResult] = []
