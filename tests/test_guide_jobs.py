@@ -112,3 +112,16 @@ def test_a_finished_jobs_status_reads_finished(store, capsys):
     assert "(100%)" in out and "102%" not in out
     assert "checkpoints: none\n" in out.replace("  ", " ").replace("  ", " ")
     assert "none yet" not in out
+
+
+def test_train_help_says_local_or_ray_not_modal():
+    import subprocess
+    import os
+
+    root = Path(__file__).resolve().parents[1]
+    res = subprocess.run([sys.executable, str(root / "tools" / "track_cli.py"), "train", "--help"], capture_output=True,
+                         text=True, timeout=60, env=dict(os.environ, PYTHONPATH=str(root), COLUMNS="200"))
+    assert res.returncode == 0
+    text = " ".join(res.stdout.split())
+    assert "Remote Training (Modal)" in text and "local backend" in text and "Ray cluster" in text
+    assert "not on Modal" in text

@@ -1,4 +1,4 @@
-"""Training jobs: train in the background on this machine or on a Ray cluster, then fetch the results.
+"""Training jobs (the guide's Remote Training steps, run here instead of Modal): train in the background on this machine or on a Ray cluster, then fetch the results.
 
 ``kartsim jobs ACTION`` and ``python tools/track_cli.py ACTION`` are the same commands::
 
@@ -27,6 +27,18 @@ from typing import Any, Callable
 from kartsim.errors import KartsimError
 
 KARTSIM_PROG = "kartsim jobs"
+# What each backend is, in the words of the guide's "Remote Training (Modal)" section: kartsim runs
+# the same commands on these instead of Modal.
+BACKEND_WORDS = {
+    "local": "local = a background process on this machine (the guide's Modal steps run here the same way; "
+             "--backend ray sends them to a Ray cluster)",
+    "ray": "ray = a job on a Ray cluster (the guide's Modal steps run there the same way)",
+}
+TRAIN_DESCRIPTION = (
+    "Start a training job: every `kartsim train` flag, plus --detach. This is the guide's \"Remote Training "
+    "(Modal)\" step: kartsim runs it on the local backend (a background process on this machine, the default) "
+    "or on a Ray cluster (--backend ray), not on Modal. Monitor it with `status` (steps/s, ETA, GPU/CPU use), "
+    "`kartsim dashboard` and TensorBoard (--tensorboard); `fetch` brings the model here.")
 SHIM_PROG = "python tools/track_cli.py"
 
 
@@ -97,10 +109,13 @@ def _cmd_sync(args: argparse.Namespace) -> int:
 
 def _started(args: argparse.Namespace, job, backend, store) -> None:
     print(f"started job {job.id} ({backend.describe(job)})")
+    print(f"  backend: {BACKEND_WORDS.get(backend.name, backend.name)}")
     print(f"  store:   {store.location}")
     print(f"  follow:  {_hint(args, f'logs {job.id} --follow')}")
     print(f"  status:  {_hint(args, f'status {job.id}')}")
     print(f"  fetch:   {_hint(args, f'fetch --path {job.save_name}_final.zip --out {job.save_name}.zip')}")
+    tb = f", tensorboard --logdir {store.display(f'runs/{job.save_name}/tb')}" if "--tensorboard" in job.argv else ""
+    print(f"  monitor: {_hint(args, 'status')} (steps/s, ETA, GPU/CPU use), kartsim dashboard{tb}")
     sys.stdout.flush()
 
 
@@ -392,7 +407,9 @@ def add_job_commands(sub: argparse._SubParsersAction, prog: str) -> None:
     p.add_argument("--track-name", nargs="+", required=True, metavar="TRACK",
                    help="PNG path(s) or bundled track name(s); checkpoints are generated when missing")
 
-    p = cmd("train", "start a training job: every `kartsim train` flag, plus --detach", _cmd_train, ray_resources=True)
+    p = cmd("train", "start a training job on the local or Ray backend: every `kartsim train` flag, plus --detach",
+            _cmd_train, ray_resources=True)
+    p.description = TRAIN_DESCRIPTION
     add_train_arguments(p)
     for action in p._actions:  # set by the job itself: hidden (and refused when given)
         if action.dest in ("runs_dir", "models_dir", "resume"):

@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
             log_file.flush()
 
     what = f"resuming from {attempt.resume_from}" if attempt.resume_from else "kartsim train " + " ".join(job.argv)
-    say(f"=== job {job.id} attempt {attempt.n} started {now_iso()} on {host}: {what} ===")
+    say(f"=== job {job.id} attempt {attempt.n} started {now_iso()} on {host} ({job.backend} backend): {what} ===")
 
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     child = subprocess.Popen(cmd, cwd=tracks_dir, env=env, stdin=subprocess.DEVNULL,
