@@ -128,6 +128,9 @@ class TrainConfig:
     resume: str | None = None
     """Continue training from this checkpoint / model zip (step count, run folder and env config
     come from it)."""
+    trust_model: bool = False
+    """Also read the pickled members of a resumed model (``vecnormalize.pkl`` of older kartsim
+    models), which could run code: only for files you trust."""
     force: bool = False
     """Overwrite an existing run folder / final model of the same name."""
     runs_dir: str = "runs"
@@ -400,21 +403,22 @@ def build_vec_env(env_cfg: Any, n_envs: int, seed: int | None, telemetry_envs: l
     return venv
 
 
-def restore_reward_stats(venv: Any, path: Path, echo: Callable[[str], None] = print) -> bool:
+def restore_reward_stats(venv: Any, path: Path, echo: Callable[[str], None] = print, trust: bool = False) -> bool:
     """Continue the reward normalisation statistics (``ret_rms`` of the VecNormalize `venv`) saved in
-    the model zip `path`; when it has none (saved by an older kartsim, or trained on raw rewards),
-    say so in one line and leave them to be estimated afresh. True when restored."""
-    from kartsim.rl.modelio import VECNORMALIZE_MEMBER, read_vecnormalize
+    the model zip `path`; when it has none (saved by an older kartsim, trained on raw rewards, or
+    kept in a pickle that `trust` does not allow), say so in one line and leave them to be estimated
+    afresh. True when restored."""
+    from kartsim.rl.modelio import REWARD_STATS_MEMBER, read_reward_stats
 
     try:
-        saved = read_vecnormalize(path)
+        saved = read_reward_stats(path, trust=trust)
     except ModelFileError as exc:
         echo(f"Reward normalisation statistics not restored ({exc}); estimating them from scratch")
         return False
-    if saved is None or getattr(saved, "ret_rms", None) is None:
-        echo(f"No reward normalisation statistics in {path} (no {VECNORMALIZE_MEMBER}); estimating them from scratch")
+    if saved is None:
+        echo(f"No reward normalisation statistics in {path} (no {REWARD_STATS_MEMBER}); estimating them from scratch")
         return False
-    venv.ret_rms = saved.ret_rms
+    venv.ret_rms = saved
     return True
 
 
@@ -559,7 +563,7 @@ def train(
             echo(f"Resuming model from {resume_path} ({done_steps:,} steps done)")
             model = load_ppo(resume_path, env=venv, device=device, **hyper)
             if isinstance(venv, VecNormalize):
-                restore_reward_stats(venv, resume_path, echo)
+                restore_reward_stats(venv, resume_path, echo, trust=cfg.trust_model)
             if cfg.seed is not None:
                 model.set_random_seed(cfg.seed)
         else:
