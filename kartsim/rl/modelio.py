@@ -28,6 +28,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from kartsim import faults
 from kartsim.errors import ModelFileError
 
 CONFIG_MEMBER = "kartsim_config.json"
@@ -69,6 +70,7 @@ def save_model(model: Any, path: str | Path, env_config: dict[str, Any], train_c
             if vecnormalize is not None and getattr(vecnormalize, "ret_rms", None) is not None:
                 archive.writestr(REWARD_STATS_MEMBER, json.dumps(_rms_dict(vecnormalize.ret_rms)))
         os.chmod(tmp, 0o666 & ~_umask())
+        faults.point("save")
         os.replace(tmp, path)
     finally:
         if tmp.exists():
