@@ -34,11 +34,10 @@ def test_two_trial_sweep_on_a_ray_head(tmp_path, monkeypatch, capfd, ray_head):
     assert "sweep rt: 2 / 2 trials finished (2 complete" in out, out
     assert "train it: kartsim train" in out
 
-    from stable_baselines3 import PPO
-
     from kartsim.cli.jobs_cmd import main as jobs_main
+    from kartsim.rl.modelio import read_kartsim_config
 
     for n in (0, 1):
         assert (store / "runs" / f"rt-{n}" / "config.json").is_file()
         assert jobs_main(["fetch", "--path", f"rt-{n}_final.zip", "--out", f"rt-{n}.zip"]) == 0
-        assert PPO.load(tmp_path / f"rt-{n}.zip", device="cpu").num_timesteps >= 256
+        assert read_kartsim_config(tmp_path / f"rt-{n}.zip")["num_timesteps"] >= 256
