@@ -215,12 +215,22 @@ def drive(
         result.off_track_share = float(stats.get("off_track_share", np.mean(off) if off else 0.0))
         if "progress_m" in stats:
             result.progress_m = float(stats["progress_m"])
-        else:  # stopped early: laps driven plus the position on the current lap
-            result.progress_m = float(info.get("progress", 0.0)) + result.laps * _lap_length(env)
+        else:  # stopped early (max_steps): the race's furthest progress so far, as at an episode's end
+            result.progress_m = _progress_so_far(env, info, result.laps)
         results.append(result)
         if on_episode is not None:
             on_episode(episode, result)
     return results
+
+
+def _progress_so_far(env: Any, info: dict[str, Any], laps: int) -> float:
+    """Metres of the furthest progress of the env's (first) kart this episode; for an env without a
+    race, laps driven plus the position on the lap (which reads almost a lap for a kart that backed
+    over the start line)."""
+    try:
+        return float(env.unwrapped.race.episode_stats(0)["progress_m"])
+    except (AttributeError, IndexError, KeyError, TypeError):
+        return float(info.get("progress", 0.0)) + laps * _lap_length(env)
 
 
 def _lap_length(env: Any) -> float:

@@ -149,7 +149,7 @@ def run_local(spec: SweepSpec, sweep_dir: Path, workers: int | None, threads: in
           f"thread{'s' if t > 1 else ''}; study {spec.storage}; trial logs {sweep_dir / 'logs'}", flush=True)
     procs = start_workers(spec, sweep_dir, n, t, runs_dir, models_dir)
 
-    def on_term(signum: int, frame: Any) -> None:  # `kill PID` of the sweep stops its workers too
+    def on_term(signum: int, _frame: Any) -> None:  # `kill PID` of the sweep stops its workers too
         for p in procs:
             if p.poll() is None:
                 p.terminate()

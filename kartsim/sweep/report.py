@@ -147,7 +147,7 @@ def status_text(spec: SweepSpec, study: Any, limit: int = 20) -> str:
     lines = [f"sweep {spec.name}: {done} / {spec.target} trials finished ({n['COMPLETE']} complete, {n['PRUNED']} "
              f"pruned, {n['RUNNING']} running, {n['WAITING']} queued, {n['FAIL']} failed)",
              f"  metric {spec.metric} ({better} is better), sampler {spec.sampler}, pruner {spec.pruner}, "
-             f"{spec.timesteps:,} steps per trial, study {spec.storage}"]
+             f"{spec.timesteps:,} steps per trial, started {spec.created}, study {spec.storage}"]
     order = ranked(spec, study)
     if order:
         best = order[0]
