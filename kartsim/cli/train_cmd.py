@@ -69,6 +69,8 @@ def add_train_arguments(parser: argparse.ArgumentParser, *, vision_flag: bool = 
     g.add_argument("--device", choices=["auto", "cpu", "cuda"], help="auto (default: cuda when available), cpu or cuda")
     g.add_argument("--resume", metavar="ZIP", help="continue from a checkpoint or model saved by kartsim train")
     g.add_argument("--force", action="store_true", default=None, help="overwrite an existing run / model of the same name")
+    g.add_argument("--trust-model", action="store_true", default=None,
+                   help="also read a resumed model's pickled members (older kartsim's vecnormalize.pkl): runs code from the file")
     g.add_argument("--runs-dir", help="folder of run folders (default runs)")
     g.add_argument("--models-dir", help="folder for final models (default models)")
     g.add_argument("--no-progress", dest="progress_bar", action="store_false", default=None, help="no progress bar")

@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     what = f"resuming from {attempt.resume_from}" if attempt.resume_from else "kartsim train " + " ".join(job.argv)
     say(f"=== job {job.id} attempt {attempt.n} started {now_iso()} on {host} ({job.backend} backend): {what} ===")
 
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", KARTSIM_JOB_RUNNER_PID=str(os.getpid()))
     child = subprocess.Popen(cmd, cwd=tracks_dir, env=env, stdin=subprocess.DEVNULL,
                              stdout=subprocess.PIPE if args.tee else None,
                              stderr=subprocess.STDOUT if args.tee else None)

@@ -9,7 +9,26 @@ from typing import Any, Callable
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
+from kartsim import faults
 from kartsim.telemetry import TelemetryWriter
+
+
+class FaultPointsCallback(BaseCallback):
+    """Passes the `kartsim.faults` points ``rollout`` (every env step) and ``update`` (the start of
+    every PPO update); added only when ``KARTSIM_FAULT`` is set (the fault tests)."""
+
+    def _on_training_start(self) -> None:
+        update = self.model.train
+
+        def train_with_fault_point() -> None:
+            faults.point("update")
+            update()
+
+        self.model.train = train_with_fault_point
+
+    def _on_step(self) -> bool:
+        faults.point("rollout")
+        return True
 
 
 class KartCheckpointCallback(BaseCallback):

@@ -75,11 +75,12 @@ def evaluate_model(
     max_steps: int | None = None,
     seed: int = 0,
     vision: bool | None = None,
+    trust_model: bool = False,
 ) -> ModelScore:
     """Drive one model for `episodes` episodes from the start line and score it."""
     from kartsim.envs import KartEnv
 
-    driver = load_driver(model_path, track=track, vision=vision, evaluation=True)
+    driver = load_driver(model_path, track=track, vision=vision, evaluation=True, trust_model=trust_model)
     env = KartEnv(driver.env_config, render_mode=None)
     try:
         results = drive(driver, env, episodes=episodes, deterministic=deterministic, max_steps=max_steps, seed=seed)
@@ -108,6 +109,7 @@ def evaluate_models(
     max_steps: int | None = None,
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
+    trust_model: bool = False,
 ) -> list[ModelScore]:
     if episodes < 1:
         raise ConfigError(f"--episodes must be >= 1, not {episodes}")
@@ -120,7 +122,8 @@ def evaluate_models(
         if progress is not None:
             progress(f"Evaluating {path} ({episodes} episode(s))...")
         scores.append(
-            evaluate_model(path, episodes=episodes, track=track, deterministic=deterministic, max_steps=max_steps, seed=seed)
+            evaluate_model(path, episodes=episodes, track=track, deterministic=deterministic, max_steps=max_steps, seed=seed,
+                           trust_model=trust_model)
         )
     return scores
 

@@ -71,6 +71,7 @@ def load_driver(
     evaluation: bool = True,
     env_options: dict[str, Any] | None = None,
     device: str = "cpu",
+    trust_model: bool = False,
 ) -> Driver:
     """Load a model zip and the EnvConfig it drives.
 
@@ -78,13 +79,15 @@ def load_driver(
     :param vision: only for plain SB3 models without ``kartsim_config.json``: which env they drive
         (None: inferred from the model's observation space).
     :param evaluation: start on the start line (``random_start=False``) instead of a random place.
+    :param trust_model: also load models not saved by kartsim, which unpickles code from the file
+        (see `kartsim.rl.modelio`).
     """
     from kartsim.envs import EnvConfig
     from kartsim.rl.modelio import describe_space, load_ppo, read_kartsim_config, spaces_match
 
     path = Path(model_path)
     payload = read_kartsim_config(path)  # checks: missing, not a zip, corrupted, not an SB3 model
-    model = load_ppo(path, device=device)
+    model = load_ppo(path, device=device, trust=trust_model)
     if payload is not None:
         env_dict = dict(payload["env"])
         if vision is not None and bool(vision) != bool(env_dict.get("vision")):
@@ -336,6 +339,7 @@ def play(
     window: bool | None = None,
     stop_after_laps: int | None = None,
     echo: Callable[[str], None] = print,
+    trust_model: bool = False,
 ) -> list[EpisodeResult]:
     """``kartsim play``: drive `episodes` episodes, printing each lap time as it happens."""
     if episodes < 1:
@@ -343,7 +347,7 @@ def play(
     if max_steps is not None and max_steps < 1:
         raise ConfigError(f"--max-steps must be >= 1, not {max_steps}")
     record_path = check_record_path(record, force)
-    driver = load_driver(model_path, track=track, vision=vision)
+    driver = load_driver(model_path, track=track, vision=vision, trust_model=trust_model)
     from kartsim.envs import KartEnv
     from kartsim.envs.render import has_display
 
