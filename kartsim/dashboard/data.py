@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from kartsim.dashboard.live import FEED_SUFFIX, LIVE_FILE, SESSIONS_DIR, read_live
+from kartsim.devices import sample_text
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 STEPS_RE = re.compile(r"_(\d+)_steps\.zip$")
@@ -471,6 +472,7 @@ class Library:
             "steps_per_second": progress.get("steps_per_second"),  # the last known rate (also of ended runs)
             "eta_s": progress.get("eta_s") if alive else None,
             "device": progress.get("device") or train.get("device"),
+            "usage": sample_text(progress.get("utilisation")) if alive else None,  # GPU/CPU busy %, memory
             "last_checkpoint": None if last is None else {"name": last[2], "steps": last[0] if last[0] >= 0 else None,
                                                           "time": last[1]},
             "checkpoints": len(ckpts),
@@ -528,6 +530,7 @@ class Library:
                 "steps_per_second": progress.get("steps_per_second"),
                 "eta_s": progress.get("eta_s") if running else None,
                 "device": device, "created": job.created, "attempts": len(job.attempts),
+                "usage": sample_text(progress.get("utilisation")) if running else None,
                 "last_checkpoint": ckpts[-1][1].rsplit("/", 1)[-1] if ckpts else None,
                 "run": {"root": run_key, "name": job.save_name} if run_key else None,
                 "address": job.address,

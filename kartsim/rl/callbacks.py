@@ -142,6 +142,33 @@ def _last_episode_in_csv(path: Path) -> int:
     return -1
 
 
+class DeviceUsageCallback(BaseCallback):
+    """Logs the training device's utilisation and memory once per rollout (`kartsim.devices`):
+    ``system/gpu_util_pct`` and ``system/gpu_mem_used_gb`` on CUDA (NVML), ``system/cpu_util_pct`` and
+    ``system/cpu_mem_used_gb`` otherwise (the CPUs' busy share over the rollout and its update)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.monitor = None
+        self.last: dict[str, Any] | None = None
+
+    def _on_training_start(self) -> None:
+        from kartsim.devices import DeviceMonitor
+
+        self.monitor = DeviceMonitor(str(self.model.device))
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_end(self) -> None:
+        sample = self.monitor.sample() if self.monitor is not None else None
+        if sample is None:
+            return
+        self.last = sample.to_dict()
+        self.logger.record(f"system/{sample.kind}_util_pct", sample.util_pct)
+        self.logger.record(f"system/{sample.kind}_mem_used_gb", sample.mem_used_mb / 1024)
+
+
 class TelemetryCSVCallback(BaseCallback):
     """Writes the telemetry of the first `n_envs` vector envs (env 0 by default) to one CSV (schema:
     `kartsim.telemetry.TELEMETRY_COLUMNS`, the ``env`` column says which) every `every` env steps;

@@ -657,9 +657,10 @@ def _train_locked(cfg: TrainConfig, given: set[str], echo: Callable[[str], None]
 
         from stable_baselines3.common.callbacks import CallbackList, ProgressBarCallback
 
-        from kartsim.rl.callbacks import KartCheckpointCallback, RacingMetricsCallback, TelemetryCSVCallback
+        from kartsim.rl.callbacks import (DeviceUsageCallback, KartCheckpointCallback, RacingMetricsCallback,
+                                          TelemetryCSVCallback)
 
-        all_callbacks: list[Any] = [RacingMetricsCallback()]
+        all_callbacks: list[Any] = [RacingMetricsCallback(), DeviceUsageCallback()]
         checkpointer = None
         if cfg.checkpoint_freq > 0:
             checkpointer = KartCheckpointCallback(cfg.checkpoint_freq, run.checkpoints, cfg.save_name, save)
