@@ -72,11 +72,17 @@ def test_a_run_stopped_early_by_design_reads_as_complete(tmp_path):
 
     (tmp_path / "early").mkdir()
     feed = TrainingLiveFeed(tmp_path / "early")
+    model = _Model()
+    model.num_timesteps = 0
+    feed.start(model)
+    time.sleep(0.2)
     feed._progress(_Model())
     feed.close(Callback())
     progress = read_live(tmp_path / "early" / "live.feed")["progress"]
     assert progress["total_timesteps"] == 4096 and progress["stopped_early_of"] == 10_000
     assert progress["eta_s"] is None
+    # the final rate counts from the start of training, as `kartsim train` prints it
+    assert 0 < progress["steps_per_second"] <= 4096 / 0.2
 
 
 def test_tensorboard_gets_system_metrics(tmp_path):

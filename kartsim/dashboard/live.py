@@ -259,6 +259,12 @@ class TrainingLiveFeed:
         self._monitor = None
         self._usage: dict[str, Any] | None = None
         self._usage_at = 0.0
+        self._start: tuple[float, int] | None = None  # (time, steps) when training started
+
+    def start(self, model: Any) -> None:
+        """Training starts: the final rate counts from here, as `kartsim train` prints it (the live rate
+        and ETA count from the first step, after JIT compilation and env set-up)."""
+        self._start = (time.monotonic(), int(model.num_timesteps))
 
     @classmethod
     def for_run(cls, run_dir: str | Path) -> "TrainingLiveFeed | None":
@@ -324,6 +330,9 @@ class TrainingLiveFeed:
                 progress = None
             if progress is not None:
                 progress.update(eta_s=None, utilisation=None)
+                if self._start is not None and time.monotonic() > self._start[0]:
+                    whole = (progress["num_timesteps"] - self._start[1]) / (time.monotonic() - self._start[0])
+                    progress["steps_per_second"] = round(whole, 1)
                 if progress["num_timesteps"] < progress["total_timesteps"]:
                     # ended early by design (a callback stopped it, e.g. quickstart's first lap): that is
                     # the run's length, not 8 % of the cap it never needed

@@ -191,6 +191,8 @@ class TelemetryCSVCallback(BaseCallback):
         from kartsim.dashboard.live import TrainingLiveFeed
 
         self.live = TrainingLiveFeed.for_run(self.path.parent)  # None when KARTSIM_LIVE=0
+        if self.live is not None:
+            self.live.start(self.model)
 
     def _on_step(self) -> bool:
         assert self.writer is not None
