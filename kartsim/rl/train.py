@@ -582,6 +582,8 @@ def _train_locked(cfg: TrainConfig, given: set[str], echo: Callable[[str], None]
         run.dir.mkdir(parents=True, exist_ok=True)
         config_doc = {"env": env_cfg_dict, "train": train_cfg_dict, "command": sys.argv, "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
         record_config(run.config, config_doc, resume_path if same_run else None)
+        for stale in [*run.dir.glob(".saving-*.zip"), *run.checkpoints.glob(".saving-*.zip")]:
+            stale.unlink()  # left by a killed save (this process holds the run's lock: no other is writing)
         if same_run and cfg.telemetry_every > 0:
             dropped = truncate_telemetry(run.telemetry, done_steps)  # logged after the checkpoint, trained again now
             if dropped:
