@@ -326,13 +326,15 @@ def wait(backend: Any, job: JobRecord, timeout_s: float | None = None, poll_s: f
 
 # ------------------------------------------------------------------------------------------ fetch
 
-def fetch(store: Store, path: str, out: str | None, force: bool, job: JobRecord | None = None) -> tuple[str, Path]:
-    """Copy a file or folder from the store (see `find_in_store`) to `out` (default: its name, here).
+def fetch(store: Store, path: str, out: str | None, force: bool, job: JobRecord | None = None,
+          echo: Callable[[str], None] | None = None) -> tuple[str, Path]:
+    """Copy a file or folder from the store (see `find_in_store`; `echo` hears which job's file was
+    taken when several have it) to `out` (default: its name, here).
 
     An existing folder `out` receives it (``out/<name>``, files and folders alike, as ``cp`` does);
     `force` replaces only that one path, and never a folder that holds the current directory. The
     copy is downloaded beside it first, so a failed download leaves the old one in place."""
-    rel = find_in_store(store, path, job)
+    rel = find_in_store(store, path, job, echo)
     name = rel.rsplit("/", 1)[-1]
     dest = Path(out).expanduser() if out else Path(name)
     if dest.is_dir() and not dest.is_symlink():

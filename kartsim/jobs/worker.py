@@ -29,7 +29,8 @@ def _fmt_duration(seconds: float) -> str:
 
 def progress_line(p: dict[str, Any], eta: bool = True) -> str:
     done, total = int(p.get("num_timesteps", 0)), int(p.get("total_timesteps") or 0)
-    pct = f" ({100.0 * done / total:.0f}%)" if total else ""
+    # PPO stops after whole rollouts, a little past the total: that is done (100%), not 102%.
+    pct = f" ({min(100.0, 100.0 * done / total):.0f}%)" if total else ""
     parts = [f"{done:,} / {total:,} steps{pct}" if total else f"{done:,} steps"]
     if p.get("steps_per_second"):
         parts.append(f"{p['steps_per_second']:,.0f} steps/s")

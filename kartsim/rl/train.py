@@ -11,7 +11,7 @@ A run writes everything under ``<runs_dir>/<save_name>/``::
     config.json                      env + train config of the run
     checkpoints/<name>_<N>_steps.zip every --checkpoint-freq env steps (and _interrupted.zip on Ctrl-C)
     tb/PPO_1/                        TensorBoard logs (with --tensorboard), incl. racing/* metrics
-    telemetry_log.csv                env 0's telemetry (schema: kartsim.telemetry.TELEMETRY_COLUMNS)
+    telemetry_log.csv                env 0's telemetry, or the first --telemetry-envs N (schema: kartsim.telemetry.TELEMETRY_COLUMNS)
     <name>_final.zip                 the final model, also copied to <models_dir>/<name>_final.zip
 
 Every saved zip is a plain SB3 PPO model plus ``kartsim_config.json`` and, when rewards are
@@ -119,7 +119,13 @@ class TrainConfig:
     tensorboard: bool = False
     """Write TensorBoard logs to ``<run>/tb/`` (SB3 metrics + racing/*)."""
     telemetry_every: int = 1
-    """Log env 0's telemetry to ``<run>/telemetry_log.csv`` every this many steps (0: off)."""
+    """Log telemetry to ``<run>/telemetry_log.csv`` every this many steps (0: off)."""
+    telemetry_envs: int = 1
+    """Log the telemetry of the first this many vector envs (the CSV's ``env`` column says which)."""
+    telemetry_link: bool = True
+    """Point ``./telemetry_log.csv`` (a symlink in the current folder) at this run's telemetry, so
+    ``pd.read_csv("telemetry_log.csv")`` reads the latest run where training was started. A real
+    file of that name is left alone. Jobs turn it off."""
     seed: int | None = None
     """Seed for the model and the envs (None: random)."""
     device: str = "auto"
@@ -167,11 +173,9 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ConfigError(f"unknown train config key(s): {', '.join(unknown)}")
-        return cls(**data)
+        from kartsim.config import from_dict
+
+        return from_dict(cls, data)
 
 
 @dataclass
@@ -337,6 +341,9 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"--checkpoint-freq must be >= 0 (0 = no checkpoints), not {cfg.checkpoint_freq}")
     if cfg.telemetry_every < 0:
         raise ConfigError(f"--telemetry-every must be >= 0 (0 = off), not {cfg.telemetry_every}")
+    if not 1 <= cfg.telemetry_envs <= cfg.vector_envs:
+        raise ConfigError(f"--telemetry-envs must be between 1 and --vector-envs ({cfg.vector_envs}), "
+                          f"not {cfg.telemetry_envs}")
     if cfg.seed is not None and not 0 <= cfg.seed < 2**32:
         raise ConfigError(f"--seed must be between 0 and 2**32 - 1, not {cfg.seed}")
     if not cfg.track:
@@ -442,6 +449,26 @@ class _Run:
         self.final = self.dir / f"{cfg.save_name}_final.zip"
         self.model_copy = Path(cfg.models_dir) / f"{cfg.save_name}_final.zip"
         self.interrupted = self.checkpoints / f"{cfg.save_name}_interrupted.zip"
+
+
+TELEMETRY_LINK = Path("telemetry_log.csv")
+
+
+def link_telemetry(target: Path, echo: Callable[[str], None] = print) -> bool:
+    """Make ``./telemetry_log.csv`` a symlink to `target` (replacing only an earlier symlink, never a
+    file the user has there). True when the link now points at `target`."""
+    link = TELEMETRY_LINK
+    if link.exists() and not link.is_symlink():
+        echo(f"Kept ./{link} (your file, not a link); this run's telemetry goes to {target}")
+        return False
+    try:
+        if link.is_symlink():
+            link.unlink()
+        link.symlink_to(os.path.relpath(target.absolute(), Path.cwd()))
+    except OSError as exc:  # e.g. a file system without symlinks
+        echo(f"Could not link ./{link} to {target} ({exc.strerror}); read the CSV from {target}")
+        return False
+    return True
 
 
 def _merge_resume(cfg: TrainConfig, given: set[str], payload: dict[str, Any] | None, path: Path) -> tuple[TrainConfig, dict[str, Any]]:
@@ -567,7 +594,7 @@ def _train_locked(cfg: TrainConfig, given: set[str], echo: Callable[[str], None]
 
     env_cfg = EnvConfig.from_dict(env_dict) if env_dict is not None else env_config_for(cfg)
     workers = vec_workers_for(cfg)
-    venv = build_vec_env(env_cfg, cfg.vector_envs, cfg.seed, telemetry_envs=[0] if cfg.telemetry_every > 0 else [],
+    venv = build_vec_env(env_cfg, cfg.vector_envs, cfg.seed, telemetry_envs=list(range(cfg.telemetry_envs)) if cfg.telemetry_every > 0 else [],
                          normalize_reward_gamma=cfg.gamma if cfg.normalize_reward else None,
                          backend=cfg.vec_backend, n_workers=workers)
     try:
@@ -588,6 +615,7 @@ def _train_locked(cfg: TrainConfig, given: set[str], echo: Callable[[str], None]
             dropped = truncate_telemetry(run.telemetry, done_steps)  # logged after the checkpoint, trained again now
             if dropped:
                 echo(f"Telemetry: dropped {dropped:,} row(s) logged after step {done_steps:,} (they are trained again)")
+        linked = cfg.telemetry_every > 0 and cfg.telemetry_link and link_telemetry(run.telemetry, echo)
 
         def save(model: Any, path: Path) -> Path:
             return save_model(model, path, env_cfg_dict, train_cfg_dict)
@@ -640,7 +668,8 @@ def _train_locked(cfg: TrainConfig, given: set[str], echo: Callable[[str], None]
             all_callbacks.append(checkpointer)
         telemetry_cb = None
         if cfg.telemetry_every > 0:
-            telemetry_cb = TelemetryCSVCallback(run.telemetry, every=cfg.telemetry_every, append=resume_path is not None)
+            telemetry_cb = TelemetryCSVCallback(run.telemetry, every=cfg.telemetry_every, append=resume_path is not None,
+                                                n_envs=cfg.telemetry_envs)
             all_callbacks.append(telemetry_cb)
         all_callbacks.extend(callbacks or [])
         if os.environ.get("KARTSIM_FAULT"):
@@ -708,7 +737,7 @@ def _train_locked(cfg: TrainConfig, given: set[str], echo: Callable[[str], None]
     echo(f"Trained {trained:,} steps in {result.seconds:.0f} s ({rate:,.0f} steps/s); total {model.num_timesteps:,} steps")
     echo(f"Saved final model: {run.model_copy} (and {final})")
     if cfg.telemetry_every > 0:
-        echo(f"Telemetry log: {run.telemetry}")
+        echo(f"Telemetry log: {run.telemetry}" + (f" (./{TELEMETRY_LINK} links to it)" if linked else ""))
     echo(f"Watch it drive: python play_ppo.py --model {run.model_copy}")
     return result
 
