@@ -270,6 +270,9 @@ def resolve_device(device: str) -> str:
 
 def validate(cfg: TrainConfig) -> None:
     """Raise ConfigError (one line naming the flag) for any value that cannot work. `cfg` is resolved."""
+    from kartsim.validation import check_config
+
+    check_config(cfg, flags=True)  # types, NaN / inf
     if cfg.timesteps is None or cfg.timesteps <= 0:
         raise ConfigError(f"--timesteps must be a positive number of env steps, not {cfg.timesteps}")
     if not _NAME_RE.match(cfg.save_name or ""):
