@@ -384,7 +384,10 @@ class Race:
 
 def check_actions(actions: np.ndarray, n: int) -> np.ndarray:
     """Validate an action batch (N, 2) and clip it to [-1, 1]; a wrong one gets a clear error."""
-    a = np.asarray(actions, dtype=np.float64)
+    try:
+        a = np.asarray(actions, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise KartsimError(f"actions must be numbers [steering, throttle] in [-1, 1], got {actions!r:.80}") from None
     if a.shape == (2,) and n == 1:
         a = a[None]
     if a.shape != (n, 2):

@@ -341,3 +341,38 @@ def test_16_tiny_checkpoint_freq_is_warned_about(tmp_path):
     lines: list[str] = []
     train(_train_cfg(tmp_path, timesteps=256, save_name="w", checkpoint_freq=1), echo=lines.append)
     assert any(line.startswith("Warning: --checkpoint-freq 1 writes about 128 checkpoints") for line in lines), lines
+
+
+# ------------------------------------------------------------------------------ 12. tracebacks
+
+@pytest.mark.parametrize("args, message", [
+    (["--length", "0"], "lap length 0.0 m is out of range"),
+    (["--length", "nan"], "lap length nan m is out of range"),
+    (["--seed", "-1"], "seed -1 is out of range"),
+])
+def test_12_track_new_bad_numbers(tmp_path, args, message):
+    proc = _kartsim("track", "new", str(tmp_path / "t.png"), *args, cwd=tmp_path)
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "t.png").exists()
+
+
+def test_12_a_closed_pipe_is_no_traceback(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "-m", "kartsim", "track", "check", "circuit.png"], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # like `| head` that has read enough: every write of the command fails
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0, err
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+@pytest.mark.parametrize("action", ["left", {"steer": 1}, [[1, 2], [3]], None])
+def test_12_wrong_actions_are_the_envs_own_message(action):
+    import gymnasium as gym
+
+    import kartsim.envs  # noqa: F401  (registers the ids)
+
+    env = gym.make("kartsim/Kart-v0", track="oval.png")
+    env.reset(seed=0)
+    with pytest.raises(KartsimError, match=r"actions must (be numbers|have shape)"):
+        env.step(action)
