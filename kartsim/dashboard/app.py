@@ -116,7 +116,7 @@ def create_app(runs_dir: str | Path = "runs", job_store: str | None = None, jobs
     async def compare(request: Request) -> Response:
         try:
             body = await request.json()
-        except ValueError:
+        except (ValueError, RecursionError):
             return _error(DashboardError("send JSON: {\"laps\": [{\"csv\": ..., \"episode\": ..., \"lap\": ...}]}"))
         try:
             return JSONResponse(await run_in_threadpool(_compare, body))
@@ -135,7 +135,7 @@ def create_app(runs_dir: str | Path = "runs", job_store: str | None = None, jobs
                 raise DashboardError("each lap is {\"csv\": ..., \"episode\": ..., \"lap\": ...}")
             try:
                 episode, number = int(item.get("episode")), int(item.get("lap"))
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 raise DashboardError("episode and lap must be whole numbers") from None
             lap, track, label = lib.lap(str(item.get("csv", "")), episode, number)
             laps.append(lap)

@@ -26,6 +26,7 @@ from kartsim.dashboard.live import FEED_SUFFIX, LIVE_FILE, SESSIONS_DIR, read_li
 from kartsim.devices import sample_text
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+MAX_NAME = 200  # a file name longer than the file system allows (255 bytes) cannot be a run
 STEPS_RE = re.compile(r"_(\d+)_steps\.zip$")
 HOST = socket.gethostname()
 RUN_MARKERS = ("config.json", LIVE_FILE, "telemetry_log.csv", "checkpoints", "tb")  # what makes a folder a run
@@ -100,6 +101,8 @@ def _read_json(path: Path) -> tuple[Any, str | None]:
         return None, f"{path.name} cannot be read ({exc.strerror or exc})"
     try:
         return json.loads(text), None
+    except RecursionError:
+        return None, f"{path.name} is nested too deeply to be a kartsim file"
     except ValueError:
         return None, f"{path.name} is not complete JSON yet (half-written?)"
 
@@ -179,7 +182,7 @@ def _tail_step(csv: Path) -> int | None:
         head = line.split(b",", 1)[0]
         try:
             return int(float(head))
-        except ValueError:
+        except (ValueError, OverflowError):  # a step of inf / nan: not a step count
             continue
     return None
 
@@ -374,7 +377,7 @@ class Library:
         return path
 
     def run_dir(self, key: str, name: str, must_exist: bool = True) -> Path:
-        if not NAME_RE.match(name or ""):
+        if not NAME_RE.match(name or "") or len(name) > MAX_NAME:
             raise DashboardError(f"{name!r} is not a run name (letters, digits, '.', '_', '-'; no folders)", 403)
         path = self.resolve(key, name)
         if must_exist and not path.is_dir():
