@@ -167,7 +167,7 @@ def _input_families(rng: np.random.Generator, n: int, steps: int, dt: float) -> 
     kind = rng.integers(0, 4, n)
     period = rng.uniform(0.2, 3.0, n)
     amp = rng.uniform(0.05, 1.0, n)
-    level = rng.uniform(-1.0, 1.0, n)
+    level = np.clip(rng.uniform(-1.5, 1.5, n), -1.0, 1.0)  # a sixth at full brake, a sixth at full throttle
     t = np.arange(steps)[:, None] * dt
     held = np.repeat(rng.uniform(-1.0, 1.0, (steps // 5 + 1, n)), 5, axis=0)[:steps]
     wave = np.sin(2 * np.pi * t / period)
@@ -219,7 +219,7 @@ GG_MIN_SPEED = 8.0
 
 
 def _measure_gg(ph: KartPhysics, lat, brake_max: float) -> tuple[np.ndarray, np.ndarray]:
-    """The g-g diagram: 2,400 karts from 10-24 m/s driving constant, random, bang-bang and weaving
+    """The g-g diagram: 2,400 karts from 8-24 m/s driving constant, random, bang-bang and weaving
     steering with throttle/brake at a per-kart level for 4 s; every 0.5 s window without a spin gives
     a mean acceleration along and across the path. The diagram is the largest lateral acceleration
     (as a fraction of the steady-turn limit ``lat(v)``) seen in each 0.1 g bin of longitudinal
@@ -227,7 +227,7 @@ def _measure_gg(ph: KartPhysics, lat, brake_max: float) -> tuple[np.ndarray, np.
     rng = np.random.default_rng(2024)
     n, steps, window = 2400, 200, int(round(GG_WINDOW_S / ph.cfg.dt))
     steer, thr = _input_families(rng, n, steps, ph.cfg.dt)
-    an, at, v, slip = path_accelerations(ph, steer, thr, rng.uniform(10.0, 24.0, n), window)
+    an, at, v, slip = path_accelerations(ph, steer, thr, rng.uniform(GG_MIN_SPEED, 24.0, n), window)
     ok = (slip < GG_MAX_SLIP) & (v > GG_MIN_SPEED)
     frac, ax = (an / lat(v))[ok], at[ok]
     edges = np.arange(-2.0, 0.61, 0.1) * G
