@@ -24,6 +24,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "kartsim.cli.compare_cmd",
     "kartsim.cli.drive_cmd",
     "kartsim.cli.dashboard_cmd",
+    "kartsim.cli.demos_cmd",
 )
 
 
