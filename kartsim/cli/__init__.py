@@ -25,6 +25,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "kartsim.cli.drive_cmd",
     "kartsim.cli.dashboard_cmd",
     "kartsim.cli.demos_cmd",
+    "kartsim.cli.sweep_cmd",
 )
 
 

@@ -320,8 +320,11 @@ class TelemetryReader:
 class Library:
     """The dashboard's read-only view of the runs folder and (optionally) a job store."""
 
-    def __init__(self, runs_dir: str | Path, job_store: str | None = None, jobs_settings: Any = None) -> None:
+    def __init__(self, runs_dir: str | Path, job_store: str | None = None, jobs_settings: Any = None,
+                 sweeps_dir: str | Path = "sweeps") -> None:
         self.runs_dir = Path(runs_dir).expanduser()
+        self.sweeps_dir = Path(sweeps_dir).expanduser()
+        self._sweep_cache: dict[str, tuple[Any, dict[str, Any]]] = {}
         self.roots: dict[str, Root] = {"runs": Root("runs", self.runs_dir.resolve(), str(runs_dir))}
         self.store = None
         self.store_problem: str | None = None
@@ -489,6 +492,35 @@ class Library:
                                                  "learning_rate", "gamma", "ent_coef", "seed", "device")
                       if k in train},
         }
+
+    # ------------------------------------------------------------------------------ sweeps
+
+    def list_sweeps(self) -> dict[str, Any]:
+        """The sweeps of the sweeps folder (``kartsim sweep``): states, best trial, top trials.
+        Each study is read again only when its database file changed (a few times a minute)."""
+        out, problems = [], []
+        if not self.sweeps_dir.is_dir():
+            return {"sweeps": [], "problems": [], "dir": str(self.sweeps_dir)}
+        for spec_file in sorted(self.sweeps_dir.glob("*/sweep.json")):
+            try:
+                out.append(self._sweep_summary(spec_file))
+            except Exception as exc:  # a sweep being created, a database busy or unreadable
+                problems.append(f"{spec_file.parent.name}: {str(exc).splitlines()[0][:200] if str(exc) else exc}")
+        return {"sweeps": out, "problems": problems, "dir": str(self.sweeps_dir)}
+
+    def _sweep_summary(self, spec_file: Path) -> dict[str, Any]:
+        from kartsim.sweep.report import summary
+        from kartsim.sweep.study import SweepSpec, load_study
+
+        spec = SweepSpec.from_dict(json.loads(spec_file.read_text()))
+        db = Path(spec.storage[len("sqlite:///"):]) if spec.storage.startswith("sqlite:///") else None
+        stamp = (_mtime(db) if db else None, _mtime(spec_file), time.time() // 10 if db is None else 0)
+        cached = self._sweep_cache.get(str(spec_file))
+        if cached and cached[0] == stamp:
+            return cached[1]
+        data = summary(spec, load_study(spec))
+        self._sweep_cache[str(spec_file)] = (stamp, data)
+        return data
 
     # -------------------------------------------------------------------------------- jobs
 

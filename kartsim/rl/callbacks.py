@@ -295,6 +295,7 @@ class LapEvalCallback(BaseCallback):
             "eval_laps": max(r.laps for r in results),
             "eval_best_lap": round(min(laps), 2) if laps else None,
             "eval_progress_m": round(max(r.progress_m for r in results), 1),
+            "eval_return": round(float(np.mean([r.reward for r in results])), 2),
             "eval_mean_speed": round(float(np.mean([r.mean_speed for r in results])), 2),
             "eval_off_track": round(float(np.mean([r.off_track_share for r in results])), 3),
             "eval_s": round(time.perf_counter() - t0, 1),
