@@ -20,6 +20,12 @@ os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _racing_line_cache(tmp_path_factory):
+    """Solved minimum-time lines go to a folder of this test session, not the user's cache."""
+    os.environ.setdefault("KARTSIM_CACHE_DIR", str(tmp_path_factory.mktemp("racing_lines")))
+
+
 def follow_centerline(race, i: int = 0, lookahead_m: float = 7.0, target_speed: float = 12.0) -> np.ndarray:
     """Pure-pursuit steering towards the centerline point `lookahead_m` ahead, throttle to a target speed."""
     st = race.state

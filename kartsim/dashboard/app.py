@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import anyio
 import numpy as np
 
 from starlette.applications import Starlette
@@ -116,7 +117,7 @@ def create_app(runs_dir: str | Path = "runs", job_store: str | None = None, jobs
     async def compare(request: Request) -> Response:
         try:
             body = await request.json()
-        except ValueError:
+        except (ValueError, RecursionError):
             return _error(DashboardError("send JSON: {\"laps\": [{\"csv\": ..., \"episode\": ..., \"lap\": ...}]}"))
         try:
             return JSONResponse(await run_in_threadpool(_compare, body))
@@ -135,7 +136,7 @@ def create_app(runs_dir: str | Path = "runs", job_store: str | None = None, jobs
                 raise DashboardError("each lap is {\"csv\": ..., \"episode\": ..., \"lap\": ...}")
             try:
                 episode, number = int(item.get("episode")), int(item.get("lap"))
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 raise DashboardError("episode and lap must be whole numbers") from None
             lap, track, label = lib.lap(str(item.get("csv", "")), episode, number)
             laps.append(lap)
@@ -172,6 +173,25 @@ def create_app(runs_dir: str | Path = "runs", job_store: str | None = None, jobs
             await ws.send_text(json.dumps({"type": "error", "message": exc.message}))
             await ws.close()
             return
+        # The feed loop only sends, so on its own it never hears a client leave or the server close
+        # the socket on shutdown (SIGTERM: code 1012) and would keep the process alive; a receive
+        # task ends the handler on either.
+        async with anyio.create_task_group() as tasks:
+            async def first_to_end(work) -> None:
+                await work
+                tasks.cancel_scope.cancel()
+
+            tasks.start_soon(first_to_end, _send_feed(ws, path))
+            tasks.start_soon(first_to_end, _until_disconnected(ws))
+
+    async def _until_disconnected(ws: WebSocket) -> None:
+        try:
+            while (await ws.receive())["type"] != "websocket.disconnect":
+                pass
+        except (WebSocketDisconnect, RuntimeError, ConnectionError):
+            return
+
+    async def _send_feed(ws: WebSocket, path) -> None:
         last_key = None
         status = None
         last_change = last_check = time.monotonic()
@@ -274,8 +294,9 @@ def serve(runs_dir: str | Path = "runs", host: str = "127.0.0.1", port: int = 80
             raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); pass another --port "
                               "(or --host)") from None
     app = create_app(runs_dir, job_store, jobs_settings, sweeps_dir)
+    # timeout_graceful_shutdown: SIGTERM / Ctrl-C stop it within about a second even if a client hangs on
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, ws="websockets-sansio",
-                            lifespan="off")
+                            lifespan="off", timeout_graceful_shutdown=1)
     server = uvicorn.Server(config)
     shown = f"[{host}]" if ":" in host else host
     echo(f"kartsim dashboard: http://{'127.0.0.1' if host in ('0.0.0.0', '::') else shown}:{port}/  "

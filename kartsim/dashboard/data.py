@@ -23,8 +23,10 @@ from typing import Any
 import numpy as np
 
 from kartsim.dashboard.live import FEED_SUFFIX, LIVE_FILE, SESSIONS_DIR, read_live
+from kartsim.devices import sample_text
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+MAX_NAME = 200  # a file name longer than the file system allows (255 bytes) cannot be a run
 STEPS_RE = re.compile(r"_(\d+)_steps\.zip$")
 HOST = socket.gethostname()
 RUN_MARKERS = ("config.json", LIVE_FILE, "telemetry_log.csv", "checkpoints", "tb")  # what makes a folder a run
@@ -99,6 +101,8 @@ def _read_json(path: Path) -> tuple[Any, str | None]:
         return None, f"{path.name} cannot be read ({exc.strerror or exc})"
     try:
         return json.loads(text), None
+    except RecursionError:
+        return None, f"{path.name} is nested too deeply to be a kartsim file"
     except ValueError:
         return None, f"{path.name} is not complete JSON yet (half-written?)"
 
@@ -178,7 +182,7 @@ def _tail_step(csv: Path) -> int | None:
         head = line.split(b",", 1)[0]
         try:
             return int(float(head))
-        except ValueError:
+        except (ValueError, OverflowError):  # a step of inf / nan: not a step count
             continue
     return None
 
@@ -376,7 +380,7 @@ class Library:
         return path
 
     def run_dir(self, key: str, name: str, must_exist: bool = True) -> Path:
-        if not NAME_RE.match(name or ""):
+        if not NAME_RE.match(name or "") or len(name) > MAX_NAME:
             raise DashboardError(f"{name!r} is not a run name (letters, digits, '.', '_', '-'; no folders)", 403)
         path = self.resolve(key, name)
         if must_exist and not path.is_dir():
@@ -474,6 +478,7 @@ class Library:
             "steps_per_second": progress.get("steps_per_second"),  # the last known rate (also of ended runs)
             "eta_s": progress.get("eta_s") if alive else None,
             "device": progress.get("device") or train.get("device"),
+            "usage": sample_text(progress.get("utilisation")) if alive else None,  # GPU/CPU busy %, memory
             "last_checkpoint": None if last is None else {"name": last[2], "steps": last[0] if last[0] >= 0 else None,
                                                           "time": last[1]},
             "checkpoints": len(ckpts),
@@ -560,6 +565,7 @@ class Library:
                 "steps_per_second": progress.get("steps_per_second"),
                 "eta_s": progress.get("eta_s") if running else None,
                 "device": device, "created": job.created, "attempts": len(job.attempts),
+                "usage": sample_text(progress.get("utilisation")) if running else None,
                 "last_checkpoint": ckpts[-1][1].rsplit("/", 1)[-1] if ckpts else None,
                 "run": {"root": run_key, "name": job.save_name} if run_key else None,
                 "address": job.address,
