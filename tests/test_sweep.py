@@ -172,3 +172,18 @@ def test_sweep_killed_with_sigkill_resumes_without_rerunning_finished_trials(tmp
     seeds = sorted(t.params["seed"] for t in study.trials if t.state.name == "COMPLETE")
     assert seeds == [0, 1, 2]  # the killed seed was run again, none twice
     assert "3 seeds: ref_ratio median" in out.stdout and "share of seeds whose best lap reached" in out.stdout
+
+
+def test_a_lap_always_scores_better_than_no_lap():
+    from kartsim.sweep.trial import track_score
+
+    info = {"ref_lap": 45.0, "length_m": 600.0}
+    row = {"eval_return": 10.0, "eval_best_lap": None, "eval_progress_m": 300.0}
+    slow_lap = track_score("ref_ratio", {**row, "eval_best_lap": 149.0}, info, cap_s=150.0)
+    half, most = (track_score("ref_ratio", {**row, "eval_progress_m": m}, info, cap_s=150.0) for m in (300.0, 590.0))
+    assert slow_lap < most < half  # the slowest lap the evaluation can time beats no lap; further is better
+    assert track_score("ref_ratio", {**row, "eval_best_lap": 54.0}, info, cap_s=150.0) == pytest.approx(1.2)
+    # an evaluation too short to time a lap still ranks by progress, above any lap
+    assert 1.0 < track_score("ref_ratio", row, info, cap_s=10.0) < 2.0
+    assert track_score("lap_time", {**row, "eval_best_lap": 50.0}, info, cap_s=150.0) == 50.0
+    assert track_score("return", row, info, cap_s=150.0) == 10.0
