@@ -146,8 +146,9 @@ def status_text(spec: SweepSpec, study: Any, limit: int = 20) -> str:
     better = "lower" if spec.direction == "minimize" else "higher"
     lines = [f"sweep {spec.name}: {done} / {spec.target} trials finished ({n['COMPLETE']} complete, {n['PRUNED']} "
              f"pruned, {n['RUNNING']} running, {n['WAITING']} queued, {n['FAIL']} failed)",
-             f"  metric {spec.metric} ({better} is better), sampler {spec.sampler}, pruner {spec.pruner}, "
-             f"{spec.timesteps:,} steps per trial, started {spec.created}, study {spec.storage}"]
+             f"  metric {spec.metric} ({better} is better), "
+             + (f"{len(spec.seeds)} seeds, " if spec.seed_sweep else f"sampler {spec.sampler}, pruner {spec.pruner}, ")
+             + f"{spec.timesteps:,} steps per trial, started {spec.created}, study {spec.storage}"]
     order = ranked(spec, study)
     if order:
         best = order[0]
