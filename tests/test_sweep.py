@@ -157,14 +157,15 @@ def test_sweep_killed_with_sigkill_resumes_without_rerunning_finished_trials(tmp
     with sqlite3.connect(db) as con:
         value0 = con.execute("select value from trial_values where trial_id = 1").fetchone()[0]
 
-    out = subprocess.run([sys.executable, "-m", "kartsim", "sweep", "resume", "k"], cwd=tmp_path, env=env,
+    # two workers: the killed trial must be queued again once, not once per worker
+    out = subprocess.run([sys.executable, "-m", "kartsim", "sweep", "resume", "k", "--workers", "2"], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "trial 0 " not in out.stdout  # the finished trial is not trained again
     assert first.stat().st_mtime_ns == stamp
     states = dict(_trials(db))
     assert states[0] == "COMPLETE" and states[1] == "FAIL"  # the killed trial, failed by its silent heartbeat
-    assert sorted(states.values()).count("COMPLETE") == 3
+    assert sorted(states.values()).count("COMPLETE") == 3 and len(states) == 4
     import optuna
 
     study = optuna.load_study(study_name="k", storage=f"sqlite:///{db}")
