@@ -257,3 +257,21 @@ def test_train_with_ai_demos_dagger_and_init_records_provenance(tmp_path):
               echo=lambda s: None)
     resumed = train(_cfg(tmp_path, resume=str(second.final_model), timesteps=256), given={"timesteps"}, echo=lambda s: None)
     assert _payload(resumed.final_model)["provenance"]["init_from"]["path"] == str(first.final_model)
+
+
+def test_jobs_upload_demonstration_and_init_files(tmp_path):
+    from kartsim.jobs.store import LocalStore
+    from kartsim.jobs.tracks import job_inputs
+
+    laps = tmp_path / "laps.csv"
+    laps.write_text("episode,x\n")
+    folder = tmp_path / "demos"
+    folder.mkdir()
+    (folder / "a.npz").write_bytes(b"x")
+    store = LocalStore(tmp_path / "store")
+    argv, staged = job_inputs(store, ["--demos", str(folder), "--init-from", str(laps), "--seed", "1"], "j-1",
+                              echo=lambda s: None)
+    assert argv == ["--demos", "inputs/j-1/demos", "--init-from", "inputs/j-1/laps.csv", "--seed", "1"]
+    assert staged == ["inputs/j-1/demos", "inputs/j-1/laps.csv"]
+    assert (store.root / "tracks/inputs/j-1/demos/a.npz").is_file()  # the job runs in tracks/: relative paths work
+    assert job_inputs(store, ["--demos", "ai:hard"], "j-2", echo=lambda s: None) == (["--demos", "ai:hard"], [])

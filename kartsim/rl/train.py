@@ -153,9 +153,9 @@ class TrainConfig:
     and the teacher labels the states it visits. Recorded driving (human laps) falls back to bc."""
     demos_laps: int = 20
     """Laps the teacher drives when ``demos`` is ``ai:LEVEL`` or a model zip."""
-    bc_epochs: int = 30
+    bc_epochs: int = 10
     """Behaviour cloning passes over the demonstrations (and over the aggregate in each DAgger round)."""
-    dagger_rounds: int = 3
+    dagger_rounds: int = 2
     """DAgger rounds (``demos_mode`` dagger)."""
     dagger_steps: int = 8000
     """States the policy visits (all karts together) in each DAgger round."""
@@ -509,7 +509,9 @@ def _merge_resume(cfg: TrainConfig, given: set[str], payload: dict[str, Any] | N
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     base = TrainConfig.from_dict({k: v for k, v in saved_train.items() if k in names})
     # Flags that change the network or the observations cannot change on resume.
-    started_from = sorted(given & {"demos", "init_from"})
+    # A resumed run has its weights already; the same --demos / --init-from as the checkpoint's (a job's
+    # command line on `jobs resume`) is that run continuing, a different one is a mistake.
+    started_from = sorted(k for k in given & {"demos", "init_from"} if getattr(cfg, k) != saved_train.get(k))
     if started_from:
         flag = "--" + started_from[0].replace("_", "-")
         raise ConfigError(f"{flag} starts a new run; {path} already has its weights (drop {flag}, or leave out --resume)")
