@@ -141,7 +141,7 @@ def test_human_laps_csv_trains_and_bc_reproduces_the_recorded_actions(tmp_path, 
     assert main(["train", "--demos", str(human_csv), "--track-name", "oval.png", "--timesteps", "128",
                  "--vector-envs", "4", "--n-steps", "32", "--batch-size", "64", "--learning-rate", "1e-9",
                  "--bc-epochs", "15", "--runs-dir", str(runs), "--models-dir", str(models), "--no-progress",
-                 "--seed", "0", "--device", "cpu", "--checkpoint-freq", "0"]) == 0
+                 "--seed", "0", "--device", "cpu", "--checkpoint-freq", "0", "--telemetry-every", "0"]) == 0
     out = capsys.readouterr().out
     assert "has no teacher" in out and "behaviour cloning" in out  # dagger default falls back to bc
     model_path = models / "kart_rays_final.zip"
@@ -155,7 +155,8 @@ def test_human_laps_csv_trains_and_bc_reproduces_the_recorded_actions(tmp_path, 
     # keyboard's throttle is on/off with ramps; an untrained policy is off by ~0.7).
     assert steer <= 0.08 and throttle <= 0.35, (steer, throttle)
     assert main(["train", "--demos", str(human_csv), "--demos-mode", "dagger", "--track-name", "oval.png",
-                 "--runs-dir", str(runs), "--models-dir", str(models), "--save-name", "d", "--device", "cpu"]) == 2
+                 "--runs-dir", str(runs), "--models-dir", str(models), "--save-name", "d", "--device", "cpu",
+                 "--telemetry-every", "0"]) == 2
     assert "--demos-mode dagger needs a teacher" in capsys.readouterr().err
 
 
@@ -181,7 +182,7 @@ def test_csv_errors_name_the_problem(tmp_path, human_csv):
     (["--demos", "ai:hard", "--resume", "nothing.zip"], "model file not found"),
 ])
 def test_train_flag_errors_are_one_line(tmp_path, capsys, argv, message):
-    assert main(["train", "--track-name", "oval.png", "--runs-dir", str(tmp_path), *argv]) == 2
+    assert main(["train", "--track-name", "oval.png", "--runs-dir", str(tmp_path), "--telemetry-every", "0", *argv]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
