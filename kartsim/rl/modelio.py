@@ -149,6 +149,23 @@ def read_reward_stats(path: str | Path, *, trust: bool = False) -> Any | None:
         ) from None
 
 
+def visible_models_hint(limit: int = 6) -> str:
+    """``"; models here: a.zip, models/b_final.zip, ..."`` (newest first: here, models/, runs/*/), or
+    a hint to train one when there are none."""
+    found: dict[str, float] = {}
+    for pattern in ("*.zip", "models/*.zip", "runs/*/*_final.zip"):
+        for p in Path().glob(pattern):
+            try:
+                found[p.as_posix()] = p.stat().st_mtime
+            except OSError:
+                pass
+    if not found:
+        return "; no models here (models/, runs/): train one with python train_ppo.py or kartsim quickstart"
+    names = sorted(found, key=found.get, reverse=True)
+    more = f" (+{len(names) - limit} more)" if len(names) > limit else ""
+    return f"; models here: {', '.join(names[:limit])}{more}"
+
+
 def check_model_file(path: str | Path) -> Path:
     """The path, when it names a readable SB3 model zip; ModelFileError (one line) otherwise."""
     path = Path(path)
@@ -156,6 +173,8 @@ def check_model_file(path: str | Path) -> Path:
         hint = ""
         if path.suffix != ".zip" and path.with_name(path.name + ".zip").exists():
             hint = f" (did you mean {path.name}.zip?)"
+        else:
+            hint = visible_models_hint()
         raise ModelFileError(f"model file not found: {path}{hint}")
     if path.is_dir():
         raise ModelFileError(f"{path} is a folder; give the model's .zip file")

@@ -293,6 +293,9 @@ def resolve_device(device: str) -> str:
 
 def validate(cfg: TrainConfig) -> None:
     """Raise ConfigError (one line naming the flag) for any value that cannot work. `cfg` is resolved."""
+    from kartsim.validation import check_config
+
+    check_config(cfg, flags=True)  # types, NaN / inf
     if cfg.timesteps is None or cfg.timesteps <= 0:
         raise ConfigError(f"--timesteps must be a positive number of env steps, not {cfg.timesteps}")
     if not _NAME_RE.match(cfg.save_name or ""):
@@ -641,6 +644,8 @@ def _train_locked(cfg: TrainConfig, given: set[str], echo: Callable[[str], None]
         run.dir.mkdir(parents=True, exist_ok=True)
         config_doc = {"env": env_cfg_dict, "train": train_cfg_dict, "command": sys.argv, "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
         record_config(run.config, config_doc, resume_path if same_run else None)
+        for stale in [*run.dir.glob(".saving-*.zip"), *run.checkpoints.glob(".saving-*.zip")]:
+            stale.unlink()  # left by a killed save (this process holds the run's lock: no other is writing)
         if same_run and cfg.telemetry_every > 0:
             dropped = truncate_telemetry(run.telemetry, done_steps)  # logged after the checkpoint, trained again now
             if dropped:
@@ -696,9 +701,10 @@ def _train_locked(cfg: TrainConfig, given: set[str], echo: Callable[[str], None]
 
         from stable_baselines3.common.callbacks import CallbackList, ProgressBarCallback
 
-        from kartsim.rl.callbacks import KartCheckpointCallback, RacingMetricsCallback, TelemetryCSVCallback
+        from kartsim.rl.callbacks import (DeviceUsageCallback, KartCheckpointCallback, RacingMetricsCallback,
+                                          TelemetryCSVCallback)
 
-        all_callbacks: list[Any] = [RacingMetricsCallback()]
+        all_callbacks: list[Any] = [RacingMetricsCallback(), DeviceUsageCallback()]
         checkpointer = None
         if cfg.checkpoint_freq > 0:
             checkpointer = KartCheckpointCallback(cfg.checkpoint_freq, run.checkpoints, cfg.save_name, save)
