@@ -9,9 +9,10 @@ from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import kartsim.envs  # noqa: F401
-from kartsim.envs import EnvConfig, KartEnv, KartVecEnv
+from kartsim.envs import EnvConfig, KartEnv
+from kartsim.envs.sb3 import KartVecEnv
 from kartsim.errors import ConfigError
-from kartsim.race import RaceConfig
+from kartsim.sim.config import RaceConfig
 
 ENV_IDS = ["kartsim/Kart-v0", "kartsim/KartVision-v0"]
 
@@ -168,7 +169,7 @@ def test_rgb_array_render_shows_map():
 
 
 def test_track_pool_from_list_and_folder(tmp_path):
-    from kartsim.trackgen import generate_track, save_track
+    from kartsim.sim.trackgen import generate_track, save_track
 
     for seed in (1, 2):
         save_track(generate_track(seed, size=512), tmp_path / f"t{seed}.png")
@@ -191,7 +192,7 @@ def test_config_round_trips_and_rejects_unknown_fields():
 
 @pytest.mark.parametrize("vision", [False, True])
 def test_subproc_backend_equals_batched(vision):
-    from kartsim.envs import make_vec_env
+    from kartsim.rl.vec_env import make_vec_env
 
     cfg = EnvConfig(vision=vision, track="oval.png", race=RaceConfig(max_episode_steps=20))
     batched = make_vec_env(cfg, 5, seed=3)
@@ -213,7 +214,7 @@ def test_subproc_backend_equals_batched(vision):
 
 
 def test_unknown_vec_backend_is_a_clear_error():
-    from kartsim.envs import make_vec_env
+    from kartsim.rl.vec_env import make_vec_env
 
     with pytest.raises(ConfigError, match="vec backend"):
         make_vec_env(EnvConfig(track="oval.png"), 2, backend="threads")

@@ -228,7 +228,7 @@ def test_killed_job_fails_with_reason_and_resumes_from_last_checkpoint(jobs_env,
     assert "fetch --path kill_final.zip" in out
     code, out, _ = run(capsys, "status", job_id)
     assert code == 0 and re.search(r"state:\s+succeeded", out), out
-    from kartsim.rl.modelio import read_kartsim_config
+    from kartsim.drivers.modelio import read_kartsim_config
 
     assert read_kartsim_config(store / "models" / "kill_final.zip")["num_timesteps"] >= steps + 128
     # a finished job resumes only towards a larger total
@@ -323,7 +323,7 @@ def test_sync_rejects_a_bad_track_in_one_line(jobs_env, tmp_path, capsys):
 def test_sync_generates_missing_checkpoints(jobs_env, tmp_path, capsys):
     import shutil
 
-    from kartsim.track import BUNDLED_DIR
+    from kartsim.sim.track import BUNDLED_DIR
 
     own = tmp_path / "mytrack.png"
     shutil.copyfile(BUNDLED_DIR / "oval.png", own)  # no checkpoints file next to it
@@ -347,7 +347,7 @@ def test_train_flag_errors_start_nothing(jobs_env, capsys):
 def test_train_argv_round_trips_every_train_flag():
     import argparse
 
-    from kartsim.cli.train_cmd import add_train_arguments
+    from kartsim.rl.train_cmd import add_train_arguments
     from kartsim.jobs.service import train_argv
 
     argv = ["--vision", "--track-name", "circuit.png", "oval", "--timesteps", "5_000_000", "--save-name", "v1",
@@ -399,7 +399,7 @@ def test_ctrl_c_on_a_followed_job_detaches_without_a_terminal(monkeypatch, capsy
 
         def cancel(self, job, grace_s=60.0):
             FakeBackend.cancelled = True
-            from kartsim.jobs.service import JobState
+            from kartsim.jobs.store import JobState
 
             return JobState("cancelled", "cancelled by user")
 
@@ -477,7 +477,7 @@ def test_ctrl_c_while_a_job_is_launched_keeps_its_record_and_pid(jobs_env, monke
     # the service on its own: the KeyboardInterrupt comes out of submit once the pid is saved
     import argparse
 
-    from kartsim.cli.train_cmd import add_train_arguments
+    from kartsim.rl.train_cmd import add_train_arguments
     from kartsim.jobs.config import resolve_settings
 
     p = argparse.ArgumentParser()

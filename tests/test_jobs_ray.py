@@ -210,7 +210,7 @@ def test_ray_killed_job_fails_keeps_checkpoints_and_resumes(ray_env, ray_head, c
     assert code == 0 and re.search(r"state:\s+succeeded", out), out + (store / "jobs" / job_id / "log.txt").read_text()
     log = (store / "jobs" / job_id / "log.txt").read_text()
     assert f"({last:,} steps done)" in log
-    from kartsim.rl.modelio import read_kartsim_config
+    from kartsim.drivers.modelio import read_kartsim_config
 
     assert read_kartsim_config(store / "models" / "rk_final.zip")["num_timesteps"] >= last + 128
 

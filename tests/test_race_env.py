@@ -4,12 +4,11 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-from kartsim.ai_driver import AIDriver
+from kartsim.drivers.ai_driver import AIDriver
 from kartsim.envs.multi_agent import KartRaceParallelEnv
-from kartsim.envs.race_env import KartRaceEnv
-from kartsim.envs.race_env import RACE_TERMS
+from kartsim.envs.race_env import RACE_TERMS, KartRaceEnv
 from kartsim.errors import ConfigError
-from kartsim.race import REWARD_TERMS
+from kartsim.sim.race import REWARD_TERMS
 
 
 def test_race_env_api_and_a_race_to_the_finish():
@@ -78,6 +77,16 @@ def test_frozen_model_opponents(tmp_path):
         obs, r, term, trunc, info = env.step(env.action_space.sample())
     assert env.opp.kind == "model"
     assert env.race.state.speed[1:].max() > 0.0  # the frozen models drive their karts
+
+
+def test_model_opponent_that_does_not_fit_the_race_is_one_clear_error():
+    from pathlib import Path
+
+    from kartsim.errors import ModelFileError
+
+    vision_model = Path(__file__).resolve().parent / "fixtures" / "model_vision_v0.zip"
+    with pytest.raises(ModelFileError, match="expects observations Dict"):
+        KartRaceEnv(track="oval.png", opponents=1, opponent=str(vision_model), laps=1)
 
 
 def test_pettingzoo_parallel_api():

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from kartsim.cli import main
-from kartsim.physics import KartConfig
-from kartsim.racing_line import corners, kart_limits, racing_line, reference_lap_time, speed_profile
-from kartsim.track import Surface, Track, is_road
+from kartsim.sim.config import KartConfig
+from kartsim.drivers.racing_line import corners, kart_limits, racing_line, reference_lap_time, speed_profile
+from kartsim.sim.track import Surface, Track, is_road
 
 G = 9.81
 

@@ -1,4 +1,4 @@
-"""Rays and camera on small synthetic grids (no kartsim.track)."""
+"""Rays and camera on small synthetic grids (no kartsim.sim.track)."""
 
 import math
 
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from kartsim.errors import ConfigError
-from kartsim.sensors import CameraConfig, CameraRenderer, RaySensor, cast_rays, compact_ray_field, luma
+from kartsim.sim.sensors import CameraConfig, CameraRenderer, RaySensor, cast_rays, compact_ray_field, luma
 
 SCALE = 0.25
 WALL, ASPHALT, KERB, GRASS = 0, 1, 2, 3

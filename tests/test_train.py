@@ -195,7 +195,7 @@ def test_train_ppo_vision_script_every_flag_reaches_model_and_env(tmp_path):
 
 @pytest.mark.slow
 def test_resume_continues_the_step_count_in_the_same_run(tmp_path):
-    from kartsim.rl.modelio import read_kartsim_config
+    from kartsim.drivers.modelio import read_kartsim_config
     from kartsim.rl.train import train
 
     first = train(_cfg(tmp_path, timesteps=128, save_name="r", checkpoint_freq=64), echo=lambda s: None)
@@ -227,7 +227,7 @@ def test_resume_continues_the_step_count_in_the_same_run(tmp_path):
 def test_ctrl_c_saves_an_interrupted_checkpoint(tmp_path):
     from stable_baselines3.common.callbacks import BaseCallback
 
-    from kartsim.rl.modelio import read_kartsim_config
+    from kartsim.drivers.modelio import read_kartsim_config
     from kartsim.rl.train import train
 
     class CtrlC(BaseCallback):

@@ -93,13 +93,6 @@ def test_validate_rejects_bad_vec_backend_values_with_one_line(tmp_path, changes
     assert "\n" not in str(err.value)
 
 
-def test_vec_backends_match_the_env_module():
-    from kartsim.envs.vector import VEC_BACKENDS as ENV_BACKENDS
-    from kartsim.rl.train import VEC_BACKENDS
-
-    assert VEC_BACKENDS == ENV_BACKENDS
-
-
 def test_default_workers_one_per_core_at_most_one_per_env(tmp_path, monkeypatch):
     import kartsim.rl.train as train_mod
 
@@ -203,7 +196,7 @@ def test_subproc_ctrl_c_in_the_terminal_saves_and_stops_the_workers(tmp_path):
 
 @pytest.mark.slow
 def test_resume_keeps_the_vec_backend_unless_given(tmp_path):
-    from kartsim.rl.modelio import read_kartsim_config
+    from kartsim.drivers.modelio import read_kartsim_config
     from kartsim.rl.train import train
 
     lines: list[str] = []
@@ -245,7 +238,7 @@ class _RetRmsAtStart(BaseCallback):
 def test_resume_continues_the_reward_normalisation_statistics(tmp_path):
     from stable_baselines3 import PPO
 
-    from kartsim.rl.modelio import VECNORMALIZE_MEMBER, read_vecnormalize
+    from kartsim.drivers.modelio import VECNORMALIZE_MEMBER, read_vecnormalize
     from kartsim.rl.train import train
 
     train(_cfg(tmp_path, timesteps=128, save_name="n", checkpoint_freq=64), echo=lambda s: None)
@@ -281,7 +274,7 @@ def test_resume_continues_the_reward_normalisation_statistics(tmp_path):
 
 
 def test_raw_reward_runs_save_no_statistics(tmp_path):
-    from kartsim.rl.modelio import read_vecnormalize
+    from kartsim.drivers.modelio import read_vecnormalize
     from kartsim.rl.train import train
 
     train(_cfg(tmp_path, timesteps=64, save_name="raw", checkpoint_freq=0, normalize_reward=False), echo=lambda s: None)

@@ -174,7 +174,7 @@ def _print_end(args: argparse.Namespace, job, st, store) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from kartsim.cli.train_cmd import add_train_arguments
+    from kartsim.rl.train_cmd import add_train_arguments
     from kartsim.jobs import service
 
     settings = _settings(args)
@@ -337,7 +337,7 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------------------- parser
 
 def add_job_commands(sub: argparse._SubParsersAction, prog: str) -> None:
-    from kartsim.cli.train_cmd import add_train_arguments
+    from kartsim.rl.train_cmd import add_train_arguments
 
     def cmd(name: str, help_: str, func, ray_resources: bool = False) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_, description=help_[0].upper() + help_[1:] + ".")

@@ -35,7 +35,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from kartsim.dashboard.data import DashboardError, Library, live_state
-from kartsim.dashboard.live import feed_version, read_live, read_live_bytes
+from kartsim.telemetry.live import feed_version, read_live, read_live_bytes
 
 STATIC = Path(__file__).parent / "static"
 POLL_S = 0.01          # how often a websocket looks for a new frame (16 bytes read; 100 Hz, well above 20 Hz feeds)

@@ -1,6 +1,6 @@
 """A PettingZoo ``ParallelEnv``: N learning karts racing each other on one track (self-play).
 
-Agents ``kart_0 .. kart_{N-1}`` share a :class:`~kartsim.multikart.GridRace` (one collision world,
+Agents ``kart_0 .. kart_{N-1}`` share a :class:`~kartsim.sim.multikart.GridRace` (one collision world,
 grid start, positions and gaps); optional AI karts (``ai_opponents``) race with them without being
 agents. Every agent has the observation and action spaces of ``kartsim/Kart-v0`` /
 ``kartsim/KartVision-v0`` (so single-agent models can join), and the race env's reward: its
@@ -30,7 +30,8 @@ from kartsim.envs.race_env import RaceOptions, RaceTerms, kart_info, mixed_level
 from kartsim.envs.render import TrackMaps
 from kartsim.envs.tracks import load_track_stack
 from kartsim.errors import ConfigError
-from kartsim.multikart import GridRace, Opponents, RaceRules
+from kartsim.drivers.opponents import Opponents
+from kartsim.sim.multikart import GridRace, RaceRules
 
 __all__ = ["KartRaceParallelEnv", "parallel_env"]
 

@@ -1,6 +1,6 @@
 """``kartsim/KartRace-v0``: one agent racing against opponents on one track, karts colliding.
 
-The agent is kart 0 of a :class:`~kartsim.multikart.GridRace`; the opponents are driven by the AI
+The agent is kart 0 of a :class:`~kartsim.sim.multikart.GridRace`; the opponents are driven by the AI
 driver (``opponent="ai"``, at ``ai_level``) or by a frozen trained model (``opponent="path/model.zip"``:
 self-play against an earlier version of yourself). Observation and action spaces are those of
 ``kartsim/Kart-v0`` / ``kartsim/KartVision-v0`` (the same ``EnvConfig`` options), so models move
@@ -32,14 +32,16 @@ from kartsim.envs.config import EnvConfig
 from kartsim.envs.observations import Observer
 from kartsim.envs.render import TrackMaps, compose_frame
 from kartsim.envs.tracks import load_track_stack
-from kartsim.errors import ConfigError
-from kartsim.multikart import GridRace, Opponents, RaceRules
-from kartsim.race import TERMINATION_REASONS
+from kartsim.drivers.modelio import describe_space, spaces_match
+from kartsim.errors import ConfigError, ModelFileError
+from kartsim.drivers.opponents import Opponents
+from kartsim.sim.multikart import GridRace, RaceRules
+from kartsim.sim.race import TERMINATION_REASONS
 
 __all__ = ["RaceOptions", "KartRaceEnv", "RACE_TERMS", "RaceTerms"]
 
 RACE_TERMS = ("position", "finish")
-"""The race envs' reward terms on top of :data:`kartsim.race.REWARD_TERMS`, weighted by the
+"""The race envs' reward terms on top of :data:`kartsim.sim.race.REWARD_TERMS`, weighted by the
 :class:`RaceOptions` fields ``position_reward`` and ``finish_reward``."""
 
 
@@ -104,7 +106,7 @@ class RaceTerms:
 
     ``position``: places gained this step (negative when lost); ``finish``: (karts beaten + 1) / karts
     on the step a kart finishes. :meth:`step` computes them for the karts of a mask (the agents still
-    racing) as whole arrays, like :class:`~kartsim.race.Race` does for the time-trial terms.
+    racing) as whole arrays, like :class:`~kartsim.sim.race.Race` does for the time-trial terms.
     """
 
     def __init__(self, n: int, options: RaceOptions) -> None:
@@ -210,6 +212,10 @@ class KartRaceEnv(gym.Env):
                 self.opp = Opponents(self.race, idx, "ai", levels, rng=self._opp_rng)
             else:
                 self.opp = Opponents(self.race, idx, "model", model_path=opts.opponent)
+                if not spaces_match(self.opp.model.observation_space, self.observation_space):
+                    raise ModelFileError(
+                        f"opponent model {opts.opponent} expects observations {describe_space(self.opp.model.observation_space)}"
+                        f" but this race gives {describe_space(self.observation_space)}; race it with the same vision/rays setting")
         self._maps = TrackMaps(self.race.stack.tracks)
         self._window = None
         self.race_terms = RaceTerms(n, opts)

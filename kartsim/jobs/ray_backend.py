@@ -27,8 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from kartsim.jobs.config import Settings
-from kartsim.jobs.service import JobState
-from kartsim.jobs.store import Attempt, JobError, JobRecord, Store, cancel_rel, exit_rel, now_iso
+from kartsim.jobs.store import Attempt, JobError, JobRecord, JobState, Store, cancel_rel, exit_rel, now_iso
 
 RAY_EXCLUDES = ["__pycache__", "*.pyc", ".venv", "runs", "models", "kartsim-jobs", ".git"]
 

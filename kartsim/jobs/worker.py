@@ -90,7 +90,7 @@ def make_progress_callback(path: Path, every_s: float = 10.0, write_every_s: flo
 
 
 def main(argv: list[str] | None = None) -> int:
-    from kartsim.cli.train_cmd import add_train_arguments, config_from_args
+    from kartsim.rl.train_cmd import add_train_arguments, config_from_args
     from kartsim.errors import KartsimError
 
     argv = list(sys.argv[1:] if argv is None else argv)

@@ -134,13 +134,13 @@ class TelemetryCSVCallback(BaseCallback):
         self.append = append
         self.writer: TelemetryWriter | None = None
         self._calls = 0
-        self.live = None  # <run>/live.feed for `kartsim dashboard` (kartsim.dashboard.live)
+        self.live = None  # <run>/live.feed for `kartsim dashboard` (kartsim.telemetry.live)
 
     def _on_training_start(self) -> None:
         first_episode = _last_episode_in_csv(self.path) + 1 if self.append and self.path.exists() else 0
         self.writer = TelemetryWriter(self.path, append=self.append)
         self.writer.episode = first_episode
-        from kartsim.dashboard.live import TrainingLiveFeed
+        from kartsim.telemetry.live import TrainingLiveFeed
 
         self.live = TrainingLiveFeed.for_run(self.path.parent)  # None when KARTSIM_LIVE=0
 
@@ -190,7 +190,7 @@ class LapEvalCallback(BaseCallback):
     ) -> None:
         super().__init__()
         self.also_stochastic = also_stochastic
-        from kartsim.rl.train import apply_env_options
+        from kartsim.envs.config import apply_env_options
 
         data = apply_env_options(env_config.to_dict(), {"random_start": False})
         self.env_config = type(env_config).from_dict(data)

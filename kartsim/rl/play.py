@@ -82,7 +82,7 @@ def load_driver(
     :param evaluation: start on the start line (``random_start=False``) instead of a random place.
     """
     from kartsim.envs import EnvConfig
-    from kartsim.rl.modelio import describe_space, load_ppo, read_kartsim_config, spaces_match
+    from kartsim.drivers.modelio import describe_space, load_ppo, read_kartsim_config, spaces_match
 
     path = Path(model_path)
     payload = read_kartsim_config(path)  # checks: missing, not a zip, corrupted, not an SB3 model
@@ -100,7 +100,7 @@ def load_driver(
             env_dict.update({k: v for k, v in _vision_layout(model.observation_space).items() if k in env_dict})
     if track is not None:
         env_dict["track"] = track_value(track)
-    from kartsim.rl.train import apply_env_options
+    from kartsim.envs.config import apply_env_options
 
     if evaluation:
         apply_env_options(env_dict, {"random_start": False})
@@ -352,7 +352,7 @@ def play(
     if record_path is not None:  # GIFs are held in memory and big: a smaller picture than MP4s
         width = 480 if record_path.suffix.lower() == ".gif" else 640
         recorder = Recorder(record_path, fps=record_fps, max_width=width)
-    from kartsim.dashboard.live import session_feed
+    from kartsim.telemetry.live import session_feed
 
     live = session_feed("play", driver.path.stem)  # runs/_live/*.json for `kartsim dashboard` (or None)
 

@@ -16,7 +16,7 @@ A run writes everything under ``<runs_dir>/<save_name>/``::
 
 Every saved zip is a plain SB3 PPO model plus ``kartsim_config.json`` and, when rewards are
 normalised, the ``VecNormalize`` statistics (``vecnormalize.pkl``), which ``--resume`` restores (see
-`kartsim.rl.modelio`).
+`kartsim.drivers.modelio`).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from kartsim.envs.config import VEC_BACKENDS, EnvConfig, apply_env_options
 from kartsim.errors import ConfigError, KartsimError, ModelFileError
 
 # Hyper-parameters that default per policy kind when left as None.
@@ -189,8 +190,6 @@ class TrainResult:
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
-# The same as kartsim.envs.vector.VEC_BACKENDS (not imported: validating a config must not load the simulator).
-VEC_BACKENDS = ("batched", "subproc")
 
 
 def configure_threads(cfg: TrainConfig, device: str) -> int:
@@ -340,33 +339,8 @@ def validate(cfg: TrainConfig) -> None:
     resolve_device(cfg.device)
 
 
-def apply_env_options(env_dict: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
-    """Set EnvConfig fields in a ``to_dict()`` dict (in place; returned). Keys are top-level fields
-    (``frame_stack``), dotted nested fields (``race.max_episode_steps``), or a nested field's bare
-    name when only one sub-config has it (``max_episode_steps``). Unknown keys raise ConfigError."""
-    for key, value in options.items():
-        if "." in key:
-            section, name = key.split(".", 1)
-            if not isinstance(env_dict.get(section), dict) or name not in env_dict[section]:
-                raise ConfigError(f"unknown env option {key!r}")
-            env_dict[section][name] = value
-        elif key in env_dict and not isinstance(env_dict[key], dict):
-            env_dict[key] = value
-        else:
-            owners = [sec for sec, sub in env_dict.items() if isinstance(sub, dict) and key in sub]
-            if len(owners) != 1:
-                known = sorted(k for k, v in env_dict.items() if not isinstance(v, dict))
-                known += sorted(f"{sec}.{k}" for sec, sub in env_dict.items() if isinstance(sub, dict) for k in sub)
-                what = "ambiguous" if owners else "unknown"
-                raise ConfigError(f"{what} env option {key!r}; known: {', '.join(known)}")
-            env_dict[owners[0]][key] = value
-    return env_dict
-
-
 def env_config_for(cfg: TrainConfig):
     """The EnvConfig a training run uses (from a resolved TrainConfig)."""
-    from kartsim.envs import EnvConfig
-
     data = EnvConfig().to_dict()
     data.update(
         track=cfg.track[0] if len(cfg.track) == 1 else list(cfg.track),
@@ -389,7 +363,7 @@ def build_vec_env(env_cfg: Any, n_envs: int, seed: int | None, telemetry_envs: l
     saved model plays on the plain env). `telemetry_envs`: the envs whose info carries telemetry."""
     from stable_baselines3.common.vec_env import VecMonitor, VecNormalize
 
-    from kartsim.envs import make_vec_env
+    from kartsim.rl.vec_env import make_vec_env
 
     venv = make_vec_env(env_cfg, n_envs=n_envs, seed=seed, backend=backend, n_workers=n_workers or None,
                         telemetry_envs=telemetry_envs)
@@ -404,7 +378,7 @@ def restore_reward_stats(venv: Any, path: Path, echo: Callable[[str], None] = pr
     """Continue the reward normalisation statistics (``ret_rms`` of the VecNormalize `venv`) saved in
     the model zip `path`; when it has none (saved by an older kartsim, or trained on raw rewards),
     say so in one line and leave them to be estimated afresh. True when restored."""
-    from kartsim.rl.modelio import VECNORMALIZE_MEMBER, read_vecnormalize
+    from kartsim.drivers.modelio import VECNORMALIZE_MEMBER, read_vecnormalize
 
     try:
         saved = read_vecnormalize(path)
@@ -480,7 +454,7 @@ def train(
     """Run one training run. `given` names the TrainConfig fields the user set explicitly (used when
     resuming: the checkpoint's values win for the rest); `callbacks` are extra SB3 callbacks
     (benchmarks, tests). Raises KartsimError for bad input."""
-    from kartsim.rl.modelio import load_ppo, read_kartsim_config, save_model
+    from kartsim.drivers.modelio import load_ppo, read_kartsim_config, save_model
 
     given = set(given if given is not None else ())
     payload = None
@@ -518,8 +492,6 @@ def train(
     import torch
     from stable_baselines3 import PPO
     from stable_baselines3.common.vec_env import VecNormalize
-
-    from kartsim.envs import EnvConfig
 
     env_cfg = EnvConfig.from_dict(env_dict) if env_dict is not None else env_config_for(cfg)
     workers = vec_workers_for(cfg)

@@ -86,7 +86,7 @@ __all__ = [
     "COLORS",
 ]
 
-BUNDLED_DIR = Path(__file__).resolve().parent / "tracks"
+BUNDLED_DIR = Path(__file__).resolve().parent.parent / "tracks"
 MIN_SIZE = 256
 MAX_SIZE = 4096
 DEFAULT_SCALE = 0.25

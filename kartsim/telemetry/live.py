@@ -198,7 +198,7 @@ def _finite(obj: Any) -> Any:
 
 
 def race_frame(race: Any, ego: int = 0, max_karts: int = MAX_KARTS) -> dict[str, Any]:
-    """The frame of a `kartsim.race.Race` (or GridRace): the karts on the ego kart's track, the ego's
+    """The frame of a `kartsim.sim.race.Race` (or GridRace): the karts on the ego kart's track, the ego's
     inputs and timing."""
     import numpy as np
 
