@@ -105,6 +105,7 @@ def test_local_workflow_sync_train_status_fetch_play(jobs_env, tmp_path, capsys)
         for line in follower.stdout:
             seen.append(line)
             if f"=== job {job_id} attempt 1 started" in line:
+                assert "(local backend)" in line, line  # the first line of the job's log names the backend
                 break
         else:
             raise AssertionError("the follower ended before streaming the job's log:\n" + "".join(seen))
@@ -115,6 +116,8 @@ def test_local_workflow_sync_train_status_fetch_play(jobs_env, tmp_path, capsys)
         if follower.poll() is None:
             follower.kill()
     assert follower.returncode == 0, "".join(seen) + rest
+    assert "backend: local = a background process on this machine" in "".join(seen)
+    assert "monitor: python tools/track_cli.py status" in "".join(seen) and "tensorboard --logdir" in "".join(seen)
     assert f"detached: job {job_id} keeps running. Follow it with: python tools/track_cli.py logs {job_id} --follow" in rest
     assert job_id.startswith("wf-")
     rec = job_record(store, job_id)
@@ -228,7 +231,7 @@ def test_killed_job_fails_with_reason_and_resumes_from_last_checkpoint(jobs_env,
     assert "fetch --path kill_final.zip" in out
     code, out, _ = run(capsys, "status", job_id)
     assert code == 0 and re.search(r"state:\s+succeeded", out), out
-    from kartsim.drivers.modelio import read_kartsim_config
+    from kartsim.rl.modelio import read_kartsim_config
 
     assert read_kartsim_config(store / "models" / "kill_final.zip")["num_timesteps"] >= steps + 128
     # a finished job resumes only towards a larger total

@@ -168,12 +168,20 @@ def test_evaluate_starts_on_the_start_line(models):
 # ---------------------------------------------------------------- model files that cannot be used
 
 
-def test_missing_model_file(capsys):
+def test_missing_model_file(capsys, tmp_path, monkeypatch):
     from kartsim.cli import main
 
+    monkeypatch.chdir(tmp_path)
     assert main(["play", "--model", "no/such/model.zip", "--no-window"]) == 2
     err = capsys.readouterr().err
-    assert err.strip() == "error: model file not found: no/such/model.zip"
+    assert err.startswith("error: model file not found: no/such/model.zip; no models here") and err.count("\n") == 1
+    # issue 18: it lists the models it can see, newest first
+    for rel in ("models/a_final.zip", "runs/b/b_final.zip", "c.zip"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"PK")
+    assert main(["play", "--model", "missing.zip", "--no-window"]) == 2
+    err = capsys.readouterr().err
+    assert "models here: " in err and all(n in err for n in ("models/a_final.zip", "runs/b/b_final.zip", "c.zip"))
 
 
 def test_garbage_bytes(tmp_path):
@@ -206,7 +214,7 @@ def test_zip_that_is_not_a_model(tmp_path):
 
 
 def test_model_whose_observation_space_does_not_fit(models, tmp_path):
-    """A vision model whose config was changed to frame_stack=3: the env gives 9 channels, it expects 3."""
+    """A vision model whose config was changed to frame_stack=3: its weights expect 3 channels."""
     from kartsim.rl.play import load_driver
 
     path = tmp_path / "edited.zip"
@@ -218,7 +226,7 @@ def test_model_whose_observation_space_does_not_fit(models, tmp_path):
                 payload["env"]["frame_stack"] = 3
                 data = json.dumps(payload).encode()
             dst.writestr(item, data)
-    with pytest.raises(ModelFileError, match="expects observations Dict"):
+    with pytest.raises(ModelFileError, match="do not fit the network its kartsim_config.json describes"):
         load_driver(path)
 
 
@@ -229,8 +237,10 @@ def test_plain_sb3_model_for_another_env(tmp_path):
 
     path = tmp_path / "pendulum.zip"
     PPO("MlpPolicy", "Pendulum-v1", n_steps=64, batch_size=64, device="cpu").save(path)
-    with pytest.raises(ModelFileError, match=r"expects observations Box\(3,\).*--vision or --rays"):
+    with pytest.raises(ModelFileError, match="--trust-model"):
         load_driver(path)
+    with pytest.raises(ModelFileError, match=r"expects observations Box\(3,\).*--vision or --rays"):
+        load_driver(path, trust_model=True)
 
 
 def test_plain_sb3_model_of_the_kart_env_plays(tmp_path):
@@ -243,10 +253,10 @@ def test_plain_sb3_model_of_the_kart_env_plays(tmp_path):
 
     path = tmp_path / "plain.zip"
     PPO("MlpPolicy", KartEnv(EnvConfig()), n_steps=64, batch_size=64, device="cpu").save(path)
-    assert load_driver(path).vision is False
+    assert load_driver(path, trust_model=True).vision is False
     with pytest.raises(ModelFileError, match="expects observations Box"):
-        load_driver(path, vision=True)
-    results = play(path, max_steps=5, window=False, echo=lambda s: None)
+        load_driver(path, vision=True, trust_model=True)
+    results = play(path, max_steps=5, window=False, echo=lambda s: None, trust_model=True)
     assert results[0].steps == 5
 
 

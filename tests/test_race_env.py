@@ -1,5 +1,7 @@
 """KartRace-v0 (one agent vs opponents) and the PettingZoo ParallelEnv."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
@@ -64,13 +66,9 @@ def test_race_env_options_and_errors():
         KartRaceEnv(no_such_option=1)
 
 
-def test_frozen_model_opponents(tmp_path):
-    from stable_baselines3 import PPO
-
-    from kartsim.envs import KartEnv
-
-    path = tmp_path / "frozen.zip"
-    PPO("MlpPolicy", KartEnv(track="oval.png"), n_steps=64, batch_size=32, device="cpu", seed=0).save(path)
+def test_frozen_model_opponents():
+    # a rays model saved by kartsim train (models of other tools need --trust-model: they unpickle code)
+    path = Path(__file__).resolve().parent / "fixtures" / "model_rays_v0.zip"
     env = KartRaceEnv(track="oval.png", opponents=2, opponent=str(path), laps=1)
     obs, _ = env.reset(seed=0)
     for _ in range(20):
@@ -80,8 +78,6 @@ def test_frozen_model_opponents(tmp_path):
 
 
 def test_model_opponent_that_does_not_fit_the_race_is_one_clear_error():
-    from pathlib import Path
-
     from kartsim.errors import ModelFileError
 
     vision_model = Path(__file__).resolve().parent / "fixtures" / "model_vision_v0.zip"

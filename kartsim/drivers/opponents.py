@@ -9,20 +9,21 @@ from typing import Any
 import numpy as np
 
 from kartsim.drivers.ai_driver import AIDriver
-from kartsim.drivers.modelio import load_ppo
 from kartsim.errors import ConfigError
 from kartsim.sim.multikart import GridRace
 
 
 @dataclass
 class Opponents:
-    """Drives karts ``idx`` of a race: ``kind`` "ai" (the AI driver at ``level``) or a frozen model zip."""
+    """Drives karts ``idx`` of a race: ``kind`` "ai" (the AI driver at ``level``) or "model" (a frozen
+    trained policy, anything with SB3's ``predict(obs, deterministic)``, loaded by the caller:
+    see :class:`kartsim.envs.race_env.KartRaceEnv`)."""
 
     race: GridRace
     idx: np.ndarray
     kind: str = "ai"
     level: str | list = "medium"
-    model_path: str | None = None
+    model: Any = None
     rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(0))
     observer: Any = None
 
@@ -40,9 +41,8 @@ class Opponents:
                                decision_dt=self.race.step_dt, rng=self.rng)
             self.model = None
         elif self.kind == "model":
-            if not self.model_path:
-                raise ConfigError("a model opponent needs a model .zip path")
-            self.model = load_ppo(self.model_path, device="cpu")
+            if self.model is None:
+                raise ConfigError("a model opponent needs a loaded model")
             self.ai = None
         else:
             raise ConfigError(f"opponents must be 'ai' or 'model', got {self.kind!r}")

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
+from kartsim.config import coerce_nested, from_dict
 from kartsim.errors import ConfigError
 from kartsim.sim.config import KartConfig, RaceConfig, RewardConfig
+from kartsim.validation import check_config
 
 CAMERAS = ("chase", "driver")
 RAY_TARGETS = ("road_edge", "wall")
@@ -47,7 +49,17 @@ class EnvConfig:
     reward: RewardConfig = field(default_factory=RewardConfig)
     kart: KartConfig = field(default_factory=KartConfig)
 
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {
+        "image_size": (16, 512), "frame_stack": (1, 16), "ray_range_m": (1.0, 1000.0), "sensor_noise": (0.0, 1.0),
+        "random_pool_size": (1, 256)}
+
     def __post_init__(self) -> None:
+        coerce_nested(self)  # race / reward / kart given as dicts
+        if isinstance(self.track, tuple):
+            self.track = list(self.track)
+        check_config(self)
+        if not self.track:
+            raise ConfigError("track needs at least one track name")
         if self.camera not in CAMERAS:
             raise ConfigError(f"camera must be one of {', '.join(CAMERAS)}, got {self.camera!r}")
         if self.ray_target not in RAY_TARGETS:
@@ -71,17 +83,8 @@ class EnvConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "EnvConfig":
-        nested = {"race": RaceConfig, "reward": RewardConfig, "kart": KartConfig}
-        kwargs: dict[str, Any] = {}
-        names = {f.name for f in dataclasses.fields(cls)}
-        for key, value in data.items():
-            if key not in names:
-                raise ConfigError(f"unknown env config field {key!r}; known fields: {', '.join(sorted(names))}")
-            if key in nested:
-                kwargs[key] = _sub_config(nested[key], key, value)
-            else:
-                kwargs[key] = value
-        return cls(**kwargs)
+        """From `to_dict`'s output (or any subset of it); unknown keys raise ConfigError naming them."""
+        return from_dict(cls, data)
 
     def replace(self, **changes: Any) -> "EnvConfig":
         """A copy with some fields changed; unknown names raise ConfigError."""
@@ -90,18 +93,6 @@ class EnvConfig:
         if unknown:
             raise ConfigError(f"unknown env option(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(names))}")
         return dataclasses.replace(self, **changes)
-
-
-def _sub_config(cls: type, name: str, value: Any) -> Any:
-    if isinstance(value, cls):
-        return value
-    if not isinstance(value, dict):
-        raise ConfigError(f"env config field {name!r} must be a mapping, got {type(value).__name__}")
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(value) - names
-    if unknown:
-        raise ConfigError(f"unknown {name} config field(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(names))}")
-    return cls(**value)
 
 
 def apply_env_options(env_dict: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:

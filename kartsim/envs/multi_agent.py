@@ -31,7 +31,8 @@ from kartsim.envs.render import TrackMaps
 from kartsim.envs.tracks import load_track_stack
 from kartsim.errors import ConfigError
 from kartsim.drivers.opponents import Opponents
-from kartsim.sim.multikart import GridRace, RaceRules
+from kartsim.sim.multikart import GridRace
+from kartsim.sim.race import check_actions
 
 __all__ = ["KartRaceParallelEnv", "parallel_env"]
 
@@ -63,8 +64,7 @@ class KartRaceParallelEnv(ParallelEnv):
         self.n_agents = n_agents
         stack = load_track_stack(cfg.track, cfg.random_pool_size)
         n = n_agents + ai_opponents
-        rules = RaceRules(laps=opts.laps, collisions=opts.collisions, weather=opts.weather,
-                          max_damage=opts.max_damage)
+        rules = opts.rules(cfg.race)
         self.race = GridRace(stack, n, dataclasses.replace(cfg.race, random_start=False), cfg.reward, cfg.kart, rules)
         self.observer = Observer(cfg, self.race)
         self._obs_space = self.observer.observation_space
@@ -119,7 +119,7 @@ class KartRaceParallelEnv(ParallelEnv):
         acts = np.zeros((race.n, 2))
         acts[:, 1] = -1.0  # parked karts brake
         for a in self.agents:
-            acts[self.agent_index[a]] = np.asarray(actions[a], np.float64).reshape(2)
+            acts[self.agent_index[a]] = check_actions(actions[a], 1)[0]
         if self.opp is not None:
             acts[self.opp.idx] = self.opp.act()
         race.step(acts)

@@ -32,11 +32,11 @@ from kartsim.envs.config import EnvConfig
 from kartsim.envs.observations import Observer
 from kartsim.envs.render import TrackMaps, compose_frame
 from kartsim.envs.tracks import load_track_stack
-from kartsim.drivers.modelio import describe_space, spaces_match
-from kartsim.errors import ConfigError, ModelFileError
 from kartsim.drivers.opponents import Opponents
+from kartsim.errors import ConfigError, ModelFileError
+from kartsim.sim.config import RaceConfig
 from kartsim.sim.multikart import GridRace, RaceRules
-from kartsim.sim.race import TERMINATION_REASONS
+from kartsim.sim.race import TERMINATION_REASONS, check_actions
 
 __all__ = ["RaceOptions", "KartRaceEnv", "RACE_TERMS", "RaceTerms"]
 
@@ -58,12 +58,14 @@ class RaceOptions:
     laps: int = 3
     """Race distance in laps."""
     collisions: bool = True
-    weather: str = "dry"
-    """dry, damp, wet or random (one per race: domain randomisation)."""
+    weather: str | None = None
+    """dry, damp, wet or random (one per race: domain randomisation). None: the env config's
+    ``race.weather`` (dry by default), so ``race=RaceConfig(weather="wet")`` works here too."""
     grid_position: str | int = "random"
     """The agent's grid slot: ``"random"`` per race, ``"last"``, ``"pole"`` or 1..N."""
     max_damage: float | None = None
-    """Retire (end the episode) when the agent's damage reaches this (None: never)."""
+    """Retire (end the episode) when the agent's damage reaches this (None: the env config's
+    ``race.max_damage``, never by default)."""
     position_reward: float = 1.0
     """Reward per place gained (and minus per place lost)."""
     finish_reward: float = 10.0
@@ -79,7 +81,20 @@ class RaceOptions:
                 raise ConfigError(f"grid_position must be random, last, pole or a number, got {self.grid_position!r}")
         elif not 1 <= int(self.grid_position) <= int(self.opponents) + 1:
             raise ConfigError(f"grid_position must be between 1 and {int(self.opponents) + 1}, got {self.grid_position}")
-        RaceRules(laps=self.laps, weather=self.weather, max_damage=self.max_damage).validate()
+        RaceRules(laps=self.laps, weather=self.weather or "dry", max_damage=self.max_damage).validate()
+
+    def rules(self, race: RaceConfig) -> RaceRules:
+        """The race's rules; weather and max_damage come from the env's `race` config unless given
+        here (both given and different: ConfigError, rather than one of them silently ignored)."""
+        merged = {}
+        for name in ("weather", "max_damage"):
+            mine, theirs, default = getattr(self, name), getattr(race, name), getattr(RaceConfig(), name)
+            if mine is not None and theirs != default and mine != theirs:
+                raise ConfigError(f"{name}={mine!r} conflicts with race.{name}={theirs!r}; give only one of them")
+            merged[name] = theirs if mine is None else mine
+        rules = RaceRules(laps=self.laps, collisions=self.collisions, **merged)
+        rules.validate()
+        return rules
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -195,8 +210,7 @@ class KartRaceEnv(gym.Env):
         self.options = opts
         stack = load_track_stack(cfg.track, cfg.random_pool_size)
         n = 1 + int(opts.opponents)
-        rules = RaceRules(laps=opts.laps, collisions=opts.collisions, weather=opts.weather,
-                          max_damage=opts.max_damage)
+        rules = opts.rules(cfg.race)
         race_cfg = dataclasses.replace(cfg.race, random_start=False)
         self.race = GridRace(stack, n, race_cfg, cfg.reward, cfg.kart, rules)
         self.observer = Observer(cfg, self.race)
@@ -211,11 +225,7 @@ class KartRaceEnv(gym.Env):
                 levels = mixed_levels(len(idx)) if opts.ai_level == "mixed" else opts.ai_level
                 self.opp = Opponents(self.race, idx, "ai", levels, rng=self._opp_rng)
             else:
-                self.opp = Opponents(self.race, idx, "model", model_path=opts.opponent)
-                if not spaces_match(self.opp.model.observation_space, self.observation_space):
-                    raise ModelFileError(
-                        f"opponent model {opts.opponent} expects observations {describe_space(self.opp.model.observation_space)}"
-                        f" but this race gives {describe_space(self.observation_space)}; race it with the same vision/rays setting")
+                self.opp = Opponents(self.race, idx, "model", model=self._opponent_model(opts.opponent))
         self._maps = TrackMaps(self.race.stack.tracks)
         self._window = None
         self.race_terms = RaceTerms(n, opts)
@@ -223,6 +233,19 @@ class KartRaceEnv(gym.Env):
         self._agent[0] = True
 
     # ------------------------------------------------------------------------------ gym API
+    def _opponent_model(self, path: str) -> Any:
+        """The frozen model that drives the opponents, checked against this race's observations."""
+        # The one import of the trainer from the envs (allowed in pyproject's import contracts): only
+        # the trainer's model loader rebuilds a saved model without unpickling it.
+        from kartsim.rl.modelio import describe_space, load_ppo, spaces_match
+
+        model = load_ppo(path, device="cpu")
+        if not spaces_match(model.observation_space, self.observation_space):
+            raise ModelFileError(f"opponent model {path} expects observations {describe_space(model.observation_space)}"
+                                 f" but this race gives {describe_space(self.observation_space)}; race it with the "
+                                 "same vision/rays setting")
+        return model
+
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
         rng = self.np_random
@@ -253,7 +276,7 @@ class KartRaceEnv(gym.Env):
     def step(self, action):
         race = self.race
         actions = np.zeros((race.n, 2))
-        actions[0] = np.asarray(action, np.float64).reshape(2)
+        actions[0] = check_actions(action, 1)[0]
         if self.opp is not None:
             obs_all = None
             if self.opp.kind == "model":

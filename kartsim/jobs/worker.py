@@ -3,7 +3,8 @@
 It is `kartsim train` (same flags, same `kartsim.rl.train.train`) plus a callback that writes
 ``progress.json`` and prints a progress line every few seconds (a progress bar makes no sense in a
 log file). SIGTERM (Ray stopping the job, ``kill``) is handled like Ctrl-C: train saves
-``checkpoints/<name>_interrupted.zip`` and exits with 130.
+``checkpoints/<name>_interrupted.zip`` and exits with 130. So is the death of the job's wrapper
+(`kartsim.jobs.runner`, ``KARTSIM_JOB_RUNNER_PID``): no orphaned trainer keeps writing the run.
 """
 
 from __future__ import annotations
@@ -13,9 +14,12 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from kartsim.telemetry.devices import sample_text
 
 
 def _fmt_duration(seconds: float) -> str:
@@ -27,12 +31,16 @@ def _fmt_duration(seconds: float) -> str:
 
 def progress_line(p: dict[str, Any], eta: bool = True) -> str:
     done, total = int(p.get("num_timesteps", 0)), int(p.get("total_timesteps") or 0)
-    pct = f" ({100.0 * done / total:.0f}%)" if total else ""
+    # PPO stops after whole rollouts, a little past the total: that is done (100%), not 102%.
+    pct = f" ({min(100.0, 100.0 * done / total):.0f}%)" if total else ""
     parts = [f"{done:,} / {total:,} steps{pct}" if total else f"{done:,} steps"]
     if p.get("steps_per_second"):
         parts.append(f"{p['steps_per_second']:,.0f} steps/s")
     if eta and p.get("eta_s") is not None and done < total:
         parts.append(f"ETA {_fmt_duration(p['eta_s'])}")
+    usage = sample_text(p.get("utilisation")) if eta else None  # while it runs: how busy the device is
+    if usage:
+        parts.append(usage)
     return ", ".join(parts)
 
 
@@ -43,6 +51,9 @@ def make_progress_callback(path: Path, every_s: float = 10.0, write_every_s: flo
         """Writes {num_timesteps, total_timesteps, steps_per_second, eta_s, updated} to `path`."""
 
         def _on_training_start(self) -> None:
+            from kartsim.telemetry.devices import DeviceMonitor
+
+            self._monitor = DeviceMonitor(str(self.model.device))
             self._t0 = time.monotonic()
             self._steps0 = self.model.num_timesteps
             self._next_write = 0.0
@@ -73,6 +84,9 @@ def make_progress_callback(path: Path, every_s: float = 10.0, write_every_s: flo
                     "eta_s": round((total - done) / rate, 1) if rate > 0 and total > done else None,
                     "elapsed_s": round(elapsed, 1), "updated": time.strftime("%Y-%m-%dT%H:%M:%S"),
                     "final": final}
+            sample = None if final else self._monitor.sample()  # every write_every_s: the CPU share spans it
+            if sample is not None:
+                data["utilisation"] = sample.to_dict()
             tmp = path.with_name(f".{path.name}.tmp")
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -87,6 +101,21 @@ def make_progress_callback(path: Path, every_s: float = 10.0, write_every_s: flo
             print(f"[progress] {progress_line(data, eta=False)}", flush=True)
 
     return ProgressFile()
+
+
+def stop_when_orphaned(runner_pid: int, poll_s: float = 0.5) -> threading.Thread:
+    """SIGTERM this process (train saves and stops) once its parent is no longer `runner_pid`: the
+    wrapper was killed, and a resume would otherwise start a second trainer beside this one."""
+
+    def watch() -> None:
+        while os.getppid() == runner_pid:
+            time.sleep(poll_s)
+        print("[job] the job's wrapper died: stopping training", flush=True)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    thread = threading.Thread(target=watch, name="orphan-watch", daemon=True)
+    thread.start()
+    return thread
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
+    if os.environ.get("KARTSIM_JOB_RUNNER_PID", "").isdigit():
+        stop_when_orphaned(int(os.environ["KARTSIM_JOB_RUNNER_PID"]))
     try:
         from kartsim.rl.train import train
 

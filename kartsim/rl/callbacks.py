@@ -9,7 +9,31 @@ from typing import Any, Callable
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
+from kartsim import faults
 from kartsim.telemetry import TelemetryWriter
+
+
+class FaultPointsCallback(BaseCallback):
+    """Passes the `kartsim.faults` points ``rollout`` (every env step) and ``update`` (every
+    minibatch of a PPO update: the policy's forward pass with gradients on; rollouts run without);
+    added only when ``KARTSIM_FAULT`` is set (the fault tests). A module hook, not a patched method,
+    so nothing of it is saved with the model."""
+
+    def _on_training_start(self) -> None:
+        import torch
+
+        def on_forward(module: Any, args: Any) -> None:
+            if torch.is_grad_enabled():
+                faults.point("update")
+
+        self._hook = self.model.policy.mlp_extractor.register_forward_pre_hook(on_forward)
+
+    def _on_training_end(self) -> None:
+        self._hook.remove()
+
+    def _on_step(self) -> bool:
+        faults.point("rollout")
+        return True
 
 
 class KartCheckpointCallback(BaseCallback):
@@ -123,15 +147,44 @@ def _last_episode_in_csv(path: Path) -> int:
     return -1
 
 
-class TelemetryCSVCallback(BaseCallback):
-    """Writes env 0's telemetry to a CSV (schema: `kartsim.telemetry.TELEMETRY_COLUMNS`) every
-    `every` env steps; ``step`` is the total env-step count of the run. Appends when resuming."""
+class DeviceUsageCallback(BaseCallback):
+    """Logs the training device's utilisation and memory once per rollout (`kartsim.telemetry.devices`):
+    ``system/gpu_util_pct`` and ``system/gpu_mem_used_gb`` on CUDA (NVML), ``system/cpu_util_pct`` and
+    ``system/cpu_mem_used_gb`` otherwise (the CPUs' busy share over the rollout and its update)."""
 
-    def __init__(self, path: Path, every: int = 1, append: bool = False) -> None:
+    def __init__(self) -> None:
+        super().__init__()
+        self.monitor = None
+        self.last: dict[str, Any] | None = None
+
+    def _on_training_start(self) -> None:
+        from kartsim.telemetry.devices import DeviceMonitor
+
+        self.monitor = DeviceMonitor(str(self.model.device))
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_end(self) -> None:
+        sample = self.monitor.sample() if self.monitor is not None else None
+        if sample is None:
+            return
+        self.last = sample.to_dict()
+        self.logger.record(f"system/{sample.kind}_util_pct", sample.util_pct)
+        self.logger.record(f"system/{sample.kind}_mem_used_gb", sample.mem_used_mb / 1024)
+
+
+class TelemetryCSVCallback(BaseCallback):
+    """Writes the telemetry of the first `n_envs` vector envs (env 0 by default) to one CSV (schema:
+    `kartsim.telemetry.TELEMETRY_COLUMNS`, the ``env`` column says which) every `every` env steps;
+    ``step`` is the total env-step count of the run. Appends when resuming."""
+
+    def __init__(self, path: Path, every: int = 1, append: bool = False, n_envs: int = 1) -> None:
         super().__init__()
         self.path = Path(path)
         self.every = max(1, int(every))
         self.append = append
+        self.n_envs = max(1, int(n_envs))
         self.writer: TelemetryWriter | None = None
         self._calls = 0
         self.live = None  # <run>/live.feed for `kartsim dashboard` (kartsim.telemetry.live)
@@ -143,19 +196,22 @@ class TelemetryCSVCallback(BaseCallback):
         from kartsim.telemetry.live import TrainingLiveFeed
 
         self.live = TrainingLiveFeed.for_run(self.path.parent)  # None when KARTSIM_LIVE=0
+        if self.live is not None:
+            self.live.start(self.model)
 
     def _on_step(self) -> bool:
         assert self.writer is not None
-        info = self.locals["infos"][0]
-        reward = float(self.locals["rewards"][0])
-        dt = float((info.get("telemetry") or {}).get("step_time_s", 0.0))
-        if self._calls % self.every == 0:
-            self.writer.log(info, reward=reward, step=self.num_timesteps, dt=dt)
-        else:
-            self.writer.advance(dt)
+        infos, rewards, dones = self.locals["infos"], self.locals["rewards"], self.locals["dones"]
+        log = self._calls % self.every == 0
+        for i in range(min(self.n_envs, len(infos))):
+            dt = float((infos[i].get("telemetry") or {}).get("step_time_s", 0.0))
+            if log:
+                self.writer.log(infos[i], reward=float(rewards[i]), step=self.num_timesteps, dt=dt, env=i)
+            else:
+                self.writer.advance(dt, env=i)
+            if bool(dones[i]):
+                self.writer.end_episode(env=i)
         self._calls += 1
-        if bool(self.locals["dones"][0]):
-            self.writer.end_episode()
         if self.live is not None:
             self.live.on_step(self)  # at most 20 times a second
         return True
@@ -239,6 +295,7 @@ class LapEvalCallback(BaseCallback):
             "eval_laps": max(r.laps for r in results),
             "eval_best_lap": round(min(laps), 2) if laps else None,
             "eval_progress_m": round(max(r.progress_m for r in results), 1),
+            "eval_return": round(float(np.mean([r.reward for r in results])), 2),
             "eval_mean_speed": round(float(np.mean([r.mean_speed for r in results])), 2),
             "eval_off_track": round(float(np.mean([r.off_track_share for r in results])), 3),
             "eval_s": round(time.perf_counter() - t0, 1),

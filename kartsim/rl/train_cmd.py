@@ -61,11 +61,18 @@ def add_train_arguments(parser: argparse.ArgumentParser, *, vision_flag: bool = 
                    help="track(s): bundled name, PNG path, several, a folder, or 'random' (default circuit.png)")
     g.add_argument("--checkpoint-freq", type=_int, help="checkpoint every N env steps (default 100000; 0 = off)")
     g.add_argument("--tensorboard", action="store_true", default=None, help="write TensorBoard logs to runs/<name>/tb/")
-    g.add_argument("--telemetry-every", type=_int, help="log env 0 telemetry every N steps (default 1; 0 = off)")
+    g.add_argument("--telemetry-every", type=_int, help="log telemetry every N steps (default 1; 0 = off)")
+    g.add_argument("--telemetry-envs", type=_int, metavar="N",
+                   help="log the telemetry of the first N vector envs, the CSV's env column says which (default 1)")
+    g.add_argument("--no-telemetry-link", dest="telemetry_link", action="store_false", default=None,
+                   help="do not point ./telemetry_log.csv at this run's telemetry (default: a symlink, "
+                        "never replacing a real file)")
     g.add_argument("--seed", type=_int, help="random seed (default: random)")
     g.add_argument("--device", choices=["auto", "cpu", "cuda"], help="auto (default: cuda when available), cpu or cuda")
     g.add_argument("--resume", metavar="ZIP", help="continue from a checkpoint or model saved by kartsim train")
     g.add_argument("--force", action="store_true", default=None, help="overwrite an existing run / model of the same name")
+    g.add_argument("--trust-model", action="store_true", default=None,
+                   help="also read a resumed model's pickled members (older kartsim's vecnormalize.pkl): runs code from the file")
     g.add_argument("--runs-dir", help="folder of run folders (default runs)")
     g.add_argument("--models-dir", help="folder for final models (default models)")
     g.add_argument("--no-progress", dest="progress_bar", action="store_false", default=None, help="no progress bar")
@@ -91,6 +98,20 @@ def add_train_arguments(parser: argparse.ArgumentParser, *, vision_flag: bool = 
     v.add_argument("--grayscale", action="store_true", default=None, help="one channel per frame instead of RGB")
     v.add_argument("--camera", choices=["chase", "driver"], help="camera: chase (default) or driver")
     v.add_argument("--image-size", type=_int, help="camera image size in pixels (default 84)")
+    d = parser.add_argument_group("demonstrations and transfer (new runs)")
+    d.add_argument("--demos", metavar="SOURCE",
+                   help="behaviour-clone before PPO: ai:hard|medium|easy, a telemetry CSV or a folder of them, "
+                   "a demos .npz (kartsim demos record) or a model .zip to distil")
+    d.add_argument("--demos-mode", choices=["bc", "dagger"],
+                   help="bc: clone the demonstrations; dagger (default with a teacher: ai:, a model): then the "
+                   "policy drives and the teacher labels the states it visits")
+    d.add_argument("--demos-laps", type=_int, help="laps the AI / model teacher drives (default 20)")
+    d.add_argument("--bc-epochs", type=_int, help="behaviour cloning epochs (default 30)")
+    d.add_argument("--dagger-rounds", type=_int, help="DAgger rounds (default 3)")
+    d.add_argument("--dagger-steps", type=_int, help="states visited per DAgger round, all karts together (default 8000)")
+    d.add_argument("--init-from", metavar="ZIP", help="start from this model's weights (e.g. fine-tune on another track)")
+    d.add_argument("--init-parts", choices=["cnn", "policy", "all"],
+                   help="weights --init-from copies: cnn (vision extractor), policy (all but the value function), all (default)")
     e = parser.add_argument_group("environment")
     e.add_argument("--env-option", dest="env_options", action="append", type=_env_option, metavar="KEY=VALUE",
                    help="set an EnvConfig field, e.g. max_episode_steps=3000 (repeatable)")

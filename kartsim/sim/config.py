@@ -7,19 +7,27 @@ loading the simulator. The kernels that use them live in :mod:`kartsim.sim.physi
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
+from typing import ClassVar
 
 from kartsim.errors import ConfigError
+from kartsim.validation import check_config
 
-__all__ = ["KartConfig", "RaceConfig", "RewardConfig", "WEATHER"]
+__all__ = ["KartConfig", "RaceConfig", "RewardConfig", "WEATHER", "WEATHERS"]
 
 # Weather: wetness of the track under a kart (KartState.wetness).
 WEATHER = {"dry": 0.0, "damp": 0.5, "wet": 1.0}
+WEATHERS = ("dry", "damp", "wet", "random")
+"""What ``RaceConfig.weather`` accepts: a wetness of `WEATHER`, or ``random`` (one drawn per episode)."""
 
 
 @dataclass
 class KartConfig:
     """Physical figures of the kart. Defaults: a ~160 kg rental/sprint kart with its driver."""
+
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {
+        "dt": (1e-4, 0.1), "mass_kg": (1.0, 1e4), "yaw_inertia_kgm2": (0.01, 1e5), "wheelbase_m": (0.1, 10.0)}
 
     dt: float = 0.02
     """Fixed physics time step (s); ``KartPhysics.step`` advances ``substeps * dt``."""
@@ -122,16 +130,17 @@ class KartConfig:
     kart_friction: float = 0.2
     """Tangential friction of kart-to-kart contacts (fraction of the normal impulse)."""
 
+    def __post_init__(self) -> None:
+        check_config(self, "kart")
+
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "KartConfig":
-        known = {f for f in cls.__dataclass_fields__}
-        unknown = set(d) - known
-        if unknown:
-            raise ConfigError(f"unknown KartConfig field(s) {sorted(unknown)}; valid: {sorted(known)}")
-        return cls(**d)
+        from kartsim.config import from_dict
+
+        return from_dict(cls, d)
 
     def validate(self) -> None:
         positive = ["dt", "mass_kg", "yaw_inertia_kgm2", "wheelbase_m", "radius_m", "max_steer_rad",
@@ -179,6 +188,12 @@ class RewardConfig:
     termination: float = -10.0
     """Once, when the episode ends early (wrong way, stuck, off the track for good)."""
 
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {
+        name: (-1e6, 1e6) for name in ("progress", "lap", "off_track", "wall", "termination")}
+
+    def __post_init__(self) -> None:
+        check_config(self, "reward")
+
     def weights(self) -> dict[str, float]:
         return dict(self.__dict__)
 
@@ -210,3 +225,15 @@ class RaceConfig:
     domain randomisation). It changes grip and braking (physics) and darkens the camera."""
     max_damage: float | None = None
     """End the episode (termination ``damage``) when the kart's impact damage reaches this (None: never)."""
+
+    # action_repeat beyond 100 (2 s per decision) only hangs the step; the episode limits may be
+    # practically endless (1e9: "never", as drive and the tests use them)
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {
+        "action_repeat": (1, 100), "max_episode_steps": (1, 1e12), "start_behind_line_m": (0.0, 100.0),
+        "start_lateral_jitter_m": (0.0, 20.0), "start_heading_jitter_rad": (0.0, math.pi), "stuck_time_s": (0.1, 1e12),
+        "wrong_way_m": (0.0, 1e12), "off_track_time_s": (0.0, 1e12), "max_damage": (0.0, 1e12)}
+
+    def __post_init__(self) -> None:
+        check_config(self, "race")
+        if self.weather not in WEATHERS:
+            raise ConfigError(f"race.weather must be one of {', '.join(WEATHERS)}, not {self.weather!r}")

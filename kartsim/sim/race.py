@@ -21,7 +21,7 @@ import numpy as np
 from numba import njit
 
 from kartsim.errors import KartsimError
-from kartsim.sim.config import WEATHER, KartConfig, RaceConfig, RewardConfig
+from kartsim.sim.config import WEATHER, WEATHERS, KartConfig, RaceConfig, RewardConfig
 from kartsim.sim.physics import KartPhysics, KartState
 from kartsim.sim.track import CenterlineStack, Surface, TrackStack, project_point
 
@@ -32,7 +32,6 @@ GATE_MARGIN_M = 3.0
 TERMINATION_REASONS = ("", "wrong_way", "stuck", "off_track", "damage")
 REWARD_TERMS = ("progress", "lap", "off_track", "wall", "termination")
 """The names of :func:`reward_terms`' entries, in order; each is a :class:`RewardConfig` weight."""
-WEATHERS = ("dry", "damp", "wet", "random")
 
 
 def reward_terms(
@@ -307,13 +306,17 @@ class Race:
             "off_track": bool(st.surface[i] == Surface.GRASS),
             "track": self.stack.tracks[int(st.track_idx[i])].name,
             "tyre_condition": float(st.tyre_condition[i]),
+            "wetness": float(st.wetness[i]),
             "damage": float(st.damage[i]),
         }
 
 
 def check_actions(actions: np.ndarray, n: int) -> np.ndarray:
     """Validate an action batch (N, 2) and clip it to [-1, 1]; a wrong one gets a clear error."""
-    a = np.asarray(actions, dtype=np.float64)
+    try:
+        a = np.asarray(actions, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise KartsimError(f"actions must be numbers [steering, throttle] in [-1, 1], got {actions!r:.80}") from None
     if a.shape == (2,) and n == 1:
         a = a[None]
     if a.shape != (n, 2):
