@@ -4,7 +4,6 @@ malformed CSVs, runs deleted while open)."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -13,7 +12,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from kartsim.apps.compare import record_ai_laps

@@ -128,7 +128,7 @@ def test_local_workflow_sync_train_status_fetch_play(jobs_env, tmp_path, capsys)
     assert code == 0, out
     assert re.search(r"state:\s+succeeded", out)
     assert "256 / 256 steps" in out
-    assert f"models/wf_final.zip" in out
+    assert "models/wf_final.zip" in out
 
     code, out, _ = run(capsys, "list")
     assert code == 0 and job_id in out and "succeeded" in out
@@ -227,7 +227,7 @@ def test_killed_job_fails_with_reason_and_resumes_from_last_checkpoint(jobs_env,
     assert code == 0, out + err
     assert "from runs/kill/checkpoints/kill_interrupted.zip" in out or f"_steps.zip ({steps:,} steps)" in out
     assert "attempt 3 started" in out and "attempt 2" not in out  # only the new attempt is streamed
-    assert f"Trained 128 steps" in out and f"job {job_id} succeeded" in out
+    assert "Trained 128 steps" in out and f"job {job_id} succeeded" in out
     assert "fetch --path kill_final.zip" in out
     code, out, _ = run(capsys, "status", job_id)
     assert code == 0 and re.search(r"state:\s+succeeded", out), out

@@ -7,7 +7,7 @@ from kartsim.errors import ConfigError
 from kartsim.drivers.opponents import Opponents
 from kartsim.sim.multikart import GridRace, RaceRules
 from kartsim.sim.config import RaceConfig
-from kartsim.sim.track import Surface, Track, TrackStack, is_road
+from kartsim.sim.track import Track, TrackStack, is_road
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -251,7 +250,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     if store.exists(final):
         rows.append(("model", f"{final}  (fetch: {_hint(args, f'fetch --path {job.save_name}_final.zip --out {job.save_name}.zip')})"))
     elif st.state in ("failed", "cancelled"):
-        rows.append(("next", _hint(args, f"resume {job.id}") if ckpts else f"no checkpoint: start it again with --force"))
+        rows.append(("next", _hint(args, f"resume {job.id}") if ckpts else "no checkpoint: start it again with --force"))
     width = max(len(k) for k, _ in rows) + 1
     for key, value in rows:
         print(f"{key + ':':<{width}} {value}")

@@ -96,7 +96,6 @@ class AIDriver:
             raise ConfigError(f"AIDriver got {len(self.levels)} levels for {self.n} karts")
         # one racing line per (track, level)
         self._lines: dict[tuple[int, str], RacingLine] = {}
-        self._level_names = sorted({lv.name for lv in self.levels})
         self.grip = np.array([lv.grip for lv in self.levels]) * self.grip_scale
         self.speed_scale = np.array([lv.speed for lv in self.levels])
         self.steer_noise = np.array([lv.steer_noise for lv in self.levels])

@@ -157,7 +157,7 @@ class KartRaceParallelEnv(ParallelEnv):
     def render(self):
         if self.render_mode is None:
             return None
-        st, r = self.race.state, self.race
+        st = self.race.state
         t = int(st.track_idx[0])
         return self._maps[t].draw(np.column_stack([st.x, st.y, st.yaw]))
 

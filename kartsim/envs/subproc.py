@@ -130,7 +130,6 @@ class SubprocKartVecEnv(VecEnv):
         self.config = config
         self.render_mode = None
         super().__init__(n_envs, probe.observation_space, probe.action_space)
-        self._seed = seed
         bounds = np.linspace(0, n_envs, n_workers + 1).round().astype(int)
         self.blocks = [(int(a), int(b - a)) for a, b in zip(bounds[:-1], bounds[1:])]
         specs = _buffer_specs(self.observation_space, n_envs)

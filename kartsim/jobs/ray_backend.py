@@ -50,7 +50,7 @@ class RayBackend:
     name = "ray"
 
     def __init__(self, store: Store, address: str, settings: Settings | None = None, timeout_s: float = 5.0) -> None:
-        self.client_cls, self.status_cls = _import_ray()
+        self.client_cls, _ = _import_ray()
         self.store = store
         self.address = address
         self.settings = settings or Settings()

@@ -85,7 +85,6 @@ class RacingMetricsCallback(BaseCallback):
         self.episodes: deque[dict[str, Any]] = deque(maxlen=window)
         self.best_lap: float | None = None
         self.total_laps = 0
-        self.total_episodes = 0
 
     def _on_step(self) -> bool:
         for info in self.locals.get("infos", ()):
@@ -99,7 +98,6 @@ class RacingMetricsCallback(BaseCallback):
             stats = info.get("episode_stats")
             if stats is not None:
                 self.episodes.append(stats)
-                self.total_episodes += 1
         return True
 
     def _on_rollout_end(self) -> None:

@@ -44,9 +44,9 @@ FORMAT_VERSION = 1
 STATE_FIELDS = ("track_idx", "x", "y", "yaw", "vx", "vy", "yaw_rate", "steer", "throttle", "ax", "ay",
                 "speed", "wetness")
 AI_PREFIX = "ai:"
-# Columns a telemetry CSV needs to rebuild observations and labels (the rest default to 0).
+# Columns a telemetry CSV needs to rebuild observations and labels (the rest default to 0: slip_angle,
+# longitudinal_g, lateral_g, time_s, progress).
 CSV_REQUIRED = ("episode", "x", "y", "yaw", "speed", "yaw_rate", "steering", "throttle")
-CSV_OPTIONAL = ("slip_angle", "longitudinal_g", "lateral_g", "time_s", "progress")
 G = 9.81
 
 

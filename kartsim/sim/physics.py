@@ -300,7 +300,7 @@ def _tyre(tan_alpha, B, A, norm):
 
 
 @njit(cache=True, fastmath=True)
-def _step_kernel(p, mu_tab, rr_tab, surf, wd, scale,
+def _step_kernel(p, mu_tab, rr_tab, surf, wd, scale,  # noqa: C901 (numba kernel)
                  x, y, yaw, vx, vy, r, steer, thr_state, ax_out, ay_out, slip_out, speed_out,
                  surf_out, hit_out, impact_out, track_idx,
                  tyre_cond, wetness, damage, steer_bias,
@@ -677,7 +677,7 @@ def _collide_kernel(p, x, y, yaw, vx, vy, r, track_idx, world, hit_out, impact_o
     dmg_k = p[P_DMGK]
     dmg_pull = p[P_DMGPULL]
     min_d = 2.0 * rad
-    for it in range(iterations):
+    for _ in range(iterations):
         touched = False
         for i in range(n):
             for j in range(i + 1, n):

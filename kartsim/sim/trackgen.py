@@ -20,7 +20,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.interpolate import CubicSpline
 
-from kartsim.errors import KartsimError, TrackError
+from kartsim.errors import KartsimError
 from kartsim.sim.track import COLORS, DEFAULT_SCALE, MAX_SIZE, MIN_SIZE, Track
 
 __all__ = ["generate_track", "save_track", "build_bundled_tracks", "draw_track", "STYLES",

@@ -49,7 +49,6 @@ def extract_laps(df, driver: str = "driver", track_length: float | None = None) 
         g = g.reset_index(drop=True)
         lap = g["lap"].to_numpy(dtype=float)
         lt = g["lap_time"].to_numpy(dtype=float)
-        t = g["time_s"].to_numpy(dtype=float)
         changes = np.nonzero(np.diff(lap) == 1)[0] + 1  # first row of each new lap count
         for r in changes:
             prev = int(lap[r - 1])
