@@ -35,9 +35,10 @@ def hard_ai_laps(track, laps: int = 3) -> tuple[list[float], int, int]:
     """Lap times of the hard AI from the start line, and its steps on grass / against walls."""
     import numpy as np
 
-    from kartsim.ai_driver import AIDriver
-    from kartsim.race import Race, RaceConfig
-    from kartsim.track import Surface, TrackStack
+    from kartsim.drivers.ai_driver import AIDriver
+    from kartsim.sim.config import RaceConfig
+    from kartsim.sim.race import Race
+    from kartsim.sim.track import Surface, TrackStack
 
     race = Race(TrackStack.from_tracks([track]), 1, RaceConfig(random_start=False, **PATIENT))
     race.reset_karts(np.array([0]), [np.random.default_rng(0)])
@@ -64,9 +65,9 @@ def generated_tracks(n: int, folder: Path) -> list[Path]:
 
 
 def measure(path: str, models: list[str], episodes: int) -> dict:
-    from kartsim.racing_line import racing_line
+    from kartsim.drivers.racing_line import racing_line
     from kartsim.rl.evaluate import evaluate_model
-    from kartsim.track import Track
+    from kartsim.sim.track import Track
 
     track = Track.load(path)
     t0 = time.process_time()

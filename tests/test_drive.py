@@ -3,7 +3,6 @@
 import json
 import os
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -11,9 +10,10 @@ os.environ["SDL_VIDEODRIVER"] = "dummy"
 os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
 
 from kartsim.cli import main  # noqa: E402
-from kartsim.drive import KeyboardControl, ScriptedEvents, drive  # noqa: E402
+from kartsim.apps.drive import KeyboardControl, ScriptedEvents, drive  # noqa: E402
 from kartsim.errors import ConfigError  # noqa: E402
 from kartsim.telemetry import TELEMETRY_COLUMNS  # noqa: E402
+from conftest import tiny_rays_model  # noqa: E402
 
 
 def test_keyboard_control_is_smoothed():
@@ -68,7 +68,7 @@ class KeyboardBot:
         self.held = set()
 
     def attach(self, race):
-        from kartsim.ai_driver import AIDriver
+        from kartsim.drivers.ai_driver import AIDriver
 
         self.race = race
         self.ai = AIDriver(race.stack, race.kart_cfg, "easy", n_karts=race.n, decision_dt=0.1)
@@ -128,12 +128,7 @@ def test_drive_cli_script(tmp_path, capsys):
 
 
 def test_drive_with_a_model_ghost(tmp_path):
-    from stable_baselines3 import PPO
-
-    from kartsim.envs import KartEnv
-
-    model = tmp_path / "ghost.zip"
-    PPO("MlpPolicy", KartEnv(track="oval.png"), n_steps=64, batch_size=32, device="cpu", seed=0).save(model)
+    model = tiny_rays_model(tmp_path / "ghost.zip")
     res = drive("oval.png", opponents=1, ghost=str(model), telemetry=tmp_path / "g.csv",
                 events=ScriptedEvents([(0, "down", "up"), (3, "quit")]), realtime=False, render_every=10)
     assert [row["kart"] for row in res.standings] != [] and len(res.standings) == 2  # the ghost is not classified

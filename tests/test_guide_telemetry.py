@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 import kartsim.envs  # noqa: F401
-from kartsim.race import RaceConfig
+from kartsim.sim.config import RaceConfig
 from kartsim.telemetry import TELEMETRY_COLUMNS, TelemetryWriter
 
 

@@ -14,8 +14,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from kartsim.physics import KartConfig
-from kartsim.racing_line import GG_MAX_SLIP, GG_MIN_SPEED, _open_field, kart_limits, path_accelerations
+from kartsim.sim.config import KartConfig
+from kartsim.drivers.racing_line import GG_MAX_SLIP, GG_MIN_SPEED, _open_field, kart_limits, path_accelerations
 
 
 def _inputs(rng: np.random.Generator, n: int, steps: int, dt: float):

@@ -80,14 +80,14 @@ def test_1_folder_fetch_into_the_current_folder_keeps_the_users_files(tmp_path, 
 # ------------------------------------------------------------ 2. compare / eval / telemetry plot overwrite
 
 def _lap_csv(path: Path) -> bytes:
-    from kartsim.compare import record_ai_laps
+    from kartsim.apps.compare import record_ai_laps
 
     record_ai_laps(path, "circuit.png", "hard", laps=1)
     return path.read_bytes()
 
 
 def test_2_compare_never_overwrites_an_input_csv_or_a_full_folder(tmp_path):
-    from kartsim.compare import compare
+    from kartsim.apps.compare import compare
 
     mine = _lap_csv(tmp_path / "my_lap.csv")
     (tmp_path / "ai_easy.csv").write_text("not a lap")  # the name compare would record ai:easy to
@@ -200,7 +200,7 @@ def test_13_greyscale_track_images_are_refused_in_one_line(tmp_path):
     from PIL import Image
 
     from kartsim.errors import TrackError
-    from kartsim.track import Track
+    from kartsim.sim.track import Track
 
     rgb = Track.load("circuit.png").rgb
     Image.fromarray(rgb).convert("L").save(tmp_path / "grey8.png")
@@ -215,7 +215,7 @@ def test_14_a_checkpoints_file_needs_gates_spread_along_the_lap(tmp_path):
     from PIL import Image
 
     from kartsim.errors import TrackError
-    from kartsim.track import Track
+    from kartsim.sim.track import Track
 
     track = Track.load("circuit.png")
     Image.fromarray(track.rgb).save(tmp_path / "t.png")
@@ -234,7 +234,7 @@ def test_10_huge_or_deep_checkpoints_and_legend_files_are_one_line_errors(tmp_pa
     from PIL import Image
 
     from kartsim.errors import TrackError
-    from kartsim.track import Track
+    from kartsim.sim.track import Track
 
     Image.fromarray(Track.load("circuit.png").rgb).save(tmp_path / "t.png")
     cp = tmp_path / "t.checkpoints.json"

@@ -31,7 +31,7 @@ def register(subparsers) -> None:
 
 
 def _cmd(args: argparse.Namespace) -> int:
-    from kartsim.drive import DEFAULT_TELEMETRY, ScriptedEvents, drive
+    from kartsim.apps.drive import DEFAULT_TELEMETRY, ScriptedEvents, drive
     from kartsim.errors import ConfigError
 
     events = None

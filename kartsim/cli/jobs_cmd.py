@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -191,7 +190,7 @@ def _print_end(args: argparse.Namespace, job, st, store) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from kartsim.cli.train_cmd import add_train_arguments
+    from kartsim.rl.train_cmd import add_train_arguments
     from kartsim.jobs import service
 
     settings = _settings(args)
@@ -251,7 +250,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     if store.exists(final):
         rows.append(("model", f"{final}  (fetch: {_hint(args, f'fetch --path {job.save_name}_final.zip --out {job.save_name}.zip')})"))
     elif st.state in ("failed", "cancelled"):
-        rows.append(("next", _hint(args, f"resume {job.id}") if ckpts else f"no checkpoint: start it again with --force"))
+        rows.append(("next", _hint(args, f"resume {job.id}") if ckpts else "no checkpoint: start it again with --force"))
     width = max(len(k) for k, _ in rows) + 1
     for key, value in rows:
         print(f"{key + ':':<{width}} {value}")
@@ -399,7 +398,7 @@ def _fetch_telemetry_beside(args: argparse.Namespace, store, save_name: str, mod
 # ----------------------------------------------------------------------------------------- parser
 
 def add_job_commands(sub: argparse._SubParsersAction, prog: str) -> None:
-    from kartsim.cli.train_cmd import add_train_arguments
+    from kartsim.rl.train_cmd import add_train_arguments
 
     def cmd(name: str, help_: str, func, ray_resources: bool = False) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_, description=help_[0].upper() + help_[1:] + ".")

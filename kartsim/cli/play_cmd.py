@@ -119,7 +119,7 @@ def _telemetry_plot(args: argparse.Namespace) -> int:
     track = _track_for_csv(csv_path, args.track_name)
     if track:
         from kartsim.errors import KartsimError
-        from kartsim.track import Track
+        from kartsim.sim.track import Track
 
         try:
             t = Track.load(track)

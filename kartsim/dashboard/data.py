@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from kartsim.dashboard.live import FEED_SUFFIX, LIVE_FILE, SESSIONS_DIR, read_live
-from kartsim.devices import sample_text
+from kartsim.telemetry.live import FEED_SUFFIX, LIVE_FILE, SESSIONS_DIR, read_live
+from kartsim.telemetry.devices import sample_text
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 MAX_NAME = 200  # a file name longer than the file system allows (255 bytes) cannot be a run
@@ -270,7 +270,7 @@ class TelemetryReader:
 
     def laps(self, path: Path, label: str, track_length: float | None) -> list[Any]:
         """compare.extract_laps of the CSV (cached while the file does not change)."""
-        from kartsim.compare import extract_laps
+        from kartsim.telemetry.laps import extract_laps
 
         df = self.read(path, label)
         c = self._cache.get(str(path)) or _CsvCache(ino=-1)  # (evicted meanwhile: not cached)
@@ -823,7 +823,7 @@ class Library:
     def track(self, name: str) -> Any:
         """A track by bundled name or by the path a run's own files name (cached)."""
         from kartsim.errors import KartsimError
-        from kartsim.track import Track
+        from kartsim.sim.track import Track
 
         with self._track_lock:
             hit = self._tracks.get(name)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from kartsim.jobs.store import (Attempt, JobError, JobRecord, LocalStore, cancel_rel, exit_rel, job_dir,
                                 log_rel, now_iso)
-from kartsim.jobs.service import JobState
+from kartsim.jobs.store import JobState
 
 RUNNER_MODULE = "kartsim.jobs.runner"
 

@@ -265,6 +265,23 @@ TERMINAL = ("succeeded", "failed", "cancelled")
 
 
 @dataclass
+class JobState:
+    state: str                    # starting | pending | running | succeeded | failed | cancelled | unknown
+    reason: str = ""
+    exit_code: int | None = None
+    ended: str | None = None
+    pid: int | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL
+
+    @classmethod
+    def from_exit(cls, ex: dict[str, Any]) -> "JobState":
+        return cls(str(ex.get("state", "failed")), str(ex.get("reason", "")), ex.get("exit_code"), ex.get("ended"))
+
+
+@dataclass
 class Attempt:
     """One start of a job (the first run, then one per `resume`)."""
 

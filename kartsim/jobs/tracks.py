@@ -26,7 +26,7 @@ class SyncedTrack:
 def sync_track(store: Store, name: str) -> SyncedTrack:
     """Load `name` (a PNG path or a bundled track name) with `Track.load` (TrackError when it cannot
     be used), write its checkpoints file when it has none, and store image + checkpoints + legend."""
-    from kartsim.track import Track, resolve_track_path
+    from kartsim.sim.track import Track, resolve_track_path
 
     path = resolve_track_path(name)
     if path.suffix.lower() != ".png":
@@ -54,7 +54,7 @@ def job_tracks(store: Store, names: list[str], echo=print) -> list[str]:
     """The --track-name values a job gets: image files on disk are synced (and passed by file name),
     names already synced are passed by file name, bundled names and ``random`` pass through.
     A job runs in the store's tracks/ folder, so a file name finds the synced copy first."""
-    from kartsim.track import resolve_track_path
+    from kartsim.sim.track import resolve_track_path
 
     out: list[str] = []
     for raw in names:

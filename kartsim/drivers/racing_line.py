@@ -4,7 +4,7 @@
   karts on an open asphalt field): the steady-state lateral grip as a function of speed, the straight
   line braking deceleration as a function of speed, and the drive acceleration (engine power, drive
   force cap, drag and rolling resistance). Measuring instead of assuming keeps the reference truthful
-  for whatever :class:`~kartsim.physics.KartConfig` is used.
+  for whatever :class:`~kartsim.sim.config.KartConfig` is used.
 * :func:`racing_line` computes a smoothed minimum-curvature line inside the track limits (lateral
   offsets along the centerline normals, bounded by ``kart width / 2 + margin`` from each road edge,
   solved as a bounded sparse least-squares problem on the line's second differences), then a
@@ -36,7 +36,8 @@ from scipy.optimize import lsq_linear
 from scipy.sparse.linalg import spsolve
 
 from kartsim.errors import ConfigError, TrackError
-from kartsim.physics import ASPHALT, KartConfig, KartPhysics, KartState
+from kartsim.sim.config import KartConfig
+from kartsim.sim.physics import ASPHALT, KartPhysics, KartState
 
 G = 9.81
 

@@ -2,7 +2,7 @@
 profile and avoids karts ahead.
 
 ``AIDriver(tracks, kart_cfg, level="hard").act(state, ...) -> (N, 2) [steering, throttle]`` for all
-karts of a :class:`~kartsim.physics.KartState` at once (numpy over karts, no per-kart Python loop
+karts of a :class:`~kartsim.sim.physics.KartState` at once (numpy over karts, no per-kart Python loop
 except the cheap nearest-point refinement). It drives the simulated physics through the real race
 loop (an action is held for ``decision_dt`` seconds, 0.1 s by default like the envs).
 
@@ -27,8 +27,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from kartsim.errors import ConfigError
-from kartsim.physics import GRASS, KERB, KartConfig, KartState, weather_grip
-from kartsim.racing_line import RacingLine, racing_line
+from kartsim.sim.config import KartConfig
+from kartsim.sim.physics import GRASS, KERB, KartState, weather_grip
+from kartsim.drivers.racing_line import RacingLine, racing_line
 
 __all__ = ["AILevel", "AI_LEVELS", "AIDriver"]
 
@@ -72,7 +73,7 @@ def _wrap(a):
 class AIDriver:
     """Drives N karts around their tracks (``state.track_idx`` indexes ``tracks``).
 
-    ``tracks``: a list of :class:`~kartsim.track.Track` (or a ``TrackStack``); ``levels``: one level for
+    ``tracks``: a list of :class:`~kartsim.sim.track.Track` (or a ``TrackStack``); ``levels``: one level for
     all karts or one per kart; ``rng``: generator for the reaction noise of the easier levels.
     """
 
@@ -95,7 +96,6 @@ class AIDriver:
             raise ConfigError(f"AIDriver got {len(self.levels)} levels for {self.n} karts")
         # one racing line per (track, level)
         self._lines: dict[tuple[int, str], RacingLine] = {}
-        self._level_names = sorted({lv.name for lv in self.levels})
         self.grip = np.array([lv.grip for lv in self.levels]) * self.grip_scale
         self.speed_scale = np.array([lv.speed for lv in self.levels])
         self.steer_noise = np.array([lv.steer_noise for lv in self.levels])
