@@ -293,3 +293,15 @@ def test_labels_a_teacher_cannot_vouch_for_are_not_recorded():
 
     demos, _ = D.record(EnvConfig(track="oval.png"), lambda race: HalfTeacher(), steps=40, n_karts=2, seed=0)
     assert len(demos) == 20 and set(demos.episode.tolist()) == {0}
+
+
+def test_a_log_of_several_karts_is_split_by_kart(human_csv, tmp_path):
+    import pandas as pd
+
+    one = pd.read_csv(human_csv)
+    two = pd.concat([one.assign(env=0), one.assign(env=1)]).sort_values(["step", "env"], kind="stable")
+    path = tmp_path / "two_karts.csv"
+    two.to_csv(path, index=False)  # rows of the two karts interleaved, as --telemetry-envs 2 writes them
+    single, both = D.demos_from_csv(human_csv, EnvConfig(track="oval.png")), D.demos_from_csv(path, EnvConfig(track="oval.png"))
+    assert len(both) == 2 * len(single) and both.meta["laps"] == 4
+    np.testing.assert_array_equal(both.actions[: len(single)], single.actions)

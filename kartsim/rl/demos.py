@@ -240,6 +240,9 @@ def read_demo_csv(path: str | Path):
         raise DemoError(f"{path} lacks the column(s) {', '.join(missing)} that demonstrations need; give a "
                         "telemetry CSV from `kartsim drive` or a run's telemetry_log.csv")
     df = df.dropna(subset=list(CSV_REQUIRED))
+    if "env" in df.columns:  # several karts in one log (--telemetry-envs): each kart's drives apart
+        df = df.assign(env=df["env"].fillna(0)).sort_values("env", kind="stable").reset_index(drop=True)
+        df["episode"] = df.groupby(["env", "episode"], sort=False).ngroup()
     if len(df) < 2:
         raise DemoError(f"{path} has fewer than 2 rows; drive a few laps with `kartsim drive` first")
     return df
