@@ -132,8 +132,13 @@ def test_drive_with_a_model_ghost(tmp_path):
 
     from kartsim.envs import KartEnv
 
-    model = tmp_path / "ghost.zip"
-    PPO("MlpPolicy", KartEnv(track="oval.png"), n_steps=64, batch_size=32, device="cpu", seed=0).save(model)
+    from kartsim.envs import EnvConfig
+    from kartsim.rl.modelio import save_model
+    from kartsim.rl.policies import RAYS_NET_ARCH
+
+    model = tmp_path / "ghost.zip"  # a kartsim model: a plain SB3 zip would need --trust-model (it unpickles)
+    save_model(PPO("MlpPolicy", KartEnv(track="oval.png"), n_steps=64, batch_size=32, device="cpu", seed=0,
+                   policy_kwargs={"net_arch": RAYS_NET_ARCH}), model, EnvConfig(track="oval.png").to_dict(), {})
     res = drive("oval.png", opponents=1, ghost=str(model), telemetry=tmp_path / "g.csv",
                 events=ScriptedEvents([(0, "down", "up"), (3, "quit")]), realtime=False, render_every=10)
     assert [row["kart"] for row in res.standings] != [] and len(res.standings) == 2  # the ghost is not classified

@@ -70,8 +70,14 @@ def test_frozen_model_opponents(tmp_path):
 
     from kartsim.envs import KartEnv
 
-    path = tmp_path / "frozen.zip"
-    PPO("MlpPolicy", KartEnv(track="oval.png"), n_steps=64, batch_size=32, device="cpu", seed=0).save(path)
+    from kartsim.envs import EnvConfig
+    from kartsim.rl.modelio import save_model
+    from kartsim.rl.policies import RAYS_NET_ARCH
+
+    path = tmp_path / "frozen.zip"  # a kartsim model: a plain SB3 zip would need --trust-model (it unpickles)
+    model = PPO("MlpPolicy", KartEnv(track="oval.png"), n_steps=64, batch_size=32, device="cpu", seed=0,
+                policy_kwargs={"net_arch": RAYS_NET_ARCH})
+    save_model(model, path, EnvConfig(track="oval.png").to_dict(), {})
     env = KartRaceEnv(track="oval.png", opponents=2, opponent=str(path), laps=1)
     obs, _ = env.reset(seed=0)
     for _ in range(20):

@@ -376,3 +376,31 @@ def test_12_wrong_actions_are_the_envs_own_message(action):
     env.reset(seed=0)
     with pytest.raises(KartsimError, match=r"actions must (be numbers|have shape)"):
         env.step(action)
+
+
+# ------------------------------------------------------------------------ 6. jobs sync keyed by content
+
+def test_6_sync_keys_tracks_by_content(tmp_path):
+    from PIL import Image
+
+    from kartsim.jobs.store import open_store
+    from kartsim.jobs.tracks import sync_track
+    from kartsim.trackgen import generate_track
+
+    store = open_store(tmp_path / "store")
+    for folder, seed in (("a", 1), ("b", 2), ("c", 3)):
+        (tmp_path / folder).mkdir()
+        Image.fromarray(generate_track(seed, size=512)).save(tmp_path / folder / ("circuit.png" if folder == "c" else "t.png"))
+    (tmp_path / "a" / "t.json").write_text(json.dumps({"scale_m_per_px": 0.5}))
+    first = sync_track(store, str(tmp_path / "a" / "t.png"))
+    second = sync_track(store, str(tmp_path / "b" / "t.png"))
+    assert first.name != second.name and first.name.startswith("t-") and second.name.startswith("t-")
+    tracks = tmp_path / "store" / "tracks"
+    assert (tracks / first.name).read_bytes() == (tmp_path / "a" / "t.png").read_bytes()
+    assert (tracks / second.name).read_bytes() == (tmp_path / "b" / "t.png").read_bytes()
+    assert (tracks / f"{Path(first.name).stem}.json").is_file()  # a's legend stays with a's image only
+    assert not (tracks / f"{Path(second.name).stem}.json").exists()
+    assert second.length_m < first.length_m  # b at the default 0.25 m/px, a at its legend's 0.5
+    mine = sync_track(store, str(tmp_path / "c" / "circuit.png"))
+    assert mine.name != "circuit.png" and not (tracks / "circuit.png").exists()  # the bundled one stays visible
+    assert sync_track(store, str(tmp_path / "b" / "t.png")).name == second.name  # same content, same name
