@@ -404,3 +404,36 @@ def test_6_sync_keys_tracks_by_content(tmp_path):
     mine = sync_track(store, str(tmp_path / "c" / "circuit.png"))
     assert mine.name != "circuit.png" and not (tracks / "circuit.png").exists()  # the bundled one stays visible
     assert sync_track(store, str(tmp_path / "b" / "t.png")).name == second.name  # same content, same name
+
+
+def test_16_bf16_without_native_support_is_said(tmp_path, monkeypatch):
+    import kartsim.rl.policies as policies
+    from kartsim.rl.train import train
+
+    monkeypatch.setattr(policies, "bf16_supported", lambda device: False)
+    lines: list[str] = []
+    train(_train_cfg(tmp_path, vision=True, timesteps=64, save_name="b", precision="bf16", features_dim=64),
+          echo=lines.append)
+    assert any("Vision CNN precision: bf16 (emulated: this hardware has no native bf16" in line for line in lines)
+
+
+@pytest.mark.parametrize("payload", [{"env": "circuit"}, {"env": {}, "train": []}, {"env": {}, "num_timesteps": "x"},
+                                     {"env": {"frame_stack": "four"}}, "[" * 50_000 + "]" * 50_000])
+def test_10_a_damaged_kartsim_config_json_is_a_one_line_model_error(tmp_path, payload):
+    import zipfile
+
+    from kartsim.errors import ModelFileError
+    from kartsim.rl.modelio import CONFIG_MEMBER
+    from kartsim.rl.play import load_driver
+    from kartsim.rl.train import train
+
+    train(_train_cfg(tmp_path, timesteps=64, save_name="k"), echo=lambda s: None)
+    good = tmp_path / "models" / "k_final.zip"
+    bad = tmp_path / "bad.zip"
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(bad, "w") as dst:
+        for item in src.infolist():
+            text = payload if isinstance(payload, str) else json.dumps(payload)
+            dst.writestr(item, text.encode() if item.filename == CONFIG_MEMBER else src.read(item))
+    with pytest.raises(ModelFileError) as err:
+        load_driver(bad)
+    assert "\n" not in str(err.value)

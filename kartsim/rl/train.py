@@ -15,7 +15,7 @@ A run writes everything under ``<runs_dir>/<save_name>/``::
     <name>_final.zip                 the final model, also copied to <models_dir>/<name>_final.zip
 
 Every saved zip is a plain SB3 PPO model plus ``kartsim_config.json`` and, when rewards are
-normalised, the ``VecNormalize`` statistics (``vecnormalize.pkl``), which ``--resume`` restores (see
+normalised, the ``VecNormalize`` reward statistics (``reward_stats.json``), which ``--resume`` restores (see
 `kartsim.rl.modelio`).
 """
 
