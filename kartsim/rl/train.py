@@ -22,7 +22,6 @@ normalised, the ``VecNormalize`` reward statistics (``reward_stats.json``), whic
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 import shutil
 import os
