@@ -29,7 +29,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 from kartsim.errors import ConfigError, KartsimError, ModelFileError
 
@@ -52,7 +52,12 @@ MODE_DEFAULTS: dict[bool, dict[str, Any]] = {
 @dataclass
 class TrainConfig:
     """Everything a training run needs. ``None`` means "the default for this policy kind"
-    (`MODE_DEFAULTS`); `resolved()` fills those in."""
+    (`MODE_DEFAULTS`); `resolved()` fills those in. `validate` checks a resolved one: the field
+    types, NaN / inf and `LIMITS` (`kartsim.validation`), then the rules between fields."""
+
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {
+        "vector_envs": (1, 1024), "torch_threads": (1, 512), "log_std_init": (-5.0, 2.0), "frame_stack": (1, 16),
+        "image_size": (16, 512)}
 
     vision: bool = False
     """Train on camera images + telemetry (CNN, ``kartsim/KartVision-v0``) instead of rays (MLP)."""
@@ -301,8 +306,6 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(
             f"--save-name {cfg.save_name!r} must be a plain file name (letters, digits, '.', '_', '-'; no folders)"
         )
-    if not 1 <= cfg.vector_envs <= 1024:
-        raise ConfigError(f"--vector-envs must be between 1 and 1024, not {cfg.vector_envs}")
     if cfg.vec_backend not in VEC_BACKENDS:
         raise ConfigError(f"--vec-backend must be {' or '.join(VEC_BACKENDS)}, not {cfg.vec_backend!r}")
     if cfg.vec_workers is not None:
@@ -351,18 +354,10 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"--precision must be auto, bf16 or fp32, not {cfg.precision!r}")
     if cfg.precision != "auto" and not cfg.vision:
         raise ConfigError(f"--precision {cfg.precision} only applies to the vision CNN; add --vision or drop --precision")
-    if cfg.torch_threads is not None and not 1 <= cfg.torch_threads <= 512:
-        raise ConfigError(f"--torch-threads must be between 1 and 512, not {cfg.torch_threads}")
-    if not -5 <= cfg.log_std_init <= 2:
-        raise ConfigError(f"--log-std-init must be between -5 and 2, not {cfg.log_std_init}")
     if not 1 <= cfg.features_dim <= 8192:
         raise ConfigError(f"--features-dim must be between 1 and 8192 (512 or 1024 are typical), not {cfg.features_dim}")
-    if not 1 <= cfg.frame_stack <= 16:
-        raise ConfigError(f"--frame-stack must be between 1 and 16, not {cfg.frame_stack}")
     if cfg.camera not in ("chase", "driver"):
         raise ConfigError(f"--camera must be chase or driver, not {cfg.camera!r}")
-    if not 16 <= cfg.image_size <= 512:
-        raise ConfigError(f"--image-size must be between 16 and 512, not {cfg.image_size}")
     if cfg.vision and cfg.image_size < 36:
         raise ConfigError(f"--image-size {cfg.image_size} is too small for the CNN (8x8/4, 4x4/2, 3x3/1); use >= 36")
     if cfg.checkpoint_freq < 0:
