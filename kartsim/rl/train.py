@@ -453,6 +453,18 @@ def restore_reward_stats(venv: Any, path: Path, echo: Callable[[str], None] = pr
     return True
 
 
+def checkpoint_count_warning(cfg: TrainConfig, done_steps: int = 0, limit: int = 50) -> str | None:
+    """A warning when ``--checkpoint-freq`` would write more than `limit` zips in this run (one per
+    env step of all karts at most: the callback checks once per vector step)."""
+    if not cfg.checkpoint_freq:
+        return None
+    count = (cfg.timesteps - done_steps) // max(cfg.checkpoint_freq, cfg.vector_envs)
+    if count <= limit:
+        return None
+    return (f"Warning: --checkpoint-freq {cfg.checkpoint_freq:,} writes about {count:,} checkpoints in this run; "
+            "raise it to write fewer")
+
+
 def _copy_atomically(src: Path, dst: Path) -> None:
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(f".{dst.name}.copying")
@@ -655,10 +667,9 @@ def _train_locked(cfg: TrainConfig, given: set[str], echo: Callable[[str], None]
             echo(f"Vector envs: {cfg.vector_envs} (subproc backend: {workers} worker process{'es' if workers > 1 else ''})")
         else:
             echo(f"Vector envs: {cfg.vector_envs} (batched backend: one process)")
-        n_checkpoints = (cfg.timesteps - done_steps) // max(cfg.checkpoint_freq, cfg.vector_envs) if cfg.checkpoint_freq else 0
-        if n_checkpoints > 50:
-            echo(f"Warning: --checkpoint-freq {cfg.checkpoint_freq:,} writes about {n_checkpoints:,} checkpoints in this "
-                 "run; raise it to write fewer")
+        warning = checkpoint_count_warning(cfg, done_steps)
+        if warning:
+            echo(warning)
         tb_dir = str(run.tb) if cfg.tensorboard else None
         from kartsim.rl.policies import display_policy_name, policy_for, resolve_precision
 
