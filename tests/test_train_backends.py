@@ -257,8 +257,8 @@ def test_resume_continues_the_reward_normalisation_statistics(tmp_path):
 
     probe = _RetRmsAtStart()
     lines: list[str] = []
-    # (--force: the run's 128-step final model is replaced by this resume from its 64-step checkpoint)
-    train(_cfg(tmp_path, resume=str(ckpt), timesteps=256, force=True), given={"timesteps", "force"}, callbacks=[probe],
+    # --force: resuming an older checkpoint of a finished run replaces its longer-trained final model
+    train(_cfg(tmp_path, resume=str(ckpt), timesteps=256, force=True), given={"timesteps"}, callbacks=[probe],
           echo=lines.append)
     assert probe.start == pytest.approx((saved.count, float(saved.mean), float(saved.var)))
     assert not any("reward normalisation" in line for line in lines)
@@ -273,8 +273,8 @@ def test_resume_continues_the_reward_normalisation_statistics(tmp_path):
                 dst.writestr(item, src.read(item))
     probe = _RetRmsAtStart()
     lines.clear()
-    result = train(_cfg(tmp_path, resume=str(old), timesteps=128, force=True), given={"timesteps", "force"},
-                   callbacks=[probe], echo=lines.append)
+    result = train(_cfg(tmp_path, resume=str(old), timesteps=128, force=True), given={"timesteps"}, callbacks=[probe],
+                   echo=lines.append)
     assert result.num_timesteps == 128
     assert [line for line in lines if "reward normalisation" in line] == [
         f"No reward normalisation statistics in {old} (no {REWARD_STATS_MEMBER}); estimating them from scratch"
