@@ -25,7 +25,7 @@ def add_trust_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def add_play_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, metavar="ZIP", help="model saved by kartsim train (or a plain SB3 PPO zip)")
+    parser.add_argument("--model", required=True, metavar="ZIP", help="model saved by kartsim train (a plain SB3 PPO zip needs --trust-model)")
     parser.add_argument("--episodes", type=_int, default=1, help="episodes to drive (default 1)")
     parser.add_argument("--track-name", nargs="+", metavar="TRACK", help="drive on another track than the training one")
     mode = parser.add_mutually_exclusive_group()
