@@ -54,6 +54,9 @@ def test_training_logs_n_envs_and_links_the_csv_here(tmp_path, monkeypatch):
     for _, kart in df.groupby("env"):
         assert len(kart) == 32 and kart["episode"].max() >= 1  # 20-step episodes: each kart counts its own
     assert any("./telemetry_log.csv links to it" in line for line in lines)
+    # issue 18 item 11: the final model is stored once, models/ holds a hard link to the run's file
+    assert (tmp_path / "models/tel_final.zip").samefile(tmp_path / "runs/tel/tel_final.zip")
+    assert any("the same file as runs/tel/tel_final.zip" in line for line in lines)
     # a second run re-points the link; a real file of that name is never touched
     train(TrainConfig(**{**cfg.to_dict(), "save_name": "tel2", "telemetry_envs": 1}), echo=lines.append)
     assert (tmp_path / "telemetry_log.csv").resolve() == (tmp_path / "runs/tel2/telemetry_log.csv").resolve()
