@@ -24,6 +24,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "kartsim.cli.compare_cmd",
     "kartsim.cli.drive_cmd",
     "kartsim.cli.dashboard_cmd",
+    "kartsim.cli.demos_cmd",
+    "kartsim.cli.sweep_cmd",
 )
 
 
@@ -59,10 +61,17 @@ def run_parsed(parser: argparse.ArgumentParser, argv: list[str] | None = None) -
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe fails here, inside the handler below, not at exit
+        return code
     except KartsimError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `kartsim ... | head` closed the pipe: the reader has what it wanted
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 0

@@ -14,17 +14,22 @@ from kartsim.telemetry import TelemetryWriter
 
 
 class FaultPointsCallback(BaseCallback):
-    """Passes the `kartsim.faults` points ``rollout`` (every env step) and ``update`` (the start of
-    every PPO update); added only when ``KARTSIM_FAULT`` is set (the fault tests)."""
+    """Passes the `kartsim.faults` points ``rollout`` (every env step) and ``update`` (every
+    minibatch of a PPO update: the policy's forward pass with gradients on; rollouts run without);
+    added only when ``KARTSIM_FAULT`` is set (the fault tests). A module hook, not a patched method,
+    so nothing of it is saved with the model."""
 
     def _on_training_start(self) -> None:
-        update = self.model.train
+        import torch
 
-        def train_with_fault_point() -> None:
-            faults.point("update")
-            update()
+        def on_forward(module: Any, args: Any) -> None:
+            if torch.is_grad_enabled():
+                faults.point("update")
 
-        self.model.train = train_with_fault_point
+        self._hook = self.model.policy.mlp_extractor.register_forward_pre_hook(on_forward)
+
+    def _on_training_end(self) -> None:
+        self._hook.remove()
 
     def _on_step(self) -> bool:
         faults.point("rollout")
@@ -290,6 +295,7 @@ class LapEvalCallback(BaseCallback):
             "eval_laps": max(r.laps for r in results),
             "eval_best_lap": round(min(laps), 2) if laps else None,
             "eval_progress_m": round(max(r.progress_m for r in results), 1),
+            "eval_return": round(float(np.mean([r.reward for r in results])), 2),
             "eval_mean_speed": round(float(np.mean([r.mean_speed for r in results])), 2),
             "eval_off_track": round(float(np.mean([r.off_track_share for r in results])), 3),
             "eval_s": round(time.perf_counter() - t0, 1),
