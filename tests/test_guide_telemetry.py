@@ -74,3 +74,19 @@ def test_telemetry_envs_is_checked(tmp_path):
 
     with pytest.raises(ConfigError, match="--telemetry-envs"):
         validate(TrainConfig(vector_envs=2, telemetry_envs=3).resolved())
+
+
+def test_readers_take_one_kart_of_a_several_kart_csv(tmp_path):
+    from kartsim.telemetry import read_telemetry
+
+    path = tmp_path / "t.csv"
+    with TelemetryWriter(path) as w:
+        for step in range(4):
+            for env in (0, 1):
+                w.log({"telemetry": {"speed": float(env), "x": 1.0, "y": 2.0}}, step=step, env=env)
+    assert set(read_telemetry(path)["speed"]) == {0.0}
+    assert len(read_telemetry(path, env=None)) == 8
+    from kartsim.dashboard.data import TelemetryReader
+
+    df = TelemetryReader._parse(path.read_bytes(), "t.csv", 1)
+    assert len(df) == 4 and "env" not in df.columns
