@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -115,8 +114,8 @@ def test_a_finished_jobs_status_reads_finished(store, capsys):
 
 
 def test_train_help_says_local_or_ray_not_modal():
-    import subprocess
     import os
+    import subprocess
 
     root = Path(__file__).resolve().parents[1]
     res = subprocess.run([sys.executable, str(root / "tools" / "track_cli.py"), "train", "--help"], capture_output=True,

@@ -62,7 +62,8 @@ def job_of(out: str) -> str:
 
 def test_the_vision_guide_verbatim(checkout, tmp_path):
     env = guide_env(tmp_path)
-    run = lambda command, **kw: sh(command, checkout, env, **kw)  # noqa: E731
+    def run(command: str, **kw) -> str:
+        return sh(command, checkout, env, **kw)
 
     # Quick Start 1-3
     run("python -m pip install opencv-python-headless pandas")
@@ -108,14 +109,14 @@ def test_the_vision_guide_verbatim(checkout, tmp_path):
 
     # the guide's other training commands: accepted and started (then stopped: their steps are not needed)
     for command in (
-        "python tools/track_cli.py train --vision --timesteps 10000000 --save-name karting_advanced "
-        "--vector-envs 16 --learning-rate 0.0001 --batch-size 512 --features-dim 1024 --frame-stack 4 "
-        "--checkpoint-freq 1000000 --tensorboard --detach",
-        "python tools/track_cli.py train --vision --timesteps 10000000 --save-name karting_vision_baseline "
-        "--vector-envs 16 --detach",
+        ("python tools/track_cli.py train --vision --timesteps 10000000 --save-name karting_advanced "
+         "--vector-envs 16 --learning-rate 0.0001 --batch-size 512 --features-dim 1024 --frame-stack 4 "
+         "--checkpoint-freq 1000000 --tensorboard --detach"),
+        ("python tools/track_cli.py train --vision --timesteps 10000000 --save-name karting_vision_baseline "
+         "--vector-envs 16 --detach"),
         "python tools/track_cli.py train --vision --timesteps 25000000 --save-name karting_vision_main --detach",
-        "python tools/track_cli.py train --vision --grayscale --frame-stack 1 --timesteps 100000 "
-        "--save-name gray --detach",
+        ("python tools/track_cli.py train --vision --grayscale --frame-stack 1 --timesteps 100000 "
+         "--save-name gray --detach"),
     ):
         job = job_of(run(command))
         run(f"python tools/track_cli.py cancel {job} --grace 60")
