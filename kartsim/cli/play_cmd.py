@@ -34,7 +34,7 @@ def add_play_arguments(parser: argparse.ArgumentParser) -> None:
     mode.add_argument("--stochastic", dest="deterministic", action="store_false", help="sample actions")
     parser.add_argument("--max-steps", type=_int, help="end each episode after this many steps (default: the env's limit)")
     parser.add_argument("--record", metavar="FILE", help="write a video instead of opening a window: lap.gif or lap.mp4")
-    parser.add_argument("--fps", type=float, default=15.0, help="frames per second of the --record video (default 15)")
+    parser.add_argument("--fps", type=float, default=15.0, help="frames per second of the --record video, played in real time (default 15)")
     parser.add_argument("--force", action="store_true", help="overwrite an existing --record file")
     parser.add_argument("--no-window", action="store_true", help="never open a window (headless)")
     add_trust_argument(parser)

@@ -12,7 +12,7 @@ A run writes everything under ``<runs_dir>/<save_name>/``::
     checkpoints/<name>_<N>_steps.zip every --checkpoint-freq env steps (and _interrupted.zip on Ctrl-C)
     tb/PPO_1/                        TensorBoard logs (with --tensorboard), incl. racing/* metrics
     telemetry_log.csv                env 0's telemetry, or the first --telemetry-envs N (schema: kartsim.telemetry.TELEMETRY_COLUMNS)
-    <name>_final.zip                 the final model, also copied to <models_dir>/<name>_final.zip
+    <name>_final.zip                 the final model; <models_dir>/<name>_final.zip is the same file (a hard link)
 
 Every saved zip is a plain SB3 PPO model plus ``kartsim_config.json`` and, when rewards are
 normalised, the ``VecNormalize`` reward statistics (``reward_stats.json``), which ``--resume`` restores (see
@@ -435,11 +435,22 @@ def checkpoint_count_warning(cfg: TrainConfig, done_steps: int = 0, limit: int =
             "raise it to write fewer")
 
 
-def _copy_atomically(src: Path, dst: Path) -> None:
+def _link_atomically(src: Path, dst: Path) -> str:
+    """`dst` becomes the same file as `src`: a hard link (no second copy of a model that can be 50 MB),
+    or a copy where the two folders are on different file systems. Atomic either way. Returns
+    ``"link"`` or ``"copy"``."""
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(f".{dst.name}.copying")
-    shutil.copyfile(src, tmp)
+    if tmp.exists():
+        tmp.unlink()
+    try:
+        os.link(src, tmp)
+        how = "link"
+    except OSError:  # another file system, or one without hard links
+        shutil.copyfile(src, tmp)
+        how = "copy"
     os.replace(tmp, dst)
+    return how
 
 
 class _Run:
@@ -743,12 +754,12 @@ def _train_locked(cfg: TrainConfig, given: set[str], echo: Callable[[str], None]
 
     with signals_deferred() as arrived:  # Ctrl-C during the final save must not lose the run
         final = save(model, run.final)
-        _copy_atomically(final, run.model_copy)
+        how = _link_atomically(final, run.model_copy)
     if arrived:
         echo("Interrupted during the final save: waited for it to finish")
     result.final_model = run.model_copy
     echo(f"Trained {trained:,} steps in {result.seconds:.0f} s ({rate:,.0f} steps/s); total {model.num_timesteps:,} steps")
-    echo(f"Saved final model: {run.model_copy} (and {final})")
+    echo(f"Saved final model: {run.model_copy} ({'the same file as' if how == 'link' else 'a copy of'} {final})")
     if cfg.telemetry_every > 0:
         echo(f"Telemetry log: {run.telemetry}" + (f" (./{TELEMETRY_LINK} links to it)" if linked else ""))
     echo(f"Watch it drive: python play_ppo.py --model {run.model_copy}")
