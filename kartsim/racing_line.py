@@ -1,17 +1,21 @@
 """Racing line and reference lap time of a track for a kart.
 
-* :func:`kart_limits` measures the kart's g-g envelope **on the simulated physics itself** (a batch of
-  karts on an open asphalt field): the steady-state lateral grip as a function of speed, the straight
-  line braking deceleration as a function of speed, and the drive acceleration (engine power, drive
-  force cap, drag and rolling resistance). Measuring instead of assuming keeps the reference truthful
-  for whatever :class:`~kartsim.physics.KartConfig` is used.
-* :func:`racing_line` computes a smoothed minimum-curvature line inside the track limits (lateral
-  offsets along the centerline normals, bounded by ``kart width / 2 + margin`` from each road edge,
-  solved as a bounded sparse least-squares problem on the line's second differences), then a
-  minimum-time speed profile on it: the grip limit ``v <= sqrt(a_lat(v) / |kappa|)``, a forward pass
-  with the acceleration left by the friction ellipse and a backward pass with the braking left by it.
-  Its ``lap_time`` is the **reference lap time** (a flying lap: the kart crosses the line at the
-  profile's speed).
+* :func:`kart_limits` measures the kart's g-g-v envelope **on the simulated physics itself** (a batch
+  of karts on an open asphalt field): the steady-state lateral grip as a function of speed, the
+  straight-line braking and the drive acceleration as functions of speed, the cornering drag, and the
+  g-g diagram (the lateral grip held at each longitudinal acceleration, from constant, random,
+  bang-bang and weaving inputs, in the path frame). Measuring instead of assuming keeps the reference
+  truthful for whatever :class:`~kartsim.physics.KartConfig` is used; tests/test_physics_envelope.py
+  checks that no input sequence beats it.
+* :func:`racing_line` gives the **minimum-time line** by default (:func:`min_time_offsets`: lateral
+  offsets and speeds at 2 m stations along the centerline, the lap time as the objective, the
+  envelope as constraints, solved with CasADi + IPOPT from the minimum-curvature line; cached on
+  disk) or the smoothed **minimum-curvature line** (:func:`optimise_offsets`, a bounded sparse
+  least-squares problem on the line's second differences), both kept ``kart width / 2 + margin``
+  inside the road edges (kerbs are road), with a speed profile on the line (:func:`speed_profile`:
+  grip limit, forward pass with the drive and the g-g diagram, backward pass with the brakes and the
+  g-g diagram). The minimum-time line's ``lap_time`` is the **reference lap time** (a flying lap: the
+  kart crosses the line at the profile's speed).
 * :func:`corners` lists the corners (apex position, radius, minimum speed, direction).
 
 Coordinates follow docs/ARCHITECTURE.md (metres, y down, positive curvature = right-hand bend,
@@ -40,8 +44,8 @@ from kartsim.physics import ASPHALT, KartConfig, KartPhysics, KartState
 
 G = 9.81
 
-__all__ = ["KartLimits", "kart_limits", "RacingLine", "racing_line", "Corner", "corners",
-           "reference_lap_time"]
+__all__ = ["LINE_METHODS", "Corner", "KartLimits", "RacingLine", "corners", "kart_limits", "line_cache_dir",
+           "line_from_offsets", "min_time_offsets", "path_accelerations", "racing_line", "reference_lap_time"]
 
 
 # ---------------------------------------------------------------------------------------- limits
@@ -225,7 +229,7 @@ def _measure_gg(ph: KartPhysics, lat, brake_max: float) -> tuple[np.ndarray, np.
     (as a fraction of the steady-turn limit ``lat(v)``) seen in each 0.1 g bin of longitudinal
     acceleration, made unimodal (what a kart holds at a harsher deceleration it holds at a milder one)."""
     rng = np.random.default_rng(2024)
-    n, steps, window = 2400, 200, int(round(GG_WINDOW_S / ph.cfg.dt))
+    n, steps, window = 2400, 200, round(GG_WINDOW_S / ph.cfg.dt)
     steer, thr = _input_families(rng, n, steps, ph.cfg.dt)
     an, at, v, slip = path_accelerations(ph, steer, thr, rng.uniform(GG_MIN_SPEED, 24.0, n), window)
     ok = (slip < GG_MAX_SLIP) & (v > GG_MIN_SPEED)

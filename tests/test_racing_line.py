@@ -5,8 +5,14 @@ import pytest
 
 from kartsim.cli import main
 from kartsim.physics import KartConfig
-from kartsim.racing_line import corners, kart_limits, racing_line, reference_lap_time, speed_profile
-from kartsim.track import Surface, Track, is_road
+from kartsim.racing_line import (
+    corners,
+    kart_limits,
+    racing_line,
+    reference_lap_time,
+    speed_profile,
+)
+from kartsim.track import Track, is_road
 
 G = 9.81
 
