@@ -886,7 +886,7 @@ def plot_racing_line(track, line: RacingLine, path, corner_list: list[Corner] | 
     for c in corner_list or []:
         ax.annotate(str(c.index), c.apex_xy, color="white", fontsize=9, ha="center", va="center",
                     bbox=dict(boxstyle="circle,pad=0.2", fc="black", alpha=0.6))
-    ax.set_title(f"{track.name}: racing line, reference lap {line.lap_time:.2f} s")
+    ax.set_title(f"{track.name}: {line.method} line, lap {line.lap_time:.2f} s")
     ax.set_xlabel("x (m)")
     ax.set_ylabel("y (m)")
     fig.tight_layout()
