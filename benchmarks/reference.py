@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 STYLES = ("circuit", "oval", "technical", "random")
 WIDTHS = (7.5, 9.0, 11.0, 13.0, 8.0)
-PATIENT = dict(max_episode_steps=100000, stuck_time_s=1e9, wrong_way_m=1e9, off_track_time_s=1e9)
+PATIENT = {"max_episode_steps": 100000, "stuck_time_s": 1e9, "wrong_way_m": 1e9, "off_track_time_s": 1e9}
 
 
 def hard_ai_laps(track, laps: int = 3) -> tuple[list[float], int, int]:
