@@ -96,6 +96,20 @@ def add_train_arguments(parser: argparse.ArgumentParser, *, vision_flag: bool = 
     v.add_argument("--grayscale", action="store_true", default=None, help="one channel per frame instead of RGB")
     v.add_argument("--camera", choices=["chase", "driver"], help="camera: chase (default) or driver")
     v.add_argument("--image-size", type=_int, help="camera image size in pixels (default 84)")
+    d = parser.add_argument_group("demonstrations and transfer (new runs)")
+    d.add_argument("--demos", metavar="SOURCE",
+                   help="behaviour-clone before PPO: ai:hard|medium|easy, a telemetry CSV or a folder of them, "
+                   "a demos .npz (kartsim demos record) or a model .zip to distil")
+    d.add_argument("--demos-mode", choices=["bc", "dagger"],
+                   help="bc: clone the demonstrations; dagger (default with a teacher: ai:, a model): then the "
+                   "policy drives and the teacher labels the states it visits")
+    d.add_argument("--demos-laps", type=_int, help="laps the AI / model teacher drives (default 20)")
+    d.add_argument("--bc-epochs", type=_int, help="behaviour cloning epochs (default 30)")
+    d.add_argument("--dagger-rounds", type=_int, help="DAgger rounds (default 3)")
+    d.add_argument("--dagger-steps", type=_int, help="states visited per DAgger round, all karts together (default 8000)")
+    d.add_argument("--init-from", metavar="ZIP", help="start from this model's weights (e.g. fine-tune on another track)")
+    d.add_argument("--init-parts", choices=["cnn", "policy", "all"],
+                   help="weights --init-from copies: cnn (vision extractor), policy (all but the value function), all (default)")
     e = parser.add_argument_group("environment")
     e.add_argument("--env-option", dest="env_options", action="append", type=_env_option, metavar="KEY=VALUE",
                    help="set an EnvConfig field, e.g. max_episode_steps=3000 (repeatable)")

@@ -14,17 +14,22 @@ from kartsim.telemetry import TelemetryWriter
 
 
 class FaultPointsCallback(BaseCallback):
-    """Passes the `kartsim.faults` points ``rollout`` (every env step) and ``update`` (the start of
-    every PPO update); added only when ``KARTSIM_FAULT`` is set (the fault tests)."""
+    """Passes the `kartsim.faults` points ``rollout`` (every env step) and ``update`` (every
+    minibatch of a PPO update: the policy's forward pass with gradients on; rollouts run without);
+    added only when ``KARTSIM_FAULT`` is set (the fault tests). A module hook, not a patched method,
+    so nothing of it is saved with the model."""
 
     def _on_training_start(self) -> None:
-        update = self.model.train
+        import torch
 
-        def train_with_fault_point() -> None:
-            faults.point("update")
-            update()
+        def on_forward(module: Any, args: Any) -> None:
+            if torch.is_grad_enabled():
+                faults.point("update")
 
-        self.model.train = train_with_fault_point
+        self._hook = self.model.policy.mlp_extractor.register_forward_pre_hook(on_forward)
+
+    def _on_training_end(self) -> None:
+        self._hook.remove()
 
     def _on_step(self) -> bool:
         faults.point("rollout")
@@ -142,6 +147,33 @@ def _last_episode_in_csv(path: Path) -> int:
     return -1
 
 
+class DeviceUsageCallback(BaseCallback):
+    """Logs the training device's utilisation and memory once per rollout (`kartsim.devices`):
+    ``system/gpu_util_pct`` and ``system/gpu_mem_used_gb`` on CUDA (NVML), ``system/cpu_util_pct`` and
+    ``system/cpu_mem_used_gb`` otherwise (the CPUs' busy share over the rollout and its update)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.monitor = None
+        self.last: dict[str, Any] | None = None
+
+    def _on_training_start(self) -> None:
+        from kartsim.devices import DeviceMonitor
+
+        self.monitor = DeviceMonitor(str(self.model.device))
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_end(self) -> None:
+        sample = self.monitor.sample() if self.monitor is not None else None
+        if sample is None:
+            return
+        self.last = sample.to_dict()
+        self.logger.record(f"system/{sample.kind}_util_pct", sample.util_pct)
+        self.logger.record(f"system/{sample.kind}_mem_used_gb", sample.mem_used_mb / 1024)
+
+
 class TelemetryCSVCallback(BaseCallback):
     """Writes the telemetry of the first `n_envs` vector envs (env 0 by default) to one CSV (schema:
     `kartsim.telemetry.TELEMETRY_COLUMNS`, the ``env`` column says which) every `every` env steps;
@@ -164,6 +196,8 @@ class TelemetryCSVCallback(BaseCallback):
         from kartsim.dashboard.live import TrainingLiveFeed
 
         self.live = TrainingLiveFeed.for_run(self.path.parent)  # None when KARTSIM_LIVE=0
+        if self.live is not None:
+            self.live.start(self.model)
 
     def _on_step(self) -> bool:
         assert self.writer is not None
@@ -261,6 +295,7 @@ class LapEvalCallback(BaseCallback):
             "eval_laps": max(r.laps for r in results),
             "eval_best_lap": round(min(laps), 2) if laps else None,
             "eval_progress_m": round(max(r.progress_m for r in results), 1),
+            "eval_return": round(float(np.mean([r.reward for r in results])), 2),
             "eval_mean_speed": round(float(np.mean([r.mean_speed for r in results])), 2),
             "eval_off_track": round(float(np.mean([r.off_track_share for r in results])), 3),
             "eval_s": round(time.perf_counter() - t0, 1),
