@@ -140,14 +140,52 @@ def _cfg_key(cfg: KartConfig) -> tuple:
 
 
 def kart_limits(cfg: KartConfig | None = None) -> KartLimits:
-    """Measure (once per config; cached) the kart's lateral, braking and drive limits on dry asphalt."""
+    """Measure (once per config and physics code; cached in memory and in :func:`line_cache_dir`) the
+    kart's g-g-v envelope on dry asphalt."""
     cfg = cfg or KartConfig()
     return _kart_limits_cached(_cfg_key(cfg))
 
 
+_LIMIT_ARRAYS = ("v", "lateral", "brake", "drive", "gg_ax", "gg_lat")
+
+
+def _physics_hash() -> str:
+    """Hash of the physics code: a changed model measures (and solves) afresh, not from the cache."""
+    import kartsim.physics
+
+    return hashlib.sha256(Path(kartsim.physics.__file__).read_bytes()).hexdigest()[:16]
+
+
 @lru_cache(maxsize=16)
 def _kart_limits_cached(key: tuple) -> KartLimits:
-    cfg = KartConfig.from_dict(dict(key))
+    """The measured limits from the disk cache (plain arrays, no pickle) or measured and stored."""
+    h = hashlib.sha256(f"limits v{SOLVER_VERSION} {_physics_hash()} {key!r}".encode()).hexdigest()[:32]
+    path = line_cache_dir() / f"limits-{h}.npz"
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: np.asarray(z[k], np.float64) for k in _LIMIT_ARRAYS}
+            top, c2, c4 = (float(x) for x in z["scalars"])
+        return KartLimits(arrays["v"], arrays["lateral"], arrays["brake"], arrays["drive"], top, (c2, c4),
+                          arrays["gg_ax"], arrays["gg_lat"])
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        pass  # missing or corrupt: measure again
+    lim = _measure_limits(KartConfig.from_dict(dict(key)))
+    _store(path, scalars=np.array([lim.top_speed, *lim.induced]), **{k: getattr(lim, k) for k in _LIMIT_ARRAYS})
+    return lim
+
+
+def _store(path: Path, **arrays: np.ndarray) -> None:
+    """Write a cache entry atomically; a read-only cache folder only costs a re-computation."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+    except OSError:
+        pass
+
+
+def _measure_limits(cfg: KartConfig) -> KartLimits:
     # new, dry tyres that do not wear while measuring; no damage
     cfg = dataclasses.replace(cfg, tyre_wear_per_mj=0.0, tyre_start_condition=1.0)
     ph = _open_field(cfg)
@@ -738,9 +776,10 @@ def line_cache_dir() -> Path:
 
 def _line_key(track, cfg: KartConfig) -> str:
     """Content hash of what the minimum-time line depends on: the track's surfaces, scale and
-    centerline (start, direction), the kart's configuration and the solver version."""
+    centerline (start, direction), the kart's configuration, the physics code and the solver version."""
     h = hashlib.sha256()
-    h.update(f"v{SOLVER_VERSION} margin {REFERENCE_MARGIN_M} station {STATION_M} scale {track.scale}".encode())
+    h.update(f"v{SOLVER_VERSION} {_physics_hash()} margin {REFERENCE_MARGIN_M} station {STATION_M} "
+             f"scale {track.scale}".encode())
     h.update(np.ascontiguousarray(track.surface, np.uint8).tobytes())
     h.update(np.round(np.asarray(track.centerline, np.float64), 6).tobytes())
     h.update(json.dumps(cfg.to_dict(), sort_keys=True).encode())
@@ -764,13 +803,7 @@ def _min_time_reference(track, cfg: KartConfig) -> np.ndarray:
     n = min_time_offsets(track, kart_limits(cfg), idx, lo, hi, n0)
     if n is None:
         return np.zeros(0)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
-        np.savez(tmp, offset=n, station=idx)
-        os.replace(tmp, path)
-    except OSError:
-        pass  # a read-only cache folder only costs a re-solve next time
+    _store(path, offset=n, station=idx)
     return n
 
 
