@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 from scipy import ndimage, sparse
+from scipy.interpolate import CubicSpline
 from scipy.optimize import lsq_linear
 from scipy.sparse.linalg import spsolve
 
@@ -710,11 +711,14 @@ LINE_METHODS = ("min-time", "min-curvature")
 """``min-time``: the minimum-lap-time line (:func:`min_time_offsets`, the reference); ``min-curvature``:
 the smoothed minimum-curvature line (:func:`optimise_offsets`)."""
 
-SOLVER_VERSION = 1
+SOLVER_VERSION = 2
 """Part of the disk-cache key of minimum-time lines: bump it when the solve changes."""
 
 REFERENCE_MARGIN_M = 0.35
 """Clearance beyond half the kart's width of the reference line (the hard AI's margin)."""
+
+LINE_SMOOTH_M = 2.0
+"""Gaussian smoothing of the line's points along the lap (m)."""
 
 STATION_M = 2.0
 """Spacing of the optimisation stations along the centerline (m)."""
@@ -813,9 +817,10 @@ def line_from_offsets(track, limits: KartLimits, idx: np.ndarray, n: np.ndarray,
     centerline point, lightly smoothed, kept ``keep`` metres inside the road edges, resampled every
     ``spacing_m`` metres, with its speed profile."""
     M = len(track.centerline)
-    # offsets at every centerline point (periodic linear interpolation of the stations), then smooth
+    # offsets at every centerline point: a periodic cubic spline through the stations (linear
+    # interpolation would put a kink, a curvature spike the speed profile brakes for, at each one)
     st = track.s[idx]
-    n_full = np.interp(track.s, np.append(st, track.length), np.append(n, n[0]))
+    n_full = CubicSpline(np.append(st, track.length), np.append(n, n[0]), bc_type="periodic")(track.s)
     lo_full = np.interp(track.s, np.append(st, track.length), np.append(lo, lo[0]))
     hi_full = np.interp(track.s, np.append(st, track.length), np.append(hi, hi[0]))
     sp = track.length / M
@@ -824,6 +829,9 @@ def line_from_offsets(track, limits: KartLimits, idx: np.ndarray, n: np.ndarray,
     right, t_l, t_r = _track_edges(track)
     n_full = np.clip(n_full, np.minimum(-t_l + keep, 0.0), np.maximum(t_r - keep, 0.0))
     pts = track.centerline + right * n_full[:, None]
+    # the centerline's normals carry the image's pixel noise, times the offset: smooth the points
+    # (by ~0.1-0.2 m, inside the margin) or the speed profile brakes for curvature noise no kart feels
+    pts = ndimage.gaussian_filter1d(pts, LINE_SMOOTH_M / sp, axis=0, mode="wrap")
     xy, cs = _resample(pts, spacing_m, track.s)
     _, off = _resample(pts, spacing_m, n_full)
     # keep centerline station monotonic across the wrap
