@@ -65,7 +65,7 @@ def track_images(draw) -> np.ndarray:
 def test_track_images(tmp_path_factory, image, mode):
     from PIL import Image
 
-    from kartsim.track import Track
+    from kartsim.sim.track import Track
 
     path = tmp_path_factory.mktemp("img") / "t.png"
     picture = Image.fromarray(image)
@@ -84,7 +84,7 @@ def test_track_images(tmp_path_factory, image, mode):
 @FUZZ
 @given(data=st.binary(max_size=2000))
 def test_track_files_that_are_not_images(tmp_path_factory, data):
-    from kartsim.track import Track
+    from kartsim.sim.track import Track
 
     path = tmp_path_factory.mktemp("bin") / "t.png"
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + data if data[:1] == b"\x00" else data)
@@ -99,7 +99,7 @@ def test_track_files_that_are_not_images(tmp_path_factory, data):
 def circuit(tmp_path_factory) -> Path:
     from PIL import Image
 
-    from kartsim.track import Track
+    from kartsim.sim.track import Track
 
     folder = tmp_path_factory.mktemp("circuit")
     Image.fromarray(Track.load("circuit.png").rgb).save(folder / "c.png")
@@ -127,7 +127,7 @@ def checkpoints(draw):
 @FUZZ
 @given(legend=legends(), cps=checkpoints(), which=st.sampled_from(["legend", "checkpoints", "both"]))
 def test_sidecar_json(circuit, legend, cps, which):
-    from kartsim.track import Track
+    from kartsim.sim.track import Track
 
     legend_path = circuit.with_suffix(".json")
     cp_path = circuit.with_name("c.checkpoints.json")

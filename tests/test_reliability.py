@@ -385,7 +385,7 @@ def test_6_sync_keys_tracks_by_content(tmp_path):
 
     from kartsim.jobs.store import open_store
     from kartsim.jobs.tracks import sync_track
-    from kartsim.trackgen import generate_track
+    from kartsim.sim.trackgen import generate_track
 
     store = open_store(tmp_path / "store")
     for folder, seed in (("a", 1), ("b", 2), ("c", 3)):

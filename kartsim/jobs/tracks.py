@@ -60,7 +60,7 @@ def sync_track(store: Store, name: str) -> SyncedTrack:
 
 
 def _is_bundled(path: Path) -> bool:
-    from kartsim.track import BUNDLED_DIR
+    from kartsim.sim.track import BUNDLED_DIR
 
     return path.resolve().parent == Path(BUNDLED_DIR).resolve()
 
