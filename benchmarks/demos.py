@@ -10,7 +10,7 @@ Each variant (``scratch``: plain PPO; ``demos``: with ``--demos``; ``init``: wit
 with `kartsim train`'s own code and drives the policy deterministically from the start line after
 the pre-training (0 PPO steps) and every ``--eval-every`` env steps. Reported per seed: env steps and
 wall seconds (from the start of the run, recording and cloning included) to the first lap, to a lap
-within 1.10 x and within 1.05 x the track's reference lap time (`kartsim.racing_line`). A variant
+within 1.10 x and within 1.05 x the track's reference lap time (`kartsim.drivers.racing_line`). A variant
 stops once it reaches 1.05 x or its ``--timesteps``. Every number is measured in this run.
 """
 
@@ -82,9 +82,9 @@ def first_reached(rows: list[dict[str, Any]], reference: float) -> dict[str, Any
 
 
 def run_variant(args: argparse.Namespace, variant: str, seed: int, runs_dir: Path) -> dict[str, Any]:
-    from kartsim.racing_line import reference_lap_time
+    from kartsim.drivers.racing_line import reference_lap_time
     from kartsim.rl.train import TrainConfig, env_config_for, train
-    from kartsim.track import Track
+    from kartsim.sim.track import Track
 
     values: dict[str, Any] = dict(vision=args.vision, timesteps=max(args.timesteps, 1), save_name=f"{variant}_seed{seed}",
                                   track=args.track_name, seed=seed, device=args.device, runs_dir=str(runs_dir),
@@ -128,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--set", type=_kv, action="append", default=[], metavar="FIELD=VALUE", help="TrainConfig field")
     p.add_argument("--json", metavar="FILE")
+    p.add_argument("--keep", metavar="DIR", help="keep the runs and models in DIR (e.g. for a later --init-from)")
     args = p.parse_args(argv)
     variants = args.variants or (["scratch", "init"] if args.init_from else ["scratch", "demos"])
 
@@ -135,11 +136,12 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"kartsim demos benchmark: {platform.platform()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
           f"load average {os.getloadavg()[0]:.1f}", flush=True)
-    runs_dir = Path(tempfile.mkdtemp(prefix="kartsim-demos-bench-"))
+    runs_dir = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="kartsim-demos-bench-"))
     try:
         runs = [run_variant(args, v, seed, runs_dir) for seed in args.seeds for v in variants]
     finally:
-        shutil.rmtree(runs_dir, ignore_errors=True)
+        if not args.keep:
+            shutil.rmtree(runs_dir, ignore_errors=True)
     print("\nvariant  seed  laps@0  lap@0   first lap (steps, s)   <=1.10x ref (steps, s)   <=1.05x ref (steps, s)")
     for r in runs:
         cells = [f"{r[f'{n}_steps']}, {r[f'{n}_wall_s']}" for n, _ in TARGETS]

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from kartsim.errors import TrackError
-from kartsim.track import Track, TrackStack
+from kartsim.sim.track import Track, TrackStack
 
 # Generated "random" tracks are cached here so that every env and worker shares one pool.
 CACHE_DIR = Path(os.environ.get("KARTSIM_CACHE", Path.home() / ".cache" / "kartsim"))
@@ -36,7 +36,7 @@ def track_paths(spec: str | list[str], random_pool_size: int = 8) -> list[str]:
 
 def random_pool(size: int) -> list[Path]:
     """Generated tracks for ``track="random"``, made once and cached on disk."""
-    from kartsim.trackgen import generate_track, save_track
+    from kartsim.sim.trackgen import generate_track, save_track
 
     folder = CACHE_DIR / "random-tracks"
     folder.mkdir(parents=True, exist_ok=True)

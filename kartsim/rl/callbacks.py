@@ -85,7 +85,6 @@ class RacingMetricsCallback(BaseCallback):
         self.episodes: deque[dict[str, Any]] = deque(maxlen=window)
         self.best_lap: float | None = None
         self.total_laps = 0
-        self.total_episodes = 0
 
     def _on_step(self) -> bool:
         for info in self.locals.get("infos", ()):
@@ -99,7 +98,6 @@ class RacingMetricsCallback(BaseCallback):
             stats = info.get("episode_stats")
             if stats is not None:
                 self.episodes.append(stats)
-                self.total_episodes += 1
         return True
 
     def _on_rollout_end(self) -> None:
@@ -148,7 +146,7 @@ def _last_episode_in_csv(path: Path) -> int:
 
 
 class DeviceUsageCallback(BaseCallback):
-    """Logs the training device's utilisation and memory once per rollout (`kartsim.devices`):
+    """Logs the training device's utilisation and memory once per rollout (`kartsim.telemetry.devices`):
     ``system/gpu_util_pct`` and ``system/gpu_mem_used_gb`` on CUDA (NVML), ``system/cpu_util_pct`` and
     ``system/cpu_mem_used_gb`` otherwise (the CPUs' busy share over the rollout and its update)."""
 
@@ -158,7 +156,7 @@ class DeviceUsageCallback(BaseCallback):
         self.last: dict[str, Any] | None = None
 
     def _on_training_start(self) -> None:
-        from kartsim.devices import DeviceMonitor
+        from kartsim.telemetry.devices import DeviceMonitor
 
         self.monitor = DeviceMonitor(str(self.model.device))
 
@@ -187,13 +185,13 @@ class TelemetryCSVCallback(BaseCallback):
         self.n_envs = max(1, int(n_envs))
         self.writer: TelemetryWriter | None = None
         self._calls = 0
-        self.live = None  # <run>/live.feed for `kartsim dashboard` (kartsim.dashboard.live)
+        self.live = None  # <run>/live.feed for `kartsim dashboard` (kartsim.telemetry.live)
 
     def _on_training_start(self) -> None:
         first_episode = _last_episode_in_csv(self.path) + 1 if self.append and self.path.exists() else 0
         self.writer = TelemetryWriter(self.path, append=self.append)
         self.writer.episode = first_episode
-        from kartsim.dashboard.live import TrainingLiveFeed
+        from kartsim.telemetry.live import TrainingLiveFeed
 
         self.live = TrainingLiveFeed.for_run(self.path.parent)  # None when KARTSIM_LIVE=0
         if self.live is not None:
@@ -246,7 +244,7 @@ class LapEvalCallback(BaseCallback):
     ) -> None:
         super().__init__()
         self.also_stochastic = also_stochastic
-        from kartsim.rl.train import apply_env_options
+        from kartsim.envs.config import apply_env_options
 
         data = apply_env_options(env_config.to_dict(), {"random_start": False})
         self.env_config = type(env_config).from_dict(data)

@@ -3,7 +3,7 @@ come from, and the files that hold them.
 
 Sources (``kartsim train --demos SOURCE``, ``kartsim demos record SOURCE``):
 
-* ``ai:hard`` / ``ai:medium`` / ``ai:easy``: the AI driver (`kartsim.ai_driver`) drives karts in the
+* ``ai:hard`` / ``ai:medium`` / ``ai:easy``: the AI driver (`kartsim.drivers.ai_driver`) drives karts in the
   run's own env; every step records the observation the policy would see (rays, or camera +
   telemetry with the run's camera settings) and the AI's action.
 * a model zip: the model drives and its deterministic actions are the labels (distillation); it must
@@ -44,9 +44,9 @@ FORMAT_VERSION = 1
 STATE_FIELDS = ("track_idx", "x", "y", "yaw", "vx", "vy", "yaw_rate", "steer", "throttle", "ax", "ay",
                 "speed", "wetness")
 AI_PREFIX = "ai:"
-# Columns a telemetry CSV needs to rebuild observations and labels (the rest default to 0).
+# Columns a telemetry CSV needs to rebuild observations and labels (the rest default to 0: slip_angle,
+# longitudinal_g, lateral_g, time_s, progress).
 CSV_REQUIRED = ("episode", "x", "y", "yaw", "speed", "yaw_rate", "steering", "throttle")
-CSV_OPTIONAL = ("slip_angle", "longitudinal_g", "lateral_g", "time_s", "progress")
 G = 9.81
 
 
@@ -150,7 +150,7 @@ def _replay_env(env_cfg: Any, n: int):
     """A race of `n` karts and its observer, to observe karts put in given states."""
     from kartsim.envs.observations import Observer
     from kartsim.envs.tracks import load_track_stack
-    from kartsim.race import Race
+    from kartsim.sim.race import Race
 
     single = env_cfg.replace(frame_stack=1)
     stack = load_track_stack(single.track, single.random_pool_size)
@@ -240,6 +240,9 @@ def read_demo_csv(path: str | Path):
         raise DemoError(f"{path} lacks the column(s) {', '.join(missing)} that demonstrations need; give a "
                         "telemetry CSV from `kartsim drive` or a run's telemetry_log.csv")
     df = df.dropna(subset=list(CSV_REQUIRED))
+    if "env" in df.columns:  # several karts in one log (--telemetry-envs): each kart's drives apart
+        df = df.assign(env=df["env"].fillna(0)).sort_values("env", kind="stable").reset_index(drop=True)
+        df["episode"] = df.groupby(["env", "episode"], sort=False).ngroup()
     if len(df) < 2:
         raise DemoError(f"{path} has fewer than 2 rows; drive a few laps with `kartsim drive` first")
     return df
@@ -248,7 +251,7 @@ def read_demo_csv(path: str | Path):
 def track_fit(track: Any, df: Any) -> float:
     """Share of the CSV's rows that lie on `track`'s drivable surface (and, when the CSV has a
     ``progress`` column, at the lap distance it says, within 5 m)."""
-    from kartsim.track import Surface
+    from kartsim.sim.track import Surface
 
     x, y = df["x"].to_numpy(float), df["y"].to_numpy(float)
     ok = track.surface_at(x, y) != Surface.WALL
@@ -311,7 +314,8 @@ def _csv_lap_times(df: Any) -> list[float]:
 
 # ------------------------------------------------------------------------------------- recording
 class Teacher(Protocol):
-    """Labels the karts of a race: ``act(obs, race) -> (N, 2)``; ``reset(idx)`` after karts restart."""
+    """Labels the karts of a race: ``act(obs, race) -> (N, 2)``; ``reset(idx)`` after karts restart;
+    ``usable() -> (N,) bool``: whether the last labels are a function of the state (else not recorded)."""
 
     name: str
 
@@ -319,12 +323,14 @@ class Teacher(Protocol):
 
     def reset(self, idx: np.ndarray) -> None: ...
 
+    def usable(self) -> np.ndarray: ...
+
 
 class AITeacher:
     """The AI driver at `level` (acts on the kart states, so it can label any state)."""
 
     def __init__(self, race: Any, level: str, seed: int | None = 0) -> None:
-        from kartsim.ai_driver import AIDriver
+        from kartsim.drivers.ai_driver import AIDriver
 
         self.name = f"{AI_PREFIX}{level}"
         self.ai = AIDriver(race.stack, race.kart_cfg, level, n_karts=race.n, decision_dt=race.step_dt,
@@ -336,6 +342,11 @@ class AITeacher:
 
     def reset(self, idx: np.ndarray) -> None:
         self.ai.reset(idx)
+
+    def usable(self) -> np.ndarray:
+        # While reversing out of a stall the AI acts on what happened before (how long it crawled),
+        # not on what the policy can observe: those labels are left out.
+        return self.ai.recover_time <= 0.0
 
 
 class PolicyTeacher:
@@ -351,6 +362,9 @@ class PolicyTeacher:
     def reset(self, idx: np.ndarray) -> None:
         pass
 
+    def usable(self) -> np.ndarray:
+        return np.array([True])  # every label (for all karts): the model acts on the observation alone
+
 
 @dataclass
 class _Recorder:
@@ -360,6 +374,7 @@ class _Recorder:
     actions: list[np.ndarray] = field(default_factory=list)
     states: list[np.ndarray] = field(default_factory=list)
     episode: list[np.ndarray] = field(default_factory=list)
+    keep: list[np.ndarray] = field(default_factory=list)
     rows: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
     lap_times: list[float] = field(default_factory=list)
 
@@ -373,7 +388,7 @@ def record(env_cfg: Any, teacher: str | Callable[[Any], Teacher], *, laps: int |
     that drives instead of the teacher (DAgger: the teacher only labels the states it visits), except
     for a share `mix` of the steps (drawn per kart and step), where the teacher's action is applied.
     Returns the DemoSet and, with `telemetry`, the telemetry CSV rows (one drive after another)."""
-    from kartsim.envs import KartVecEnv
+    from kartsim.envs.sb3 import KartVecEnv
 
     if laps is None and steps is None:
         raise DemoError("record needs a number of laps or of steps")
@@ -391,6 +406,7 @@ def record(env_cfg: Any, teacher: str | Callable[[Any], Teacher], *, laps: int |
         rec.actions.append(labels)
         rec.states.append(kart_states(race))
         rec.episode.append(ep_id.copy())
+        rec.keep.append(np.broadcast_to(np.asarray(tutor.usable(), dtype=bool), (n_karts,)).copy())
         act = labels
         if driver is not None:
             act = np.asarray(driver.predict(obs, deterministic=True)[0], dtype=np.float32)
@@ -426,7 +442,9 @@ def _telemetry_row(rec: _Recorder, info: dict[str, Any], episode: int, step: int
 def _stack_recording(rec: _Recorder, env_cfg: Any, source: str, step_dt: float) -> DemoSet:
     """Time-major step buffers -> a DemoSet ordered kart-episode by kart-episode (each drive contiguous)."""
     episode = np.stack(rec.episode).reshape(-1, order="F")
+    keep = np.stack(rec.keep).reshape(-1, order="F")
     order = np.argsort(episode, kind="stable")
+    order = order[keep[order]]
     # (T, N, ...) -> (N, T, ...) -> (N*T, ...): kart by kart, then the stable sort keeps time order
     def flat(parts: list[np.ndarray]) -> np.ndarray:
         a = np.stack(parts)
@@ -444,7 +462,7 @@ def _stack_recording(rec: _Recorder, env_cfg: Any, source: str, step_dt: float) 
 
 def check_ai_source(source: str) -> str:
     """The AI level of ``ai:LEVEL``; DemoError for an unknown level."""
-    from kartsim.ai_driver import AI_LEVELS
+    from kartsim.drivers.ai_driver import AI_LEVELS
 
     level = source[len(AI_PREFIX):]
     if not source.startswith(AI_PREFIX) or level not in AI_LEVELS:
