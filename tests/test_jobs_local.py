@@ -332,8 +332,9 @@ def test_sync_generates_missing_checkpoints(jobs_env, tmp_path, capsys):
     shutil.copyfile(BUNDLED_DIR / "oval.png", own)  # no checkpoints file next to it
     code, out, _ = run(capsys, "sync", "--track-name", str(own))
     assert code == 0 and "generated automatically" in out
-    data = json.loads((jobs_env / "tracks" / "mytrack.checkpoints.json").read_text())
-    assert data["track"] == "mytrack.png" and len(data["gates"]) > 5
+    stored = re.search(r"synced (mytrack-[0-9a-f]{8}\.png):", out).group(1)  # named by its content
+    data = json.loads((jobs_env / "tracks" / stored.replace(".png", ".checkpoints.json")).read_text())
+    assert data["track"] == stored and len(data["gates"]) > 5
 
 
 def test_train_flag_errors_start_nothing(jobs_env, capsys):

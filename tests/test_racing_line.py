@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from kartsim.cli import main
-from kartsim.sim.config import KartConfig
 from kartsim.drivers.racing_line import corners, kart_limits, racing_line, reference_lap_time, speed_profile
+from kartsim.sim.config import KartConfig
 from kartsim.sim.track import Track, is_road
 
 G = 9.81

@@ -195,6 +195,7 @@ def drive(  # noqa: C901 (over the limit: to split (issue 12))
     view_size: int = 480,
     force: bool = False,
     verbose: bool = False,
+    trust_model: bool = False,
 ) -> DriveResult:
     """Drive ``track`` with the keyboard (or ``events``), optionally against AI ``opponents`` and the
     ``ghost`` of a trained model; every step of your kart is written to ``telemetry`` (CSV).
@@ -251,7 +252,7 @@ def drive(  # noqa: C901 (over the limit: to split (issue 12))
         from kartsim.envs.observations import Observer
         from kartsim.rl.play import load_driver
 
-        gd = load_driver(ghost, track=str(trk.path), evaluation=True)
+        gd = load_driver(ghost, track=str(trk.path), evaluation=True, trust_model=trust_model)
         ghost_model = gd.model
         ghost_obs = Observer(gd.env_config, race)
 

@@ -112,7 +112,8 @@ def _started(args: argparse.Namespace, job, backend, store) -> None:
     print(f"  store:   {store.location}")
     print(f"  follow:  {_hint(args, f'logs {job.id} --follow')}")
     print(f"  status:  {_hint(args, f'status {job.id}')}")
-    print(f"  fetch:   {_hint(args, f'fetch --path {job.save_name}_final.zip --out {job.save_name}.zip')}")
+    print(f"  fetch:   {_hint(args, f'fetch --path {job.save_name}_final.zip --out {job.save_name}.zip')} "
+          "(and the run's telemetry_log.csv beside it)")
     tb = f", tensorboard --logdir {store.display(f'runs/{job.save_name}/tb')}" if "--tensorboard" in job.argv else ""
     print(f"  monitor: {_hint(args, 'status')} (steps/s, ETA, GPU/CPU use), kartsim dashboard{tb}")
     sys.stdout.flush()
@@ -181,7 +182,8 @@ def _print_end(args: argparse.Namespace, job, st, store) -> None:
     line = f"job {job.id} {st.state}" + (f": {st.reason}" if st.reason and st.reason != "finished" else "")
     print(line)
     if st.state == "succeeded":
-        print(f"fetch the model: {_hint(args, f'fetch --path {job.save_name}_final.zip --out {job.save_name}.zip')}")
+        print(f"fetch the model: {_hint(args, f'fetch --path {job.save_name}_final.zip --out {job.save_name}.zip')} "
+              "(it brings the run's telemetry_log.csv too)")
     elif st.state in ("failed", "cancelled"):
         from kartsim.jobs.store import checkpoints_of
 

@@ -1,10 +1,10 @@
 """``kartsim quickstart`` (``make train``): train the default rays driver on circuit.png until it
-laps, record that lap to a GIF and print its lap time.
+laps, record that lap to a video (MP4, or GIF without imageio-ffmpeg) and print its lap time.
 
 Training stops as soon as a deterministic evaluation episode from the start line completes
 `QUICKSTART_STOP_LAPS` lap(s) (checked every `QUICKSTART_EVAL_EVERY` env steps), or at
 ``--timesteps``. The recording then replays exactly that episode (same start, same sensor-noise
-seed, deterministic actions), so the lap in the GIF is the lap the check saw. A second run reuses
+seed, deterministic actions), so the lap in the video is the lap the check saw. A second run reuses
 the trained model unless ``--force``.
 """
 
@@ -42,7 +42,9 @@ def quickstart(args: argparse.Namespace) -> int:
     models_dir = Path(args.models_dir)
     runs_dir = Path(args.runs_dir)
     model_path = models_dir / f"{name}_final.zip"
-    record = Path(args.record) if args.record else runs_dir / name / "lap.gif"
+    from kartsim.rl.play import default_video
+
+    record = Path(args.record) if args.record else default_video(runs_dir / name)
     if record.suffix.lower() not in (".gif", ".mp4"):
         raise ConfigError(f"--record {record}: give a .gif or .mp4 file name")
 
@@ -98,13 +100,13 @@ def quickstart(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "quickstart",
-        help="train the default rays driver until it laps, record the lap to a GIF (make train)",
+        help="train the default rays driver until it laps, record the lap to a video (make train)",
         description=__doc__.splitlines()[0],
     )
     p.add_argument("--timesteps", type=_int, default=QUICKSTART_MAX_STEPS,
                    help=f"at most this many env steps (default {QUICKSTART_MAX_STEPS:,})")
     p.add_argument("--save-name", default=QUICKSTART_NAME, help=f"run name (default {QUICKSTART_NAME})")
-    p.add_argument("--record", metavar="FILE", help="video of the lap (default runs/<name>/lap.gif; .gif or .mp4)")
+    p.add_argument("--record", metavar="FILE", help="video of the lap (default runs/<name>/lap.mp4, or lap.gif without imageio-ffmpeg; .gif or .mp4)")
     p.add_argument("--max-steps", type=_int, default=3000, help="steps allowed for the recorded lap (default 3000)")
     p.add_argument("--seed", type=_int, default=0, help="training seed (default 0)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu",

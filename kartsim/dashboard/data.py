@@ -36,7 +36,7 @@ STALE_S = 30.0  # a live document older than this, from a process we cannot see,
 LAP_COLUMNS = ("step", "episode", "lap", "time_s", "lap_time", "x", "y", "speed", "throttle", "steering",
                "progress", "lateral_g", "longitudinal_g")
 NUMERIC_COLUMNS = LAP_COLUMNS + ("reward", "off_track")
-_KEEP = frozenset(NUMERIC_COLUMNS + ("surface",))  # columns kept in memory
+_KEEP = frozenset(NUMERIC_COLUMNS + ("surface", "env"))  # columns kept in memory
 
 # TensorBoard tags shown on a run's page: (tag, title, y label).
 CURVES: tuple[tuple[str, str, str], ...] = (
@@ -311,6 +311,9 @@ class TelemetryReader:
                     raise DashboardError(f"{label} is malformed: line {i + line0}: column {col!r} has "
                                          f"{str(df[col].iloc[i])[:30]!r}, not a number", 422)
                 df[col] = conv
+        if "env" in df.columns:  # --telemetry-envs N: the laps and curves are env 0's
+            env = pd.to_numeric(df["env"], errors="coerce")
+            df = df[(env == 0) | env.isna()].drop(columns="env").reset_index(drop=True)
         return df
 
 

@@ -258,7 +258,10 @@ class AIDriver:
         resist = cfg.drag_coeff * vv * vv + cfg.rolling_asphalt * m * 9.81 + m * 9.81 * (ind_c[ks, 0] * q + ind_c[ks, 1] * q * q)
         f_drive = np.where(vv > 1.0, np.minimum(cfg.max_drive_force_n, cfg.engine_power_w / vv), cfg.max_drive_force_n)
         thr_pos = (m * a_req + resist) / f_drive
-        thr_neg = a_req / np.maximum(brake_decel[ks], 1.0)
+        # the brakes add to the drag and cornering drag already slowing the kart (brake_decel, measured
+        # in a straight line at full brake, includes the straight-line drag)
+        straight = cfg.drag_coeff * vv * vv + cfg.rolling_asphalt * m * 9.81
+        thr_neg = (m * a_req + resist) / np.maximum(m * brake_decel[ks] - straight, m)
         throttle = np.where(a_req >= 0.0, np.clip(thr_pos, 0.0, 1.0), np.where(thr_pos >= 0.0, np.clip(thr_pos, 0.0, 1.0), np.clip(thr_neg, -1.0, 0.0)))
 
         # on grass the rear tyres cannot take full power: feed it in gently (no spinning)

@@ -317,7 +317,9 @@ def fetch(store: Store, path: str, out: str | None, force: bool, job: JobRecord 
     `force` replaces only that one path, and never a folder that holds the current directory. The
     copy is downloaded beside it first, so a failed download leaves the old one in place."""
     rel = find_in_store(store, path, job, echo)
-    name = rel.rsplit("/", 1)[-1]
+    asked = path.strip()
+    # a bare name keeps the name asked for (`--path ppo_50m_master.zip` found as ..._final.zip)
+    name = asked if "/" not in asked and "\\" not in asked else rel.rsplit("/", 1)[-1]
     dest = Path(out).expanduser() if out else Path(name)
     if dest.is_dir() and not dest.is_symlink():
         dest = dest / name
