@@ -293,11 +293,18 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def validate(cfg: TrainConfig) -> None:  # noqa: C901 (over the limit: to split (issue 12))
+def validate(cfg: TrainConfig) -> None:
     """Raise ConfigError (one line naming the flag) for any value that cannot work. `cfg` is resolved."""
     from kartsim.validation import check_config
 
     check_config(cfg, flags=True)  # types, NaN / inf
+    _validate_run(cfg)
+    _validate_ppo(cfg)
+    _validate_model_and_logs(cfg)
+
+
+def _validate_run(cfg: TrainConfig) -> None:
+    """Length, name and the vector envs."""
     if cfg.timesteps is None or cfg.timesteps <= 0:
         raise ConfigError(f"--timesteps must be a positive number of env steps, not {cfg.timesteps}")
     if not _NAME_RE.match(cfg.save_name or ""):
@@ -316,6 +323,10 @@ def validate(cfg: TrainConfig) -> None:  # noqa: C901 (over the limit: to split 
                 f"--vec-workers {cfg.vec_workers} is more than --vector-envs {cfg.vector_envs} (each worker steps "
                 "at least one kart); lower --vec-workers or raise --vector-envs"
             )
+
+
+def _validate_ppo(cfg: TrainConfig) -> None:
+    """The PPO hyper-parameters (and the pre-training options)."""
     if not 0 < cfg.learning_rate < 1:
         raise ConfigError(f"--learning-rate must be in (0, 1), not {cfg.learning_rate}")
     if cfg.n_steps < 1:
@@ -348,6 +359,10 @@ def validate(cfg: TrainConfig) -> None:  # noqa: C901 (over the limit: to split 
         raise ConfigError(f"clip_range must be > 0, not {cfg.clip_range}")
     if cfg.ent_coef < 0:
         raise ConfigError(f"ent_coef must be >= 0, not {cfg.ent_coef}")
+
+
+def _validate_model_and_logs(cfg: TrainConfig) -> None:
+    """Precision, threads, the policy and camera shape, checkpoints, telemetry, seed, tracks, device."""
     if cfg.precision not in ("auto", "bf16", "fp32"):
         raise ConfigError(f"--precision must be auto, bf16 or fp32, not {cfg.precision!r}")
     if cfg.precision != "auto" and not cfg.vision:
