@@ -26,9 +26,11 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
-from kartsim.jobs.store import (JobRecord, LocalStore, Store, cancel_rel, exit_rel, log_rel, now_iso,
+from kartsim.jobs.store import (Attempt, JobRecord, LocalStore, Store, cancel_rel, exit_rel, log_rel, now_iso,
                                 open_store, progress_rel, runner_rel)
 
 CANCEL_POLL_S = 1.0
@@ -94,15 +96,111 @@ def _read_tail(path: Path, n: int = 40) -> list[str]:
         return []
 
 
-def main(argv: list[str] | None = None) -> int:  # noqa: C901 (over the limit: to split (issue 12))
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="kartsim.jobs.runner")
     parser.add_argument("--store", required=True)
     parser.add_argument("--job", required=True)
     parser.add_argument("--attempt", type=int, required=True)
     parser.add_argument("--tracks-dir", default=None, help="folder of the synced tracks (default <store>/tracks)")
     parser.add_argument("--tee", action="store_true", help="copy the training output to the store's log.txt too")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
+
+def _prepare_work(store: Store, job: JobRecord, attempt: Attempt) -> tuple[Path, Path | None]:
+    """The folder training writes to (the store itself, or a scratch copy of what a remote store holds)."""
+    if isinstance(store, LocalStore):
+        return store.root, None
+    scratch = Path(tempfile.mkdtemp(prefix=f"kartsim-job-{job.id}-"))
+    run_rel = f"runs/{job.save_name}"
+    if attempt.resume_from:  # the run folder, but of the checkpoints only the one we resume from
+        for rel in store.files(run_rel):
+            if "/checkpoints/" not in rel or rel == attempt.resume_from:
+                store.download(rel, scratch / rel)
+    for rel in (log_rel(job.id),):
+        if store.exists(rel):
+            store.download(rel, scratch / rel)
+    return scratch, scratch
+
+
+def _train_cmd(job: JobRecord, attempt: Attempt, work: Path, progress: Path) -> list[str]:
+    cmd = [sys.executable, "-u", "-m", "kartsim.jobs.worker", "--progress-file", str(progress), "--",
+           *job.argv, "--runs-dir", str(work / "runs"), "--models-dir", str(work / "models"), "--no-progress",
+           "--no-telemetry-link"]
+    if attempt.resume_from:
+        cmd += ["--resume", str(work / attempt.resume_from)]
+    if attempt.timesteps:
+        cmd += ["--timesteps", str(attempt.timesteps)]
+    return cmd
+
+
+def _start_pump(child: subprocess.Popen, log_file: BinaryIO, tail: collections.deque[str]) -> threading.Thread:
+    """--tee: child output -> our stdout (Ray's log) + the store's log.txt (and the tail for the reason)."""
+    def pump() -> None:
+        assert child.stdout is not None
+        for raw in iter(child.stdout.readline, b""):
+            sys.stdout.buffer.write(raw)
+            sys.stdout.flush()
+            log_file.write(raw)
+            log_file.flush()
+            tail.append(raw.decode("utf-8", "replace").rstrip("\n"))
+
+    pumper = threading.Thread(target=pump, daemon=True)
+    pumper.start()
+    return pumper
+
+
+def _forward_signals(child: subprocess.Popen) -> None:
+    # Ctrl-C / killpg(SIGINT) reaches training, which saves and stops; we wait for it.
+    signal.signal(signal.SIGINT, lambda *_: None)
+
+    def on_term(signum, frame):
+        try:
+            child.send_signal(signal.SIGTERM)
+        except OSError:
+            pass
+
+    signal.signal(signal.SIGTERM, on_term)
+
+
+def _wait(child: subprocess.Popen, store: Store, job: JobRecord, attempt: Attempt,
+          say: Callable[[str], None], mirror: Mirror | None) -> int:
+    """Waits for training, passing on a cancel request (SIGINT, then a kill) and mirroring the scratch folder."""
+    cancel_sent: float | None = None
+    next_poll = next_mirror = time.monotonic()
+    while True:
+        try:
+            return child.wait(timeout=0.5)
+        except subprocess.TimeoutExpired:
+            pass
+        now = time.monotonic()
+        if now >= next_poll:
+            next_poll = now + CANCEL_POLL_S
+            if cancel_sent is None:
+                try:
+                    if store.exists(cancel_rel(job.id, attempt.n)):
+                        say("[job] cancel requested: stopping training (it saves an _interrupted checkpoint)")
+                        child.send_signal(signal.SIGINT)
+                        cancel_sent = now
+                except Exception:
+                    pass
+            elif now - cancel_sent > CANCEL_KILL_AFTER_S:
+                child.kill()
+        if mirror and now >= next_mirror:
+            next_mirror = now + MIRROR_EVERY_S
+            mirror.sync()
+
+
+def _signal_name(code: int) -> str | None:
+    if code >= 0:
+        return None
+    try:
+        return signal.Signals(-code).name
+    except ValueError:
+        return str(-code)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
     store = open_store(args.store)
     data = store.read_json(f"jobs/{args.job}/job.json")
     if not isinstance(data, dict):
@@ -115,32 +213,12 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 (over the limit: t
         return 2
     host = socket.gethostname()
 
-    scratch: Path | None = None
-    if isinstance(store, LocalStore):
-        work = store.root
-    else:
-        scratch = Path(tempfile.mkdtemp(prefix=f"kartsim-job-{job.id}-"))
-        work = scratch
-        run_rel = f"runs/{job.save_name}"
-        if attempt.resume_from:  # the run folder, but of the checkpoints only the one we resume from
-            for rel in store.files(run_rel):
-                if "/checkpoints/" not in rel or rel == attempt.resume_from:
-                    store.download(rel, work / rel)
-        for rel in (log_rel(job.id),):
-            if store.exists(rel):
-                store.download(rel, work / rel)
+    work, scratch = _prepare_work(store, job, attempt)
     tracks_dir = Path(args.tracks_dir) if args.tracks_dir else work / "tracks"
     tracks_dir.mkdir(parents=True, exist_ok=True)
     progress = work / progress_rel(job.id)
     progress.parent.mkdir(parents=True, exist_ok=True)
-
-    cmd = [sys.executable, "-u", "-m", "kartsim.jobs.worker", "--progress-file", str(progress), "--",
-           *job.argv, "--runs-dir", str(work / "runs"), "--models-dir", str(work / "models"), "--no-progress",
-           "--no-telemetry-link"]
-    if attempt.resume_from:
-        cmd += ["--resume", str(work / attempt.resume_from)]
-    if attempt.timesteps:
-        cmd += ["--timesteps", str(attempt.timesteps)]
+    cmd = _train_cmd(job, attempt, work, progress)
 
     log_path = work / log_rel(job.id)
     log_file = open(log_path, "ab") if args.tee else None
@@ -163,59 +241,12 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 (over the limit: t
     store.write_json(runner_rel(job.id, attempt.n), {"pid": os.getpid(), "pgid": os.getpgid(0), "child_pid": child.pid,
                                                      "host": host, "started": now_iso()})
     tail: collections.deque[str] = collections.deque(maxlen=40)
-
-    def pump() -> None:  # --tee: child output -> our stdout (Ray's log) + the store's log.txt
-        assert child.stdout is not None
-        for raw in iter(child.stdout.readline, b""):
-            sys.stdout.buffer.write(raw)
-            sys.stdout.flush()
-            log_file.write(raw)
-            log_file.flush()
-            tail.append(raw.decode("utf-8", "replace").rstrip("\n"))
-
-    pumper = threading.Thread(target=pump, daemon=True) if args.tee else None
-    if pumper:
-        pumper.start()
-
-    # Ctrl-C / killpg(SIGINT) reaches training, which saves and stops; we wait for it.
-    signal.signal(signal.SIGINT, lambda *_: None)
-    terminated = []
-
-    def on_term(signum, frame):
-        terminated.append(signum)
-        try:
-            child.send_signal(signal.SIGTERM)
-        except OSError:
-            pass
-
-    signal.signal(signal.SIGTERM, on_term)
+    pumper = _start_pump(child, log_file, tail) if log_file is not None else None
+    _forward_signals(child)
 
     mirror = Mirror(store, work, [f"runs/{job.save_name}", f"models/{job.save_name}_final.zip",
                                   progress_rel(job.id), log_rel(job.id)]) if scratch else None
-    cancel_sent: float | None = None
-    next_poll = next_mirror = time.monotonic()
-    while True:
-        try:
-            code = child.wait(timeout=0.5)
-            break
-        except subprocess.TimeoutExpired:
-            pass
-        now = time.monotonic()
-        if now >= next_poll:
-            next_poll = now + CANCEL_POLL_S
-            if cancel_sent is None:
-                try:
-                    if store.exists(cancel_rel(job.id, attempt.n)):
-                        say("[job] cancel requested: stopping training (it saves an _interrupted checkpoint)")
-                        child.send_signal(signal.SIGINT)
-                        cancel_sent = now
-                except Exception:
-                    pass
-            elif now - cancel_sent > CANCEL_KILL_AFTER_S:
-                child.kill()
-        if mirror and now >= next_mirror:
-            next_mirror = now + MIRROR_EVERY_S
-            mirror.sync()
+    code = _wait(child, store, job, attempt, say, mirror)
     if pumper:
         pumper.join(timeout=5)
 
@@ -228,14 +259,8 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 (over the limit: t
         log_file.close()
     if mirror:
         mirror.sync(final=True)
-    sig = None
-    if code < 0:
-        try:
-            sig = signal.Signals(-code).name
-        except ValueError:
-            sig = str(-code)
     store.write_json(exit_rel(job.id, attempt.n), {
-        "attempt": attempt.n, "exit_code": code, "signal": sig, "state": state, "reason": reason,
+        "attempt": attempt.n, "exit_code": code, "signal": _signal_name(code), "state": state, "reason": reason,
         "cancelled": cancelled, "ended": now_iso(), "host": host,
     })
     if scratch:
