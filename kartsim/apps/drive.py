@@ -176,7 +176,166 @@ DEFAULT_TELEMETRY = Path("runs") / "drive_laps.csv"
 """Where a drive's telemetry goes by default: beside the training runs (``kartsim dashboard`` lists it)."""
 
 
-def drive(  # noqa: C901 (over the limit: to split (issue 12))
+def _check_options(opponents: int, laps: int | None, weather: str, render_every: int, window: bool,
+                   events: EventSource | None, telemetry: str | Path | None, force: bool) -> Path | None:
+    """Rejects bad options with one-line errors; returns the telemetry path (None: no telemetry)."""
+    from kartsim.envs.render import has_display
+    from kartsim.sim.config import WEATHER
+
+    if opponents < 0 or opponents > 11:
+        raise ConfigError(f"--opponents must be between 0 and 11, got {opponents}")
+    if laps is not None and laps < 1:
+        raise ConfigError(f"--laps must be >= 1, got {laps}")
+    if weather not in WEATHER and weather != "random":
+        raise ConfigError(f"--weather must be dry, damp, wet or random, got {weather!r}")
+    if render_every < 1:
+        raise ConfigError("render_every must be >= 1")
+    if window and events is None and not has_display():  # the keyboard needs a window: say so, do not hang
+        raise ConfigError("No display found: kartsim drive needs a window for the keyboard; run it on a machine "
+                          "with a display (headless, only scripted driving: SDL_VIDEODRIVER=dummy kartsim drive "
+                          "--script keys.json)")
+    tel_path = Path(telemetry) if telemetry is not None else None
+    if tel_path is not None:
+        if tel_path.suffix.lower() != ".csv":
+            raise ConfigError(f"{tel_path}: the telemetry file must end in .csv")
+        if tel_path.exists() and not force:
+            raise ConfigError(f"{tel_path} already exists; pass --force to overwrite it or --telemetry another.csv")
+    return tel_path
+
+
+def _open_window(trk: Any) -> Any:
+    """Opens the pygame window; returns the pygame module."""
+    import pygame
+
+    from kartsim.envs.render import init_display
+
+    try:
+        init_display()
+        pygame.display.set_caption(f"kartsim drive - {trk.name}")
+    except pygame.error as exc:
+        raise ConfigError(f"cannot open a window ({exc}); drive on a machine with a display, or headless "
+                          "with SDL_VIDEODRIVER=dummy and --script keys.json") from None
+    return pygame
+
+
+@dataclass
+class _Session:
+    """The karts of one drive: you (row 0), the AI opponents, the ghost (last row) and your telemetry."""
+
+    race: Any
+    rng: np.random.Generator
+    slot: int
+    opp_idx: np.ndarray
+    opp: Any
+    ghost_i: int | None
+    ghost_model: Any
+    ghost_obs: Any
+    controls: KeyboardControl
+    writer: Any
+    trails: list[list[tuple[float, float]]]
+
+    def start(self) -> None:
+        order = [int(k) for k in self.opp_idx]
+        order.insert(self.slot, 0)
+        if self.ghost_i is not None:
+            order.append(self.ghost_i)
+        self.race.start(self.rng, order=np.array(order), track_index=0)
+        if self.ghost_i is not None:
+            # the ghost starts on pole, in a world of its own: nobody touches it
+            self.race.add_ghost(self.ghost_i, *self.race.grid_poses(0, 1)[0])
+            self.ghost_obs.reset(np.array([self.ghost_i]), [self.rng])
+
+    def restart(self) -> None:
+        self.start()
+        self.controls.reset()
+        if self.opp is not None:
+            self.opp.reset()
+        if self.writer is not None:
+            self.writer.end_episode()
+        self.trails = [[] for _ in range(self.race.n)]
+
+    def handle(self, evs: Iterable[Any], pygame: Any, result: DriveResult) -> None:
+        """Applies a batch of window / key events (quit, restart, press, release)."""
+        for ev in evs:
+            kind = getattr(ev, "type", None)
+            if pygame is not None and kind == pygame.QUIT:
+                result.quit = True
+            elif kind in (_keydown(), _keyup()):
+                control = KEYS.get(_key_name(ev.key))
+                if control is None:
+                    continue
+                if kind != _keydown():
+                    self.controls.release(control)
+                elif control == "quit":
+                    result.quit = True
+                elif control == "restart":
+                    self.restart()
+                else:
+                    self.controls.press(control)
+
+    def decide(self, actions: np.ndarray) -> None:
+        """The opponents' and the ghost's next actions (every AI_DECISION_STEPS steps)."""
+        if self.opp is not None:
+            actions[self.opp_idx] = self.opp.act()
+        if self.ghost_i is not None:
+            self.ghost_obs.observe(np.array([self.ghost_i]))
+            a, _ = self.ghost_model.predict(self.ghost_obs.single(self.ghost_i), deterministic=True)
+            actions[self.ghost_i] = np.asarray(a, np.float64).reshape(2)
+
+    def record(self, live: Any, result: DriveResult, verbose: bool) -> None:
+        """After a step: your telemetry row, the live feed, a finished lap, the map trails."""
+        race = self.race
+        if self.writer is not None:
+            self.writer.log({"telemetry": race.telemetry(0), "lap": int(race.laps[0])}, reward=float(race.reward[0]))
+        if live is not None and live.due():
+            live.publish_race(race)
+        if not np.isnan(race.new_lap_time[0]):
+            result.lap_times.append(float(race.new_lap_time[0]))
+            if verbose:
+                print(f"lap {len(result.lap_times)}: {race.new_lap_time[0]:.2f} s", flush=True)
+        for k in range(race.n):
+            self.trails[k].append((float(race.state.x[k]), float(race.state.y[k])))
+            del self.trails[k][:-300]
+
+
+def _make_session(trk: Any, opponents: int, ai_level: str, ghost: str | None, laps: int | None, weather: str,
+                  seed: int, grid_position: int | None, trust_model: bool) -> tuple[_Session, Any]:
+    """Builds the race (you, the opponents, the ghost), puts it on the grid; returns it and its track stack."""
+    from kartsim.drivers.opponents import Opponents
+    from kartsim.sim.config import RaceConfig
+    from kartsim.sim.multikart import GridRace, RaceRules
+    from kartsim.sim.track import TrackStack
+
+    stack = TrackStack.from_tracks([trk])
+    n = 1 + opponents + (1 if ghost else 0)
+    ghost_i = n - 1 if ghost else None
+    cfg = RaceConfig(random_start=False, action_repeat=1, max_episode_steps=10 ** 9, stuck_time_s=1e9,
+                     wrong_way_m=1e9, off_track_time_s=1e9)
+    race = GridRace(stack, n, cfg, rules=RaceRules(laps=laps or 10 ** 6, weather=weather))
+    rng = np.random.default_rng(seed)
+    racers = 1 + opponents
+    slot = racers - 1 if grid_position is None else int(grid_position) - 1
+    if not 0 <= slot < racers:
+        raise ConfigError(f"--grid-position must be between 1 and {racers}, got {grid_position}")
+    opp_idx = np.arange(1, racers)
+
+    ghost_obs = None
+    ghost_model = None
+    if ghost:
+        from kartsim.envs.observations import Observer
+        from kartsim.rl.play import load_driver
+
+        gd = load_driver(ghost, track=str(trk.path), evaluation=True, trust_model=trust_model)
+        ghost_model = gd.model
+        ghost_obs = Observer(gd.env_config, race)
+    opp = Opponents(race, opp_idx, "ai", ai_level, rng=rng) if opponents else None
+    session = _Session(race, rng, slot, opp_idx, opp, ghost_i, ghost_model, ghost_obs, KeyboardControl(),
+                       None, [[] for _ in range(n)])
+    session.start()
+    return session, stack
+
+
+def drive(
     track: str = "circuit.png",
     *,
     opponents: int = 0,
@@ -203,174 +362,77 @@ def drive(  # noqa: C901 (over the limit: to split (issue 12))
     Ends after ``laps`` laps (None: when you quit), ``max_time_s`` simulated seconds, Esc/Q or closing
     the window. ``grid_position``: your slot on the grid (1 = pole; default last behind the opponents).
     """
-    from kartsim.envs.render import TrackMap, has_display, init_display
-    from kartsim.drivers.opponents import Opponents
-    from kartsim.sim.multikart import GridRace, RaceRules
-    from kartsim.sim.config import WEATHER, RaceConfig
-    from kartsim.sim.sensors import CameraConfig, CameraRenderer
-    from kartsim.telemetry import TelemetryWriter
-    from kartsim.sim.track import Track, TrackStack
-
-    if opponents < 0 or opponents > 11:
-        raise ConfigError(f"--opponents must be between 0 and 11, got {opponents}")
-    if laps is not None and laps < 1:
-        raise ConfigError(f"--laps must be >= 1, got {laps}")
-    if weather not in WEATHER and weather != "random":
-        raise ConfigError(f"--weather must be dry, damp, wet or random, got {weather!r}")
-    if render_every < 1:
-        raise ConfigError("render_every must be >= 1")
-    if window and events is None and not has_display():  # the keyboard needs a window: say so, do not hang
-        raise ConfigError("No display found: kartsim drive needs a window for the keyboard; run it on a machine "
-                          "with a display (headless, only scripted driving: SDL_VIDEODRIVER=dummy kartsim drive "
-                          "--script keys.json)")
-    tel_path = Path(telemetry) if telemetry is not None else None
-    if tel_path is not None:
-        if tel_path.suffix.lower() != ".csv":
-            raise ConfigError(f"{tel_path}: the telemetry file must end in .csv")
-        if tel_path.exists() and not force:
-            raise ConfigError(f"{tel_path} already exists; pass --force to overwrite it or --telemetry another.csv")
     from kartsim.drivers.ai_driver import get_level
+    from kartsim.envs.render import TrackMap
+    from kartsim.sim.sensors import CameraConfig, CameraRenderer
+    from kartsim.sim.track import Track
+    from kartsim.telemetry import TelemetryWriter
+    from kartsim.telemetry.live import session_feed
 
+    tel_path = _check_options(opponents, laps, weather, render_every, window, events, telemetry, force)
     get_level(ai_level)
     trk = Track.load(track)
-    stack = TrackStack.from_tracks([trk])
-    n = 1 + opponents + (1 if ghost else 0)
-    ghost_i = n - 1 if ghost else None
-    cfg = RaceConfig(random_start=False, action_repeat=1, max_episode_steps=10 ** 9, stuck_time_s=1e9,
-                     wrong_way_m=1e9, off_track_time_s=1e9)
-    race = GridRace(stack, n, cfg, rules=RaceRules(laps=laps or 10 ** 6, weather=weather))
-    rng = np.random.default_rng(seed)
-    racers = 1 + opponents
-    slot = racers - 1 if grid_position is None else int(grid_position) - 1
-    if not 0 <= slot < racers:
-        raise ConfigError(f"--grid-position must be between 1 and {racers}, got {grid_position}")
-    opp_idx = np.arange(1, racers)
-
-    ghost_obs = None
-    ghost_model = None
-    if ghost:
-        from kartsim.envs.observations import Observer
-        from kartsim.rl.play import load_driver
-
-        gd = load_driver(ghost, track=str(trk.path), evaluation=True, trust_model=trust_model)
-        ghost_model = gd.model
-        ghost_obs = Observer(gd.env_config, race)
-
-    def start() -> None:
-        order = [int(k) for k in opp_idx]
-        order.insert(slot, 0)
-        if ghost_i is not None:
-            order.append(ghost_i)
-        race.start(rng, order=np.array(order), track_index=0)
-        if ghost_i is not None:
-            # the ghost starts on pole, in a world of its own: nobody touches it
-            race.add_ghost(ghost_i, *race.grid_poses(0, 1)[0])
-            ghost_obs.reset(np.array([ghost_i]), [rng])
-
-    opp = Opponents(race, opp_idx, "ai", ai_level, rng=rng) if opponents else None
-    start()
+    session, stack = _make_session(trk, opponents, ai_level, ghost, laps, weather, seed, grid_position, trust_model)
+    race = session.race
 
     cam = CameraRenderer(stack.rgb, stack.scale, CameraConfig(mode="chase", size=view_size // 2))
     track_map = TrackMap(trk, max_size=view_size)
-    controls = KeyboardControl()
     screen = None
-    pygame = None
-    if window:
-        import pygame
-
-        try:
-            init_display()
-            pygame.display.set_caption(f"kartsim drive - {trk.name}")
-        except pygame.error as exc:
-            raise ConfigError(f"cannot open a window ({exc}); drive on a machine with a display, or headless "
-                              "with SDL_VIDEODRIVER=dummy and --script keys.json") from None
+    pygame = _open_window(trk) if window else None
     source = events if events is not None else PygameEvents()
     if hasattr(source, "attach"):
         source.attach(race)  # closed-loop event sources (bots, tests) may look at the race
     if window is False and events is None:
         raise ConfigError("driving without a window needs scripted events")
     clock = pygame.time.Clock() if (window and realtime) else None
-    writer = TelemetryWriter(tel_path) if tel_path is not None else None
-    from kartsim.telemetry.live import session_feed
-
+    session.writer = TelemetryWriter(tel_path) if tel_path is not None else None
     live = session_feed("drive", trk.name)  # runs/_live/*.json for `kartsim dashboard` (or None)
     result = DriveResult(telemetry=tel_path)
     dt = race.step_dt
-    actions = np.zeros((n, 2))
-    trails: list[list[tuple[float, float]]] = [[] for _ in range(n)]
+    actions = np.zeros((race.n, 2))
     sim_t = 0.0
     step = 0
     try:
         while True:
-            for ev in source.poll(sim_t):
-                kind = getattr(ev, "type", None)
-                if pygame is not None and kind == pygame.QUIT:
-                    result.quit = True
-                elif kind in (_keydown(), _keyup()):
-                    name = _key_name(ev.key)
-                    control = KEYS.get(name)
-                    if control is None:
-                        continue
-                    if kind == _keydown():
-                        if control == "quit":
-                            result.quit = True
-                        elif control == "restart":
-                            start()
-                            controls.reset()
-                            if opp is not None:
-                                opp.reset()
-                            if writer is not None:
-                                writer.end_episode()
-                            trails = [[] for _ in range(n)]
-                        else:
-                            controls.press(control)
-                    else:
-                        controls.release(control)
+            session.handle(source.poll(sim_t), pygame, result)
             if result.quit:
                 break
-            steer, thr = controls.update(dt)
+            steer, thr = session.controls.update(dt)
             actions[0] = (steer, thr)
             if step % AI_DECISION_STEPS == 0:
-                if opp is not None:
-                    actions[opp_idx] = opp.act()
-                if ghost_i is not None:
-                    ghost_obs.observe(np.array([ghost_i]))
-                    a, _ = ghost_model.predict(ghost_obs.single(ghost_i), deterministic=True)
-                    actions[ghost_i] = np.asarray(a, np.float64).reshape(2)
+                session.decide(actions)
             race.step(actions)
             step += 1
             sim_t += dt
-            if writer is not None:
-                writer.log({"telemetry": race.telemetry(0), "lap": int(race.laps[0])}, reward=float(race.reward[0]))
-            if live is not None and live.due():
-                live.publish_race(race)
-            if not np.isnan(race.new_lap_time[0]):
-                result.lap_times.append(float(race.new_lap_time[0]))
-                if verbose:
-                    print(f"lap {len(result.lap_times)}: {race.new_lap_time[0]:.2f} s", flush=True)
-            for k in range(n):
-                trails[k].append((float(race.state.x[k]), float(race.state.y[k])))
-                del trails[k][:-300]
+            session.record(live, result, verbose)
             if window and step % render_every == 0:
-                frame = _frame(race, cam, track_map, trails, laps, view_size)
-                if screen is None:
-                    screen = pygame.display.set_mode((frame.shape[1], frame.shape[0]))
-                pygame.surfarray.blit_array(screen, np.ascontiguousarray(frame.transpose(1, 0, 2)))
-                pygame.display.flip()
+                screen = _show(pygame, screen, _frame(race, cam, track_map, session.trails, laps, view_size))
             if clock is not None:
                 clock.tick(1.0 / dt)
-            if laps is not None and race.laps[0] >= laps:
-                break
-            if max_time_s is not None and sim_t >= max_time_s:
+            if (laps is not None and race.laps[0] >= laps) or (max_time_s is not None and sim_t >= max_time_s):
                 break
     finally:
-        if writer is not None:
-            writer.close()
+        if session.writer is not None:
+            session.writer.close()
         if live is not None:
             live.close()
         if window and pygame is not None:
             pygame.display.quit()
-    result.steps = step
+    return _finish(result, race, step)
+
+
+def _show(pygame: Any, screen: Any, frame: np.ndarray) -> Any:
+    """Blits ``frame`` to the window (opened at the first frame's size); returns the screen surface."""
+    if screen is None:
+        screen = pygame.display.set_mode((frame.shape[1], frame.shape[0]))
+    pygame.surfarray.blit_array(screen, np.ascontiguousarray(frame.transpose(1, 0, 2)))
+    pygame.display.flip()
+    return screen
+
+
+def _finish(result: DriveResult, race: Any, steps: int) -> DriveResult:
+    """Fills in the summary of a finished drive: steps, laps, best lap, your position, the standings."""
+    result.steps = steps
     result.laps = int(race.laps[0])
     result.best_lap = min(result.lap_times) if result.lap_times else None
     result.position = int(race.position[0])
