@@ -286,7 +286,7 @@ def test_quickstart_flow(tmp_path, capsys, monkeypatch):
     if code == 1:
         assert "did not complete a lap" in out
     else:
-        assert code == 0 and "Lap time:" in out
+        assert code == 0 and "Best lap:" in out and "x the reference lap" in out
     main(argv)
     assert "Found " in capsys.readouterr().out
 

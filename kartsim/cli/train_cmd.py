@@ -56,8 +56,19 @@ def add_train_arguments(parser: argparse.ArgumentParser, *, vision_flag: bool = 
     g.add_argument("--vec-workers", type=_int, metavar="N",
                    help="worker processes with --vec-backend subproc (default: one per usable core, at most --vector-envs)")
     g.add_argument("--track-name", nargs="+", metavar="TRACK",
-                   help="track(s): bundled name, PNG path, several, a folder, or 'random' (default circuit.png)")
+                   help="track(s): bundled name, PNG path, several, a folder, 'random' (a pool of generated tracks) "
+                   "or 'bundled' (all bundled tracks) (default circuit.png)")
+    g.add_argument("--track-pool", type=_int, metavar="N",
+                   help="with --track-name random: generated tracks in the pool (default 8; every style, 7-14 m wide)")
     g.add_argument("--checkpoint-freq", type=_int, help="checkpoint every N env steps (default 100000; 0 = off)")
+    g.add_argument("--eval-freq", type=_int, metavar="N",
+                   help="evaluate the deterministic policy every N env steps and keep the best as runs/<name>/<name>_best.zip "
+                   "and models/<name>_best.zip (default: a tenth of --timesteps, at least 20000; 0 = off)")
+    g.add_argument("--eval-episodes", type=_int, help="episodes per evaluation track (default 1)")
+    g.add_argument("--eval-tracks", nargs="+", metavar="TRACK",
+                   help="tracks of the evaluation (default: the training tracks, at most 4 of a pool)")
+    g.add_argument("--stop-at-ratio", type=_float, metavar="R",
+                   help="stop once an evaluation laps every evaluation track within R x the reference lap (e.g. 1.05)")
     g.add_argument("--tensorboard", action="store_true", default=None, help="write TensorBoard logs to runs/<name>/tb/")
     g.add_argument("--telemetry-every", type=_int, help="log env 0 telemetry every N steps (default 1; 0 = off)")
     g.add_argument("--seed", type=_int, help="random seed (default: random)")

@@ -190,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_term)
 
     mirror = Mirror(store, work, [f"runs/{job.save_name}", f"models/{job.save_name}_final.zip",
+                                  f"models/{job.save_name}_best.zip",
                                   progress_rel(job.id), log_rel(job.id)]) if scratch else None
     cancel_sent: float | None = None
     next_poll = next_mirror = time.monotonic()

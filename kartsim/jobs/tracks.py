@@ -52,7 +52,7 @@ def sync_track(store: Store, name: str) -> SyncedTrack:
 
 def job_tracks(store: Store, names: list[str], echo=print) -> list[str]:
     """The --track-name values a job gets: image files on disk are synced (and passed by file name),
-    names already synced are passed by file name, bundled names and ``random`` pass through.
+    names already synced are passed by file name, bundled names, ``random`` and ``bundled`` pass through.
     A job runs in the store's tracks/ folder, so a file name finds the synced copy first."""
     from kartsim.track import resolve_track_path
 
@@ -60,7 +60,7 @@ def job_tracks(store: Store, names: list[str], echo=print) -> list[str]:
     for raw in names:
         item = str(raw)
         p = Path(item).expanduser()
-        if item == "random":
+        if item in ("random", "bundled"):
             out.append(item)
         elif p.is_dir():
             pngs = sorted(p.glob("*.png"))

@@ -6,6 +6,8 @@ extra member, ``kartsim_config.json``::
     {"format": 1, "kartsim_version": "0.1.0", "env": EnvConfig.to_dict(), "train": TrainConfig dict,
      "num_timesteps": 12345}
 
+(``<name>_best.zip`` adds ``"evaluation"``: the training-time evaluation row that made it the best.)
+
 A model trained with normalised rewards (SB3 ``VecNormalize``, the default) also carries
 ``vecnormalize.pkl``: the wrapper pickled as ``VecNormalize.save`` writes it (running statistics and
 settings, without the last batch of observations), which ``kartsim train --resume`` restores. Extract
@@ -33,9 +35,11 @@ VECNORMALIZE_MEMBER = "vecnormalize.pkl"
 FORMAT_VERSION = 1
 
 
-def save_model(model: Any, path: str | Path, env_config: dict[str, Any], train_config: dict[str, Any]) -> Path:
+def save_model(model: Any, path: str | Path, env_config: dict[str, Any], train_config: dict[str, Any],
+               evaluation: dict[str, Any] | None = None) -> Path:
     """Save `model` (an SB3 algorithm) to `path` with `kartsim_config.json` inside, and the statistics
     of its env's VecNormalize when it has one (`VECNORMALIZE_MEMBER`); returns the path.
+    `evaluation`: the training-time evaluation that made this the best model (``<name>_best.zip``).
 
     Written to a temporary file first and renamed, so a crash never leaves half a model behind.
     """
@@ -57,6 +61,8 @@ def save_model(model: Any, path: str | Path, env_config: dict[str, Any], train_c
             "train": train_config,
             "num_timesteps": int(model.num_timesteps),
         }
+        if evaluation is not None:
+            payload["evaluation"] = evaluation
         vecnormalize = model.get_vec_normalize_env() if hasattr(model, "get_vec_normalize_env") else None
         with zipfile.ZipFile(tmp, "a", compression=zipfile.ZIP_DEFLATED) as archive:
             archive.writestr(CONFIG_MEMBER, json.dumps(payload, indent=2, sort_keys=True))

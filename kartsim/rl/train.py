@@ -13,6 +13,8 @@ A run writes everything under ``<runs_dir>/<save_name>/``::
     tb/PPO_1/                        TensorBoard logs (with --tensorboard), incl. racing/* metrics
     telemetry_log.csv                env 0's telemetry (schema: kartsim.telemetry.TELEMETRY_COLUMNS)
     <name>_final.zip                 the final model, also copied to <models_dir>/<name>_final.zip
+    <name>_best.zip                  the best model of the periodic evaluation (--eval-freq), also
+                                     copied to <models_dir>/<name>_best.zip
 
 Every saved zip is a plain SB3 PPO model plus ``kartsim_config.json`` and, when rewards are
 normalised, the ``VecNormalize`` statistics (``vecnormalize.pkl``), which ``--resume`` restores (see
@@ -117,6 +119,18 @@ class TrainConfig:
     """Extra EnvConfig fields (``--env-option max_episode_steps=2000``)."""
     checkpoint_freq: int = 100_000
     """Save a checkpoint every this many env steps (0: only the final model)."""
+    eval_freq: int | None = None
+    """Evaluate the deterministic policy from the start line every this many env steps (SB3's
+    ``EvalCallback`` convention) and keep the best model, by completion then lap time against the
+    reference, as ``<name>_best.zip`` (0: off; None: a tenth of --timesteps, at least 20,000)."""
+    eval_episodes: int = 1
+    """Episodes per evaluation track (each at most 2 laps: a standing and a flying one)."""
+    eval_tracks: list[str] | None = None
+    """Evaluation tracks (None: the training tracks; of a pool, `MAX_EVAL_TRACKS` spread over it)."""
+    stop_at_ratio: float | None = None
+    """Stop training once an evaluation laps every evaluation track within this × the reference lap."""
+    track_pool: int | None = None
+    """With ``--track-name random``: how many generated tracks the pool holds (None: 8)."""
     tensorboard: bool = False
     """Write TensorBoard logs to ``<run>/tb/`` (SB3 metrics + racing/*)."""
     telemetry_every: int = 1
@@ -156,6 +170,8 @@ class TrainConfig:
             values["batch_size"] = batch
         if values["timesteps"] is None:
             values["timesteps"] = 1_000_000
+        if values["eval_freq"] is None:
+            values["eval_freq"] = max(MIN_EVAL_FREQ, int(values["timesteps"]) // 10)
         if values["save_name"] is None:
             values["save_name"] = "kart_vision" if self.vision else "kart_rays"
         return TrainConfig(**values)
@@ -181,11 +197,19 @@ class TrainResult:
     interrupted_model: Path | None = None
     seconds: float = 0.0
     checkpoints: list[Path] = field(default_factory=list)
+    best_model: Path | None = None
+    """``<models_dir>/<name>_best.zip``: the model of the best training-time evaluation."""
+    final_eval: dict[str, Any] | None = None
+    best_eval: dict[str, Any] | None = None
 
     @property
     def steps_per_second(self) -> float:
         return self.num_timesteps / self.seconds if self.seconds > 0 else 0.0
 
+
+MIN_EVAL_FREQ = 20_000
+MAX_EVAL_TRACKS = 4  # evaluating on more would cost more time than the training between evaluations
+DEFAULT_TRACK_POOL = 8
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -331,6 +355,20 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"--image-size {cfg.image_size} is too small for the CNN (8x8/4, 4x4/2, 3x3/1); use >= 36")
     if cfg.checkpoint_freq < 0:
         raise ConfigError(f"--checkpoint-freq must be >= 0 (0 = no checkpoints), not {cfg.checkpoint_freq}")
+    if cfg.eval_freq < 0:
+        raise ConfigError(f"--eval-freq must be >= 0 (0 = no evaluation), not {cfg.eval_freq}")
+    if cfg.eval_episodes < 1:
+        raise ConfigError(f"--eval-episodes must be >= 1, not {cfg.eval_episodes}")
+    if cfg.stop_at_ratio is not None:
+        if not 0 < cfg.stop_at_ratio < 10:
+            raise ConfigError(f"--stop-at-ratio must be a ratio to the reference lap such as 1.10, not {cfg.stop_at_ratio}")
+        if cfg.eval_freq == 0:
+            raise ConfigError("--stop-at-ratio needs the evaluation; drop --eval-freq 0")
+    if cfg.track_pool is not None:
+        if "random" not in cfg.track:
+            raise ConfigError("--track-pool only applies to --track-name random; add 'random' to --track-name")
+        if not 1 <= cfg.track_pool <= 10_000:
+            raise ConfigError(f"--track-pool must be between 1 and 10000 tracks, not {cfg.track_pool}")
     if cfg.telemetry_every < 0:
         raise ConfigError(f"--telemetry-every must be >= 0 (0 = off), not {cfg.telemetry_every}")
     if cfg.seed is not None and not 0 <= cfg.seed < 2**32:
@@ -375,6 +413,7 @@ def env_config_for(cfg: TrainConfig):
         image_size=cfg.image_size,
         grayscale=cfg.grayscale,
         frame_stack=cfg.frame_stack,
+        random_pool_size=cfg.track_pool or DEFAULT_TRACK_POOL,
     )
     apply_env_options(data, cfg.env_options)
     return EnvConfig.from_dict(data)
@@ -429,6 +468,8 @@ class _Run:
         self.config = self.dir / "config.json"
         self.final = self.dir / f"{cfg.save_name}_final.zip"
         self.model_copy = Path(cfg.models_dir) / f"{cfg.save_name}_final.zip"
+        self.best = self.dir / f"{cfg.save_name}_best.zip"
+        self.best_copy = Path(cfg.models_dir) / f"{cfg.save_name}_best.zip"
         self.interrupted = self.checkpoints / f"{cfg.save_name}_interrupted.zip"
 
 
@@ -465,6 +506,8 @@ def _merge_resume(cfg: TrainConfig, given: set[str], payload: dict[str, Any] | N
     merged = TrainConfig.from_dict(values).resolved()
     if "track" in given:
         env_dict["track"] = merged.track[0] if len(merged.track) == 1 else list(merged.track)
+    if "track_pool" in given:
+        env_dict["random_pool_size"] = merged.track_pool
     if "env_options" in given:
         apply_env_options(env_dict, merged.env_options)
     return merged, env_dict
@@ -508,7 +551,7 @@ def train(
     # from models/<name>_final.zip alike); a new --save-name starts a new folder.
     same_run = payload is not None and cfg.save_name == (payload.get("train") or {}).get("save_name")
     if not cfg.force and not same_run:
-        for existing in (run.dir, run.model_copy):
+        for existing in (run.dir, run.model_copy, run.best_copy):
             if existing.exists():
                 raise ConfigError(
                     f"{existing} already exists; pass --force to overwrite it, another --save-name, or --resume a checkpoint"
@@ -533,14 +576,15 @@ def train(
         if cfg.force and not same_run:
             if run.dir.exists():
                 shutil.rmtree(run.dir)
-            if run.model_copy.exists():
-                run.model_copy.unlink()
+            for copy in (run.model_copy, run.best_copy):
+                if copy.exists():
+                    copy.unlink()
         run.dir.mkdir(parents=True, exist_ok=True)
         config_doc = {"env": env_cfg_dict, "train": train_cfg_dict, "command": sys.argv, "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
         run.config.write_text(json.dumps(config_doc, indent=2, default=str))
 
-        def save(model: Any, path: Path) -> Path:
-            return save_model(model, path, env_cfg_dict, train_cfg_dict)
+        def save(model: Any, path: Path, evaluation: dict[str, Any] | None = None) -> Path:
+            return save_model(model, path, env_cfg_dict, train_cfg_dict, evaluation)
 
         threads = configure_threads(cfg, device)
         echo(f"Using device: {device}" + (f" ({threads} torch thread{'s' if threads > 1 else ''})" if device == "cpu" else ""))
@@ -584,13 +628,17 @@ def train(
         if cfg.telemetry_every > 0:
             telemetry_cb = TelemetryCSVCallback(run.telemetry, every=cfg.telemetry_every, append=resume_path is not None)
             all_callbacks.append(telemetry_cb)
+        remaining = cfg.timesteps - done_steps
+        # No evaluation in a run shorter than one evaluation period (tests, smoke runs).
+        evaluator = _evaluator(cfg, env_cfg, run, save, echo) if 0 < cfg.eval_freq <= remaining else None
+        if evaluator is not None:
+            all_callbacks.append(evaluator)
         all_callbacks.extend(callbacks or [])
         # SB3's own progress bar, held here so that Ctrl-C can close it before the messages below.
         progress = ProgressBarCallback() if cfg.progress_bar else None
         if progress is not None:
             all_callbacks.append(progress)
 
-        remaining = cfg.timesteps - done_steps
         on = "GPU" if device.startswith("cuda") else "CPU"
         echo(f"Starting training for {remaining:,} timesteps on {on}...")
         if cfg.vision and on == "GPU":
@@ -647,8 +695,68 @@ def train(
     echo(f"Saved final model: {run.model_copy} (and {final})")
     if cfg.telemetry_every > 0:
         echo(f"Telemetry log: {run.telemetry}")
+    if evaluator is not None:
+        _report_evaluation(evaluator, run, result, echo)
     echo(f"Watch it drive: python play_ppo.py --model {run.model_copy}")
     return result
+
+
+def eval_tracks_for(cfg: TrainConfig, env_cfg: Any) -> list[str]:
+    """The tracks a run evaluates on: `cfg.eval_tracks`, else the training tracks (at most
+    `MAX_EVAL_TRACKS`, spread evenly over a pool)."""
+    from kartsim.envs.tracks import track_paths
+
+    if cfg.eval_tracks:
+        return track_paths(list(cfg.eval_tracks))
+    tracks = track_paths(env_cfg.track, env_cfg.random_pool_size)
+    if len(tracks) <= MAX_EVAL_TRACKS:
+        return tracks
+    step = len(tracks) / MAX_EVAL_TRACKS
+    return [tracks[int(i * step)] for i in range(MAX_EVAL_TRACKS)]
+
+
+def _evaluator(cfg: TrainConfig, env_cfg: Any, run: _Run, save: Callable[..., Path], echo: Callable[[str], None]):
+    """The run's LapEvalCallback: saves ``<run>/<name>_best.zip`` (and its copy in the models folder)
+    on each new best evaluation; a resumed run starts from the best its run folder already holds."""
+    from kartsim.rl.callbacks import LapEvalCallback, describe_eval
+    from kartsim.rl.modelio import read_kartsim_config
+
+    best_row = None
+    if cfg.resume and run.best.exists():
+        try:
+            best_row = (read_kartsim_config(run.best) or {}).get("evaluation")
+        except ModelFileError:
+            best_row = None  # a damaged best model is replaced by the next evaluation
+
+    def save_best(model: Any, row: dict[str, Any]) -> Path:
+        path = save(model, run.best, evaluation=row)
+        run.best_copy.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, run.best_copy)
+        return run.best_copy
+
+    def report(row: dict[str, Any]) -> None:
+        echo(f"  evaluation at {row['steps']:,} steps ({row['wall_s']:.0f} s): {describe_eval(row)}")
+
+    return LapEvalCallback(env_cfg, cfg.eval_freq, tracks=eval_tracks_for(cfg, env_cfg), episodes=cfg.eval_episodes,
+                           stop_at_ratio=cfg.stop_at_ratio, save_best=save_best, best_row=best_row,
+                           report=None if cfg.progress_bar else report)
+
+
+def _report_evaluation(evaluator: Any, run: _Run, result: "TrainResult", echo: Callable[[str], None]) -> None:
+    """Say how the final model evaluated against the best one, and where the best one is."""
+    from kartsim.rl.callbacks import describe_eval, eval_key
+
+    final, best = evaluator.final, evaluator.best
+    result.final_eval, result.best_eval = final, best
+    if best is None or final is None:
+        return
+    result.best_model = run.best_copy if run.best_copy.exists() else None
+    echo(f"Evaluation of the final model (deterministic, from the start line): {describe_eval(final)}")
+    if eval_key(final) < eval_key(best) and result.best_model is not None:
+        echo(f"The final model is worse than the best evaluated during training ({describe_eval(best)}, "
+             f"at {best['steps']:,} steps): use {result.best_model}")
+    elif result.best_model is not None:
+        echo(f"Best model: {result.best_model} ({describe_eval(best)}, at {best['steps']:,} steps)")
 
 
 __all__ = ["TrainConfig", "TrainResult", "train", "validate", "env_config_for", "resolve_device", "KartsimError"]
