@@ -12,6 +12,9 @@ from kartsim.race import RaceConfig, RewardConfig
 
 CAMERAS = ("chase", "driver")
 RAY_TARGETS = ("road_edge", "wall")
+RAY_OBSERVATIONS = ("basic", "rich")
+# The rich observation's default fan: denser straight ahead, where braking points are seen.
+RICH_RAY_ANGLES_DEG = (-90.0, -60.0, -40.0, -25.0, -15.0, -8.0, -3.0, 0.0, 3.0, 8.0, 15.0, 25.0, 40.0, 60.0, 90.0)
 
 
 @dataclass
@@ -32,7 +35,12 @@ class EnvConfig:
     frame_stack: int = 1
     """Number of most recent camera frames stacked on the channel axis (oldest first)."""
     ray_angles_deg: tuple[float, ...] = (-90.0, -50.0, -25.0, -8.0, 8.0, 25.0, 50.0, 90.0)
-    """Directions of the distance rays relative to the kart's heading (positive = right)."""
+    """Directions of the distance rays relative to the kart's heading (positive = right); 8 with
+    the basic observation, 1-32 with the rich one."""
+    ray_observation: str = "basic"
+    """Rays agents: ``basic`` (``kartsim/Kart-v0``: 8 rays, forward speed, heading error: 10 values)
+    or ``rich`` (the rays plus slip speed, yaw rate, steering, lateral offset and the track's
+    curvature in five windows up to 80 m ahead; see `kartsim.envs.observations.RICH_FIELDS`)."""
     ray_range_m: float = 50.0
     """Rays report at most this distance; observations divide by it."""
     ray_target: str = "road_edge"
@@ -55,8 +63,13 @@ class EnvConfig:
             raise ConfigError(f"image_size must be between 16 and 512 pixels, got {self.image_size}")
         if not 1 <= int(self.frame_stack) <= 16:
             raise ConfigError(f"frame_stack must be between 1 and 16, got {self.frame_stack}")
-        if len(self.ray_angles_deg) != 8:
-            raise ConfigError(f"the rays observation has 8 rays, got {len(self.ray_angles_deg)} angles")
+        if self.ray_observation not in RAY_OBSERVATIONS:
+            raise ConfigError(f"ray_observation must be one of {', '.join(RAY_OBSERVATIONS)}, got {self.ray_observation!r}")
+        if self.ray_observation == "basic" and len(self.ray_angles_deg) != 8:
+            raise ConfigError(f"the basic rays observation has 8 rays, got {len(self.ray_angles_deg)} angles "
+                              "(ray_observation=rich takes 1-32)")
+        if not 1 <= len(self.ray_angles_deg) <= 32:
+            raise ConfigError(f"the rich rays observation takes 1-32 rays, got {len(self.ray_angles_deg)} angles")
         if self.race.action_repeat < 1 or self.race.max_episode_steps < 1:
             raise ConfigError("race.action_repeat and race.max_episode_steps must be at least 1")
         if isinstance(self.track, tuple):

@@ -78,8 +78,13 @@ class TrainConfig:
     track: list[str] = field(default_factory=lambda: ["circuit.png"])
     """Track(s): bundled names, PNG paths, folders of PNGs, or ``random`` (a new generated track per
     episode). Several tracks are shared out among the vector envs."""
+    observation: str = "basic"
+    """Rays only: ``basic`` (the guide's 10 values of ``kartsim/Kart-v0``) or ``rich`` (15 rays plus
+    slip, yaw rate, steering, lateral offset and the curvature up to 80 m ahead: 26 values)."""
     learning_rate: float | None = None
-    """Adam learning rate (constant)."""
+    """Adam learning rate (at the start, with ``lr_schedule=linear``)."""
+    lr_schedule: str = "constant"
+    """``constant`` or ``linear`` (from --learning-rate down to 0 at --timesteps)."""
     batch_size: int | None = None
     """Minibatch size of the PPO update; must divide n_steps x vector_envs."""
     n_steps: int | None = None
@@ -308,6 +313,12 @@ def validate(cfg: TrainConfig) -> None:
                 f"--vec-workers {cfg.vec_workers} is more than --vector-envs {cfg.vector_envs} (each worker steps "
                 "at least one kart); lower --vec-workers or raise --vector-envs"
             )
+    if cfg.observation not in ("basic", "rich"):
+        raise ConfigError(f"--observation must be basic or rich, not {cfg.observation!r}")
+    if cfg.observation == "rich" and cfg.vision:
+        raise ConfigError("--observation rich is a rays observation; vision agents see the camera and telemetry")
+    if cfg.lr_schedule not in ("constant", "linear"):
+        raise ConfigError(f"--lr-schedule must be constant or linear, not {cfg.lr_schedule!r}")
     if not 0 < cfg.learning_rate < 1:
         raise ConfigError(f"--learning-rate must be in (0, 1), not {cfg.learning_rate}")
     if cfg.n_steps < 1:
@@ -415,6 +426,10 @@ def env_config_for(cfg: TrainConfig):
         frame_stack=cfg.frame_stack,
         random_pool_size=cfg.track_pool or DEFAULT_TRACK_POOL,
     )
+    if cfg.observation == "rich" and not cfg.vision:
+        from kartsim.envs.config import RICH_RAY_ANGLES_DEG
+
+        data.update(ray_observation="rich", ray_angles_deg=list(RICH_RAY_ANGLES_DEG))
     apply_env_options(data, cfg.env_options)
     return EnvConfig.from_dict(data)
 
@@ -488,7 +503,7 @@ def _merge_resume(cfg: TrainConfig, given: set[str], payload: dict[str, Any] | N
     if "vision" in given and cfg.vision != base.vision:
         kind, how = ("vision", "train_ppo_vision.py or kartsim train --vision") if base.vision else ("rays", "train_ppo.py or kartsim train")
         raise ConfigError(f"{path} is a {kind} model; resume it with {how}")
-    fixed = {"features_dim": "--features-dim", "frame_stack": "--frame-stack",
+    fixed = {"features_dim": "--features-dim", "frame_stack": "--frame-stack", "observation": "--observation",
              "grayscale": "--grayscale", "camera": "--camera", "image_size": "--image-size"}
     for key, flag in fixed.items():
         if key in given and getattr(cfg, key) != getattr(base, key):
@@ -596,7 +611,10 @@ def train(
         from kartsim.rl.policies import display_policy_name, policy_for, resolve_precision
 
         # The same PPO settings for a new model and a resumed one (a resumed run takes the flags given now).
-        hyper = dict(learning_rate=cfg.learning_rate, n_steps=cfg.n_steps, batch_size=cfg.batch_size,
+        from stable_baselines3.common.utils import LinearSchedule
+
+        lr: Any = cfg.learning_rate if cfg.lr_schedule == "constant" else LinearSchedule(cfg.learning_rate, 0.0, 1.0)
+        hyper = dict(learning_rate=lr, n_steps=cfg.n_steps, batch_size=cfg.batch_size,
                      n_epochs=cfg.n_epochs, gamma=cfg.gamma, gae_lambda=cfg.gae_lambda, clip_range=cfg.clip_range,
                      ent_coef=cfg.ent_coef, tensorboard_log=tb_dir, verbose=cfg.verbose)
         if resume_path is not None:
