@@ -122,6 +122,7 @@ def test_a_pool_is_evaluated_on_a_few_tracks_spread_over_it(tmp_path):
     assert eval_tracks_for(_cfg(tmp_path, eval_tracks=["oval.png"]).resolved(), EnvConfig(track=pool)) == ["oval.png"]
 
 
+@pytest.mark.slow
 def test_benchmark_learning_summarises_a_run(tmp_path):
     """benchmarks/learning.py end to end on a tiny budget: a curve row per evaluation, train and test."""
     import subprocess

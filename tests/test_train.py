@@ -126,10 +126,11 @@ def test_train_ppo_rays_script_end_to_end(tmp_path):
     assert final.is_file() and (run / "rays_final.zip").is_file()
     model = PPO.load(final, device="cpu")  # plain SB3 load ignores kartsim_config.json
     assert model.num_timesteps == 256
-    assert model.observation_space.shape == (10,)
+    assert model.observation_space.shape == (26,)  # the rich rays observation, kartsim train's default
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["rays_128_steps.zip", "rays_256_steps.zip"]
     payload = _config_in_zip(run / "checkpoints" / "rays_128_steps.zip")
     assert payload["env"]["vision"] is False and payload["train"]["seed"] == 3
+    assert payload["env"]["ray_observation"] == "rich" and payload["train"]["observation"] == "rich"
     assert payload["num_timesteps"] == 128
     assert json.loads((run / "config.json").read_text())["train"]["save_name"] == "rays"
 

@@ -81,7 +81,7 @@ def add_train_arguments(parser: argparse.ArgumentParser, *, vision_flag: bool = 
     g.add_argument("--verbose", type=int, choices=[0, 1, 2], help="SB3 verbosity (1: metrics table each rollout)")
     h = parser.add_argument_group("PPO")
     h.add_argument("--observation", choices=["basic", "rich"],
-                   help="rays: basic (the guide's 10 values) or rich (15 rays, slip, yaw rate, lateral offset, curvature ahead)")
+                   help="rays: rich (default: 15 rays, slip, yaw rate, lateral offset, curvature ahead; 26 values) or basic (the guide's 10 values of kartsim/Kart-v0)")
     h.add_argument("--learning-rate", type=_float, help="Adam learning rate (default 1e-3 rays, 3e-4 vision)")
     h.add_argument("--lr-schedule", choices=["constant", "linear"], help="learning rate: constant (default) or linear to 0")
     h.add_argument("--batch-size", type=_int, help="minibatch size (default 2048 rays, 512 vision); must divide n_steps x vector envs")
