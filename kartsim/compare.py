@@ -163,7 +163,23 @@ def record_ai_laps(path: str | Path, track="circuit.png", level: str = "hard", l
     return Path(path)
 
 
-def _resolve_driver(spec: str, out_dir: Path, track, laps: int) -> tuple[str, Path]:
+def _check_out_dir(out: Path, drivers: list[str], force: bool) -> None:
+    """Refuse to write into a folder that holds files (an earlier report, the user's own) without
+    `force`; with it, still refuse when an input CSV lies in the folder (a recorded lap or the
+    report could replace it)."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; give a folder for the report")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if not force:
+        raise ConfigError(f"--out {out} already holds files; pass --force to replace its report, or give a new folder")
+    for spec in drivers:
+        p = Path(spec)
+        if p.is_file() and p.resolve().parent == out.resolve():
+            raise ConfigError(f"{spec} lies in the --out folder {out}, where the report is written; give another --out")
+
+
+def _resolve_driver(spec: str, out_dir: Path, track, laps: int, trust_model: bool = False) -> tuple[str, Path]:
     """A driver spec -> (label, telemetry CSV)."""
     p = Path(spec)
     if spec.startswith("ai:"):
@@ -174,18 +190,18 @@ def _resolve_driver(spec: str, out_dir: Path, track, laps: int) -> tuple[str, Pa
         record_ai_laps(csv, track if isinstance(track, str) else track.path, level, laps=laps)
         return f"AI {level}", csv
     if p.suffix.lower() == ".zip":
-        return p.stem, _record_model(p, out_dir, track, laps)
+        return p.stem, _record_model(p, out_dir, track, laps, trust_model)
     if p.suffix.lower() != ".csv" and not p.is_file():
         raise ConfigError(f"{spec}: not a telemetry .csv, a model .zip or ai:<easy|medium|hard>")
     return p.stem, p
 
 
-def _record_model(path: Path, out_dir: Path, track, laps: int) -> Path:
+def _record_model(path: Path, out_dir: Path, track, laps: int, trust_model: bool = False) -> Path:
     from kartsim.envs import KartEnv
     from kartsim.rl.play import drive, load_driver
 
     tr = None if track is None else (track if isinstance(track, str) else str(track.path))
-    driver = load_driver(path, track=tr, evaluation=True)
+    driver = load_driver(path, track=tr, evaluation=True, trust_model=trust_model)
     env = KartEnv(driver.env_config)
     csv = out_dir / f"{path.stem}.csv"
     with TelemetryWriter(csv) as w:
@@ -197,13 +213,15 @@ def _record_model(path: Path, out_dir: Path, track, laps: int) -> Path:
 
 
 def compare(drivers: list[str], out_dir: str | Path = "compare_report", track=None, *, laps: int = 3,
-            labels: list[str] | None = None) -> CompareResult:
-    """Compare the best laps of ``drivers`` (CSV paths, model zips or ``ai:<level>``) into ``out_dir``."""
+            labels: list[str] | None = None, force: bool = False, trust_model: bool = False) -> CompareResult:
+    """Compare the best laps of ``drivers`` (CSV paths, model zips or ``ai:<level>``) into ``out_dir``
+    (a new or empty folder, or any with `force`; never one holding an input CSV)."""
     if len(drivers) < 2:
         raise ConfigError("give at least two drivers to compare (telemetry CSVs, model zips or ai:<level>)")
     if labels is not None and len(labels) != len(drivers):
         raise ConfigError(f"--labels: {len(labels)} label(s) for {len(drivers)} drivers")
     out = Path(out_dir)
+    _check_out_dir(out, drivers, force)
     out.mkdir(parents=True, exist_ok=True)
     track_obj = _load_track(track)
     track_arg = track if isinstance(track, str) else track_obj
@@ -211,7 +229,7 @@ def compare(drivers: list[str], out_dir: str | Path = "compare_report", track=No
     picked: list[Lap] = []
     names: list[str] = []
     for k, spec in enumerate(drivers):
-        label, csv = _resolve_driver(spec, out, track_arg, laps)
+        label, csv = _resolve_driver(spec, out, track_arg, laps, trust_model)
         label = labels[k] if labels else label
         if label in names:
             label = f"{label} ({k + 1})"

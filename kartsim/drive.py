@@ -16,7 +16,6 @@ Events come from an injectable source: :class:`PygameEvents` (the keyboard) or
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Protocol
@@ -118,9 +117,9 @@ class ScriptedEvents:
     """
 
     def __init__(self, script: Iterable[tuple]) -> None:
-        import pygame
+        from kartsim.envs.render import init_display
 
-        pygame.display.init()  # key codes need it; with SDL_VIDEODRIVER=dummy nothing is shown
+        pygame = init_display()  # key codes need it; headless (SDL_VIDEODRIVER=dummy) nothing is shown
         self.pending: list[tuple[float, Any]] = []
         for item in script:
             t, kind = float(item[0]), item[1]
@@ -173,13 +172,17 @@ def _hud_lines(race, i: int, target_laps: int | None) -> list[str]:
     return lines
 
 
+DEFAULT_TELEMETRY = Path("runs") / "drive_laps.csv"
+"""Where a drive's telemetry goes by default: beside the training runs (``kartsim dashboard`` lists it)."""
+
+
 def drive(
     track: str = "circuit.png",
     *,
     opponents: int = 0,
     ai_level: str = "medium",
     ghost: str | None = None,
-    telemetry: str | Path | None = "drive_laps.csv",
+    telemetry: str | Path | None = DEFAULT_TELEMETRY,
     laps: int | None = None,
     max_time_s: float | None = None,
     events: EventSource | None = None,
@@ -199,7 +202,7 @@ def drive(
     Ends after ``laps`` laps (None: when you quit), ``max_time_s`` simulated seconds, Esc/Q or closing
     the window. ``grid_position``: your slot on the grid (1 = pole; default last behind the opponents).
     """
-    from kartsim.envs.render import TrackMap
+    from kartsim.envs.render import TrackMap, has_display, init_display
     from kartsim.multikart import GridRace, Opponents, RaceRules
     from kartsim.physics import WEATHER
     from kartsim.race import RaceConfig
@@ -215,6 +218,10 @@ def drive(
         raise ConfigError(f"--weather must be dry, damp, wet or random, got {weather!r}")
     if render_every < 1:
         raise ConfigError("render_every must be >= 1")
+    if window and events is None and not has_display():  # the keyboard needs a window: say so, do not hang
+        raise ConfigError("No display found: kartsim drive needs a window for the keyboard; run it on a machine "
+                          "with a display (headless, only scripted driving: SDL_VIDEODRIVER=dummy kartsim drive "
+                          "--script keys.json)")
     tel_path = Path(telemetry) if telemetry is not None else None
     if tel_path is not None:
         if tel_path.suffix.lower() != ".csv":
@@ -268,11 +275,10 @@ def drive(
     screen = None
     pygame = None
     if window:
-        import pygame as _pg
+        import pygame
 
-        pygame = _pg
         try:
-            pygame.display.init()
+            init_display()
             pygame.display.set_caption(f"kartsim drive - {trk.name}")
         except pygame.error as exc:
             raise ConfigError(f"cannot open a window ({exc}); drive on a machine with a display, or headless "
@@ -411,8 +417,3 @@ def _frame(race, cam, track_map, trails, target_laps, view_size: int) -> np.ndar
         cv2.putText(canvas, line, org, cv2.FONT_HERSHEY_SIMPLEX, 0.7, (0, 0, 0), 4, cv2.LINE_AA)
         cv2.putText(canvas, line, org, cv2.FONT_HERSHEY_SIMPLEX, 0.7, (255, 255, 255), 1, cv2.LINE_AA)
     return canvas
-
-
-def has_display() -> bool:
-    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")) or \
-        os.environ.get("SDL_VIDEODRIVER", "") not in ("", "x11", "wayland")

@@ -273,9 +273,6 @@ class GridRace(Race):
         tel = super().telemetry(i)
         st = self.state
         tel.update({
-            "tyre_condition": float(st.tyre_condition[i]),
-            "damage": float(st.damage[i]),
-            "wetness": float(st.wetness[i]),
             "position": int(self.position[i]),
             "gap": float(self.gap[i]),
             "kart_hit": bool(st.kart_hit[i]),

@@ -156,11 +156,9 @@ class KartConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "KartConfig":
-        known = {f for f in cls.__dataclass_fields__}
-        unknown = set(d) - known
-        if unknown:
-            raise ConfigError(f"unknown KartConfig field(s) {sorted(unknown)}; valid: {sorted(known)}")
-        return cls(**d)
+        from kartsim.config import from_dict
+
+        return from_dict(cls, d)
 
     def validate(self) -> None:
         positive = ["dt", "mass_kg", "yaw_inertia_kgm2", "wheelbase_m", "radius_m", "max_steer_rad",

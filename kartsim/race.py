@@ -358,6 +358,7 @@ class Race:
             "off_track": bool(st.surface[i] == Surface.GRASS),
             "track": self.stack.tracks[int(st.track_idx[i])].name,
             "tyre_condition": float(st.tyre_condition[i]),
+            "wetness": float(st.wetness[i]),
             "damage": float(st.damage[i]),
         }
 

@@ -1,11 +1,13 @@
 """Telemetry files: the one definition of the CSV schema, a writer, and plots.
 
-A telemetry CSV has one row per logged simulation step of one kart (env 0 during training, the
-kart being driven during play). The columns are `TELEMETRY_COLUMNS`, in that order:
+A telemetry CSV has one row per logged simulation step of a kart (env 0 during training, or the
+first N with ``--telemetry-envs N``; the kart being driven during play). The columns are `TELEMETRY_COLUMNS`, in that order:
 
 =============== ==========================================================================
 step            global step counter of the writer (training: total env steps so far)
-episode         episode number, counted from 0 by the writer
+episode         episode number of this kart, counted from 0 by the writer
+env             which kart (vector env index) the row is of: 0 unless training logs several
+                (``--telemetry-envs N``)
 lap             completed laps in this episode
 time_s          simulated seconds since the start of the episode
 lap_time        simulated seconds since the start of the current lap
@@ -24,6 +26,7 @@ surface         asphalt | kerb | grass | wall
 off_track       1 when the kart is off the road, else 0
 reward          reward of this step
 tyre_condition  1.0 = new tyres, falling with wear
+wetness         track wetness under the kart: 0 dry, 0.5 damp, 1 wet
 damage          0 = undamaged .. 1 (impacts into walls and other karts)
 position        race position, 1 = leading (multi-kart races; empty otherwise)
 gap             seconds behind the kart ahead (multi-kart races; 0 for the leader)
@@ -45,6 +48,7 @@ from kartsim.errors import ConfigError
 TELEMETRY_COLUMNS: tuple[str, ...] = (
     "step",
     "episode",
+    "env",
     "lap",
     "time_s",
     "lap_time",
@@ -64,6 +68,7 @@ TELEMETRY_COLUMNS: tuple[str, ...] = (
     "off_track",
     "reward",
     "tyre_condition",
+    "wetness",
     "damage",
     "position",
     "gap",
@@ -71,7 +76,7 @@ TELEMETRY_COLUMNS: tuple[str, ...] = (
 
 # Columns written from other sources (the training loop, or converted); every other column is
 # copied as-is from info["telemetry"] (the env's per-step telemetry dict).
-_WRITTEN_APART = ("step", "episode", "time_s", "surface", "off_track", "reward")
+_WRITTEN_APART = ("step", "episode", "env", "time_s", "surface", "off_track", "reward")
 _FROM_TELEMETRY = tuple(c for c in TELEMETRY_COLUMNS if c not in _WRITTEN_APART)
 
 
@@ -89,13 +94,14 @@ def _num(value: Any, digits: int = 4) -> Any:
 
 
 def telemetry_row(
-    info: Mapping[str, Any], *, step: int, episode: int, time_s: float, reward: float = 0.0
+    info: Mapping[str, Any], *, step: int, episode: int, time_s: float, reward: float = 0.0, env: int = 0
 ) -> dict[str, Any]:
     """One CSV row (a dict keyed by `TELEMETRY_COLUMNS`) from one env step's `info`."""
     tel = info.get("telemetry") or {}
     row: dict[str, Any] = {name: "" for name in TELEMETRY_COLUMNS}
     row["step"] = int(step)
     row["episode"] = int(episode)
+    row["env"] = int(env)
     row["time_s"] = _num(time_s, 3)
     for name in _FROM_TELEMETRY:
         if name in tel:
@@ -116,42 +122,66 @@ class TelemetryWriter:
     Usage: ``w = TelemetryWriter(path); w.log(info, reward=r); ...; w.end_episode(); w.close()``.
     ``time_s`` is the env's episode clock (``telemetry["time_s"]``) when it reports one, else the
     writer's own (``telemetry["step_time_s"]`` or `dt` per step, `advance` for unlogged steps);
-    pass ``step=`` to use an outside step counter (training).
+    pass ``step=`` to use an outside step counter (training). Several karts can share one file:
+    pass ``env=i`` to `log`, `advance` and `end_episode` (each kart keeps its own episode and clock).
+    Appending to a file written with older columns keeps that file's header.
     """
 
     def __init__(self, path: str | Path, *, append: bool = False) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         exists = append and self.path.exists() and self.path.stat().st_size > 0
+        columns = list(TELEMETRY_COLUMNS)
+        if exists:
+            with open(self.path, newline="", encoding="utf-8") as f:
+                columns = next(csv.reader(f), columns)
         self._file: IO[str] = open(self.path, "a" if exists else "w", newline="", encoding="utf-8")
-        self._writer = csv.DictWriter(self._file, fieldnames=list(TELEMETRY_COLUMNS))
+        self._writer = csv.DictWriter(self._file, fieldnames=columns, extrasaction="ignore")
         if not exists:
             self._writer.writeheader()
-        self.episode = 0
-        self.time_s = 0.0
+        self.first_episode = 0
+        self._episode: dict[int, int] = {}
+        self._time: dict[int, float] = {}
         self.step = 0
         self.rows = 0
 
+    @property
+    def episode(self) -> int:
+        """Kart 0's episode number; setting it sets the number every kart's next episode starts from."""
+        return self._episode.get(0, self.first_episode)
+
+    @episode.setter
+    def episode(self, value: int) -> None:
+        self.first_episode = int(value)
+        self._episode = {k: int(value) for k in self._episode} or {0: int(value)}
+
+    @property
+    def time_s(self) -> float:
+        return self._time.get(0, 0.0)
+
     def log(
-        self, info: Mapping[str, Any], *, reward: float = 0.0, step: int | None = None, dt: float | None = None
+        self, info: Mapping[str, Any], *, reward: float = 0.0, step: int | None = None, dt: float | None = None,
+        env: int = 0,
     ) -> None:
         """Write one row for a step that has just happened (advances the episode clock first)."""
         tel = info.get("telemetry") or {}
         if "time_s" in tel:
-            self.time_s = float(tel["time_s"])
+            self._time[env] = float(tel["time_s"])
         else:
-            self.time_s += float(dt if dt is not None else tel.get("step_time_s", 0.0))
+            self.advance(float(dt if dt is not None else tel.get("step_time_s", 0.0)), env)
         self.step = int(step) if step is not None else self.step + 1
-        self._writer.writerow(telemetry_row(info, step=self.step, episode=self.episode, time_s=self.time_s, reward=reward))
+        episode = self._episode.setdefault(env, self.first_episode)
+        self._writer.writerow(telemetry_row(info, step=self.step, episode=episode, time_s=self._time[env],
+                                            reward=reward, env=env))
         self.rows += 1
 
-    def advance(self, dt: float) -> None:
+    def advance(self, dt: float, env: int = 0) -> None:
         """Advance the episode clock for a step that is not written (logging every k steps)."""
-        self.time_s += float(dt)
+        self._time[env] = self._time.get(env, 0.0) + float(dt)
 
-    def end_episode(self) -> None:
-        self.episode += 1
-        self.time_s = 0.0
+    def end_episode(self, env: int = 0) -> None:
+        self._episode[env] = self._episode.get(env, self.first_episode) + 1
+        self._time[env] = 0.0
 
     def flush(self) -> None:
         self._file.flush()

@@ -105,6 +105,7 @@ def test_local_workflow_sync_train_status_fetch_play(jobs_env, tmp_path, capsys)
         for line in follower.stdout:
             seen.append(line)
             if f"=== job {job_id} attempt 1 started" in line:
+                assert "(local backend)" in line, line  # the first line of the job's log names the backend
                 break
         else:
             raise AssertionError("the follower ended before streaming the job's log:\n" + "".join(seen))
@@ -115,6 +116,8 @@ def test_local_workflow_sync_train_status_fetch_play(jobs_env, tmp_path, capsys)
         if follower.poll() is None:
             follower.kill()
     assert follower.returncode == 0, "".join(seen) + rest
+    assert "backend: local = a background process on this machine" in "".join(seen)
+    assert "monitor: python tools/track_cli.py status" in "".join(seen) and "tensorboard --logdir" in "".join(seen)
     assert f"detached: job {job_id} keeps running. Follow it with: python tools/track_cli.py logs {job_id} --follow" in rest
     assert job_id.startswith("wf-")
     rec = job_record(store, job_id)

@@ -206,7 +206,7 @@ def test_zip_that_is_not_a_model(tmp_path):
 
 
 def test_model_whose_observation_space_does_not_fit(models, tmp_path):
-    """A vision model whose config was changed to frame_stack=3: the env gives 9 channels, it expects 3."""
+    """A vision model whose config was changed to frame_stack=3: its weights expect 3 channels."""
     from kartsim.rl.play import load_driver
 
     path = tmp_path / "edited.zip"
@@ -218,7 +218,7 @@ def test_model_whose_observation_space_does_not_fit(models, tmp_path):
                 payload["env"]["frame_stack"] = 3
                 data = json.dumps(payload).encode()
             dst.writestr(item, data)
-    with pytest.raises(ModelFileError, match="expects observations Dict"):
+    with pytest.raises(ModelFileError, match="do not fit the network its kartsim_config.json describes"):
         load_driver(path)
 
 
@@ -229,8 +229,10 @@ def test_plain_sb3_model_for_another_env(tmp_path):
 
     path = tmp_path / "pendulum.zip"
     PPO("MlpPolicy", "Pendulum-v1", n_steps=64, batch_size=64, device="cpu").save(path)
-    with pytest.raises(ModelFileError, match=r"expects observations Box\(3,\).*--vision or --rays"):
+    with pytest.raises(ModelFileError, match="--trust-model"):
         load_driver(path)
+    with pytest.raises(ModelFileError, match=r"expects observations Box\(3,\).*--vision or --rays"):
+        load_driver(path, trust_model=True)
 
 
 def test_plain_sb3_model_of_the_kart_env_plays(tmp_path):
@@ -243,10 +245,10 @@ def test_plain_sb3_model_of_the_kart_env_plays(tmp_path):
 
     path = tmp_path / "plain.zip"
     PPO("MlpPolicy", KartEnv(EnvConfig()), n_steps=64, batch_size=64, device="cpu").save(path)
-    assert load_driver(path).vision is False
+    assert load_driver(path, trust_model=True).vision is False
     with pytest.raises(ModelFileError, match="expects observations Box"):
-        load_driver(path, vision=True)
-    results = play(path, max_steps=5, window=False, echo=lambda s: None)
+        load_driver(path, vision=True, trust_model=True)
+    results = play(path, max_steps=5, window=False, echo=lambda s: None, trust_model=True)
     assert results[0].steps == 5
 
 

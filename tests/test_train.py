@@ -209,9 +209,12 @@ def test_resume_continues_the_step_count_in_the_same_run(tmp_path):
     with pytest.raises(ConfigError, match="already trained 64 steps"):
         train(_cfg(tmp_path, resume=str(ckpt), timesteps=64), given={"timesteps"})
 
+    # the run's final model (128 steps) is not replaced by one resumed from 64 steps without --force
+    with pytest.raises(ConfigError, match="holds 128 steps and resuming from 64 would replace it; pass --force"):
+        train(_cfg(tmp_path, resume=str(ckpt), timesteps=256), given={"timesteps"})
     lines: list[str] = []
-    second = train(_cfg(tmp_path, resume=str(ckpt), timesteps=256, n_epochs=3), given={"timesteps", "n_epochs"},
-                   echo=lines.append)
+    second = train(_cfg(tmp_path, resume=str(ckpt), timesteps=256, n_epochs=3, force=True),
+                   given={"timesteps", "n_epochs", "force"}, echo=lines.append)
     assert any(l.startswith(f"Resuming model from {ckpt}") for l in lines)
     assert second.num_timesteps == 256
     payload = read_kartsim_config(tmp_path / "models" / "r_final.zip")
@@ -223,6 +226,8 @@ def test_resume_continues_the_step_count_in_the_same_run(tmp_path):
 
     steps = pd.read_csv(tmp_path / "runs" / "r" / "telemetry_log.csv")["step"]
     assert steps.iloc[-1] == 256
+    assert steps.is_monotonic_increasing and steps.is_unique  # the rows after step 64 were dropped, then re-logged
+    assert any("dropped 32 row(s) logged after step 64" in line for line in lines)
 
 
 def test_ctrl_c_saves_an_interrupted_checkpoint(tmp_path):

@@ -245,14 +245,14 @@ class _RetRmsAtStart(BaseCallback):
 def test_resume_continues_the_reward_normalisation_statistics(tmp_path):
     from stable_baselines3 import PPO
 
-    from kartsim.rl.modelio import VECNORMALIZE_MEMBER, read_vecnormalize
+    from kartsim.rl.modelio import REWARD_STATS_MEMBER, read_reward_stats
     from kartsim.rl.train import train
 
     train(_cfg(tmp_path, timesteps=128, save_name="n", checkpoint_freq=64), echo=lambda s: None)
     ckpt = tmp_path / "runs" / "n" / "checkpoints" / "n_64_steps.zip"
-    saved = read_vecnormalize(ckpt).ret_rms
+    saved = read_reward_stats(ckpt)
     assert saved.count == pytest.approx(64, abs=1e-3)  # one return per env step, 2 envs x 32 steps
-    assert read_vecnormalize(tmp_path / "models" / "n_final.zip").ret_rms.count == pytest.approx(128, abs=1e-3)
+    assert read_reward_stats(tmp_path / "models" / "n_final.zip").count == pytest.approx(128, abs=1e-3)
     PPO.load(ckpt, device="cpu")  # the extra member does not bother plain SB3
 
     probe = _RetRmsAtStart()
@@ -261,13 +261,13 @@ def test_resume_continues_the_reward_normalisation_statistics(tmp_path):
     assert probe.start == pytest.approx((saved.count, float(saved.mean), float(saved.var)))
     assert not any("reward normalisation" in line for line in lines)
     # the resumed run's final model: the checkpoint's 64 returns plus the 192 of this run
-    assert read_vecnormalize(tmp_path / "models" / "n_final.zip").ret_rms.count == pytest.approx(256, abs=1e-3)
+    assert read_reward_stats(tmp_path / "models" / "n_final.zip").count == pytest.approx(256, abs=1e-3)
 
     # a zip without the statistics (an older kartsim): one line, then the statistics start afresh
     old = tmp_path / "old.zip"
     with zipfile.ZipFile(ckpt) as src, zipfile.ZipFile(old, "w") as dst:
         for item in src.infolist():
-            if item.filename != VECNORMALIZE_MEMBER:
+            if item.filename != REWARD_STATS_MEMBER:
                 dst.writestr(item, src.read(item))
     probe = _RetRmsAtStart()
     lines.clear()
@@ -275,14 +275,14 @@ def test_resume_continues_the_reward_normalisation_statistics(tmp_path):
                    echo=lines.append)
     assert result.num_timesteps == 128
     assert [line for line in lines if "reward normalisation" in line] == [
-        f"No reward normalisation statistics in {old} (no {VECNORMALIZE_MEMBER}); estimating them from scratch"
+        f"No reward normalisation statistics in {old} (no {REWARD_STATS_MEMBER}); estimating them from scratch"
     ]
     assert probe.start[0] == pytest.approx(1e-4)
 
 
 def test_raw_reward_runs_save_no_statistics(tmp_path):
-    from kartsim.rl.modelio import read_vecnormalize
+    from kartsim.rl.modelio import read_reward_stats
     from kartsim.rl.train import train
 
     train(_cfg(tmp_path, timesteps=64, save_name="raw", checkpoint_freq=0, normalize_reward=False), echo=lambda s: None)
-    assert read_vecnormalize(tmp_path / "models" / "raw_final.zip") is None
+    assert read_reward_stats(tmp_path / "models" / "raw_final.zip") is None

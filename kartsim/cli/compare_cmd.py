@@ -16,6 +16,9 @@ def register(subparsers) -> None:
     p.add_argument("--out", default="compare_report", help="output folder (default compare_report)")
     p.add_argument("--laps", type=int, default=3, help="laps to drive for models and ai: drivers (default 3)")
     p.add_argument("--labels", nargs="+", default=None, help="names of the drivers in the report")
+    p.add_argument("--force", action="store_true", help="write into an --out folder that already holds files")
+    p.add_argument("--trust-model", action="store_true",
+                   help="load models not saved by kartsim (plain SB3 zips): unpickles code from the file")
     p.set_defaults(func=_cmd)
 
 
@@ -25,7 +28,8 @@ def _cmd(args: argparse.Namespace) -> int:
 
     if args.laps < 1:
         raise ConfigError(f"--laps must be >= 1, not {args.laps}")
-    res = compare(args.drivers, args.out, args.track, laps=args.laps, labels=args.labels)
+    res = compare(args.drivers, args.out, args.track, laps=args.laps, labels=args.labels,
+                  force=args.force, trust_model=args.trust_model)
     print(res.format_table())
     print(f"report: {res.html}")
     return 0

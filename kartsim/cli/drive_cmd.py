@@ -18,7 +18,7 @@ def register(subparsers) -> None:
     p.add_argument("--ai-level", default="medium", choices=["easy", "medium", "hard"], help="AI opponents' level")
     p.add_argument("--ghost", metavar="ZIP", default=None, help="a trained model driving as a ghost (no contact)")
     p.add_argument("--laps", type=int, default=None, help="stop after this many laps (default: when you quit)")
-    p.add_argument("--telemetry", default="drive_laps.csv", help="telemetry CSV to write (default drive_laps.csv)")
+    p.add_argument("--telemetry", default=None, help="telemetry CSV to write (default runs/drive_laps.csv)")
     p.add_argument("--force", action="store_true", help="overwrite an existing telemetry file")
     p.add_argument("--weather", default="dry", choices=["dry", "damp", "wet", "random"])
     p.add_argument("--grid-position", type=int, default=None, help="your grid slot, 1 = pole (default last)")
@@ -31,7 +31,7 @@ def register(subparsers) -> None:
 
 
 def _cmd(args: argparse.Namespace) -> int:
-    from kartsim.drive import ScriptedEvents, drive
+    from kartsim.drive import DEFAULT_TELEMETRY, ScriptedEvents, drive
     from kartsim.errors import ConfigError
 
     events = None
@@ -47,7 +47,7 @@ def _cmd(args: argparse.Namespace) -> int:
             raise ConfigError(f'--script {path}: expected a list like [[0.0, "down", "up"], [5.0, "quit"]]')
         events = ScriptedEvents(script)
     res = drive(args.track, opponents=args.opponents, ai_level=args.ai_level, ghost=args.ghost,
-                telemetry=args.telemetry, laps=args.laps, max_time_s=args.max_time, events=events,
+                telemetry=args.telemetry or DEFAULT_TELEMETRY, laps=args.laps, max_time_s=args.max_time, events=events,
                 realtime=events is None, render_every=1 if events is None else 5, weather=args.weather,
                 seed=args.seed, grid_position=args.grid_position, force=args.force, verbose=True)
     best = f"{res.best_lap:.2f} s" if res.best_lap is not None else "-"

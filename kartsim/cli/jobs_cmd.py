@@ -1,4 +1,4 @@
-"""Training jobs: train in the background on this machine or on a Ray cluster, then fetch the results.
+"""Training jobs (the guide's Remote Training steps, run here instead of Modal): train in the background on this machine or on a Ray cluster, then fetch the results.
 
 ``kartsim jobs ACTION`` and ``python tools/track_cli.py ACTION`` are the same commands::
 
@@ -18,13 +18,27 @@ KARTSIM_RAY_ADDRESS, else ./kartsim-jobs.json or ~/.config/kartsim/jobs.json (se
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 from kartsim.errors import KartsimError
 
 KARTSIM_PROG = "kartsim jobs"
+# What each backend is, in the words of the guide's "Remote Training (Modal)" section: kartsim runs
+# the same commands on these instead of Modal.
+BACKEND_WORDS = {
+    "local": "local = a background process on this machine (the guide's Modal steps run here the same way; "
+             "--backend ray sends them to a Ray cluster)",
+    "ray": "ray = a job on a Ray cluster (the guide's Modal steps run there the same way)",
+}
+TRAIN_DESCRIPTION = (
+    "Start a training job: every `kartsim train` flag, plus --detach. This is the guide's \"Remote Training "
+    "(Modal)\" step: kartsim runs it on the local backend (a background process on this machine, the default) "
+    "or on a Ray cluster (--backend ray), not on Modal. Monitor it with `status` (steps/s, ETA, GPU/CPU use), "
+    "`kartsim dashboard` and TensorBoard (--tensorboard); `fetch` brings the model here.")
 SHIM_PROG = "python tools/track_cli.py"
 
 
@@ -95,10 +109,13 @@ def _cmd_sync(args: argparse.Namespace) -> int:
 
 def _started(args: argparse.Namespace, job, backend, store) -> None:
     print(f"started job {job.id} ({backend.describe(job)})")
+    print(f"  backend: {BACKEND_WORDS.get(backend.name, backend.name)}")
     print(f"  store:   {store.location}")
     print(f"  follow:  {_hint(args, f'logs {job.id} --follow')}")
     print(f"  status:  {_hint(args, f'status {job.id}')}")
     print(f"  fetch:   {_hint(args, f'fetch --path {job.save_name}_final.zip --out {job.save_name}.zip')}")
+    tb = f", tensorboard --logdir {store.display(f'runs/{job.save_name}/tb')}" if "--tensorboard" in job.argv else ""
+    print(f"  monitor: {_hint(args, 'status')} (steps/s, ETA, GPU/CPU use), kartsim dashboard{tb}")
     sys.stdout.flush()
 
 
@@ -229,7 +246,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     if ckpts:
         rows.append(("checkpoints", f"{len(ckpts)}, last {ckpts[-1][1]} ({ckpts[-1][0]:,} steps)"))
     else:
-        rows.append(("checkpoints", "none yet"))
+        rows.append(("checkpoints", "none" if st.terminal else "none yet"))
     final = f"models/{job.save_name}_final.zip"
     if store.exists(final):
         rows.append(("model", f"{final}  (fetch: {_hint(args, f'fetch --path {job.save_name}_final.zip --out {job.save_name}.zip')})"))
@@ -329,13 +346,54 @@ def _cmd_resume(args: argparse.Namespace) -> int:
 
 def _cmd_fetch(args: argparse.Namespace) -> int:
     from kartsim.jobs import service
-    from kartsim.jobs.store import load_job
+    from kartsim.jobs.store import JobError, load_job
 
     settings, store = _open(args)
     job = load_job(store, args.job) if args.job else None
-    rel, dest = service.fetch(store, args.path, args.out, args.force, job)
+    try:
+        rel, dest = service.fetch(store, args.path, args.out, args.force, job, echo=print)
+    except JobError as exc:
+        running = _running_job_for(settings, store, args.path, job)
+        if running is None:
+            raise
+        raise JobError(f"{exc}; job {running} is still running, so its final model is not there yet: "
+                       f"{_hint(args, f'status {running}')} shows its progress and checkpoints") from None
     print(f"fetched {store.display(rel)} -> {dest}")
+    final = re.fullmatch(r"models/(.+)_final\.zip", rel)
+    if final:
+        _fetch_telemetry_beside(args, store, final.group(1), dest)
     return 0
+
+
+def _running_job_for(settings, store, path: str, job) -> str | None:
+    """The id of the newest job still running whose run would write `path` (NAME_final.zip)."""
+    from kartsim.jobs import service
+    from kartsim.jobs.store import job_ids, load_job
+
+    for jid in reversed([job.id] if job else job_ids(store)):
+        candidate = load_job(store, jid)
+        if path.rsplit("/", 1)[-1] == f"{candidate.save_name}_final.zip":
+            st = service.backend_of(store, settings, candidate).state(candidate)
+            return jid if not st.terminal else None
+    return None
+
+
+def _fetch_telemetry_beside(args: argparse.Namespace, store, save_name: str, model: Path) -> None:
+    """With a final model, bring its run's telemetry to ``telemetry_log.csv`` beside it (the guide
+    reads it there). A link left by local training is replaced; a real file only with --force."""
+    from kartsim.jobs import service
+
+    rel = f"runs/{save_name}/telemetry_log.csv"
+    dest = model.parent / "telemetry_log.csv"
+    if not store.exists(rel):
+        return
+    if dest.exists() and not dest.is_symlink() and not args.force:
+        print(f"kept {dest} (exists); the run's telemetry: {_hint(args, f'fetch --path {rel} --out FILE')}")
+        return
+    if dest.is_symlink():
+        dest.unlink()  # a link to a local run's CSV: replace the link, never write through it
+    service.fetch(store, rel, str(dest), True)
+    print(f"fetched {store.display(rel)} -> {dest} (the run's telemetry)")
 
 
 # ----------------------------------------------------------------------------------------- parser
@@ -353,7 +411,9 @@ def add_job_commands(sub: argparse._SubParsersAction, prog: str) -> None:
     p.add_argument("--track-name", nargs="+", required=True, metavar="TRACK",
                    help="PNG path(s) or bundled track name(s); checkpoints are generated when missing")
 
-    p = cmd("train", "start a training job: every `kartsim train` flag, plus --detach", _cmd_train, ray_resources=True)
+    p = cmd("train", "start a training job on the local or Ray backend: every `kartsim train` flag, plus --detach",
+            _cmd_train, ray_resources=True)
+    p.description = TRAIN_DESCRIPTION
     add_train_arguments(p)
     for action in p._actions:  # set by the job itself: hidden (and refused when given)
         if action.dest in ("runs_dir", "models_dir", "resume"):

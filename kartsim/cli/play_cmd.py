@@ -18,6 +18,12 @@ def _int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
 
 
+def add_trust_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--trust-model", action="store_true",
+                        help="load models not saved by kartsim (plain SB3 zips), which unpickles code from the file: "
+                        "only for files you trust")
+
+
 def add_play_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, metavar="ZIP", help="model saved by kartsim train (or a plain SB3 PPO zip)")
     parser.add_argument("--episodes", type=_int, default=1, help="episodes to drive (default 1)")
@@ -31,6 +37,7 @@ def add_play_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fps", type=float, default=15.0, help="frames per second of the --record video (default 15)")
     parser.add_argument("--force", action="store_true", help="overwrite an existing --record file")
     parser.add_argument("--no-window", action="store_true", help="never open a window (headless)")
+    add_trust_argument(parser)
     kind = parser.add_mutually_exclusive_group()
     kind.add_argument("--vision", dest="vision", action="store_true", default=None,
                       help="only for plain SB3 models without kartsim config: it is a vision model")
@@ -53,12 +60,16 @@ def _play(args: argparse.Namespace) -> int:
         vision=args.vision,
         record_fps=args.fps,
         window=False if args.no_window else None,
+        trust_model=args.trust_model,
     )
     return 0
 
 
 def _eval(args: argparse.Namespace) -> int:
     from kartsim.rl.evaluate import evaluate_models, print_table
+
+    if args.json and Path(args.json).exists() and not args.force:
+        raise ConfigError(f"--json {args.json} already exists; pass --force to overwrite it, or give another file")
 
     scores = evaluate_models(
         args.models,
@@ -68,6 +79,7 @@ def _eval(args: argparse.Namespace) -> int:
         max_steps=args.max_steps,
         seed=args.seed,
         progress=print,
+        trust_model=args.trust_model,
     )
     print_table(scores)
     if args.json:
@@ -99,6 +111,10 @@ def _telemetry_plot(args: argparse.Namespace) -> int:
 
     csv_path = Path(args.csv)
     out = Path(args.out) if args.out else csv_path.parent / "plots"
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; give a folder for the plots")
+    if out.is_dir() and any(out.iterdir()) and not args.force:
+        raise ConfigError(f"{out} already holds files; pass --force to replace its plots, or give another --out")
     track_rgb = scale = None
     track = _track_for_csv(csv_path, args.track_name)
     if track:
@@ -135,6 +151,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     mode.add_argument("--stochastic", dest="deterministic", action="store_false", help="sample actions")
     e.add_argument("--seed", type=_int, default=0, help="seed of the first episode (default 0)")
     e.add_argument("--json", metavar="FILE", help="also write the scores as JSON")
+    e.add_argument("--force", action="store_true", help="overwrite an existing --json file")
+    add_trust_argument(e)
     e.set_defaults(func=_eval)
 
     t = subparsers.add_parser("telemetry", help="telemetry logs: plot")
@@ -144,6 +162,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tp.add_argument("--out", metavar="DIR", help="output folder (default: plots/ beside the CSV)")
     tp.add_argument("--x", choices=["step", "distance"], default="step", help="x axis (default step)")
     tp.add_argument("--track-name", help="track to draw under the driven line (default: from config.json beside the CSV)")
+    tp.add_argument("--force", action="store_true", help="write into an --out folder that already holds files")
     tp.set_defaults(func=_telemetry_plot)
     t.set_defaults(func=lambda args: (t.print_help(), 2)[1])
 

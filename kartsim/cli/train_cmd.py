@@ -70,11 +70,18 @@ def add_train_arguments(parser: argparse.ArgumentParser, *, vision_flag: bool = 
     g.add_argument("--stop-at-ratio", type=_float, metavar="R",
                    help="stop once an evaluation laps every evaluation track within R x the reference lap (e.g. 1.05)")
     g.add_argument("--tensorboard", action="store_true", default=None, help="write TensorBoard logs to runs/<name>/tb/")
-    g.add_argument("--telemetry-every", type=_int, help="log env 0 telemetry every N steps (default 1; 0 = off)")
+    g.add_argument("--telemetry-every", type=_int, help="log telemetry every N steps (default 1; 0 = off)")
+    g.add_argument("--telemetry-envs", type=_int, metavar="N",
+                   help="log the telemetry of the first N vector envs, the CSV's env column says which (default 1)")
+    g.add_argument("--no-telemetry-link", dest="telemetry_link", action="store_false", default=None,
+                   help="do not point ./telemetry_log.csv at this run's telemetry (default: a symlink, "
+                        "never replacing a real file)")
     g.add_argument("--seed", type=_int, help="random seed (default: random)")
     g.add_argument("--device", choices=["auto", "cpu", "cuda"], help="auto (default: cuda when available), cpu or cuda")
     g.add_argument("--resume", metavar="ZIP", help="continue from a checkpoint or model saved by kartsim train")
     g.add_argument("--force", action="store_true", default=None, help="overwrite an existing run / model of the same name")
+    g.add_argument("--trust-model", action="store_true", default=None,
+                   help="also read a resumed model's pickled members (older kartsim's vecnormalize.pkl): runs code from the file")
     g.add_argument("--runs-dir", help="folder of run folders (default runs)")
     g.add_argument("--models-dir", help="folder for final models (default models)")
     g.add_argument("--no-progress", dest="progress_bar", action="store_false", default=None, help="no progress bar")

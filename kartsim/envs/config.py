@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from kartsim.config import coerce_nested, from_dict
 from kartsim.errors import ConfigError
 from kartsim.physics import KartConfig
 from kartsim.race import RaceConfig, RewardConfig
@@ -55,6 +56,7 @@ class EnvConfig:
     kart: KartConfig = field(default_factory=KartConfig)
 
     def __post_init__(self) -> None:
+        coerce_nested(self)  # race / reward / kart given as dicts
         if self.camera not in CAMERAS:
             raise ConfigError(f"camera must be one of {', '.join(CAMERAS)}, got {self.camera!r}")
         if self.ray_target not in RAY_TARGETS:
@@ -83,17 +85,8 @@ class EnvConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "EnvConfig":
-        nested = {"race": RaceConfig, "reward": RewardConfig, "kart": KartConfig}
-        kwargs: dict[str, Any] = {}
-        names = {f.name for f in dataclasses.fields(cls)}
-        for key, value in data.items():
-            if key not in names:
-                raise ConfigError(f"unknown env config field {key!r}; known fields: {', '.join(sorted(names))}")
-            if key in nested:
-                kwargs[key] = _sub_config(nested[key], key, value)
-            else:
-                kwargs[key] = value
-        return cls(**kwargs)
+        """From `to_dict`'s output (or any subset of it); unknown keys raise ConfigError naming them."""
+        return from_dict(cls, data)
 
     def replace(self, **changes: Any) -> "EnvConfig":
         """A copy with some fields changed; unknown names raise ConfigError."""
@@ -103,14 +96,3 @@ class EnvConfig:
             raise ConfigError(f"unknown env option(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(names))}")
         return dataclasses.replace(self, **changes)
 
-
-def _sub_config(cls: type, name: str, value: Any) -> Any:
-    if isinstance(value, cls):
-        return value
-    if not isinstance(value, dict):
-        raise ConfigError(f"env config field {name!r} must be a mapping, got {type(value).__name__}")
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(value) - names
-    if unknown:
-        raise ConfigError(f"unknown {name} config field(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(names))}")
-    return cls(**value)

@@ -30,7 +30,7 @@ from kartsim.envs.race_env import RaceOptions, RaceTerms, kart_info, mixed_level
 from kartsim.envs.render import TrackMaps
 from kartsim.envs.tracks import load_track_stack
 from kartsim.errors import ConfigError
-from kartsim.multikart import GridRace, Opponents, RaceRules
+from kartsim.multikart import GridRace, Opponents
 
 __all__ = ["KartRaceParallelEnv", "parallel_env"]
 
@@ -62,8 +62,7 @@ class KartRaceParallelEnv(ParallelEnv):
         self.n_agents = n_agents
         stack = load_track_stack(cfg.track, cfg.random_pool_size)
         n = n_agents + ai_opponents
-        rules = RaceRules(laps=opts.laps, collisions=opts.collisions, weather=opts.weather,
-                          max_damage=opts.max_damage)
+        rules = opts.rules(cfg.race)
         self.race = GridRace(stack, n, dataclasses.replace(cfg.race, random_start=False), cfg.reward, cfg.kart, rules)
         self.observer = Observer(cfg, self.race)
         self._obs_space = self.observer.observation_space

@@ -34,7 +34,7 @@ from kartsim.envs.render import TrackMaps, compose_frame
 from kartsim.envs.tracks import load_track_stack
 from kartsim.errors import ConfigError
 from kartsim.multikart import GridRace, Opponents, RaceRules
-from kartsim.race import TERMINATION_REASONS
+from kartsim.race import TERMINATION_REASONS, RaceConfig
 
 __all__ = ["RaceOptions", "KartRaceEnv", "RACE_TERMS", "RaceTerms"]
 
@@ -56,12 +56,14 @@ class RaceOptions:
     laps: int = 3
     """Race distance in laps."""
     collisions: bool = True
-    weather: str = "dry"
-    """dry, damp, wet or random (one per race: domain randomisation)."""
+    weather: str | None = None
+    """dry, damp, wet or random (one per race: domain randomisation). None: the env config's
+    ``race.weather`` (dry by default), so ``race=RaceConfig(weather="wet")`` works here too."""
     grid_position: str | int = "random"
     """The agent's grid slot: ``"random"`` per race, ``"last"``, ``"pole"`` or 1..N."""
     max_damage: float | None = None
-    """Retire (end the episode) when the agent's damage reaches this (None: never)."""
+    """Retire (end the episode) when the agent's damage reaches this (None: the env config's
+    ``race.max_damage``, never by default)."""
     position_reward: float = 1.0
     """Reward per place gained (and minus per place lost)."""
     finish_reward: float = 10.0
@@ -77,7 +79,20 @@ class RaceOptions:
                 raise ConfigError(f"grid_position must be random, last, pole or a number, got {self.grid_position!r}")
         elif not 1 <= int(self.grid_position) <= int(self.opponents) + 1:
             raise ConfigError(f"grid_position must be between 1 and {int(self.opponents) + 1}, got {self.grid_position}")
-        RaceRules(laps=self.laps, weather=self.weather, max_damage=self.max_damage).validate()
+        RaceRules(laps=self.laps, weather=self.weather or "dry", max_damage=self.max_damage).validate()
+
+    def rules(self, race: RaceConfig) -> RaceRules:
+        """The race's rules; weather and max_damage come from the env's `race` config unless given
+        here (both given and different: ConfigError, rather than one of them silently ignored)."""
+        merged = {}
+        for name in ("weather", "max_damage"):
+            mine, theirs, default = getattr(self, name), getattr(race, name), getattr(RaceConfig(), name)
+            if mine is not None and theirs != default and mine != theirs:
+                raise ConfigError(f"{name}={mine!r} conflicts with race.{name}={theirs!r}; give only one of them")
+            merged[name] = theirs if mine is None else mine
+        rules = RaceRules(laps=self.laps, collisions=self.collisions, **merged)
+        rules.validate()
+        return rules
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -193,8 +208,7 @@ class KartRaceEnv(gym.Env):
         self.options = opts
         stack = load_track_stack(cfg.track, cfg.random_pool_size)
         n = 1 + int(opts.opponents)
-        rules = RaceRules(laps=opts.laps, collisions=opts.collisions, weather=opts.weather,
-                          max_damage=opts.max_damage)
+        rules = opts.rules(cfg.race)
         race_cfg = dataclasses.replace(cfg.race, random_start=False)
         self.race = GridRace(stack, n, race_cfg, cfg.reward, cfg.kart, rules)
         self.observer = Observer(cfg, self.race)

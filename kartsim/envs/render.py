@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import sys
+from typing import Any
+
 import cv2
 import numpy as np
 
@@ -72,14 +76,33 @@ def compose_frame(map_img: np.ndarray, camera: np.ndarray | None, lines: list[st
     return img
 
 
+def has_display() -> bool:
+    """Whether a window can be opened (an X11/Wayland display on Linux; assumed elsewhere)."""
+    if os.environ.get("SDL_VIDEODRIVER", "") in ("dummy", "offscreen"):
+        return False
+    if sys.platform.startswith("linux"):
+        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    return True
+
+
+def init_display() -> Any:
+    """``pygame.display.init()``, quiet on a machine without a display: SDL gets its dummy video
+    driver there (nothing is shown) instead of printing "error: XDG_RUNTIME_DIR is invalid or not
+    set" while it probes for Wayland, which reads like a kartsim error. Returns the pygame module."""
+    if not has_display() and not os.environ.get("SDL_VIDEODRIVER"):
+        os.environ["SDL_VIDEODRIVER"] = "dummy"
+    import pygame
+
+    pygame.display.init()
+    return pygame
+
+
 class Window:
     """A pygame window that shows RGB frames (``render_mode="human"``)."""
 
     def __init__(self, title: str = "kartsim") -> None:
-        import pygame
-
+        pygame = init_display()
         self.pygame = pygame
-        pygame.display.init()
         pygame.display.set_caption(title)
         self.screen = None
         self.clock = pygame.time.Clock()

@@ -135,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     progress.parent.mkdir(parents=True, exist_ok=True)
 
     cmd = [sys.executable, "-u", "-m", "kartsim.jobs.worker", "--progress-file", str(progress), "--",
-           *job.argv, "--runs-dir", str(work / "runs"), "--models-dir", str(work / "models"), "--no-progress"]
+           *job.argv, "--runs-dir", str(work / "runs"), "--models-dir", str(work / "models"), "--no-progress",
+           "--no-telemetry-link"]
     if attempt.resume_from:
         cmd += ["--resume", str(work / attempt.resume_from)]
     if attempt.timesteps:
@@ -153,9 +154,9 @@ def main(argv: list[str] | None = None) -> int:
             log_file.flush()
 
     what = f"resuming from {attempt.resume_from}" if attempt.resume_from else "kartsim train " + " ".join(job.argv)
-    say(f"=== job {job.id} attempt {attempt.n} started {now_iso()} on {host}: {what} ===")
+    say(f"=== job {job.id} attempt {attempt.n} started {now_iso()} on {host} ({job.backend} backend): {what} ===")
 
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", KARTSIM_JOB_RUNNER_PID=str(os.getpid()))
     child = subprocess.Popen(cmd, cwd=tracks_dir, env=env, stdin=subprocess.DEVNULL,
                              stdout=subprocess.PIPE if args.tee else None,
                              stderr=subprocess.STDOUT if args.tee else None)

@@ -326,28 +326,48 @@ def wait(backend: Any, job: JobRecord, timeout_s: float | None = None, poll_s: f
 
 # ------------------------------------------------------------------------------------------ fetch
 
-def fetch(store: Store, path: str, out: str | None, force: bool, job: JobRecord | None = None) -> tuple[str, Path]:
-    """Copy a file or folder from the store (see `find_in_store`) to `out` (default: its name, here)."""
-    rel = find_in_store(store, path, job)
+def fetch(store: Store, path: str, out: str | None, force: bool, job: JobRecord | None = None,
+          echo: Callable[[str], None] | None = None) -> tuple[str, Path]:
+    """Copy a file or folder from the store (see `find_in_store`; `echo` hears which job's file was
+    taken when several have it) to `out` (default: its name, here).
+
+    An existing folder `out` receives it (``out/<name>``, files and folders alike, as ``cp`` does);
+    `force` replaces only that one path, and never a folder that holds the current directory. The
+    copy is downloaded beside it first, so a failed download leaves the old one in place."""
+    rel = find_in_store(store, path, job, echo)
     name = rel.rsplit("/", 1)[-1]
     dest = Path(out).expanduser() if out else Path(name)
-    if dest.is_dir() and not store.is_dir(rel):
+    if dest.is_dir() and not dest.is_symlink():
         dest = dest / name
-    if dest.exists() or dest.is_symlink():
+    replace = dest.exists() or dest.is_symlink()
+    if replace:
         if not force:
             raise JobError(f"{dest} already exists; pass --force to overwrite it (or choose another --out)")
         if dest.is_dir() and not dest.is_symlink():
-            shutil.rmtree(dest)
-        else:
-            dest.unlink()
-    if dest.parent and not dest.parent.exists():
+            here = Path.cwd().resolve()
+            if dest.resolve() in (here, *here.parents):
+                raise JobError(f"--out {dest} is the current folder or one above it; fetch into another folder")
+    if not dest.parent.exists():
         raise JobError(f"cannot write {dest}: folder {dest.parent} does not exist")
     tmp = dest.with_name(f".{dest.name}.part")
-    if tmp.exists():
-        shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
+    _remove(tmp)
     store.download(rel, tmp)
-    tmp.rename(dest)
+    if replace:
+        old = dest.with_name(f".{dest.name}.old")
+        _remove(old)
+        dest.rename(old)
+        tmp.rename(dest)
+        _remove(old)
+    else:
+        tmp.rename(dest)
     return rel, dest
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
 
 
 __all__ = ["JobState", "submit", "resume", "follow", "wait", "fetch", "read_log", "progress_of", "open_settings_store",

@@ -13,7 +13,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Callable
 
 from kartsim.errors import ConfigError, KartsimError
 
@@ -437,12 +437,14 @@ def clean_store_path(path: str) -> str:
     return "/".join(parts)
 
 
-def find_in_store(store: Store, path: str, job: JobRecord | None = None) -> str:
+def find_in_store(store: Store, path: str, job: JobRecord | None = None,
+                  echo: Callable[[str], None] | None = None) -> str:
     """The store path that `path` names: a path inside the store, or a bare file / folder name looked
-    up in models/ and the run folders (with `job`: only that job's run). JobError when it escapes
-    the store, matches nothing, or matches several files."""
+    up in models/ and the run folders (with `job`: only that job's run). When the name is in several
+    jobs' runs, the latest job's is taken and `echo` says so. JobError when it escapes the store,
+    matches nothing, or matches several files none of which is the latest job's."""
     rel = _inside(store, clean_store_path(path), path)
-    return _inside(store, _find(store, rel, job), path)
+    return _inside(store, _find(store, rel, job, echo), path)
 
 
 def _inside(store: Store, rel: str, path: str) -> str:
@@ -453,7 +455,18 @@ def _inside(store: Store, rel: str, path: str) -> str:
     return rel
 
 
-def _find(store: Store, rel: str, job: JobRecord | None) -> str:
+def _latest_job_hit(store: Store, hits: list[str]) -> tuple[str, str] | None:
+    """(hit, job id) for the newest job whose run folder holds one of `hits` (``runs/<name>/...``)."""
+    by_run = {h.split("/")[1]: h for h in hits if h.startswith("runs/")}
+    for jid in reversed(job_ids(store)):
+        data = store.read_json(f"jobs/{jid}/job.json") or {}
+        hit = by_run.get(str(data.get("save_name")))
+        if hit is not None:
+            return hit, jid
+    return None
+
+
+def _find(store: Store, rel: str, job: JobRecord | None, echo: Callable[[str], None] | None = None) -> str:
     scope = f"runs/{job.save_name}/" if job else ""
     models = (f"{job.save_name}_final.zip", f"{job.save_name}_best.zip") if job else ()
     if store.exists(rel) and (not job or rel.startswith(scope) or rel in [f"models/{m}" for m in models]
@@ -476,6 +489,12 @@ def _find(store: Store, rel: str, job: JobRecord | None) -> str:
             hits = [c for c in tier if store.exists(c)]
             if len(hits) == 1:
                 return hits[0]
+            latest = _latest_job_hit(store, hits) if len(hits) > 1 and not job else None
+            if latest is not None:
+                if echo is not None:
+                    echo(f"{name} is in {len(hits)} runs of the job store; taking the latest job's ({latest[1]}): "
+                         f"{latest[0]} (another one: --job JOB)")
+                return latest[0]
             if len(hits) > 1:
                 raise JobError(f"{name} is ambiguous in the job store: {', '.join(hits)}; pass one of these "
                                "as --path (or --job JOB)")

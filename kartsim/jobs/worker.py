@@ -3,7 +3,8 @@
 It is `kartsim train` (same flags, same `kartsim.rl.train.train`) plus a callback that writes
 ``progress.json`` and prints a progress line every few seconds (a progress bar makes no sense in a
 log file). SIGTERM (Ray stopping the job, ``kill``) is handled like Ctrl-C: train saves
-``checkpoints/<name>_interrupted.zip`` and exits with 130.
+``checkpoints/<name>_interrupted.zip`` and exits with 130. So is the death of the job's wrapper
+(`kartsim.jobs.runner`, ``KARTSIM_JOB_RUNNER_PID``): no orphaned trainer keeps writing the run.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -27,7 +29,8 @@ def _fmt_duration(seconds: float) -> str:
 
 def progress_line(p: dict[str, Any], eta: bool = True) -> str:
     done, total = int(p.get("num_timesteps", 0)), int(p.get("total_timesteps") or 0)
-    pct = f" ({100.0 * done / total:.0f}%)" if total else ""
+    # PPO stops after whole rollouts, a little past the total: that is done (100%), not 102%.
+    pct = f" ({min(100.0, 100.0 * done / total):.0f}%)" if total else ""
     parts = [f"{done:,} / {total:,} steps{pct}" if total else f"{done:,} steps"]
     if p.get("steps_per_second"):
         parts.append(f"{p['steps_per_second']:,.0f} steps/s")
@@ -89,6 +92,21 @@ def make_progress_callback(path: Path, every_s: float = 10.0, write_every_s: flo
     return ProgressFile()
 
 
+def stop_when_orphaned(runner_pid: int, poll_s: float = 0.5) -> threading.Thread:
+    """SIGTERM this process (train saves and stops) once its parent is no longer `runner_pid`: the
+    wrapper was killed, and a resume would otherwise start a second trainer beside this one."""
+
+    def watch() -> None:
+        while os.getppid() == runner_pid:
+            time.sleep(poll_s)
+        print("[job] the job's wrapper died: stopping training", flush=True)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    thread = threading.Thread(target=watch, name="orphan-watch", daemon=True)
+    thread.start()
+    return thread
+
+
 def main(argv: list[str] | None = None) -> int:
     from kartsim.cli.train_cmd import add_train_arguments, config_from_args
     from kartsim.errors import KartsimError
@@ -106,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
+    if os.environ.get("KARTSIM_JOB_RUNNER_PID", "").isdigit():
+        stop_when_orphaned(int(os.environ["KARTSIM_JOB_RUNNER_PID"]))
     try:
         from kartsim.rl.train import train
 

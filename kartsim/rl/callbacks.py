@@ -11,7 +11,26 @@ from typing import Any, Callable
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
+from kartsim import faults
 from kartsim.telemetry import TelemetryWriter
+
+
+class FaultPointsCallback(BaseCallback):
+    """Passes the `kartsim.faults` points ``rollout`` (every env step) and ``update`` (the start of
+    every PPO update); added only when ``KARTSIM_FAULT`` is set (the fault tests)."""
+
+    def _on_training_start(self) -> None:
+        update = self.model.train
+
+        def train_with_fault_point() -> None:
+            faults.point("update")
+            update()
+
+        self.model.train = train_with_fault_point
+
+    def _on_step(self) -> bool:
+        faults.point("rollout")
+        return True
 
 
 class KartCheckpointCallback(BaseCallback):
@@ -126,14 +145,16 @@ def _last_episode_in_csv(path: Path) -> int:
 
 
 class TelemetryCSVCallback(BaseCallback):
-    """Writes env 0's telemetry to a CSV (schema: `kartsim.telemetry.TELEMETRY_COLUMNS`) every
-    `every` env steps; ``step`` is the total env-step count of the run. Appends when resuming."""
+    """Writes the telemetry of the first `n_envs` vector envs (env 0 by default) to one CSV (schema:
+    `kartsim.telemetry.TELEMETRY_COLUMNS`, the ``env`` column says which) every `every` env steps;
+    ``step`` is the total env-step count of the run. Appends when resuming."""
 
-    def __init__(self, path: Path, every: int = 1, append: bool = False) -> None:
+    def __init__(self, path: Path, every: int = 1, append: bool = False, n_envs: int = 1) -> None:
         super().__init__()
         self.path = Path(path)
         self.every = max(1, int(every))
         self.append = append
+        self.n_envs = max(1, int(n_envs))
         self.writer: TelemetryWriter | None = None
         self._calls = 0
         self.live = None  # <run>/live.feed for `kartsim dashboard` (kartsim.dashboard.live)
@@ -148,16 +169,17 @@ class TelemetryCSVCallback(BaseCallback):
 
     def _on_step(self) -> bool:
         assert self.writer is not None
-        info = self.locals["infos"][0]
-        reward = float(self.locals["rewards"][0])
-        dt = float((info.get("telemetry") or {}).get("step_time_s", 0.0))
-        if self._calls % self.every == 0:
-            self.writer.log(info, reward=reward, step=self.num_timesteps, dt=dt)
-        else:
-            self.writer.advance(dt)
+        infos, rewards, dones = self.locals["infos"], self.locals["rewards"], self.locals["dones"]
+        log = self._calls % self.every == 0
+        for i in range(min(self.n_envs, len(infos))):
+            dt = float((infos[i].get("telemetry") or {}).get("step_time_s", 0.0))
+            if log:
+                self.writer.log(infos[i], reward=float(rewards[i]), step=self.num_timesteps, dt=dt, env=i)
+            else:
+                self.writer.advance(dt, env=i)
+            if bool(dones[i]):
+                self.writer.end_episode(env=i)
         self._calls += 1
-        if bool(self.locals["dones"][0]):
-            self.writer.end_episode()
         if self.live is not None:
             self.live.on_step(self)  # at most 20 times a second
         return True

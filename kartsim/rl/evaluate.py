@@ -8,14 +8,15 @@ mean lap time, off-track share and mean speed.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections import Counter
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
 from kartsim.errors import ConfigError
-from kartsim.rl.play import EpisodeResult, drive, load_driver, track_value
+from kartsim.rl.play import EpisodeResult, drive, end_text, load_driver, track_value
 
 
 @dataclass
@@ -33,6 +34,8 @@ class ModelScore:
     mean_reward: float
     ref_lap: float | None = None
     """Reference lap time of the track (kartsim.racing_line) when the model drove a single track."""
+    ends: dict[str, int] = field(default_factory=dict)
+    """How many episodes ended for each reason (`kartsim.rl.play.END_REASONS` keys)."""
 
     @property
     def ref_ratio(self) -> float | None:
@@ -59,6 +62,7 @@ def score(label: str, kind: str, track: str, results: list[EpisodeResult]) -> Mo
         off_track_share=float(np.mean([r.off_track_share for r in results])) if results else 0.0,
         mean_speed=float(np.mean([r.mean_speed for r in results])) if results else 0.0,
         mean_reward=float(np.mean([r.reward for r in results])) if results else 0.0,
+        ends=dict(Counter(r.end for r in results).most_common()),
     )
 
 
@@ -71,11 +75,12 @@ def evaluate_model(
     max_steps: int | None = None,
     seed: int = 0,
     vision: bool | None = None,
+    trust_model: bool = False,
 ) -> ModelScore:
     """Drive one model for `episodes` episodes from the start line and score it."""
     from kartsim.envs import KartEnv
 
-    driver = load_driver(model_path, track=track, vision=vision, evaluation=True)
+    driver = load_driver(model_path, track=track, vision=vision, evaluation=True, trust_model=trust_model)
     env = KartEnv(driver.env_config, render_mode=None)
     try:
         results = drive(driver, env, episodes=episodes, deterministic=deterministic, max_steps=max_steps, seed=seed)
@@ -104,6 +109,7 @@ def evaluate_models(
     max_steps: int | None = None,
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
+    trust_model: bool = False,
 ) -> list[ModelScore]:
     if episodes < 1:
         raise ConfigError(f"--episodes must be >= 1, not {episodes}")
@@ -116,12 +122,14 @@ def evaluate_models(
         if progress is not None:
             progress(f"Evaluating {path} ({episodes} episode(s))...")
         scores.append(
-            evaluate_model(path, episodes=episodes, track=track, deterministic=deterministic, max_steps=max_steps, seed=seed)
+            evaluate_model(path, episodes=episodes, track=track, deterministic=deterministic, max_steps=max_steps, seed=seed,
+                           trust_model=trust_model)
         )
     return scores
 
 
-COLUMNS = ("model", "kind", "track", "laps", "completed", "best lap", "mean lap", "ref_ratio", "off track", "mean speed")
+COLUMNS = ("model", "kind", "track", "laps", "completed", "best lap", "mean lap", "ref_ratio", "off track", "mean speed",
+           "ended")
 
 
 def table_rows(scores: list[ModelScore]) -> list[tuple[str, ...]]:
@@ -140,6 +148,7 @@ def table_rows(scores: list[ModelScore]) -> list[tuple[str, ...]]:
             "-" if s.ref_ratio is None else f"{s.ref_ratio:.3f}",
             f"{100 * s.off_track_share:.1f}%",
             f"{s.mean_speed:.1f} m/s",
+            ", ".join(f"{end_text(k)} {n}" for k, n in s.ends.items()) or "-",
         )
         for s in scores
     ]

@@ -1,21 +1,23 @@
 """Model files: SB3 PPO zips that also carry the kartsim configs they were trained with.
 
-Every model kartsim saves (checkpoints, interrupted and final models) is a normal SB3 zip plus one
-extra member, ``kartsim_config.json``::
+Every model kartsim saves (checkpoints, interrupted and final models) is a normal SB3 zip plus
+``kartsim_config.json``::
 
     {"format": 1, "kartsim_version": "0.1.0", "env": EnvConfig.to_dict(), "train": TrainConfig dict,
      "num_timesteps": 12345}
 
 (``<name>_best.zip`` adds ``"evaluation"``: the training-time evaluation row that made it the best.)
 
-A model trained with normalised rewards (SB3 ``VecNormalize``, the default) also carries
-``vecnormalize.pkl``: the wrapper pickled as ``VecNormalize.save`` writes it (running statistics and
-settings, without the last batch of observations), which ``kartsim train --resume`` restores. Extract
-it and ``VecNormalize.load(it, venv)`` to use it elsewhere.
+and, when trained on normalised rewards (SB3 ``VecNormalize``, the default), ``reward_stats.json``:
+the running return statistics ``{"mean", "var", "count"}`` that ``kartsim train --resume`` continues.
 
-``PPO.load`` only reads the members it knows ("data", "*.pth", ...), so the file still loads with
-plain stable-baselines3; kartsim's play and eval read the extra member to rebuild the same env (they
-need no reward statistics).
+Loading runs no code from the file (`load_ppo`). SB3's ``data`` member stores the spaces, the policy
+class and a few other objects as pickles; for a kartsim model those are rebuilt from
+``kartsim_config.json`` instead (SB3's ``custom_objects``, so none is unpickled) and the weights come
+from ``policy.pth`` through ``torch.load(weights_only=True)``. Models from other tools (no
+``kartsim_config.json``) and the pickled ``vecnormalize.pkl`` of models saved before
+``reward_stats.json`` are only read with ``trust=True`` (``--trust-model``). The file still loads
+with plain stable-baselines3 (``PPO.load``, which does unpickle: only for files you trust).
 """
 
 from __future__ import annotations
@@ -28,20 +30,25 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from kartsim import faults
 from kartsim.errors import ModelFileError
 
 CONFIG_MEMBER = "kartsim_config.json"
-VECNORMALIZE_MEMBER = "vecnormalize.pkl"
+REWARD_STATS_MEMBER = "reward_stats.json"
+VECNORMALIZE_MEMBER = "vecnormalize.pkl"  # models saved before reward_stats.json (read with trust only)
 FORMAT_VERSION = 1
+MAX_JSON_MEMBER_BYTES = 16 * 2**20  # a model's JSON members are a few kB; refuse zip bombs early
+TRUST_HINT = "pass --trust-model only if you trust where the file came from"
 
 
 def save_model(model: Any, path: str | Path, env_config: dict[str, Any], train_config: dict[str, Any],
                evaluation: dict[str, Any] | None = None) -> Path:
-    """Save `model` (an SB3 algorithm) to `path` with `kartsim_config.json` inside, and the statistics
-    of its env's VecNormalize when it has one (`VECNORMALIZE_MEMBER`); returns the path.
+    """Save `model` (an SB3 algorithm) to `path` with `kartsim_config.json` inside, and the reward
+    statistics of its env's VecNormalize when it has one (`REWARD_STATS_MEMBER`); returns the path.
     `evaluation`: the training-time evaluation that made this the best model (``<name>_best.zip``).
 
-    Written to a temporary file first and renamed, so a crash never leaves half a model behind.
+    Written to a temporary file first and renamed, so a crash never leaves half a model behind; the
+    file gets the permissions the umask gives a new file (as ``open`` would), not mkstemp's 0600.
     """
     from kartsim import __version__
 
@@ -66,8 +73,10 @@ def save_model(model: Any, path: str | Path, env_config: dict[str, Any], train_c
         vecnormalize = model.get_vec_normalize_env() if hasattr(model, "get_vec_normalize_env") else None
         with zipfile.ZipFile(tmp, "a", compression=zipfile.ZIP_DEFLATED) as archive:
             archive.writestr(CONFIG_MEMBER, json.dumps(payload, indent=2, sort_keys=True))
-            if vecnormalize is not None:
-                archive.writestr(VECNORMALIZE_MEMBER, _vecnormalize_bytes(vecnormalize))
+            if vecnormalize is not None and getattr(vecnormalize, "ret_rms", None) is not None:
+                archive.writestr(REWARD_STATS_MEMBER, json.dumps(_rms_dict(vecnormalize.ret_rms)))
+        os.chmod(tmp, 0o666 & ~_umask())
+        faults.point("save")
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -75,25 +84,67 @@ def save_model(model: Any, path: str | Path, env_config: dict[str, Any], train_c
     return path
 
 
-def _vecnormalize_bytes(vecnormalize: Any) -> bytes:
-    """`vecnormalize` pickled as ``VecNormalize.save`` does, less its last observations and rewards."""
-    clone = type(vecnormalize).__new__(type(vecnormalize))
-    clone.__dict__.update(vecnormalize.__dict__)  # shallow: its __getstate__ drops the env when pickled
-    clone.__dict__.pop("old_obs", None)
-    clone.__dict__.pop("old_reward", None)
-    return pickle.dumps(clone)
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
-def read_vecnormalize(path: str | Path) -> Any | None:
-    """The VecNormalize saved inside a model zip, with no env attached (``.set_venv(venv)`` it, or copy
-    its ``ret_rms``); None when the zip has none. ModelFileError (one line) when it cannot be read."""
+def _rms_dict(rms: Any) -> dict[str, Any]:
+    """A RunningMeanStd as JSON (mean/var are scalars for rewards, lists for other shapes)."""
+    import numpy as np
+
+    return {"mean": np.asarray(rms.mean, dtype=float).tolist(), "var": np.asarray(rms.var, dtype=float).tolist(),
+            "count": float(rms.count)}
+
+
+def _read_member(archive: zipfile.ZipFile, name: str, path: Path) -> bytes:
+    if archive.getinfo(name).file_size > MAX_JSON_MEMBER_BYTES:
+        raise ModelFileError(f"{path}: {name} inside the model is implausibly large; use another model file")
+    return archive.read(name)
+
+
+def _json_member(archive: zipfile.ZipFile, name: str, path: Path) -> Any:
+    try:
+        return json.loads(_read_member(archive, name, path).decode("utf-8"))
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise ModelFileError(f"{path}: {name} inside the model is not valid JSON; use another model file") from None
+
+
+def read_reward_stats(path: str | Path, *, trust: bool = False) -> Any | None:
+    """The reward normalisation statistics (a ``RunningMeanStd``) saved in a model zip; None when it
+    has none. An older model's pickled ``vecnormalize.pkl`` is read only with `trust`; without it,
+    ModelFileError naming ``--trust-model``. ModelFileError (one line) when they cannot be read."""
+    import numpy as np
+    from stable_baselines3.common.running_mean_std import RunningMeanStd
+
     path = Path(path)
     with zipfile.ZipFile(path) as archive:
-        if VECNORMALIZE_MEMBER not in archive.namelist():
+        names = set(archive.namelist())
+        if REWARD_STATS_MEMBER in names:
+            data = _json_member(archive, REWARD_STATS_MEMBER, path)
+            try:
+                mean = np.asarray(data["mean"], dtype=np.float64)
+                var = np.asarray(data["var"], dtype=np.float64)
+                count = float(data["count"])
+            except (TypeError, KeyError, ValueError):
+                raise ModelFileError(f"{path}: {REWARD_STATS_MEMBER} needs numbers mean, var and count") from None
+            if mean.shape != var.shape or not (np.isfinite(mean).all() and np.isfinite(var).all() and (var >= 0).all()
+                                                and np.isfinite(count) and count > 0):
+                raise ModelFileError(f"{path}: {REWARD_STATS_MEMBER} holds invalid statistics (NaN, inf or negative)")
+            rms = RunningMeanStd(shape=mean.shape)
+            rms.mean, rms.var, rms.count = mean, var, count
+            return rms
+        if VECNORMALIZE_MEMBER not in names:
             return None
+        if not trust:
+            raise ModelFileError(
+                f"{path} keeps its reward statistics in a pickle ({VECNORMALIZE_MEMBER}, older kartsim), which "
+                f"could run code; {TRUST_HINT}"
+            )
         data = archive.read(VECNORMALIZE_MEMBER)
     try:
-        return pickle.loads(data)
+        return pickle.loads(data).ret_rms  # trusted by the user (--trust-model)
     except Exception as exc:  # an SB3 / numpy too different from the one that saved it
         raise ModelFileError(
             f"{path}: {VECNORMALIZE_MEMBER} inside the model cannot be read ({exc.__class__.__name__}: {exc})"
@@ -131,29 +182,110 @@ def read_kartsim_config(path: str | Path) -> dict[str, Any] | None:
     with zipfile.ZipFile(path) as archive:
         if CONFIG_MEMBER not in archive.namelist():
             return None
-        try:
-            payload = json.loads(archive.read(CONFIG_MEMBER).decode("utf-8"))
-        except (ValueError, UnicodeDecodeError):
-            raise ModelFileError(f"{path}: {CONFIG_MEMBER} inside the model is not valid JSON") from None
-    if not isinstance(payload, dict) or "env" not in payload:
-        raise ModelFileError(f"{path}: {CONFIG_MEMBER} inside the model has no 'env' section")
+        payload = _json_member(archive, CONFIG_MEMBER, path)
+    if not isinstance(payload, dict) or not isinstance(payload.get("env"), dict):
+        raise ModelFileError(f"{path}: {CONFIG_MEMBER} inside the model has no 'env' section; use another model file")
+    if not isinstance(payload.get("train", {}), dict):
+        raise ModelFileError(f"{path}: {CONFIG_MEMBER} inside the model has a 'train' section that is not a mapping")
+    steps = payload.get("num_timesteps", 0)
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ModelFileError(f"{path}: {CONFIG_MEMBER} inside the model has num_timesteps {steps!r}, not a step count")
     return payload
 
 
-def load_ppo(path: str | Path, *, env: Any = None, device: str = "auto", **kwargs: Any):
-    """``PPO.load`` with one-line errors for files that are not loadable models."""
+# SB3 `data` entries a kartsim model pickles that loading can do without (rebuilt by SB3 itself:
+# the rollout buffer class and the lr schedule from the plain settings; the last observations and
+# episode buffers are reset before any training).
+_NOT_NEEDED = ("_last_obs", "_last_episode_starts", "_last_original_obs", "ep_info_buffer", "ep_success_buffer",
+               "rollout_buffer_class", "lr_schedule")
+
+
+def _pickled_entries(path: Path) -> list[str]:
+    """Names of the entries of SB3's ``data`` member stored as pickles (``:serialized:``)."""
+    with zipfile.ZipFile(path) as archive:
+        data = _json_member(archive, "data", path)
+    if not isinstance(data, dict):
+        raise ModelFileError(f"{path}: the 'data' member is not an SB3 parameter table; use another model file")
+    return sorted(k for k, v in data.items() if isinstance(v, dict) and ":serialized:" in v)
+
+
+def safe_objects(payload: dict[str, Any], pickled: list[str], device: str, path: Path) -> dict[str, Any]:
+    """SB3 ``custom_objects`` that replace every pickled `data` entry of a kartsim model with one
+    rebuilt from its `payload` (kartsim_config.json): spaces from a probe env of the saved config,
+    policy class and kwargs from `kartsim.rl.policies`; nothing is unpickled."""
+    from kartsim.envs import EnvConfig, KartEnv
+    from kartsim.errors import KartsimError
+    from kartsim.rl.policies import policy_for, resolve_precision
+
+    train = dict(payload.get("train") or {})
+    env_dict = dict(payload["env"], track="circuit.png")  # spaces do not depend on the track
+    try:
+        probe = KartEnv(EnvConfig.from_dict(env_dict), render_mode=None)
+    except KartsimError as exc:
+        raise ModelFileError(f"{path}: its {CONFIG_MEMBER} does not describe a usable env ({exc})") from None
+    try:
+        obs_space, action_space = sb3_view_of_space(probe.observation_space), probe.action_space
+    finally:
+        probe.close()
+    try:
+        vision = bool(env_dict.get("vision"))
+        precision = resolve_precision(str(train.get("precision", "fp32")), _concrete_device(device))
+        policy, policy_kwargs = policy_for(vision, int(train.get("features_dim", 512)), precision)
+        log_std = train.get("log_std_init")
+        policy_kwargs["log_std_init"] = float(-0.5 if log_std is None else log_std)
+        clip_range = float(train.get("clip_range", 0.2))
+        # --lr-schedule linear pickles the schedule; the start value is enough to play or resume
+        learning_rate = float(train.get("learning_rate") or 3e-4)
+    except (TypeError, ValueError) as exc:
+        raise ModelFileError(f"{path}: its {CONFIG_MEMBER} has an invalid train section ({exc})") from None
+    if isinstance(policy, str):  # "MlpPolicy": the class itself, as SB3 would have unpickled it
+        from stable_baselines3 import PPO
+
+        policy = PPO.policy_aliases[policy]
+    objects: dict[str, Any] = {"observation_space": obs_space, "action_space": action_space, "policy_class": policy,
+                               "policy_kwargs": policy_kwargs, "clip_range": clip_range, "learning_rate": learning_rate}
+    objects.update({key: None for key in _NOT_NEEDED})
+    unknown = [key for key in pickled if key not in objects]
+    if unknown:
+        raise ModelFileError(f"{path} has pickled entries kartsim does not rebuild ({', '.join(unknown)}); {TRUST_HINT}")
+    return objects
+
+
+def _concrete_device(device: str) -> str:
+    import torch
+
+    return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else str(device)
+
+
+def load_ppo(path: str | Path, *, env: Any = None, device: str = "auto", trust: bool = False, **kwargs: Any):
+    """``PPO.load`` without running code from the file (see the module doc), with one-line errors for
+    files that are not loadable models. `trust` (``--trust-model``) lets SB3 unpickle a model that is
+    not kartsim's own (no ``kartsim_config.json``)."""
     from stable_baselines3 import PPO
 
     path = check_model_file(path)
+    payload = read_kartsim_config(path)
+    custom: dict[str, Any] | None = None
+    if payload is not None:
+        custom = safe_objects(payload, _pickled_entries(path), device, path)
+    elif not trust:
+        raise ModelFileError(
+            f"{path} is not a kartsim model (no {CONFIG_MEMBER}) and loading it would unpickle code from it; {TRUST_HINT}"
+        )
     try:
-        return PPO.load(path, env=env, device=device, **kwargs)
+        return PPO.load(path, env=env, device=device, custom_objects=custom, **kwargs)
     except ModelFileError:
         raise
+    except RuntimeError as exc:
+        if custom is not None and "state_dict" in str(exc):
+            raise ModelFileError(f"{path}: its weights (policy.pth) do not fit the network its {CONFIG_MEMBER} "
+                                 "describes (was the file edited?); use another model file") from None
+        raise ModelFileError(f"{path} cannot be loaded as a PPO model (RuntimeError: {str(exc).splitlines()[0]})") from None
     except ValueError as exc:
         if "space" in str(exc).lower():
             raise ModelFileError(f"{path} does not fit this environment: {str(exc).splitlines()[0]}") from None
         raise ModelFileError(f"{path} cannot be loaded as a PPO model: {str(exc).splitlines()[0]}") from None
-    except Exception as exc:  # pickle / torch / zip errors inside SB3
+    except Exception as exc:  # pickle / torch / zip / state-dict errors inside SB3
         raise ModelFileError(
             f"{path} cannot be loaded as a PPO model ({exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
         ) from None

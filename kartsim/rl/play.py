@@ -8,8 +8,6 @@ inside (optionally on another track), checks that the model fits that env, and r
 
 from __future__ import annotations
 
-import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -73,6 +71,7 @@ def load_driver(
     evaluation: bool = True,
     env_options: dict[str, Any] | None = None,
     device: str = "cpu",
+    trust_model: bool = False,
 ) -> Driver:
     """Load a model zip and the EnvConfig it drives.
 
@@ -80,13 +79,15 @@ def load_driver(
     :param vision: only for plain SB3 models without ``kartsim_config.json``: which env they drive
         (None: inferred from the model's observation space).
     :param evaluation: start on the start line (``random_start=False``) instead of a random place.
+    :param trust_model: also load models not saved by kartsim, which unpickles code from the file
+        (see `kartsim.rl.modelio`).
     """
     from kartsim.envs import EnvConfig
     from kartsim.rl.modelio import describe_space, load_ppo, read_kartsim_config, spaces_match
 
     path = Path(model_path)
     payload = read_kartsim_config(path)  # checks: missing, not a zip, corrupted, not an SB3 model
-    model = load_ppo(path, device=device)
+    model = load_ppo(path, device=device, trust=trust_model)
     if payload is not None:
         env_dict = dict(payload["env"])
         if vision is not None and bool(vision) != bool(env_dict.get("vision")):
@@ -129,8 +130,27 @@ def load_driver(
     return Driver(model=model, env_config=env_cfg, path=path, payload=payload)
 
 
+# Why an episode ended, as `play` prints it and `eval` counts it (info["termination"] names).
+END_REASONS = {
+    "time_limit": "time limit",
+    "wrong_way": "wrong way",
+    "stuck": "stuck (no progress)",
+    "off_track": "off track too long",
+    "damage": "damage",
+    "finished": "finished the race",
+    "stopped": "stopped (--max-steps / --laps)",
+}
+
+
+def end_text(reason: str) -> str:
+    """The words for an episode-end reason (`END_REASONS`); unknown ones as they are."""
+    return END_REASONS.get(reason, reason.replace("_", " "))
+
+
 @dataclass
 class EpisodeResult:
+    end: str = ""
+    """Why the episode ended: a key of `END_REASONS` (``info["termination"]``, or ``stopped``)."""
     laps: int = 0
     lap_times: list[float] = field(default_factory=list)
     steps: int = 0
@@ -189,6 +209,7 @@ def drive(
                 break
         stats = info.get("episode_stats") or {}
         result.stats = dict(stats)
+        result.end = str(info.get("termination") or ("time_limit" if truncated else "stopped"))
         result.laps = int(stats.get("laps", info.get("lap", len(result.lap_times))))
         result.mean_speed = float(stats.get("mean_speed", np.mean(speeds) if speeds else 0.0))
         result.off_track_share = float(stats.get("off_track_share", np.mean(off) if off else 0.0))
@@ -209,15 +230,6 @@ def _lap_length(env: Any) -> float:
         return float(race.stack.tracks[int(race.state.track_idx[0])].length)
     except (AttributeError, IndexError, TypeError):
         return 0.0
-
-
-def has_display() -> bool:
-    """Whether a window can be opened (an X11/Wayland display on Linux; assumed elsewhere)."""
-    if os.environ.get("SDL_VIDEODRIVER", "") in ("dummy", "offscreen"):
-        return False
-    if sys.platform.startswith("linux"):
-        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
-    return True
 
 
 class Recorder:
@@ -327,6 +339,7 @@ def play(
     window: bool | None = None,
     stop_after_laps: int | None = None,
     echo: Callable[[str], None] = print,
+    trust_model: bool = False,
 ) -> list[EpisodeResult]:
     """``kartsim play``: drive `episodes` episodes, printing each lap time as it happens."""
     if episodes < 1:
@@ -334,8 +347,9 @@ def play(
     if max_steps is not None and max_steps < 1:
         raise ConfigError(f"--max-steps must be >= 1, not {max_steps}")
     record_path = check_record_path(record, force)
-    driver = load_driver(model_path, track=track, vision=vision)
+    driver = load_driver(model_path, track=track, vision=vision, trust_model=trust_model)
     from kartsim.envs import KartEnv
+    from kartsim.envs.render import has_display
 
     if window is None:
         window = record_path is None and has_display()
@@ -369,7 +383,7 @@ def play(
         echo(
             f"Episode {episode + 1}: {result.laps} lap(s), best {fmt_time(result.best_lap)}, "
             f"mean speed {result.mean_speed:.1f} m/s, off track {100 * result.off_track_share:.0f}%, "
-            f"{result.steps} steps"
+            f"{result.steps} steps, ended: {end_text(result.end)}"
         )
 
     results: list[EpisodeResult] = []

@@ -11,7 +11,7 @@ A run writes everything under ``<runs_dir>/<save_name>/``::
     config.json                      env + train config of the run
     checkpoints/<name>_<N>_steps.zip every --checkpoint-freq env steps (and _interrupted.zip on Ctrl-C)
     tb/PPO_1/                        TensorBoard logs (with --tensorboard), incl. racing/* metrics
-    telemetry_log.csv                env 0's telemetry (schema: kartsim.telemetry.TELEMETRY_COLUMNS)
+    telemetry_log.csv                env 0's telemetry, or the first --telemetry-envs N (schema: kartsim.telemetry.TELEMETRY_COLUMNS)
     <name>_final.zip                 the final model, also copied to <models_dir>/<name>_final.zip
     <name>_best.zip                  the best model of the periodic evaluation (--eval-freq), also
                                      copied to <models_dir>/<name>_best.zip
@@ -28,7 +28,6 @@ import json
 import re
 import shutil
 import os
-import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -141,7 +140,13 @@ class TrainConfig:
     tensorboard: bool = False
     """Write TensorBoard logs to ``<run>/tb/`` (SB3 metrics + racing/*)."""
     telemetry_every: int = 1
-    """Log env 0's telemetry to ``<run>/telemetry_log.csv`` every this many steps (0: off)."""
+    """Log telemetry to ``<run>/telemetry_log.csv`` every this many steps (0: off)."""
+    telemetry_envs: int = 1
+    """Log the telemetry of the first this many vector envs (the CSV's ``env`` column says which)."""
+    telemetry_link: bool = True
+    """Point ``./telemetry_log.csv`` (a symlink in the current folder) at this run's telemetry, so
+    ``pd.read_csv("telemetry_log.csv")`` reads the latest run where training was started. A real
+    file of that name is left alone. Jobs turn it off."""
     seed: int | None = None
     """Seed for the model and the envs (None: random)."""
     device: str = "auto"
@@ -149,6 +154,9 @@ class TrainConfig:
     resume: str | None = None
     """Continue training from this checkpoint / model zip (step count, run folder and env config
     come from it)."""
+    trust_model: bool = False
+    """Also read the pickled members of a resumed model (``vecnormalize.pkl`` of older kartsim
+    models), which could run code: only for files you trust."""
     force: bool = False
     """Overwrite an existing run folder / final model of the same name."""
     runs_dir: str = "runs"
@@ -190,11 +198,9 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ConfigError(f"unknown train config key(s): {', '.join(unknown)}")
-        return cls(**data)
+        from kartsim.config import from_dict
+
+        return from_dict(cls, data)
 
 
 @dataclass
@@ -354,6 +360,8 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"ent_coef must be >= 0, not {cfg.ent_coef}")
     if cfg.precision not in ("auto", "bf16", "fp32"):
         raise ConfigError(f"--precision must be auto, bf16 or fp32, not {cfg.precision!r}")
+    if cfg.precision != "auto" and not cfg.vision:
+        raise ConfigError(f"--precision {cfg.precision} only applies to the vision CNN; add --vision or drop --precision")
     if cfg.torch_threads is not None and not 1 <= cfg.torch_threads <= 512:
         raise ConfigError(f"--torch-threads must be between 1 and 512, not {cfg.torch_threads}")
     if not -5 <= cfg.log_std_init <= 2:
@@ -386,6 +394,9 @@ def validate(cfg: TrainConfig) -> None:
             raise ConfigError(f"--track-pool must be between 1 and 10000 tracks, not {cfg.track_pool}")
     if cfg.telemetry_every < 0:
         raise ConfigError(f"--telemetry-every must be >= 0 (0 = off), not {cfg.telemetry_every}")
+    if not 1 <= cfg.telemetry_envs <= cfg.vector_envs:
+        raise ConfigError(f"--telemetry-envs must be between 1 and --vector-envs ({cfg.vector_envs}), "
+                          f"not {cfg.telemetry_envs}")
     if cfg.seed is not None and not 0 <= cfg.seed < 2**32:
         raise ConfigError(f"--seed must be between 0 and 2**32 - 1, not {cfg.seed}")
     if not cfg.track:
@@ -458,22 +469,30 @@ def build_vec_env(env_cfg: Any, n_envs: int, seed: int | None, telemetry_envs: l
     return venv
 
 
-def restore_reward_stats(venv: Any, path: Path, echo: Callable[[str], None] = print) -> bool:
+def restore_reward_stats(venv: Any, path: Path, echo: Callable[[str], None] = print, trust: bool = False) -> bool:
     """Continue the reward normalisation statistics (``ret_rms`` of the VecNormalize `venv`) saved in
-    the model zip `path`; when it has none (saved by an older kartsim, or trained on raw rewards),
-    say so in one line and leave them to be estimated afresh. True when restored."""
-    from kartsim.rl.modelio import VECNORMALIZE_MEMBER, read_vecnormalize
+    the model zip `path`; when it has none (saved by an older kartsim, trained on raw rewards, or
+    kept in a pickle that `trust` does not allow), say so in one line and leave them to be estimated
+    afresh. True when restored."""
+    from kartsim.rl.modelio import REWARD_STATS_MEMBER, read_reward_stats
 
     try:
-        saved = read_vecnormalize(path)
+        saved = read_reward_stats(path, trust=trust)
     except ModelFileError as exc:
         echo(f"Reward normalisation statistics not restored ({exc}); estimating them from scratch")
         return False
-    if saved is None or getattr(saved, "ret_rms", None) is None:
-        echo(f"No reward normalisation statistics in {path} (no {VECNORMALIZE_MEMBER}); estimating them from scratch")
+    if saved is None:
+        echo(f"No reward normalisation statistics in {path} (no {REWARD_STATS_MEMBER}); estimating them from scratch")
         return False
-    venv.ret_rms = saved.ret_rms
+    venv.ret_rms = saved
     return True
+
+
+def _copy_atomically(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.copying")
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
 
 
 class _Run:
@@ -490,6 +509,26 @@ class _Run:
         self.best = self.dir / f"{cfg.save_name}_best.zip"
         self.best_copy = Path(cfg.models_dir) / f"{cfg.save_name}_best.zip"
         self.interrupted = self.checkpoints / f"{cfg.save_name}_interrupted.zip"
+
+
+TELEMETRY_LINK = Path("telemetry_log.csv")
+
+
+def link_telemetry(target: Path, echo: Callable[[str], None] = print) -> bool:
+    """Make ``./telemetry_log.csv`` a symlink to `target` (replacing only an earlier symlink, never a
+    file the user has there). True when the link now points at `target`."""
+    link = TELEMETRY_LINK
+    if link.exists() and not link.is_symlink():
+        echo(f"Kept ./{link} (your file, not a link); this run's telemetry goes to {target}")
+        return False
+    try:
+        if link.is_symlink():
+            link.unlink()
+        link.symlink_to(os.path.relpath(target.absolute(), Path.cwd()))
+    except OSError as exc:  # e.g. a file system without symlinks
+        echo(f"Could not link ./{link} to {target} ({exc.strerror}); read the CSV from {target}")
+        return False
+    return True
 
 
 def _merge_resume(cfg: TrainConfig, given: set[str], payload: dict[str, Any] | None, path: Path) -> tuple[TrainConfig, dict[str, Any]]:
@@ -544,7 +583,7 @@ def train(
     """Run one training run. `given` names the TrainConfig fields the user set explicitly (used when
     resuming: the checkpoint's values win for the rest); `callbacks` are extra SB3 callbacks
     (benchmarks, tests). Raises KartsimError for bad input."""
-    from kartsim.rl.modelio import load_ppo, read_kartsim_config, save_model
+    from kartsim.rl.modelio import read_kartsim_config
 
     given = set(given if given is not None else ())
     payload = None
@@ -557,6 +596,36 @@ def train(
         cfg = cfg.resolved()
         env_dict = None
     validate(cfg)
+    from kartsim.rl.runfolder import RunLock
+
+    with RunLock(Path(cfg.runs_dir), cfg.save_name):  # one trainer per run folder (until this process ends)
+        return _train_locked(cfg, given, echo, callbacks, payload, resume_path, env_dict)
+
+
+def _check_resume_keeps_the_final(run: "_Run", done_steps: int, force: bool) -> None:
+    """Resuming an older checkpoint of a finished run would replace its (longer-trained) final model."""
+    from kartsim.rl.modelio import read_kartsim_config
+
+    for final in (run.final, run.model_copy):
+        if not final.is_file():
+            continue
+        try:
+            steps = int((read_kartsim_config(final) or {}).get("num_timesteps", 0))
+        except KartsimError:
+            continue
+        if steps > done_steps and not force:
+            raise ConfigError(
+                f"{final} holds {steps:,} steps and resuming from {done_steps:,} would replace it; pass --force, "
+                "or --save-name NEW to resume into a new run"
+            )
+
+
+def _train_locked(cfg: TrainConfig, given: set[str], echo: Callable[[str], None], callbacks: list[Any] | None,
+                  payload: dict[str, Any] | None, resume_path: Path | None, env_dict: dict[str, Any] | None) -> TrainResult:
+    """`train` once the run folder is locked."""
+    from kartsim.rl.modelio import load_ppo, save_model
+    from kartsim.rl.runfolder import record_config, signals_deferred, sigterm_as_interrupt, truncate_telemetry
+
     device = resolve_device(cfg.device)
     run = _Run(cfg)
 
@@ -577,6 +646,8 @@ def train(
                 raise ConfigError(
                     f"{existing} already exists; pass --force to overwrite it, another --save-name, or --resume a checkpoint"
                 )
+    if same_run:
+        _check_resume_keeps_the_final(run, done_steps, cfg.force)
 
     # The env (a bad track fails here, before anything is written).
     import torch
@@ -587,7 +658,7 @@ def train(
 
     env_cfg = EnvConfig.from_dict(env_dict) if env_dict is not None else env_config_for(cfg)
     workers = vec_workers_for(cfg)
-    venv = build_vec_env(env_cfg, cfg.vector_envs, cfg.seed, telemetry_envs=[0] if cfg.telemetry_every > 0 else [],
+    venv = build_vec_env(env_cfg, cfg.vector_envs, cfg.seed, telemetry_envs=list(range(cfg.telemetry_envs)) if cfg.telemetry_every > 0 else [],
                          normalize_reward_gamma=cfg.gamma if cfg.normalize_reward else None,
                          backend=cfg.vec_backend, n_workers=workers)
     try:
@@ -602,7 +673,12 @@ def train(
                     copy.unlink()
         run.dir.mkdir(parents=True, exist_ok=True)
         config_doc = {"env": env_cfg_dict, "train": train_cfg_dict, "command": sys.argv, "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        run.config.write_text(json.dumps(config_doc, indent=2, default=str))
+        record_config(run.config, config_doc, resume_path if same_run else None)
+        if same_run and cfg.telemetry_every > 0:
+            dropped = truncate_telemetry(run.telemetry, done_steps)  # logged after the checkpoint, trained again now
+            if dropped:
+                echo(f"Telemetry: dropped {dropped:,} row(s) logged after step {done_steps:,} (they are trained again)")
+        linked = cfg.telemetry_every > 0 and cfg.telemetry_link and link_telemetry(run.telemetry, echo)
 
         def save(model: Any, path: Path, evaluation: dict[str, Any] | None = None) -> Path:
             return save_model(model, path, env_cfg_dict, train_cfg_dict, evaluation)
@@ -613,6 +689,10 @@ def train(
             echo(f"Vector envs: {cfg.vector_envs} (subproc backend: {workers} worker process{'es' if workers > 1 else ''})")
         else:
             echo(f"Vector envs: {cfg.vector_envs} (batched backend: one process)")
+        n_checkpoints = (cfg.timesteps - done_steps) // max(cfg.checkpoint_freq, cfg.vector_envs) if cfg.checkpoint_freq else 0
+        if n_checkpoints > 50:
+            echo(f"Warning: --checkpoint-freq {cfg.checkpoint_freq:,} writes about {n_checkpoints:,} checkpoints in this "
+                 "run; raise it to write fewer")
         tb_dir = str(run.tb) if cfg.tensorboard else None
         from kartsim.rl.policies import display_policy_name, policy_for, resolve_precision
 
@@ -627,7 +707,7 @@ def train(
             echo(f"Resuming model from {resume_path} ({done_steps:,} steps done)")
             model = load_ppo(resume_path, env=venv, device=device, **hyper)
             if isinstance(venv, VecNormalize):
-                restore_reward_stats(venv, resume_path, echo)
+                restore_reward_stats(venv, resume_path, echo, trust=cfg.trust_model)
             if cfg.seed is not None:
                 model.set_random_seed(cfg.seed)
         else:
@@ -635,7 +715,11 @@ def train(
             precision = resolve_precision(cfg.precision, device)
             policy, policy_kwargs = policy_for(cfg.vision, cfg.features_dim, precision)
             if cfg.vision:
-                echo(f"Vision CNN precision: {precision}")
+                from kartsim.rl.policies import bf16_supported
+
+                slow = precision == "bf16" and not bf16_supported(device)
+                echo(f"Vision CNN precision: {precision}" + (" (emulated: this hardware has no native bf16, so it is "
+                                                             "slower than fp32; --precision auto picks fp32)" if slow else ""))
             policy_kwargs["log_std_init"] = cfg.log_std_init
             model = PPO(policy, venv, policy_kwargs=policy_kwargs, seed=cfg.seed, device=device, **hyper)
 
@@ -650,7 +734,8 @@ def train(
             all_callbacks.append(checkpointer)
         telemetry_cb = None
         if cfg.telemetry_every > 0:
-            telemetry_cb = TelemetryCSVCallback(run.telemetry, every=cfg.telemetry_every, append=resume_path is not None)
+            telemetry_cb = TelemetryCSVCallback(run.telemetry, every=cfg.telemetry_every, append=resume_path is not None,
+                                                n_envs=cfg.telemetry_envs)
             all_callbacks.append(telemetry_cb)
         remaining = cfg.timesteps - done_steps
         # No evaluation in a run shorter than one evaluation period (tests, smoke runs).
@@ -658,6 +743,10 @@ def train(
         if evaluator is not None:
             all_callbacks.append(evaluator)
         all_callbacks.extend(callbacks or [])
+        if os.environ.get("KARTSIM_FAULT"):
+            from kartsim.rl.callbacks import FaultPointsCallback
+
+            all_callbacks.append(FaultPointsCallback())
         # SB3's own progress bar, held here so that Ctrl-C can close it before the messages below.
         progress = ProgressBarCallback() if cfg.progress_bar else None
         if progress is not None:
@@ -678,21 +767,19 @@ def train(
     steps_before = model.num_timesteps
     result = TrainResult(final_model=None, run_dir=run.dir, num_timesteps=model.num_timesteps)
     try:
-        model.learn(
-            total_timesteps=remaining,
-            callback=CallbackList(all_callbacks),
-            reset_num_timesteps=resume_path is None,
-            progress_bar=False,  # `progress` above
-            tb_log_name="PPO",
-        )
+        with sigterm_as_interrupt():
+            model.learn(
+                total_timesteps=remaining,
+                callback=CallbackList(all_callbacks),
+                reset_num_timesteps=resume_path is None,
+                progress_bar=False,  # `progress` above
+                tb_log_name="PPO",
+            )
     except KeyboardInterrupt:
         if progress is not None and getattr(progress, "pbar", None) is not None:
             progress.pbar.close()
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not break the save
-        try:
+        with signals_deferred():  # a second Ctrl-C / SIGTERM must not break the save
             result.interrupted_model = save(model, run.interrupted)
-        finally:
-            signal.signal(signal.SIGINT, previous)
         result.interrupted = True
     finally:
         if telemetry_cb is not None and telemetry_cb.writer is not None:
@@ -711,14 +798,16 @@ def train(
         echo(f"Resume with: kartsim train --resume {result.interrupted_model} --timesteps {cfg.timesteps}")
         return result
 
-    final = save(model, run.final)
-    run.model_copy.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(final, run.model_copy)
+    with signals_deferred() as arrived:  # Ctrl-C during the final save must not lose the run
+        final = save(model, run.final)
+        _copy_atomically(final, run.model_copy)
+    if arrived:
+        echo("Interrupted during the final save: waited for it to finish")
     result.final_model = run.model_copy
     echo(f"Trained {trained:,} steps in {result.seconds:.0f} s ({rate:,.0f} steps/s); total {model.num_timesteps:,} steps")
     echo(f"Saved final model: {run.model_copy} (and {final})")
     if cfg.telemetry_every > 0:
-        echo(f"Telemetry log: {run.telemetry}")
+        echo(f"Telemetry log: {run.telemetry}" + (f" (./{TELEMETRY_LINK} links to it)" if linked else ""))
     if evaluator is not None:
         _report_evaluation(evaluator, run, result, echo)
     echo(f"Watch it drive: python play_ppo.py --model {run.model_copy}")
