@@ -279,10 +279,10 @@ class LapEvalCallback(BaseCallback):
     def _on_training_start(self) -> None:
         from kartsim.envs import KartEnv
 
-        self._started = time.perf_counter()
         self._next = (self.num_timesteps // self.every + 1) * self.every
         self._envs = [KartEnv(self.env_config.replace(track=t)) for t in self.tracks]
         self.refs = [_reference(env) for env in self._envs]
+        self._started = time.perf_counter()  # training time starts after the references are worked out
 
     def _on_step(self) -> bool:
         if self.num_timesteps < self._next:

@@ -842,9 +842,7 @@ def _evaluator(cfg: TrainConfig, env_cfg: Any, run: _Run, save: Callable[..., Pa
             best_row = None  # a damaged best model is replaced by the next evaluation
 
     def save_best(model: Any, row: dict[str, Any]) -> Path:
-        path = save(model, run.best, evaluation=row)
-        run.best_copy.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(path, run.best_copy)
+        _copy_atomically(save(model, run.best, evaluation=row), run.best_copy)
         return run.best_copy
 
     def report(row: dict[str, Any]) -> None:
