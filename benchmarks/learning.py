@@ -93,7 +93,7 @@ def train_config(args: argparse.Namespace, seed: int, runs_dir: Path) -> Any:
 
 def run_one(args: argparse.Namespace, seed: int, runs_dir: Path, test_tracks: list[str]) -> dict[str, Any]:
     from kartsim.rl.callbacks import LapEvalCallback
-    from kartsim.rl.train import env_config_for, eval_tracks_for, train
+    from kartsim.rl.train import EVAL_LAPS, env_config_for, eval_tracks_for, train
 
     cfg = train_config(args, seed, runs_dir)
     env_cfg = env_config_for(cfg)
@@ -110,7 +110,8 @@ def run_one(args: argparse.Namespace, seed: int, runs_dir: Path, test_tracks: li
         print(text, flush=True)
 
     callback = LapEvalCallback(env_cfg, args.eval_every, tracks=own + test_tracks, episodes=args.eval_episodes,
-                               max_steps=args.eval_max_steps, report=report)
+                               max_steps=args.eval_max_steps, max_laps=EVAL_LAPS, report=report,
+                               evaluate_final=True)
     print(f"seed {seed}: {'vision' if cfg.vision else 'rays'} on {cfg.track} (pool {env_cfg.random_pool_size} if random), "
           f"{cfg.timesteps:,} steps, {cfg.vector_envs} envs, n_steps {cfg.n_steps}, batch {cfg.batch_size}, "
           f"epochs {cfg.n_epochs}, lr {cfg.learning_rate}; evaluation on {n_own} training + {len(test_tracks)} test "

@@ -2,7 +2,7 @@
 
 ``KARTSIM_FAULT=<point>[@<n>]:<SIGNAL>`` (e.g. ``update@2:SIGTERM``) makes this process send itself
 SIGNAL the n-th time (default: the first) it passes `point`. Points: ``rollout`` (an env step of
-training), ``update`` (the start of a PPO update), ``save`` (a model zip written, not yet renamed
+training), ``update`` (a minibatch of a PPO update), ``save`` (a model zip written, not yet renamed
 into place), ``runner`` (a job's wrapper, its training process started). Unset, `point` costs one
 dictionary look-up.
 """

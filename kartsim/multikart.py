@@ -280,17 +280,19 @@ class GridRace(Race):
         return tel
 
     def standings(self) -> list[dict[str, Any]]:
-        """The classification: position, kart, laps, race distance, gap, finish time, best lap."""
+        """The classification: position, kart, laps, race distance, gap, finish time, best lap.
+        Distances are rounded to the centimetre and times to the millisecond (sums of 0.02 s steps
+        otherwise read like 102.59999999999845)."""
         rows = []
         racing = np.nonzero(self.in_race)[0]
         for i in racing[np.argsort(self.position[racing])]:
             rows.append({
                 "position": int(self.position[i]), "kart": int(i), "laps": int(self.laps[i]),
-                "distance_m": float(self.best[i]), "gap_s": float(self.gap[i]),
-                "gap_to_leader_s": float(self.gap_to_leader[i]),
+                "distance_m": round(float(self.best[i]), 2), "gap_s": round(float(self.gap[i]), 3),
+                "gap_to_leader_s": round(float(self.gap_to_leader[i]), 3),
                 "finished": bool(self.finished[i]), "retired": bool(self.retired[i]),
-                "finish_time_s": float(self.finish_time[i]) if self.finished[i] else None,
-                "best_lap_s": float(self.best_lap[i]) if np.isfinite(self.best_lap[i]) else None,
+                "finish_time_s": round(float(self.finish_time[i]), 3) if self.finished[i] else None,
+                "best_lap_s": round(float(self.best_lap[i]), 3) if np.isfinite(self.best_lap[i]) else None,
             })
         return rows
 

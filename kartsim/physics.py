@@ -31,11 +31,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import ClassVar
 
 import numpy as np
 from numba import njit
 
 from kartsim.errors import ConfigError
+from kartsim.validation import check_config
 
 G = 9.81
 
@@ -49,6 +51,9 @@ __all__ = ["KartConfig", "KartState", "KartPhysics", "WALL", "ASPHALT", "KERB", 
 @dataclass
 class KartConfig:
     """Physical figures of the kart. Defaults: a ~160 kg rental/sprint kart with its driver."""
+
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {
+        "dt": (1e-4, 0.1), "mass_kg": (1.0, 1e4), "yaw_inertia_kgm2": (0.01, 1e5), "wheelbase_m": (0.1, 10.0)}
 
     dt: float = 0.02
     """Fixed physics time step (s); ``KartPhysics.step`` advances ``substeps * dt``."""
@@ -150,6 +155,9 @@ class KartConfig:
     """Fraction of the closing speed returned after a kart-to-kart contact."""
     kart_friction: float = 0.2
     """Tangential friction of kart-to-kart contacts (fraction of the normal impulse)."""
+
+    def __post_init__(self) -> None:
+        check_config(self, "kart")
 
     def to_dict(self) -> dict:
         return asdict(self)

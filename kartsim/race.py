@@ -13,16 +13,17 @@ when the kart crosses the start/finish gate after every other gate of that lap.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import math
 
 import numpy as np
 from numba import njit
 
-from kartsim.errors import KartsimError
+from kartsim.errors import ConfigError, KartsimError
 from kartsim.physics import WEATHER, KartConfig, KartPhysics, KartState
 from kartsim.track import CenterlineStack, Surface, TrackStack, project_point
+from kartsim.validation import check_config
 
 # A gate is widened by this much beyond each road edge so that a wheel on the kerb or grass
 # still counts as crossing it; cutting across the infield still misses it.
@@ -46,6 +47,12 @@ class RewardConfig:
     """Per m/s of impact speed into a wall."""
     termination: float = -10.0
     """Once, when the episode ends early (wrong way, stuck, off the track for good)."""
+
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {
+        name: (-1e6, 1e6) for name in ("progress", "lap", "off_track", "wall", "termination")}
+
+    def __post_init__(self) -> None:
+        check_config(self, "reward")
 
     def weights(self) -> dict[str, float]:
         return dict(self.__dict__)
@@ -78,6 +85,18 @@ class RaceConfig:
     domain randomisation). It changes grip and braking (physics) and darkens the camera."""
     max_damage: float | None = None
     """End the episode (termination ``damage``) when the kart's impact damage reaches this (None: never)."""
+
+    # action_repeat beyond 100 (2 s per decision) only hangs the step; the episode limits may be
+    # practically endless (1e9: "never", as drive and the tests use them)
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {
+        "action_repeat": (1, 100), "max_episode_steps": (1, 1e12), "start_behind_line_m": (0.0, 100.0),
+        "start_lateral_jitter_m": (0.0, 20.0), "start_heading_jitter_rad": (0.0, math.pi), "stuck_time_s": (0.1, 1e12),
+        "wrong_way_m": (0.0, 1e12), "off_track_time_s": (0.0, 1e12), "max_damage": (0.0, 1e12)}
+
+    def __post_init__(self) -> None:
+        check_config(self, "race")
+        if self.weather not in WEATHERS:
+            raise ConfigError(f"race.weather must be one of {', '.join(WEATHERS)}, not {self.weather!r}")
 
 
 TERMINATION_REASONS = ("", "wrong_way", "stuck", "off_track", "damage")
@@ -365,7 +384,10 @@ class Race:
 
 def check_actions(actions: np.ndarray, n: int) -> np.ndarray:
     """Validate an action batch (N, 2) and clip it to [-1, 1]; a wrong one gets a clear error."""
-    a = np.asarray(actions, dtype=np.float64)
+    try:
+        a = np.asarray(actions, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise KartsimError(f"actions must be numbers [steering, throttle] in [-1, 1], got {actions!r:.80}") from None
     if a.shape == (2,) and n == 1:
         a = a[None]
     if a.shape != (n, 2):

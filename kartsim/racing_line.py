@@ -21,16 +21,21 @@ lateral offset > 0 = right of the centerline).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
+import os
+import zipfile
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 from scipy import ndimage, sparse
 from scipy.optimize import lsq_linear
 from scipy.sparse.linalg import spsolve
 
-from kartsim.errors import ConfigError
+from kartsim.errors import ConfigError, TrackError
 from kartsim.physics import ASPHALT, KartConfig, KartPhysics, KartState
 
 G = 9.81
@@ -60,6 +65,31 @@ class KartLimits:
     induced: tuple[float, float] = (0.0, 0.0)
     """Cornering drag: deceleration (in g) = c2 * (a_lat/g)^2 + c4 * (a_lat/g)^4 from the tyres'
     lateral forces (the steered front wheels and the slip), measured in steady turns."""
+    gg_ax: np.ndarray = field(default_factory=lambda: np.array([-20.0, 0.0, 20.0]))
+    """g-g diagram: longitudinal accelerations (m/s^2, increasing) at which ``gg_lat`` was measured."""
+    gg_lat: np.ndarray = field(default_factory=lambda: np.array([0.0, 1.0, 0.0]))
+    """g-g diagram: the lateral acceleration the kart holds while accelerating at ``gg_ax``, as a
+    fraction of ``lateral`` (rises above 1 under mild deceleration: the load moves onto the front
+    tyres, which limit this understeering kart; falls when braking harder or driving)."""
+
+    def lat_at(self, v, ax):
+        """Lateral acceleration the kart holds at speed ``v`` while accelerating at ``ax`` (m/s^2)."""
+        return self.lat(v) * np.interp(ax, self.gg_ax, self.gg_lat)
+
+    @property
+    def gg_peak(self) -> float:
+        """Largest lateral fraction of the g-g diagram (>= 1)."""
+        return float(self.gg_lat.max())
+
+    def ax_range(self, frac):
+        """(lowest, highest) longitudinal acceleration (m/s^2) at which the kart holds the lateral
+        fraction ``frac`` of its grip (vectorised; both equal the peak's where ``frac`` is beyond it)."""
+        frac = np.minimum(np.asarray(frac, np.float64), self.gg_peak)
+        p = int(np.argmax(self.gg_lat))
+        left = np.maximum.accumulate(self.gg_lat[: p + 1]) + np.arange(p + 1) * 1e-9
+        right = np.maximum.accumulate(self.gg_lat[p:][::-1]) + np.arange(len(self.gg_lat) - p) * 1e-9
+        return (np.interp(frac, left, self.gg_ax[: p + 1]),
+                np.interp(frac, right, self.gg_ax[p:][::-1]))
 
     def lat(self, v):
         return np.interp(v, self.v, self.lateral)
@@ -78,7 +108,8 @@ class KartLimits:
         """Limits with the tyre-limited figures scaled (lateral and braking; drive is engine-limited)."""
         brake = grip if brake is None else brake
         return KartLimits(self.v, self.lateral * grip, self.brake * brake,
-                          np.minimum(self.drive, self.brake * brake), self.top_speed, self.induced)
+                          np.minimum(self.drive, self.brake * brake), self.top_speed, self.induced,
+                          self.gg_ax * grip, self.gg_lat)
 
 
 def _open_field(cfg: KartConfig) -> KartPhysics:
@@ -126,7 +157,93 @@ def _kart_limits_cached(key: tuple) -> KartLimits:
     vv = np.linspace(1.0, 60.0, 6000)
     a = _drive_accel(cfg, vv)
     top = float(vv[np.argmax(a <= 0)]) if np.any(a <= 0) else float(vv[-1])
-    return KartLimits(v_grid, lateral, brake, drive, top, induced)
+    gg_ax, gg_lat = _measure_gg(ph, lambda v: np.interp(v, v_grid, lateral), float(brake.max()))
+    return KartLimits(v_grid, lateral, brake, drive, top, induced, gg_ax, gg_lat)
+
+
+def _input_families(rng: np.random.Generator, n: int, steps: int, dt: float) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, n) steering and throttle sequences: constant, random (held 0.1 s), bang-bang and
+    sinusoidal weaving steering (periods 0.2-3 s), throttle/brake around a per-kart level."""
+    kind = rng.integers(0, 4, n)
+    period = rng.uniform(0.2, 3.0, n)
+    amp = rng.uniform(0.05, 1.0, n)
+    level = np.clip(rng.uniform(-1.5, 1.5, n), -1.0, 1.0)  # a sixth at full brake, a sixth at full throttle
+    t = np.arange(steps)[:, None] * dt
+    held = np.repeat(rng.uniform(-1.0, 1.0, (steps // 5 + 1, n)), 5, axis=0)[:steps]
+    wave = np.sin(2 * np.pi * t / period)
+    steer = np.where(kind == 0, amp, np.where(kind == 1, amp * held, np.where(kind == 2, amp * np.sign(wave),
+                                                                               amp * wave)))
+    jitter = np.repeat(rng.standard_normal((steps // 10 + 1, n)), 10, axis=0)[:steps]
+    thr = np.clip(level + 0.3 * jitter * (kind > 0), -1.0, 1.0)
+    return steer, thr
+
+
+def path_accelerations(ph: KartPhysics, steer: np.ndarray, thr: np.ndarray, v0: np.ndarray, window: int):
+    """Drive karts on the open field with the (steps, n) inputs from speed ``v0``; returns, per window
+    of ``window`` steps (rows) and kart (columns): the mean acceleration normal to the path (speed x
+    turn rate of the velocity's direction: a sliding kart's body-frame "lateral" acceleration is mostly
+    sideways braking), the change of speed per second, the mean speed and the largest body slip."""
+    steps, n = steer.shape
+    dt = ph.cfg.dt
+    st = KartState(n)
+    st.reset(np.arange(n), np.full(n, 1000.0), np.full(n, 1000.0), np.zeros(n))
+    st.vx[:] = v0
+    st.speed[:] = v0
+    an = np.zeros((steps, n))
+    v = np.zeros((steps + 1, n))
+    slip = np.zeros((steps, n))
+    v[0] = st.speed
+    for k in range(steps):
+        course = st.yaw + np.arctan2(st.vy, st.vx)
+        ph.step(st, thr[k], steer[k], 1)
+        an[k] = st.speed * np.angle(np.exp(1j * (st.yaw + np.arctan2(st.vy, st.vx) - course))) / dt
+        v[k + 1] = st.speed
+        slip[k] = np.abs(st.slip_angle)
+    c = np.cumsum(np.vstack([np.zeros((1, n)), np.abs(an)]), axis=0)
+    cv = np.cumsum(v[1:], axis=0)
+    cv = np.vstack([np.zeros((1, n)), cv])
+    mean_an = (c[window:] - c[:-window]) / window
+    at = (v[window:] - v[:-window]) / (window * dt)
+    mean_v = (cv[window:] - cv[:-window]) / window
+    max_slip = np.lib.stride_tricks.sliding_window_view(slip, window, axis=0).max(axis=-1)
+    return mean_an, at, mean_v, max_slip
+
+
+GG_WINDOW_S = 0.5
+"""Averaging window of the g-g diagram (s): accelerations sustained this long."""
+GG_MAX_SLIP = 0.25
+"""Body slip (rad) beyond which a kart counts as spinning, not cornering (a spin decelerates at the
+sliding grip in any direction)."""
+GG_MIN_SPEED = 8.0
+"""Lowest speed of the g-g diagram (m/s): below it the steering lock, not the tyres, limits."""
+
+
+def _measure_gg(ph: KartPhysics, lat, brake_max: float) -> tuple[np.ndarray, np.ndarray]:
+    """The g-g diagram: 2,400 karts from 8-24 m/s driving constant, random, bang-bang and weaving
+    steering with throttle/brake at a per-kart level for 4 s; every 0.5 s window without a spin gives
+    a mean acceleration along and across the path. The diagram is the largest lateral acceleration
+    (as a fraction of the steady-turn limit ``lat(v)``) seen in each 0.1 g bin of longitudinal
+    acceleration, made unimodal (what a kart holds at a harsher deceleration it holds at a milder one)."""
+    rng = np.random.default_rng(2024)
+    n, steps, window = 2400, 200, int(round(GG_WINDOW_S / ph.cfg.dt))
+    steer, thr = _input_families(rng, n, steps, ph.cfg.dt)
+    an, at, v, slip = path_accelerations(ph, steer, thr, rng.uniform(GG_MIN_SPEED, 24.0, n), window)
+    ok = (slip < GG_MAX_SLIP) & (v > GG_MIN_SPEED)
+    frac, ax = (an / lat(v))[ok], at[ok]
+    edges = np.arange(-2.0, 0.61, 0.1) * G
+    b = np.digitize(ax, edges) - 1
+    best = np.zeros(len(edges) - 1)
+    np.maximum.at(best, b[(b >= 0) & (b < len(best))], frac[(b >= 0) & (b < len(best))])
+    mid = 0.5 * (edges[1:] + edges[:-1])
+    seen = best > 0
+    ax_tab, lat_tab = mid[seen], best[seen]
+    p = int(np.argmax(lat_tab))
+    lat_tab[: p + 1] = np.maximum.accumulate(lat_tab[: p + 1])
+    lat_tab[p:] = np.maximum.accumulate(lat_tab[p:][::-1])[::-1]
+    # beyond what was seen: no grip left past full braking; driving harder is the engine's limit
+    ax_tab = np.concatenate([[min(-brake_max * 1.02, ax_tab[0] - 0.5 * G)], ax_tab, [ax_tab[-1] + 20.0]])
+    lat_tab = np.concatenate([[0.0], lat_tab, [lat_tab[-1] * 0.999]])
+    return ax_tab, lat_tab
 
 
 def _measure_lateral(ph: KartPhysics, cfg: KartConfig) -> tuple[float, tuple[float, float]]:
@@ -252,6 +369,8 @@ class RacingLine:
     """(lo, hi) allowed offsets at each point (m)."""
     center_index: np.ndarray = field(repr=False, default=None)
     """(M,) index of the line point at each centerline point of the track."""
+    method: str = "min-curvature"
+    """How the line was found: "min-time" or "min-curvature" (see :data:`LINE_METHODS`)."""
 
     def index_from_centerline(self, ci: np.ndarray) -> np.ndarray:
         """Line point index matching track centerline indices (the point at the same station)."""
@@ -325,6 +444,18 @@ def _track_edges(track) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.asarray(right), np.asarray(t_l), np.asarray(t_r)
 
 
+def _check_pinch(track, width: np.ndarray, idx: np.ndarray, kart_width: float) -> None:
+    """A road narrower than the kart somewhere has no line through it: name the first such place."""
+    narrow = np.nonzero(width < kart_width)[0]
+    if len(narrow) == 0:
+        return
+    i = int(idx[narrow[0]])
+    x, y = track.centerline[i]
+    raise TrackError(f"{track.name}: the road is only {width[narrow[0]]:.1f} m wide at {track.s[i]:.0f} m along "
+                     f"the lap (pixel {x / track.scale:.0f}, {y / track.scale:.0f}), narrower than the kart "
+                     f"({kart_width:.1f} m); widen the road there")
+
+
 def optimise_offsets(track, margin_m: float, half_width_m: float, opt_spacing_m: float = 2.0):
     """Minimum-curvature lateral offsets (at ``opt_spacing_m`` stations along the centerline)."""
     right, t_l, t_r = _track_edges(track)
@@ -337,8 +468,11 @@ def optimise_offsets(track, margin_m: float, half_width_m: float, opt_spacing_m:
     nrm = right[idx]
     # smooth the edges a little: single-pixel notches must not kink the line
     keep = half_width_m + margin_m
-    lo = -ndimage.minimum_filter1d(t_l, 3, mode="wrap")[idx] + keep
-    hi = ndimage.minimum_filter1d(t_r, 3, mode="wrap")[idx] - keep
+    t_l = ndimage.minimum_filter1d(t_l, 3, mode="wrap")
+    t_r = ndimage.minimum_filter1d(t_r, 3, mode="wrap")
+    _check_pinch(track, t_l[idx] + t_r[idx], idx, 2.0 * half_width_m)
+    lo = -t_l[idx] + keep
+    hi = t_r[idx] - keep
     bad = lo > hi
     mid = 0.5 * (lo + hi)
     lo = np.where(bad, mid, lo)
@@ -387,27 +521,110 @@ def _box_qp(A: sparse.csr_matrix, b: np.ndarray, lo: np.ndarray, hi: np.ndarray,
     return np.clip(x, lo, hi)
 
 
+def _station_speeds(track, idx: np.ndarray, n: np.ndarray, limits: KartLimits) -> np.ndarray:
+    """Speed profile of the polyline through the stations (warm start of the minimum-time solve)."""
+    right, _, _ = _track_edges(track)
+    pts = track.centerline[idx] + right[idx] * n[:, None]
+    s, length, _, curv = _closed_geometry(pts, 0.0, 1.0)
+    return speed_profile(np.diff(np.append(s, length)), curv, limits)
+
+
+def min_time_offsets(track, limits: KartLimits, idx: np.ndarray, lo: np.ndarray, hi: np.ndarray,
+                     n0: np.ndarray, curvature_weight: float = 2.0) -> np.ndarray:
+    """Minimum-time lateral offsets at the stations ``idx`` of the centerline: a direct transcription
+    of the minimum-lap-time problem solved with CasADi + IPOPT.
+
+    Decision variables are the offset ``n_i`` (within ``[lo_i, hi_i]``) and the speed ``v_i`` at every
+    station, periodic over the lap. The line's curvature at a station is its turning angle over the
+    mean of the two segments; the longitudinal acceleration of a segment is ``(v_{i+1}^2 - v_i^2) / 2d``.
+    Constraints are the measured envelope: the g-g diagram ``|v^2 kappa| <= a_lat(v) F(a_x)``, the drive
+    ``a_x <= drive(v) - cornering drag`` and the brakes ``a_x >= -brake(v)``. The objective is the lap
+    time plus a small penalty on curvature jumps (keeps the line drivable between stations). Warm
+    started from ``n0`` (the minimum-curvature offsets) and its speed profile.
+    """
+    import casadi as ca
+
+    right, _, _ = _track_edges(track)
+    # stations on the inside of a tight bend crowd towards its centre (segments shrink by 1 - n kappa):
+    # keep n kappa <= 0.6 so the discrete curvature stays well conditioned
+    kc = ndimage.gaussian_filter1d(track.curvature, 2.0 / (track.length / len(track.s)), mode="wrap")[idx]
+    hi = np.where(kc > 0, np.minimum(hi, 0.6 / np.maximum(kc, 1e-9)), hi)
+    lo = np.where(kc < 0, np.maximum(lo, -0.6 / np.maximum(-kc, 1e-9)), lo)
+    lo = np.minimum(lo, hi)
+    n0 = np.clip(n0, lo, hi)
+    c = track.centerline[idx]
+    r = right[idx]
+    K = len(idx)
+    nxt = list(np.roll(np.arange(K), -1))
+    prv = list(np.roll(np.arange(K), 1))
+    n = ca.SX.sym("n", K)
+    v = ca.SX.sym("v", K)
+    px = c[:, 0] + r[:, 0] * n
+    py = c[:, 1] + r[:, 1] * n
+    dx = px[nxt] - px
+    dy = py[nxt] - py
+    d = ca.sqrt(dx * dx + dy * dy + 1e-6)
+    # turning angle at each station between the incoming and the outgoing segment
+    cross = dx[prv] * dy - dy[prv] * dx
+    dot = dx[prv] * dx + dy[prv] * dy
+    kappa = 2.0 * ca.atan2(cross, dot) / (d[prv] + d)
+    ax = (v[nxt] ** 2 - v ** 2) / (2.0 * d)
+    ay = v ** 2 * kappa
+    vg = [list(limits.v)]
+    lat = ca.interpolant("lat", "bspline", vg, list(limits.lateral))
+    drive = ca.interpolant("drive", "bspline", vg, list(limits.drive))
+    brake = ca.interpolant("brake", "bspline", vg, list(limits.brake))
+    gg = ca.interpolant("gg", "bspline", [list(limits.gg_ax)], list(limits.gg_lat))
+    q = (ay / G) ** 2
+    c2, c4 = limits.induced
+    grip = lat(v) * gg(ax)
+    g_lat = ca.vertcat(ay - grip, -ay - grip)  # <= 0
+    g_drive = ax - drive(v) + G * (c2 * q + c4 * q * q)  # <= 0
+    g_brake = -ax - brake(v)  # <= 0
+    lap = ca.sum1(2.0 * d / (v + v[nxt]))
+    smooth = ca.sum1((kappa[nxt] - kappa) ** 2)
+    nlp = {"x": ca.vertcat(n, v), "f": lap + curvature_weight * smooth,
+           "g": ca.vertcat(g_lat, g_drive, g_brake)}
+    opts = {"ipopt.print_level": 0, "print_time": False, "ipopt.sb": "yes", "ipopt.max_iter": 1000,
+            "ipopt.tol": 1e-6, "ipopt.acceptable_tol": 1e-4}
+    solver = ca.nlpsol("min_time", "ipopt", nlp, opts)
+    v_min = float(limits.v[0])  # the tables start there (no extrapolation)
+    v0 = np.clip(_station_speeds(track, idx, n0, limits) * 0.98, v_min, limits.top_speed)
+    big = 1e19
+    res = solver(x0=np.concatenate([n0, v0]), lbx=np.concatenate([lo, np.full(K, v_min)]),
+                 ubx=np.concatenate([hi, np.full(K, limits.top_speed)]),
+                 lbg=np.full(4 * K, -big), ubg=np.zeros(4 * K))
+    # a feasible last iterate is a usable line even where IPOPT did not certify optimality (the
+    # caller compares its lap with the minimum-curvature line's on the full speed profile)
+    if not np.all(np.isfinite(np.asarray(res["x"]))) or float(np.max(np.asarray(res["g"]))) > 1e-3:
+        return None
+    return np.clip(np.asarray(res["x"]).ravel()[:K], lo, hi)
+
+
 def speed_profile(s_seg: np.ndarray, curvature: np.ndarray, limits: KartLimits, *, closed: bool = True,
                   v_start: float | None = None):
     """Minimum-time speed at each point of a path (segment lengths ``s_seg[i]`` from point i to i+1).
 
-    Grip limit v <= sqrt(a_lat(v) / |kappa|); forward pass with the drive acceleration left by the
-    friction ellipse, backward pass with the braking left by it. ``closed``: the path is a loop
-    (the profile is periodic).
+    Grip limit v <= sqrt(a_lat(v) x g-g peak / |kappa|); a forward pass with the drive acceleration
+    (less cornering drag) capped by the highest longitudinal acceleration at which the g-g diagram
+    still holds the lateral acceleration, and a backward pass with the braking capped by the lowest.
+    ``closed``: the path is a loop (the profile is periodic).
     """
     K = len(curvature)
     k = np.abs(curvature)
     v = np.full(K, limits.top_speed)
-    for _ in range(30):  # fixed point of v = sqrt(a_lat(v) / k)
-        v_new = np.minimum(limits.top_speed, np.sqrt(limits.lat(v) / np.maximum(k, 1e-9)))
+    peak = limits.gg_peak
+    for _ in range(30):  # fixed point of v = sqrt(a_lat(v) * peak / k)
+        v_new = np.minimum(limits.top_speed, np.sqrt(limits.lat(v) * peak / np.maximum(k, 1e-9)))
         if np.allclose(v_new, v, atol=1e-4):
             break
         v = 0.5 * (v + v_new)
     v_lat = v
-
-    def ellipse(vv, kk):
-        use = vv * vv * kk / limits.lat(vv)
-        return np.sqrt(np.clip(1.0 - use * use, 0.0, 1.0))
+    # the g-g diagram as tables over the lateral fraction (np.interp per point is the cost otherwise)
+    fr = np.linspace(0.0, peak, 200)
+    lo_tab, hi_tab = limits.ax_range(fr)
+    lat_v = limits.v
+    lat_tab = limits.lateral
 
     start = int(np.argmin(v_lat)) if closed else 0
     order = (start + np.arange(K)) % K if closed else np.arange(K)
@@ -422,57 +639,142 @@ def speed_profile(s_seg: np.ndarray, curvature: np.ndarray, limits: KartLimits, 
             if not closed and nxt == 0:
                 break
             vi = vf[i]
-            a = limits.acc(vi) - limits.cornering_drag(vi * vi * k[i])
+            ay = vi * vi * k[i]
+            f = ay / max(float(np.interp(vi, lat_v, lat_tab)), 1e-6)
+            a = min(float(limits.acc(vi) - limits.cornering_drag(ay)), float(np.interp(f, fr, hi_tab)))
             vn = math.sqrt(max(vi * vi + 2.0 * a * s_seg[i], 0.0))
             if vn < vf[nxt]:
                 vf[nxt] = vn
     # backward (braking) pass
     vb = vf.copy()
     for _lap in range(2 if closed else 1):
-        for j in range(len(order) - 1, -1 if not closed else -1, -1):
+        for j in range(len(order) - 1, -1, -1):
             i = order[j]
             prv = (i - 1) % K
             if not closed and i == 0:
                 break
             vi = vb[i]
-            a = limits.brk(vi) * ellipse(vi, k[prv])
-            vp = math.sqrt(vi * vi + 2.0 * a * s_seg[prv])
+            vp = vi
+            for _it in range(2):  # the braking allowed at the earlier point's own (higher) speed
+                f = vp * vp * k[prv] / max(float(np.interp(vp, lat_v, lat_tab)), 1e-6)
+                a = max(min(float(limits.brk(vp)), -float(np.interp(f, fr, lo_tab))), 0.0)
+                vp = math.sqrt(vi * vi + 2.0 * a * s_seg[prv])
             if vp < vb[prv]:
                 vb[prv] = vp
     return vb
 
 
-def racing_line(track, cfg: KartConfig | None = None, *, margin_m: float = 0.35, spacing_m: float = 0.5,
-                grip_scale: float = 1.0) -> RacingLine:
-    """The minimum-curvature racing line of ``track`` and its minimum-time speed profile for ``cfg``.
+LINE_METHODS = ("min-time", "min-curvature")
+"""``min-time``: the minimum-lap-time line (:func:`min_time_offsets`, the reference); ``min-curvature``:
+the smoothed minimum-curvature line (:func:`optimise_offsets`)."""
 
+SOLVER_VERSION = 1
+"""Part of the disk-cache key of minimum-time lines: bump it when the solve changes."""
+
+REFERENCE_MARGIN_M = 0.35
+"""Clearance beyond half the kart's width of the reference line (the hard AI's margin)."""
+
+STATION_M = 2.0
+"""Spacing of the optimisation stations along the centerline (m)."""
+
+
+def racing_line(track, cfg: KartConfig | None = None, *, line: str = "min-time",
+                margin_m: float = REFERENCE_MARGIN_M, spacing_m: float = 0.5,
+                grip_scale: float = 1.0) -> RacingLine:
+    """The racing line of ``track`` for the kart ``cfg`` and its minimum-time speed profile.
+
+    ``line``: one of :data:`LINE_METHODS`. The minimum-time geometry is solved once per track and kart
+    (at full grip and the reference margin; cached on disk, see :func:`line_cache_dir`); other
+    margins keep it inside their own bounds and other grips get their own speed profile on it. Where
+    the minimum-curvature line is faster (never on the bundled tracks), that one is returned.
     ``margin_m``: extra clearance beyond half the kart's width from each road edge. Cached per
-    (track, config, margin, spacing, grip) in memory.
+    (track, config, line, margin, spacing, grip) in memory.
     """
+    if line not in LINE_METHODS:
+        raise ConfigError(f"unknown racing line {line!r}; choose one of {', '.join(LINE_METHODS)}")
+    if margin_m < 0:
+        raise ConfigError(f"racing line margin must be >= 0 m, got {margin_m}")
     cfg = cfg or KartConfig()
-    key = (id(track), track.name, float(track.length), _cfg_key(cfg), float(margin_m), float(spacing_m),
-           float(grip_scale))
+    key = (id(track), track.name, float(track.length), _cfg_key(cfg), line, float(margin_m),
+           float(spacing_m), float(grip_scale))
     hit = _LINE_CACHE.get(key)
     if hit is not None and hit[0] is track:
         return hit[1]
-    line = _compute_line(track, cfg, margin_m, spacing_m, grip_scale)
+    limits = kart_limits(cfg)
+    if grip_scale != 1.0:
+        limits = limits.scaled(grip_scale)
+    keep = 0.5 * cfg.width_m + margin_m
+    idx, n, lo, hi = optimise_offsets(track, margin_m, 0.5 * cfg.width_m, STATION_M)
+    result = line_from_offsets(track, limits, idx, n, lo, hi, keep, spacing_m)
+    if line == "min-time":
+        n_mt = _min_time_reference(track, cfg)
+        if len(n_mt) == len(idx):
+            fast = line_from_offsets(track, limits, idx, np.clip(n_mt, lo, hi), lo, hi, keep, spacing_m,
+                                     "min-time")
+            if fast.lap_time <= result.lap_time:
+                result = fast
     if len(_LINE_CACHE) > 32:
         _LINE_CACHE.clear()
-    _LINE_CACHE[key] = (track, line)
-    return line
+    _LINE_CACHE[key] = (track, result)
+    return result
 
 
 _LINE_CACHE: dict = {}
 
 
-def _compute_line(track, cfg: KartConfig, margin_m: float, spacing_m: float, grip_scale: float) -> RacingLine:
-    if margin_m < 0:
-        raise ConfigError(f"racing line margin must be >= 0 m, got {margin_m}")
-    limits = kart_limits(cfg)
-    if grip_scale != 1.0:
-        limits = limits.scaled(grip_scale)
+def line_cache_dir() -> Path:
+    """Folder of the solved minimum-time lines: ``$KARTSIM_CACHE_DIR`` or the user's cache folder
+    (``$XDG_CACHE_HOME`` or ``~/.cache``) / kartsim / racing_lines."""
+    env = os.environ.get("KARTSIM_CACHE_DIR")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "kartsim" / "racing_lines"
+
+
+def _line_key(track, cfg: KartConfig) -> str:
+    """Content hash of what the minimum-time line depends on: the track's surfaces, scale and
+    centerline (start, direction), the kart's configuration and the solver version."""
+    h = hashlib.sha256()
+    h.update(f"v{SOLVER_VERSION} margin {REFERENCE_MARGIN_M} station {STATION_M} scale {track.scale}".encode())
+    h.update(np.ascontiguousarray(track.surface, np.uint8).tobytes())
+    h.update(np.round(np.asarray(track.centerline, np.float64), 6).tobytes())
+    h.update(json.dumps(cfg.to_dict(), sort_keys=True).encode())
+    return h.hexdigest()[:32]
+
+
+def _min_time_reference(track, cfg: KartConfig) -> np.ndarray:
+    """Minimum-time offsets at the stations for the reference margin and full grip: from the disk
+    cache when a readable entry is there (a .npz of plain arrays, loaded without pickle), else solved
+    and stored. An empty array when IPOPT finds no solution (the caller keeps the other line)."""
+    path = line_cache_dir() / f"{track.name}-{_line_key(track, cfg)}.npz"
     half = 0.5 * cfg.width_m
-    idx, n, lo, hi = optimise_offsets(track, margin_m, half)
+    idx, n0, lo, hi = optimise_offsets(track, REFERENCE_MARGIN_M, half, STATION_M)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            n = np.asarray(z["offset"], np.float64)
+        if n.shape == idx.shape and np.all(np.isfinite(n)):
+            return n
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        pass  # missing or corrupt: solve again
+    n = min_time_offsets(track, kart_limits(cfg), idx, lo, hi, n0)
+    if n is None:
+        return np.zeros(0)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
+        np.savez(tmp, offset=n, station=idx)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only cache folder only costs a re-solve next time
+    return n
+
+
+def line_from_offsets(track, limits: KartLimits, idx: np.ndarray, n: np.ndarray, lo: np.ndarray,
+                      hi: np.ndarray, keep: float, spacing_m: float, method: str = "min-curvature") -> RacingLine:
+    """The racing line through offsets ``n`` at centerline stations ``idx``: interpolated to every
+    centerline point, lightly smoothed, kept ``keep`` metres inside the road edges, resampled every
+    ``spacing_m`` metres, with its speed profile."""
     M = len(track.centerline)
     # offsets at every centerline point (periodic linear interpolation of the stations), then smooth
     st = track.s[idx]
@@ -483,7 +785,6 @@ def _compute_line(track, cfg: KartConfig, margin_m: float, spacing_m: float, gri
     n_full = ndimage.gaussian_filter1d(n_full, 1.5 / sp, mode="wrap")
     # hard limits from the raw edges at every point (smoothing must not push the line off the road)
     right, t_l, t_r = _track_edges(track)
-    keep = half + margin_m
     n_full = np.clip(n_full, np.minimum(-t_l + keep, 0.0), np.maximum(t_r - keep, 0.0))
     pts = track.centerline + right * n_full[:, None]
     xy, cs = _resample(pts, spacing_m, track.s)
@@ -503,7 +804,7 @@ def _compute_line(track, cfg: KartConfig, margin_m: float, spacing_m: float, gri
     center_index = order[pos]
     bounds = (np.interp(cs, track.s, lo_full), np.interp(cs, track.s, hi_full))
     return RacingLine(track.name, xy, s, length, heading, curv, cs, off, speed, time, lap_time, limits,
-                      bounds, center_index)
+                      bounds, center_index, method)
 
 
 def reference_lap_time(track, cfg: KartConfig | None = None) -> float:

@@ -19,7 +19,8 @@ from numba import njit
 
 from kartsim.errors import ConfigError
 
-__all__ = ["cast_rays", "compact_ray_field", "RaySensor", "CameraConfig", "CameraRenderer", "luma"]
+__all__ = ["cast_rays", "compact_ray_field", "RaySensor", "CameraConfig", "CameraRenderer", "luma", "gray_texture",
+           "GRAY_BANDS"]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -219,7 +220,9 @@ class CameraConfig:
     size: int = 84
     """Output image side in pixels (images are square, size x size)."""
     grayscale: bool = False
-    """Single luma channel (N, S, S, 1) with cv2's weights instead of RGB (N, S, S, 3)."""
+    """Single channel (N, S, S, 1) instead of RGB (N, S, S, 3). With the track's surface map
+    (`CameraRenderer`'s ``surface``) every surface gets its own band of grey (`GRAY_BANDS`), so grass
+    and asphalt stay apart (plain luma makes both ~109); without it, cv2's luma."""
     chase_ahead_m: float = 32.0
     """Chase: metres of ground visible ahead of the kart centre."""
     chase_behind_m: float = 4.0
@@ -284,6 +287,23 @@ def luma(rgb) -> np.ndarray:
     """cv2's RGB -> gray weights (0.299, 0.587, 0.114), as uint8."""
     rgb = np.asarray(rgb, np.float64)
     return np.clip(np.rint(rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114), 0, 255).astype(np.uint8)
+
+
+# Grey camera (grayscale=True): each surface's luma is squeezed into its own band, the bands far apart,
+# so every pair of surfaces keeps a contrast of 25+ grey levels dry (~16 wet, which darkens by 35 %)
+# whatever colours the track image uses. Indexed by kartsim.track.Surface code (not imported: the
+# sensors know no tracks): wall 0, asphalt 1, kerb 2 (red 165 ... white 215), grass 3.
+GRAY_BANDS = np.array([(0, 25), (110, 135), (165, 215), (55, 80)], np.float64)
+GRAY_SKY = 250     # the driver camera's sky: above every surface (thin kerbs far away blend towards asphalt)
+GRAY_OTHER = 0     # other karts: black with a white nose, apart from the road they drive on
+GRAY_OTHER_NOSE = 255
+
+
+def gray_texture(rgb, surface) -> np.ndarray:
+    """(…, H, W) uint8 grey texture: each pixel's luma mapped into its surface's `GRAY_BANDS` band."""
+    band = GRAY_BANDS[np.asarray(surface, np.intp)]
+    lum = luma(rgb).astype(np.float64) / 255.0
+    return np.rint(band[..., 0] + lum * (band[..., 1] - band[..., 0])).astype(np.uint8)
 
 
 @njit(cache=True, fastmath=True)
@@ -516,12 +536,13 @@ def _weather_kernel(out, wetness, seeds, tint, sky_rows):
 class CameraRenderer:
     """Batched camera: one numba gather renders the view of every kart.
 
-    rgb: (T, H, W, 3) uint8 textures (the track images), scale: (T,) metres per pixel.
+    rgb: (T, H, W, 3) uint8 textures (the track images), scale: (T,) metres per pixel, surface:
+    optional (T, H, W) surface codes of the same tracks (grayscale: the per-surface grey palette).
     Per output pixel the ground offset in the kart frame (forward, right) is precomputed once; a
     render is then a rotation + texture lookup (nearest neighbour in a mip level chosen per pixel).
     """
 
-    def __init__(self, rgb: np.ndarray, scale, cfg: CameraConfig | None = None):
+    def __init__(self, rgb: np.ndarray, scale, cfg: CameraConfig | None = None, surface: np.ndarray | None = None):
         cfg = cfg or CameraConfig()
         cfg.validate()
         rgb = np.asarray(rgb)
@@ -573,7 +594,15 @@ class CameraRenderer:
         self._row_dr = np.ascontiguousarray(right[:, 1] - right[:, 0], np.float64)
 
         # --- texture (+ mip pyramid), flattened into one buffer
-        base = rgb if C == 3 else luma(rgb)[..., None]
+        if C == 3:
+            base = rgb
+        elif surface is not None:
+            surface = np.asarray(surface)
+            if surface.shape != rgb.shape[:3]:
+                raise ConfigError(f"camera surface map must be (T, H, W) = {rgb.shape[:3]}, got {surface.shape}")
+            base = gray_texture(rgb, surface)[..., None]
+        else:
+            base = luma(rgb)[..., None]
         levels = [np.ascontiguousarray(base, np.uint8)]
         if cfg.mipmaps:
             max_fp = float(np.max(np.where(sky, 0.0, footprint)))
@@ -610,7 +639,8 @@ class CameraRenderer:
         lvl[:, sky[:, 0]] = -1
         self._level = np.ascontiguousarray(lvl)
         sky_rgb = np.array(cfg.sky_rgb, np.uint8)[None]
-        self._sky = np.ascontiguousarray(sky_rgb[0] if C == 3 else luma(sky_rgb)[:, None][0], np.uint8)
+        gray_sky = np.array([GRAY_SKY if surface is not None else luma(sky_rgb)[0]], np.uint8)
+        self._sky = np.ascontiguousarray(sky_rgb[0] if C == 3 else gray_sky, np.uint8)
 
         # --- ego sprite (chase): fixed pixels
         pi, pj, pc = [], [], []
@@ -632,8 +662,14 @@ class CameraRenderer:
         self.ego_pixels = (self._self_i, self._self_j)
         other = np.array([cfg.other_rgb], np.uint8)
         other_nose = np.array([cfg.other_nose_rgb], np.uint8)
-        self._other_col = np.ascontiguousarray(other[0] if C == 3 else luma(other)[:, None][0])
-        self._other_nose = np.ascontiguousarray(other_nose[0] if C == 3 else luma(other_nose)[:, None][0])
+        if C == 3:
+            other_col, other_nose_col = other[0], other_nose[0]
+        elif surface is not None:  # plain luma would put the blue karts on the asphalt's grey
+            other_col, other_nose_col = np.array([GRAY_OTHER], np.uint8), np.array([GRAY_OTHER_NOSE], np.uint8)
+        else:
+            other_col, other_nose_col = luma(other)[:, None][0], luma(other_nose)[:, None][0]
+        self._other_col = np.ascontiguousarray(other_col)
+        self._other_nose = np.ascontiguousarray(other_nose_col)
         self._no_self = np.full(0, -1, np.int64)
         tint = np.array([[70, 85, 110]], np.uint8)  # grey-blue of rain light
         self._rain_tint = np.ascontiguousarray((tint[0] if C == 3 else luma(tint)[:1]).astype(np.float64))

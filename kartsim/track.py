@@ -200,7 +200,12 @@ class TrackLegend:
     def from_file(cls, path: str | Path) -> "TrackLegend":
         path = Path(path)
         try:
+            if path.is_file() and path.stat().st_size > MAX_JSON_BYTES:
+                raise TrackError(f"legend file {path} is over {MAX_JSON_BYTES // 1000} kB; a legend takes a few "
+                                 "lines: fix it or delete it to use the default colours")
             data = json.loads(path.read_text())
+        except RecursionError:
+            raise TrackError(f"legend file {path} is nested too deeply to be a legend; fix it or delete it") from None
         except FileNotFoundError:
             raise TrackError(f"legend file {path} not found; remove the legend argument or "
                              "create the file") from None
@@ -259,6 +264,13 @@ def resolve_track_path(name: str | Path) -> Path:
                      f"name; bundled tracks: {', '.join(bundled_tracks()) or '(none)'}")
 
 
+# Image modes without colour: classified by RGB rules, grass and road would be the same grey.
+GREY_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+MIN_GATES = 4
+MAX_GATES = 2000
+MAX_JSON_BYTES = 2_000_000  # legends and checkpoints files are a few kB
+
+
 def _read_image(path: Path) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
@@ -271,6 +283,9 @@ def _read_image(path: Path) -> np.ndarray:
     except OSError as exc:
         raise TrackError(f"cannot read {path}: {exc}") from None
     with im:
+        if im.mode in GREY_MODES:
+            raise TrackError(f"{path} is a greyscale image (mode {im.mode}): green grass cannot be told from grey "
+                             "road without colour; save it as an RGB PNG (grey road, green grass, black walls)")
         w, h = im.size
         if min(w, h) < MIN_SIZE or max(w, h) > MAX_SIZE:
             raise TrackError(f"{path} is {w}x{h} px; a track image must be {MIN_SIZE} to {MAX_SIZE} px "
@@ -391,6 +406,8 @@ def _parse_checkpoints(data: object, source: str):
                          '{"track": ..., "direction": "ccw", "gates": [[x1, y1, x2, y2], ...]}')
     if not raw:
         return direction, None, None
+    if len(raw) > MAX_GATES:
+        raise TrackError(f"{source}: {len(raw)} gates; at most {MAX_GATES} (a few dozen are typical)")
     lens = set()
     for i, g in enumerate(raw):
         if (not isinstance(g, (list, tuple)) or len(g) not in (2, 4)
@@ -463,7 +480,13 @@ class Track:
         checkpoints = None
         if cp_path is not None:
             try:
+                if cp_path.stat().st_size > MAX_JSON_BYTES:
+                    raise TrackError(f"checkpoints file {cp_path} is over {MAX_JSON_BYTES // 1000} kB; a track's "
+                                     "gates take a few kB: fix it, or delete it to place gates automatically")
                 checkpoints = json.loads(cp_path.read_text())
+            except RecursionError:
+                raise TrackError(f"checkpoints file {cp_path} is nested too deeply to be a gates file; fix it, "
+                                 "or delete it to place gates automatically") from None
             except (OSError, UnicodeDecodeError) as exc:
                 raise TrackError(f"cannot read checkpoints file {cp_path}: {exc}") from None
             except json.JSONDecodeError as exc:
@@ -564,9 +587,22 @@ class Track:
             gs[0] = 0.0
             # the first gate's projection may land just below the end of the lap
             self.gate_s = gs
+            self._check_gate_spread(label)
         else:
             self._auto_gates()
         del self._road, self._white
+
+    def _check_gate_spread(self, label: str) -> None:
+        """A lap counts when every gate is crossed in order: with one gate (or all in one place) a
+        kart earns laps by rocking over the line, so the gates must be spread along the lap."""
+        source = self.checkpoints_source or label
+        n = len(self.gate_s)
+        order = np.sort(np.mod(self.gate_s, self.length))
+        gaps = np.diff(np.concatenate([order, order[:1] + self.length]))
+        if n < MIN_GATES or gaps.max() > 0.5 * self.length:
+            raise TrackError(f"{source}: {n} gate(s) cover too little of the {self.length:.0f} m lap; a lap needs at "
+                             f"least {MIN_GATES} gates spread along it (no gap over half the lap): add gates, or "
+                             "delete the file to place them automatically")
 
     def _extract_centerline(self, road: np.ndarray, label: str) -> np.ndarray:
         scale = self.scale

@@ -260,6 +260,10 @@ def generate_track(seed: int, size: int = 1024, length_m: float | None = None, w
         raise KartsimError(f"road width {width_m} m is out of range; use 2..40 m")
     if not 0.01 <= scale <= 10:
         raise KartsimError(f"scale {scale} m/px is out of range; use 0.01..10")
+    if not 0 <= int(seed) < 2**63:
+        raise KartsimError(f"seed {seed} is out of range; use a whole number from 0 up")
+    if length_m is not None and not 50.0 <= length_m <= 20_000.0:
+        raise KartsimError(f"lap length {length_m} m is out of range; use 50..20000 m (or leave --length out)")
     size = int(size)
     seed = int(seed)
     if style == "random":

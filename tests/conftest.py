@@ -3,12 +3,27 @@
 from __future__ import annotations
 
 import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _racing_line_cache(tmp_path_factory):
+    """Solved minimum-time lines go to a folder of this test session, not the user's cache."""
+    os.environ.setdefault("KARTSIM_CACHE_DIR", str(tmp_path_factory.mktemp("racing_lines")))
 
 
 def follow_centerline(race, i: int = 0, lookahead_m: float = 7.0, target_speed: float = 12.0) -> np.ndarray:
@@ -27,3 +42,63 @@ def follow_centerline(race, i: int = 0, lookahead_m: float = 7.0, target_speed: 
 @pytest.fixture
 def follower():
     return follow_centerline
+
+
+# ------------------------------------------------------------------ a real Ray head (jobs, sweeps)
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def ray_head():
+    """A one-node Ray cluster (2 CPUs, dashboard on 127.0.0.1:<free port>) for the whole session."""
+    venv_bin = Path(sys.executable).parent
+    ray_exe = venv_bin / "ray" if (venv_bin / "ray").exists() else Path(shutil.which("ray") or "ray")
+    port = free_port()
+    temp = tempfile.mkdtemp(prefix="kray", dir="/tmp")  # short: Ray's socket paths have a length limit
+    env = dict(os.environ, PATH=f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}",
+               RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_USAGE_STATS_ENABLED="0",
+               RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="0")
+    log = open(Path(temp) / "ray-start.log", "wb")
+    proc = subprocess.Popen(
+        [str(ray_exe), "start", "--head", "--block", "--port", "0", "--node-ip-address", "127.0.0.1",
+         "--dashboard-host", "127.0.0.1", "--dashboard-port", str(port), "--num-cpus", "2",
+         "--include-dashboard", "true", "--disable-usage-stats", "--temp-dir", temp],
+        env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    address = f"http://127.0.0.1:{port}"
+
+    def stop() -> None:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)  # `ray start --block` stops the processes it started
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # whatever of its group is left
+        except (ProcessLookupError, PermissionError):
+            pass
+        proc.wait()
+        log.close()
+        shutil.rmtree(temp, ignore_errors=True)
+
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(f"{address}/api/version", timeout=2) as r:
+                if b"ray_version" in r.read():
+                    break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            text = (Path(temp) / "ray-start.log").read_text(errors="replace")[-2000:]
+            stop()
+            pytest.fail(f"ray start --head failed:\n{text}")
+        time.sleep(0.5)
+    try:
+        yield address
+    finally:
+        stop()

@@ -1,4 +1,4 @@
-"""The AI driver on the real race loop: hard laps within 3 % of the reference, levels, traffic."""
+"""The AI driver on the real race loop: hard laps within 1.5 % of the reference, levels, traffic."""
 
 import numpy as np
 import pytest
@@ -27,13 +27,14 @@ def drive_laps(track_name: str, level: str, laps: int, seed: int = 0):
 
 
 @pytest.mark.parametrize("track_name", ["circuit", "oval", "technical"])
-def test_hard_ai_laps_within_3_percent_of_the_reference(track_name):
+def test_hard_ai_laps_within_1_5_percent_of_the_reference(track_name):
     laps, grass, walls, ref = drive_laps(track_name, "hard", 3)
     assert len(laps) == 3
     assert grass == 0 and walls == 0
-    # lap 1 starts from standstill; laps 2 and 3 are flying laps like the reference
+    # lap 1 starts from standstill; laps 2 and 3 are flying laps like the reference (the minimum-time
+    # line's); lap times count whole 0.1 s decisions, hence the little slack below the reference
     for t in laps[1:]:
-        assert 0.97 * ref <= t <= 1.03 * ref, (track_name, laps, ref)
+        assert 0.995 * ref <= t <= 1.015 * ref, (track_name, laps, ref)
 
 
 def test_levels_are_ordered_and_stay_on_track():

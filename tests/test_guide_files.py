@@ -54,3 +54,17 @@ def test_karting_simulator_md_covers_the_guides_next_steps():
     for command in ("kartsim/KartRace-v0", "kartsim drive", "kartsim dashboard", "kartsim compare", "kartsim eval"):
         assert command in text, command
     assert "planned" in text
+
+
+def test_kartsim_help_opens_with_what_it_is(capsys):
+    """Issue 18 item 11: `kartsim --help` opened with a developer note (one sub-command module per concern)."""
+    import pytest
+
+    from kartsim.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert out.split("\n\n")[1].startswith("kartsim: a karting simulator")
+    assert "register(subparsers)" not in out and "per concern" not in out
+    assert "kartsim quickstart" in out and "kartsim play --model" in out

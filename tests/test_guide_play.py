@@ -38,3 +38,21 @@ def test_episode_end_reasons_reach_play_and_the_eval_table():
     assert header.split()[-1] == "ended"
     assert row.endswith("time limit 2, stuck (no progress) 1")
     assert end_text("wrong_way") == "wrong way"
+
+
+def test_standings_are_rounded():
+    """Issue 18 item 11: info["standings"] showed floats like 102.59999999999845."""
+    import gymnasium as gym
+
+    import kartsim.envs  # noqa: F401
+
+    env = gym.make("kartsim/KartRace-v0", track="oval.png", opponents=2, laps=1)
+    env.reset(seed=0)
+    for _ in range(30):
+        env.step(np.array([0.0, 1.0], np.float32))
+    board = env.unwrapped.race.standings()
+    assert len(board) == 3
+    for row in board:
+        assert row["distance_m"] == round(row["distance_m"], 2) and row["gap_s"] == round(row["gap_s"], 3)
+        assert len(repr(row["distance_m"]).split(".")[-1]) <= 2
+    env.close()

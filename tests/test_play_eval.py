@@ -168,12 +168,20 @@ def test_evaluate_starts_on_the_start_line(models):
 # ---------------------------------------------------------------- model files that cannot be used
 
 
-def test_missing_model_file(capsys):
+def test_missing_model_file(capsys, tmp_path, monkeypatch):
     from kartsim.cli import main
 
+    monkeypatch.chdir(tmp_path)
     assert main(["play", "--model", "no/such/model.zip", "--no-window"]) == 2
     err = capsys.readouterr().err
-    assert err.strip() == "error: model file not found: no/such/model.zip"
+    assert err.startswith("error: model file not found: no/such/model.zip; no models here") and err.count("\n") == 1
+    # issue 18: it lists the models it can see, newest first
+    for rel in ("models/a_final.zip", "runs/b/b_final.zip", "c.zip"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"PK")
+    assert main(["play", "--model", "missing.zip", "--no-window"]) == 2
+    err = capsys.readouterr().err
+    assert "models here: " in err and all(n in err for n in ("models/a_final.zip", "runs/b/b_final.zip", "c.zip"))
 
 
 def test_garbage_bytes(tmp_path):

@@ -49,16 +49,21 @@ def test_racing_line_stays_inside_the_track_limits(circuit):
     assert line.offset.max() - line.offset.min() > 3.0
 
 
-def test_speed_profile_is_grip_and_power_limited(circuit):
-    line = racing_line(circuit)
+@pytest.mark.parametrize("method", ["min-time", "min-curvature"])
+def test_speed_profile_is_grip_and_power_limited(circuit, method):
+    line = racing_line(circuit, line=method)
     lim = line.limits
     a_lat = line.speed ** 2 * np.abs(line.curvature)
-    assert np.all(a_lat <= lim.lat(line.speed) * 1.01)
+    assert np.all(a_lat <= lim.lat(line.speed) * lim.gg_peak * 1.01)
     assert line.speed.max() <= lim.top_speed + 1e-6
     ds = np.diff(np.append(line.s, line.length))
     dv2 = (np.roll(line.speed, -1) ** 2 - line.speed ** 2) / (2 * ds)
+    # the g-g diagram: at each point the lateral acceleration is one the kart holds at that point's
+    # longitudinal acceleration (one of the two neighbouring segments')
+    held = np.maximum(lim.lat_at(line.speed, dv2), lim.lat_at(line.speed, np.roll(dv2, 1)))
+    assert np.all(a_lat <= held * 1.02 + 0.05)
     assert np.all(dv2 <= lim.acc(line.speed) + 1e-6)  # never accelerates harder than the engine allows
-    assert np.all(-dv2 <= lim.brk(np.roll(line.speed, -1)) + 1e-6)  # nor brakes harder than the tyres
+    assert np.all(-dv2 <= lim.brk(line.speed) + 1e-6)  # nor brakes harder than the tyres (at the entry speed)
     assert line.lap_time == pytest.approx(np.sum(2 * ds / (line.speed + np.roll(line.speed, -1))))
     assert line.time[0] == 0 and np.all(np.diff(line.time) > 0)
 
@@ -95,7 +100,7 @@ def test_corners(circuit):
     assert all(0 <= c.apex_s < circuit.length for c in cs)
     assert {c.direction for c in cs} == {"left", "right"}
     hairpin = min(cs, key=lambda c: c.radius_m)
-    assert hairpin.radius_m < 10 and hairpin.angle_deg > 150
+    assert hairpin.radius_m < 12 and hairpin.angle_deg > 150  # the minimum-time line: ~10.3 m
     assert hairpin.min_speed == pytest.approx(min(c.min_speed for c in cs))
     oval = Track.load("oval")
     assert len(corners(oval, racing_line(oval))) == 2
@@ -121,3 +126,81 @@ def test_eval_table_has_ref_ratio():
     assert "ref_ratio" in COLUMNS
     assert "1.033" in format_table([s])
     assert ModelScore("m", "rays", "t", 1, 0, 0.0, None, None, 0.0, 0.0, 0.0).ref_ratio is None
+
+
+@pytest.mark.parametrize("name", ["circuit", "oval", "technical"])
+def test_min_time_line_is_never_slower_than_min_curvature(name):
+    track = Track.load(name)
+    fast = racing_line(track)
+    mc = racing_line(track, line="min-curvature")
+    assert fast.method == "min-time" and mc.method == "min-curvature"
+    assert fast.lap_time < mc.lap_time
+    assert reference_lap_time(track) == fast.lap_time
+    # inside the track limits: both sides of the kart on the road all round the lap
+    half = KartConfig().width_m / 2
+    right = np.column_stack([-np.sin(fast.heading), np.cos(fast.heading)])
+    for side in (-1.0, 1.0):
+        p = fast.xy + side * half * right
+        assert is_road(track.surface_at(p[:, 0], p[:, 1])).all()
+
+
+def test_min_time_line_is_cached_on_disk(tmp_path, monkeypatch):
+    from kartsim import racing_line as rl
+
+    monkeypatch.setenv("KARTSIM_CACHE_DIR", str(tmp_path))
+    track = Track.load("oval")
+    first = racing_line(track)
+    files = list(tmp_path.glob("oval-*.npz"))
+    assert len(files) == 1
+    rl._LINE_CACHE.clear()
+    solves = []
+    monkeypatch.setattr(rl, "min_time_offsets", lambda *a, **k: solves.append(1))
+    again = racing_line(track)  # from the file: no solve
+    assert not solves
+    np.testing.assert_array_equal(again.xy, first.xy)
+    assert again.lap_time == first.lap_time
+    # another kart is another entry
+    rl._LINE_CACHE.clear()
+    monkeypatch.undo()
+    monkeypatch.setenv("KARTSIM_CACHE_DIR", str(tmp_path))
+    racing_line(track, KartConfig(engine_power_w=6000.0))
+    assert len(list(tmp_path.glob("oval-*.npz"))) == 2
+    # a corrupt file is solved again (and rewritten), never trusted
+    files[0].write_bytes(b"not a zip")
+    rl._LINE_CACHE.clear()
+    fixed = racing_line(track)
+    assert fixed.lap_time == pytest.approx(first.lap_time, rel=1e-6)
+    with np.load(files[0], allow_pickle=False) as z:
+        assert z["offset"].shape == z["station"].shape
+
+
+def test_pinch_narrower_than_the_kart_names_where(tmp_path):
+    from kartsim.errors import TrackError
+    from kartsim.track import COLORS
+    from kartsim.trackgen import generate_track, save_track
+
+    img = generate_track(3, size=768, style="oval")
+    png = tmp_path / "pinch.png"
+    save_track(img, png)
+    track = Track.load(png)
+    i = len(track.s) // 3
+    (cx, cy), h = track.centerline[i], track.heading[i]
+    yy, xx = np.mgrid[0:img.shape[0], 0:img.shape[1]]
+    dx, dy = (xx + 0.5) * track.scale - cx, (yy + 0.5) * track.scale - cy
+    along, across = dx * np.cos(h) + dy * np.sin(h), -dx * np.sin(h) + dy * np.cos(h)
+    img[(np.abs(along) < 1.0) & (np.abs(across) > 0.5) & (np.abs(across) < 10.0)] = COLORS["grass"]
+    save_track(img, png)
+    (tmp_path / "pinch.checkpoints.json").unlink(missing_ok=True)
+    with pytest.raises(TrackError, match=r"only 1\.\d m wide at \d+ m along the lap \(pixel \d+, \d+\).*narrower than the kart"):
+        racing_line(Track.load(png))
+
+
+def test_track_info_prints_both_lap_times(capsys):
+    assert main(["track", "info", "oval"]) == 0
+    out = capsys.readouterr().out
+    ref = reference_lap_time(Track.load("oval"))
+    mc = racing_line(Track.load("oval"), line="min-curvature").lap_time
+    assert f"reference:  {ref:.2f} s (minimum-time line); minimum-curvature line: {mc:.2f} s" in out
+    assert main(["track", "info", "oval", "--line", "min-curvature"]) == 0
+    with pytest.raises(SystemExit):  # argparse: a one-line usage error
+        main(["track", "info", "oval", "--line", "fastest"])

@@ -24,11 +24,26 @@ COMMAND_MODULES: tuple[str, ...] = (
     "kartsim.cli.compare_cmd",
     "kartsim.cli.drive_cmd",
     "kartsim.cli.dashboard_cmd",
+    "kartsim.cli.demos_cmd",
+    "kartsim.cli.sweep_cmd",
 )
 
 
+# What `kartsim --help` opens with: for users (the module docstring above is for developers).
+DESCRIPTION = """kartsim: a karting simulator for training driving agents with reinforcement learning.
+Draw a track PNG, train an agent on it (rays + MLP, or camera + CNN with --vision), watch it drive,
+compare drivers, and run training jobs in the background or on a Ray cluster."""
+EPILOG = """first steps:
+  kartsim quickstart                          train the default agent until it laps, record the lap
+  kartsim train --vision --timesteps 100000   train the vision agent (= python train_ppo_vision.py)
+  kartsim play --model models/NAME_final.zip  watch a trained model drive (= python play_ppo.py --model ...)
+  kartsim dashboard                           runs, jobs, learning curves and live views in the browser
+Run `kartsim COMMAND --help` for a command's flags; README.md is the user guide."""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kartsim", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="kartsim", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(subparsers)
@@ -46,10 +61,17 @@ def run_parsed(parser: argparse.ArgumentParser, argv: list[str] | None = None) -
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe fails here, inside the handler below, not at exit
+        return code
     except KartsimError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `kartsim ... | head` closed the pipe: the reader has what it wanted
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 0

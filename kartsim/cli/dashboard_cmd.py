@@ -21,6 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--store", "--storage", dest="store", default=None, metavar="PATH",
                    help="job store whose jobs to list (default: as `kartsim jobs` resolves it, ./kartsim-jobs)")
     p.add_argument("--no-jobs", action="store_true", help="do not list jobs")
+    p.add_argument("--sweeps", default="sweeps", metavar="DIR", help="folder of sweeps to list (default sweeps)")
     p.set_defaults(func=_cmd)
 
 
@@ -51,7 +52,7 @@ def _cmd(args: argparse.Namespace) -> int:
               f"to every machine that can reach this one on port {args.port}, without authentication; use it only "
               "on a trusted network", file=sys.stderr)
     try:
-        serve(runs, host=args.host, port=args.port, job_store=store, jobs_settings=settings)
+        serve(runs, host=args.host, port=args.port, job_store=store, jobs_settings=settings, sweeps_dir=args.sweeps)
     except KeyboardInterrupt:
         pass
     return 0

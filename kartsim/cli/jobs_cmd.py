@@ -275,7 +275,11 @@ def _cmd_list(args: argparse.Namespace) -> int:
         return 0
     rows = [("JOB", "STATE", "BACKEND", "STEPS", "SAVE NAME", "STARTED", "REASON")]
     for jid in reversed(ids[-args.limit:] if args.limit else ids):
-        job = load_job(store, jid)
+        try:
+            job = load_job(store, jid)
+        except JobError as exc:  # one damaged job.json must not hide the others
+            rows.append((jid, "damaged", "-", "-", "-", "-", str(exc)[:60]))
+            continue
         try:
             st = service.backend_of(store, settings, job).state(job)
             state, reason = st.state, ("" if st.reason == "finished" else st.reason)

@@ -31,9 +31,12 @@ def register(subparsers) -> None:
 
     info = sub.add_parser("info", help="length, width, corners, racing line and reference lap time",
                           description="Print the track's length, width, corners (apex, radius, minimum speed) "
-                                      "and the reference lap time: a flying lap along the minimum-curvature "
-                                      "racing line at the kart's minimum-time speed profile.")
+                                      "and the reference lap time: a flying lap along the minimum-time racing "
+                                      "line (solved once per track and kart, then cached), with the "
+                                      "minimum-curvature line's lap beside it.")
     info.add_argument("track", help="PNG path or bundled track name")
+    info.add_argument("--line", choices=["min-time", "min-curvature"], default="min-time",
+                      help="racing line for the corners, speeds and --plot (default: min-time, the reference)")
     info.add_argument("--plot", metavar="PNG", default=None,
                       help="also draw the racing line coloured by speed over the track into this PNG")
     info.set_defaults(func=_cmd_info)
@@ -112,7 +115,9 @@ def _cmd_info(args: argparse.Namespace) -> int:
         raise KartsimError(f"{args.plot}: --plot must name a .png file")
     track = _load(args.track)
     cfg = KartConfig()
-    line = racing_line(track, cfg)
+    ref = racing_line(track, cfg)
+    mc = racing_line(track, cfg, line="min-curvature")
+    line = mc if args.line == "min-curvature" else ref
     lim = line.limits
     cs = corners(track, line)
     print(f"track:      {track.name} ({track.path})")
@@ -125,9 +130,11 @@ def _cmd_info(args: argparse.Namespace) -> int:
             print(f"  {c.index:2d}  {c.direction:<5}  {c.apex_s:5.0f} m  {c.radius_m:4.0f} m  "
                   f"{c.min_speed:4.1f} m/s ({c.min_speed * 3.6:3.0f} km/h)")
     print(f"speed:      {line.speed.min():.1f} to {line.speed.max():.1f} m/s, mean {line.length / line.lap_time:.1f} m/s")
-    print(f"reference:  {line.lap_time:.2f} s (flying lap on the racing line; kart: "
-          f"{lim.lateral.max() / 9.81:.2f} g lateral, {lim.brake.min() / 9.81:.2f}-{lim.brake.max() / 9.81:.2f} g braking, "
-          f"top speed {lim.top_speed:.1f} m/s)")
+    how = "minimum-time line" if ref.method == "min-time" else "minimum-curvature line: faster here than the solve"
+    print(f"reference:  {ref.lap_time:.2f} s ({how}); minimum-curvature line: {mc.lap_time:.2f} s")
+    print(f"kart:       {lim.lateral.max() / 9.81:.2f} g steady lateral ({lim.gg_peak * lim.lateral.max() / 9.81:.2f} g "
+          f"while slowing), {lim.brake.min() / 9.81:.2f}-{lim.brake.max() / 9.81:.2f} g braking, "
+          f"top speed {lim.top_speed:.1f} m/s")
     if args.plot:
         from kartsim.racing_line import plot_racing_line
 

@@ -42,8 +42,9 @@ def _env_option(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
-def add_train_arguments(parser: argparse.ArgumentParser, *, vision_flag: bool = True) -> None:
-    """The training flags (shared by `kartsim train` and the root scripts)."""
+def add_train_arguments(parser: argparse.ArgumentParser, *, vision_flag: bool = True, eval_flags: bool = True) -> None:
+    """The training flags (shared by `kartsim train` and the root scripts; `kartsim sweep` has its
+    own evaluation flags, so it leaves out these with `eval_flags=False`)."""
     if vision_flag:
         parser.add_argument("--vision", action="store_true", default=None,
                             help="train on camera images + telemetry with the CNN policy (default: rays + MLP)")
@@ -61,14 +62,15 @@ def add_train_arguments(parser: argparse.ArgumentParser, *, vision_flag: bool = 
     g.add_argument("--track-pool", type=_int, metavar="N",
                    help="with --track-name random: generated tracks in the pool (default 8; every style, 7-14 m wide)")
     g.add_argument("--checkpoint-freq", type=_int, help="checkpoint every N env steps (default 100000; 0 = off)")
-    g.add_argument("--eval-freq", type=_int, metavar="N",
-                   help="evaluate the deterministic policy every N env steps and keep the best as runs/<name>/<name>_best.zip "
-                   "and models/<name>_best.zip (default: a tenth of --timesteps, at least 20000; 0 = off)")
-    g.add_argument("--eval-episodes", type=_int, help="episodes per evaluation track (default 1)")
-    g.add_argument("--eval-tracks", nargs="+", metavar="TRACK",
-                   help="tracks of the evaluation (default: the training tracks, at most 4 of a pool)")
-    g.add_argument("--stop-at-ratio", type=_float, metavar="R",
-                   help="stop once an evaluation laps every evaluation track within R x the reference lap (e.g. 1.05)")
+    if eval_flags:
+        g.add_argument("--eval-freq", type=_int, metavar="N",
+                       help="evaluate the deterministic policy every N env steps and keep the best as runs/<name>/<name>_best.zip "
+                       "and models/<name>_best.zip (default: a tenth of --timesteps, at least 20000; 0 = off)")
+        g.add_argument("--eval-episodes", type=_int, help="episodes per evaluation track (default 1)")
+        g.add_argument("--eval-tracks", nargs="+", metavar="TRACK",
+                       help="tracks of the evaluation (default: the training tracks, at most 4 of a pool)")
+        g.add_argument("--stop-at-ratio", type=_float, metavar="R",
+                       help="stop once an evaluation laps every evaluation track within R x the reference lap (e.g. 1.05)")
     g.add_argument("--tensorboard", action="store_true", default=None, help="write TensorBoard logs to runs/<name>/tb/")
     g.add_argument("--telemetry-every", type=_int, help="log telemetry every N steps (default 1; 0 = off)")
     g.add_argument("--telemetry-envs", type=_int, metavar="N",
@@ -110,6 +112,20 @@ def add_train_arguments(parser: argparse.ArgumentParser, *, vision_flag: bool = 
     v.add_argument("--grayscale", action="store_true", default=None, help="one channel per frame instead of RGB")
     v.add_argument("--camera", choices=["chase", "driver"], help="camera: chase (default) or driver")
     v.add_argument("--image-size", type=_int, help="camera image size in pixels (default 84)")
+    d = parser.add_argument_group("demonstrations and transfer (new runs)")
+    d.add_argument("--demos", metavar="SOURCE",
+                   help="behaviour-clone before PPO: ai:hard|medium|easy, a telemetry CSV or a folder of them, "
+                   "a demos .npz (kartsim demos record) or a model .zip to distil")
+    d.add_argument("--demos-mode", choices=["bc", "dagger"],
+                   help="bc: clone the demonstrations; dagger (default with a teacher: ai:, a model): then the "
+                   "policy drives and the teacher labels the states it visits")
+    d.add_argument("--demos-laps", type=_int, help="laps the AI / model teacher drives (default 20)")
+    d.add_argument("--bc-epochs", type=_int, help="behaviour cloning epochs (default 30)")
+    d.add_argument("--dagger-rounds", type=_int, help="DAgger rounds (default 3)")
+    d.add_argument("--dagger-steps", type=_int, help="states visited per DAgger round, all karts together (default 8000)")
+    d.add_argument("--init-from", metavar="ZIP", help="start from this model's weights (e.g. fine-tune on another track)")
+    d.add_argument("--init-parts", choices=["cnn", "policy", "all"],
+                   help="weights --init-from copies: cnn (vision extractor), policy (all but the value function), all (default)")
     e = parser.add_argument_group("environment")
     e.add_argument("--env-option", dest="env_options", action="append", type=_env_option, metavar="KEY=VALUE",
                    help="set an EnvConfig field, e.g. max_episode_steps=3000 (repeatable)")

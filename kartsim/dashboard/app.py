@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import anyio
 import numpy as np
 
 from starlette.applications import Starlette
@@ -55,8 +56,9 @@ def _error(exc: DashboardError) -> JSONResponse:
     return JSONResponse({"error": exc.message}, status_code=exc.status)
 
 
-def create_app(runs_dir: str | Path = "runs", job_store: str | None = None, jobs_settings: Any = None) -> Starlette:
-    lib = Library(runs_dir, job_store, jobs_settings)
+def create_app(runs_dir: str | Path = "runs", job_store: str | None = None, jobs_settings: Any = None,
+               sweeps_dir: str | Path = "sweeps") -> Starlette:
+    lib = Library(runs_dir, job_store, jobs_settings, sweeps_dir)
 
     def page(name: str):
         async def handler(request: Request) -> Response:
@@ -80,7 +82,7 @@ def create_app(runs_dir: str | Path = "runs", job_store: str | None = None, jobs
         return handler
 
     def runs(request: Request) -> dict[str, Any]:
-        return {"runs": lib.list_runs(), "jobs": lib.list_jobs(),
+        return {"runs": lib.list_runs(), "jobs": lib.list_jobs(), "sweeps": lib.list_sweeps(),
                 "roots": {k: r.label for k, r in lib.roots.items()},
                 "runs_dir_exists": lib.roots["runs"].path.is_dir()}
 
@@ -115,7 +117,7 @@ def create_app(runs_dir: str | Path = "runs", job_store: str | None = None, jobs
     async def compare(request: Request) -> Response:
         try:
             body = await request.json()
-        except ValueError:
+        except (ValueError, RecursionError):
             return _error(DashboardError("send JSON: {\"laps\": [{\"csv\": ..., \"episode\": ..., \"lap\": ...}]}"))
         try:
             return JSONResponse(await run_in_threadpool(_compare, body))
@@ -134,7 +136,7 @@ def create_app(runs_dir: str | Path = "runs", job_store: str | None = None, jobs
                 raise DashboardError("each lap is {\"csv\": ..., \"episode\": ..., \"lap\": ...}")
             try:
                 episode, number = int(item.get("episode")), int(item.get("lap"))
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 raise DashboardError("episode and lap must be whole numbers") from None
             lap, track, label = lib.lap(str(item.get("csv", "")), episode, number)
             laps.append(lap)
@@ -171,6 +173,25 @@ def create_app(runs_dir: str | Path = "runs", job_store: str | None = None, jobs
             await ws.send_text(json.dumps({"type": "error", "message": exc.message}))
             await ws.close()
             return
+        # The feed loop only sends, so on its own it never hears a client leave or the server close
+        # the socket on shutdown (SIGTERM: code 1012) and would keep the process alive; a receive
+        # task ends the handler on either.
+        async with anyio.create_task_group() as tasks:
+            async def first_to_end(work) -> None:
+                await work
+                tasks.cancel_scope.cancel()
+
+            tasks.start_soon(first_to_end, _send_feed(ws, path))
+            tasks.start_soon(first_to_end, _until_disconnected(ws))
+
+    async def _until_disconnected(ws: WebSocket) -> None:
+        try:
+            while (await ws.receive())["type"] != "websocket.disconnect":
+                pass
+        except (WebSocketDisconnect, RuntimeError, ConnectionError):
+            return
+
+    async def _send_feed(ws: WebSocket, path) -> None:
         last_key = None
         status = None
         last_change = last_check = time.monotonic()
@@ -256,7 +277,7 @@ def is_loopback(host: str) -> bool:
 
 
 def serve(runs_dir: str | Path = "runs", host: str = "127.0.0.1", port: int = 8050, job_store: str | None = None,
-          jobs_settings: Any = None, echo=print) -> None:
+          jobs_settings: Any = None, echo=print, sweeps_dir: str | Path = "sweeps") -> None:
     """Run the dashboard until Ctrl-C."""
     import socket
 
@@ -272,9 +293,10 @@ def serve(runs_dir: str | Path = "runs", host: str = "127.0.0.1", port: int = 80
         except OSError as exc:
             raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); pass another --port "
                               "(or --host)") from None
-    app = create_app(runs_dir, job_store, jobs_settings)
+    app = create_app(runs_dir, job_store, jobs_settings, sweeps_dir)
+    # timeout_graceful_shutdown: SIGTERM / Ctrl-C stop it within about a second even if a client hangs on
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, ws="websockets-sansio",
-                            lifespan="off")
+                            lifespan="off", timeout_graceful_shutdown=1)
     server = uvicorn.Server(config)
     shown = f"[{host}]" if ":" in host else host
     echo(f"kartsim dashboard: http://{'127.0.0.1' if host in ('0.0.0.0', '::') else shown}:{port}/  "

@@ -23,8 +23,10 @@ from typing import Any
 import numpy as np
 
 from kartsim.dashboard.live import FEED_SUFFIX, LIVE_FILE, SESSIONS_DIR, read_live
+from kartsim.devices import sample_text
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+MAX_NAME = 200  # a file name longer than the file system allows (255 bytes) cannot be a run
 STEPS_RE = re.compile(r"_(\d+)_steps\.zip$")
 HOST = socket.gethostname()
 RUN_MARKERS = ("config.json", LIVE_FILE, "telemetry_log.csv", "checkpoints", "tb")  # what makes a folder a run
@@ -102,6 +104,8 @@ def _read_json(path: Path) -> tuple[Any, str | None]:
         return None, f"{path.name} cannot be read ({exc.strerror or exc})"
     try:
         return json.loads(text), None
+    except RecursionError:
+        return None, f"{path.name} is nested too deeply to be a kartsim file"
     except ValueError:
         return None, f"{path.name} is not complete JSON yet (half-written?)"
 
@@ -181,7 +185,7 @@ def _tail_step(csv: Path) -> int | None:
         head = line.split(b",", 1)[0]
         try:
             return int(float(head))
-        except ValueError:
+        except (ValueError, OverflowError):  # a step of inf / nan: not a step count
             continue
     return None
 
@@ -319,8 +323,11 @@ class TelemetryReader:
 class Library:
     """The dashboard's read-only view of the runs folder and (optionally) a job store."""
 
-    def __init__(self, runs_dir: str | Path, job_store: str | None = None, jobs_settings: Any = None) -> None:
+    def __init__(self, runs_dir: str | Path, job_store: str | None = None, jobs_settings: Any = None,
+                 sweeps_dir: str | Path = "sweeps") -> None:
         self.runs_dir = Path(runs_dir).expanduser()
+        self.sweeps_dir = Path(sweeps_dir).expanduser()
+        self._sweep_cache: dict[str, tuple[Any, dict[str, Any]]] = {}
         self.roots: dict[str, Root] = {"runs": Root("runs", self.runs_dir.resolve(), str(runs_dir))}
         self.store = None
         self.store_problem: str | None = None
@@ -376,7 +383,7 @@ class Library:
         return path
 
     def run_dir(self, key: str, name: str, must_exist: bool = True) -> Path:
-        if not NAME_RE.match(name or ""):
+        if not NAME_RE.match(name or "") or len(name) > MAX_NAME:
             raise DashboardError(f"{name!r} is not a run name (letters, digits, '.', '_', '-'; no folders)", 403)
         path = self.resolve(key, name)
         if must_exist and not path.is_dir():
@@ -474,6 +481,7 @@ class Library:
             "steps_per_second": progress.get("steps_per_second"),  # the last known rate (also of ended runs)
             "eta_s": progress.get("eta_s") if alive else None,
             "device": progress.get("device") or train.get("device"),
+            "usage": sample_text(progress.get("utilisation")) if alive else None,  # GPU/CPU busy %, memory
             "last_checkpoint": None if last is None else {"name": last[2], "steps": last[0] if last[0] >= 0 else None,
                                                           "time": last[1]},
             "checkpoints": len(ckpts),
@@ -487,6 +495,35 @@ class Library:
                                                  "learning_rate", "gamma", "ent_coef", "seed", "device")
                       if k in train},
         }
+
+    # ------------------------------------------------------------------------------ sweeps
+
+    def list_sweeps(self) -> dict[str, Any]:
+        """The sweeps of the sweeps folder (``kartsim sweep``): states, best trial, top trials.
+        Each study is read again only when its database file changed (a few times a minute)."""
+        out, problems = [], []
+        if not self.sweeps_dir.is_dir():
+            return {"sweeps": [], "problems": [], "dir": str(self.sweeps_dir)}
+        for spec_file in sorted(self.sweeps_dir.glob("*/sweep.json")):
+            try:
+                out.append(self._sweep_summary(spec_file))
+            except Exception as exc:  # a sweep being created, a database busy or unreadable
+                problems.append(f"{spec_file.parent.name}: {str(exc).splitlines()[0][:200] if str(exc) else exc}")
+        return {"sweeps": out, "problems": problems, "dir": str(self.sweeps_dir)}
+
+    def _sweep_summary(self, spec_file: Path) -> dict[str, Any]:
+        from kartsim.sweep.report import summary
+        from kartsim.sweep.study import SweepSpec, load_study
+
+        spec = SweepSpec.from_dict(json.loads(spec_file.read_text()))
+        db = Path(spec.storage[len("sqlite:///"):]) if spec.storage.startswith("sqlite:///") else None
+        stamp = (_mtime(db) if db else None, _mtime(spec_file), time.time() // 10 if db is None else 0)
+        cached = self._sweep_cache.get(str(spec_file))
+        if cached and cached[0] == stamp:
+            return cached[1]
+        data = summary(spec, load_study(spec))
+        self._sweep_cache[str(spec_file)] = (stamp, data)
+        return data
 
     # -------------------------------------------------------------------------------- jobs
 
@@ -531,6 +568,7 @@ class Library:
                 "steps_per_second": progress.get("steps_per_second"),
                 "eta_s": progress.get("eta_s") if running else None,
                 "device": device, "created": job.created, "attempts": len(job.attempts),
+                "usage": sample_text(progress.get("utilisation")) if running else None,
                 "last_checkpoint": ckpts[-1][1].rsplit("/", 1)[-1] if ckpts else None,
                 "run": {"root": run_key, "name": job.save_name} if run_key else None,
                 "address": job.address,

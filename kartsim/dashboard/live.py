@@ -256,6 +256,15 @@ class TrainingLiveFeed:
         self._steps0 = 0
         self._race = None
         self._device = None
+        self._monitor = None
+        self._usage: dict[str, Any] | None = None
+        self._usage_at = 0.0
+        self._start: tuple[float, int] | None = None  # (time, steps) when training started
+
+    def start(self, model: Any) -> None:
+        """Training starts: the final rate counts from here, as `kartsim train` prints it (the live rate
+        and ETA count from the first step, after JIT compilation and env set-up)."""
+        self._start = (time.monotonic(), int(model.num_timesteps))
 
     @classmethod
     def for_run(cls, run_dir: str | Path) -> "TrainingLiveFeed | None":
@@ -272,12 +281,19 @@ class TrainingLiveFeed:
         if self._t0 is None:
             self._t0, self._steps0 = now, done
             self._device = str(getattr(model, "device", "") or "")
+            from kartsim.devices import DeviceMonitor
+
+            self._monitor = DeviceMonitor(self._device)
+        if now - self._usage_at >= 1.0:  # the utilisation, once a second (a CPU sample spans that second)
+            self._usage_at = now
+            sample = self._monitor.sample()
+            self._usage = sample.to_dict() if sample is not None else None
         elapsed = now - self._t0
         total = int(getattr(model, "_total_timesteps", 0) or 0)
         rate = (done - self._steps0) / elapsed if elapsed > 0.5 else 0.0
         return {"num_timesteps": done, "total_timesteps": total, "steps_per_second": round(rate, 1),
                 "eta_s": round((total - done) / rate, 1) if rate > 0 and total > done else None,
-                "elapsed_s": round(elapsed, 1), "device": self._device}
+                "elapsed_s": round(elapsed, 1), "device": self._device, "utilisation": self._usage}
 
     def _find_race(self, callback: Any) -> Any:
         env = getattr(callback, "training_env", None)
@@ -309,9 +325,20 @@ class TrainingLiveFeed:
         final: dict[str, Any] = {}
         if callback is not None and self._t0 is not None:
             try:
-                final["progress"] = self._progress(callback.model)
+                progress = self._progress(callback.model)
             except Exception:
-                pass
+                progress = None
+            if progress is not None:
+                progress.update(eta_s=None, utilisation=None)
+                if self._start is not None and time.monotonic() > self._start[0]:
+                    whole = (progress["num_timesteps"] - self._start[1]) / (time.monotonic() - self._start[0])
+                    progress["steps_per_second"] = round(whole, 1)
+                if progress["num_timesteps"] < progress["total_timesteps"]:
+                    # ended early by design (a callback stopped it, e.g. quickstart's first lap): that is
+                    # the run's length, not 8 % of the cap it never needed
+                    progress["stopped_early_of"] = progress["total_timesteps"]
+                    progress["total_timesteps"] = progress["num_timesteps"]
+                final["progress"] = progress
         self.pub.close(final)
 
 

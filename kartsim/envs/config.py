@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from kartsim.config import coerce_nested, from_dict
 from kartsim.errors import ConfigError
 from kartsim.physics import KartConfig
 from kartsim.race import RaceConfig, RewardConfig
+from kartsim.validation import check_config
 
 CAMERAS = ("chase", "driver")
 RAY_TARGETS = ("road_edge", "wall")
@@ -55,8 +56,17 @@ class EnvConfig:
     reward: RewardConfig = field(default_factory=RewardConfig)
     kart: KartConfig = field(default_factory=KartConfig)
 
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {
+        "image_size": (16, 512), "frame_stack": (1, 16), "ray_range_m": (1.0, 1000.0), "sensor_noise": (0.0, 1.0),
+        "random_pool_size": (1, 256)}
+
     def __post_init__(self) -> None:
         coerce_nested(self)  # race / reward / kart given as dicts
+        if isinstance(self.track, tuple):
+            self.track = list(self.track)
+        check_config(self)
+        if not self.track:
+            raise ConfigError("track needs at least one track name")
         if self.camera not in CAMERAS:
             raise ConfigError(f"camera must be one of {', '.join(CAMERAS)}, got {self.camera!r}")
         if self.ray_target not in RAY_TARGETS:

@@ -31,6 +31,7 @@ from kartsim.envs.render import TrackMaps
 from kartsim.envs.tracks import load_track_stack
 from kartsim.errors import ConfigError
 from kartsim.multikart import GridRace, Opponents
+from kartsim.race import check_actions
 
 __all__ = ["KartRaceParallelEnv", "parallel_env"]
 
@@ -117,7 +118,7 @@ class KartRaceParallelEnv(ParallelEnv):
         acts = np.zeros((race.n, 2))
         acts[:, 1] = -1.0  # parked karts brake
         for a in self.agents:
-            acts[self.agent_index[a]] = np.asarray(actions[a], np.float64).reshape(2)
+            acts[self.agent_index[a]] = check_actions(actions[a], 1)[0]
         if self.opp is not None:
             acts[self.opp.idx] = self.opp.act()
         race.step(acts)

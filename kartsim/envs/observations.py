@@ -101,7 +101,7 @@ class Observer:
                                       for t in race.stack.tracks]
         if cfg.vision:
             cam = CameraConfig(mode=cfg.camera, size=cfg.image_size, grayscale=cfg.grayscale)
-            self.camera = CameraRenderer(race.stack.rgb, race.stack.scale, cam)
+            self.camera = CameraRenderer(race.stack.rgb, race.stack.scale, cam, surface=race.stack.surface)
             self.channels = 1 if cfg.grayscale else 3
             s = cfg.image_size
             self.frame = np.zeros((n, s, s, self.channels), dtype=np.uint8)

@@ -34,7 +34,7 @@ from kartsim.envs.render import TrackMaps, compose_frame
 from kartsim.envs.tracks import load_track_stack
 from kartsim.errors import ConfigError
 from kartsim.multikart import GridRace, Opponents, RaceRules
-from kartsim.race import TERMINATION_REASONS, RaceConfig
+from kartsim.race import TERMINATION_REASONS, RaceConfig, check_actions
 
 __all__ = ["RaceOptions", "KartRaceEnv", "RACE_TERMS", "RaceTerms"]
 
@@ -261,7 +261,7 @@ class KartRaceEnv(gym.Env):
     def step(self, action):
         race = self.race
         actions = np.zeros((race.n, 2))
-        actions[0] = np.asarray(action, np.float64).reshape(2)
+        actions[0] = check_actions(action, 1)[0]
         if self.opp is not None:
             obs_all = None
             if self.opp.kind == "model":

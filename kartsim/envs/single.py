@@ -13,7 +13,7 @@ from kartsim.envs.info import reset_info, step_infos
 from kartsim.envs.observations import Observer
 from kartsim.envs.render import TrackMaps, Window, compose_frame
 from kartsim.envs.tracks import load_track_stack
-from kartsim.race import Race
+from kartsim.race import Race, check_actions
 
 TRAIL_LENGTH = 600
 _TELEMETRY = np.ones(1, dtype=bool)
@@ -103,7 +103,7 @@ class KartEnv(gym.Env):
         return self.observer.single(0), reset_info(self.race, 0)
 
     def step(self, action):
-        self.race.step(np.asarray(action)[None])
+        self.race.step(check_actions(action, 1))  # a string / ragged action: the env's own message
         self.observer.observe()
         self._trail.append((float(self.race.state.x[0]), float(self.race.state.y[0])))
         del self._trail[:-TRAIL_LENGTH]

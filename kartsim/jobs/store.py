@@ -63,7 +63,7 @@ class Store:
             return None
         try:
             return json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):
             return None
 
     def write_json(self, rel: str, data: Any) -> None:
@@ -253,6 +253,8 @@ def open_store(location: str | Path) -> Store:
         raise ConfigError("the job store location is empty; pass --store PATH")
     if is_uri(text):
         return RemoteStore(text)
+    if Path(text).expanduser().exists() and not Path(text).expanduser().is_dir():
+        raise ConfigError(f"the job store {text} is a file; give a folder (--store DIR)")
     return LocalStore(text)
 
 
@@ -297,12 +299,45 @@ class JobRecord:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "JobRecord":
-        data = dict(data)
+    def from_dict(cls, data: Any, source: str = "job.json") -> "JobRecord":
+        """A record from its JSON; JobError naming `source` when a field is missing or of the wrong
+        type (a job store is shared: a damaged or hand-edited file must not crash a command)."""
+        def damaged(what: str) -> JobError:
+            return JobError(f"{source} is damaged ({what}); fix it, or delete the job's folder")
+
+        if not isinstance(data, dict):
+            raise damaged("not a JSON object")
+        attempts = data.get("attempts")
+        if not isinstance(attempts, list) or not attempts or not all(isinstance(a, dict) for a in attempts):
+            raise damaged("'attempts' must be a non-empty list of objects")
         names = {f.name for f in dataclasses.fields(Attempt)}
-        data["attempts"] = [Attempt(**{k: v for k, v in a.items() if k in names}) for a in data.get("attempts", [])]
+        records = []
+        for a in attempts:
+            attempt = Attempt(**{k: v for k, v in a.items() if k in names}) if {"n", "started"} <= set(a) else None
+            if attempt is None:
+                raise damaged("an attempt without 'n' and 'started'")
+            _check_types(attempt, damaged)
+            records.append(attempt)
+        if not {"id", "backend", "argv", "save_name", "timesteps"} <= set(data):
+            raise damaged("missing id, backend, argv, save_name or timesteps")
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        job = cls(**{k: v for k, v in data.items() if k in names and k != "attempts"}, attempts=records)
+        _check_types(job, damaged)
+        if not all(isinstance(v, str) for v in job.argv + job.tracks):
+            raise damaged("'argv' and 'tracks' must be lists of strings")
+        return job
+
+
+def _check_types(record: Any, damaged: Any) -> None:
+    """Each field of a job-store dataclass holds its annotated type (int / str / bool / list / dict, or None)."""
+    kinds = {"int": int, "str": str, "bool": bool, "list": list, "dict": dict}
+    for f in dataclasses.fields(record):
+        value = getattr(record, f.name)
+        allowed = [kinds.get(part.split("[", 1)[0]) for part in str(f.type).replace(" ", "").split("|")]
+        if value is None and "None" in str(f.type):
+            continue
+        if not any(t is not None and isinstance(value, t) and not (t is int and isinstance(value, bool)) for t in allowed):
+            raise damaged(f"{f.name!r} is {value!r}")
 
 
 def job_dir(job_id: str) -> str:
@@ -346,13 +381,17 @@ def job_ids(store: Store) -> list[str]:
 def load_job(store: Store, job_id: str) -> JobRecord:
     """The job with this id (or a unique prefix of one); JobError listing recent ids otherwise."""
     if job_id and JOB_ID_RE.match(job_id):
-        data = store.read_json(f"jobs/{job_id}/job.json")
-        if isinstance(data, dict):
-            return JobRecord.from_dict(data)
+        rel = f"jobs/{job_id}/job.json"
+        if store.exists(rel):
+            data = store.read_json(rel)
+            if data is None:
+                raise JobError(f"{store.display(rel)} is not valid JSON (damaged?); fix it, or delete the job's folder")
+            return JobRecord.from_dict(data, store.display(rel))
     ids = job_ids(store)
     matches = [i for i in ids if i.startswith(job_id)] if job_id else []
     if len(matches) == 1:
-        return JobRecord.from_dict(store.read_json(f"jobs/{matches[0]}/job.json"))
+        rel = f"jobs/{matches[0]}/job.json"
+        return JobRecord.from_dict(store.read_json(rel), store.display(rel))
     if len(matches) > 1:
         raise JobError(f"job id {job_id!r} is ambiguous: {', '.join(matches[-8:])}")
     if ids:

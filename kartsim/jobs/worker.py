@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from kartsim.devices import sample_text
+
 
 def _fmt_duration(seconds: float) -> str:
     seconds = int(max(0, seconds))
@@ -36,6 +38,9 @@ def progress_line(p: dict[str, Any], eta: bool = True) -> str:
         parts.append(f"{p['steps_per_second']:,.0f} steps/s")
     if eta and p.get("eta_s") is not None and done < total:
         parts.append(f"ETA {_fmt_duration(p['eta_s'])}")
+    usage = sample_text(p.get("utilisation")) if eta else None  # while it runs: how busy the device is
+    if usage:
+        parts.append(usage)
     return ", ".join(parts)
 
 
@@ -46,6 +51,9 @@ def make_progress_callback(path: Path, every_s: float = 10.0, write_every_s: flo
         """Writes {num_timesteps, total_timesteps, steps_per_second, eta_s, updated} to `path`."""
 
         def _on_training_start(self) -> None:
+            from kartsim.devices import DeviceMonitor
+
+            self._monitor = DeviceMonitor(str(self.model.device))
             self._t0 = time.monotonic()
             self._steps0 = self.model.num_timesteps
             self._next_write = 0.0
@@ -76,6 +84,9 @@ def make_progress_callback(path: Path, every_s: float = 10.0, write_every_s: flo
                     "eta_s": round((total - done) / rate, 1) if rate > 0 and total > done else None,
                     "elapsed_s": round(elapsed, 1), "updated": time.strftime("%Y-%m-%dT%H:%M:%S"),
                     "final": final}
+            sample = None if final else self._monitor.sample()  # every write_every_s: the CPU share spans it
+            if sample is not None:
+                data["utilisation"] = sample.to_dict()
             tmp = path.with_name(f".{path.name}.tmp")
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)

@@ -16,17 +16,22 @@ from kartsim.telemetry import TelemetryWriter
 
 
 class FaultPointsCallback(BaseCallback):
-    """Passes the `kartsim.faults` points ``rollout`` (every env step) and ``update`` (the start of
-    every PPO update); added only when ``KARTSIM_FAULT`` is set (the fault tests)."""
+    """Passes the `kartsim.faults` points ``rollout`` (every env step) and ``update`` (every
+    minibatch of a PPO update: the policy's forward pass with gradients on; rollouts run without);
+    added only when ``KARTSIM_FAULT`` is set (the fault tests). A module hook, not a patched method,
+    so nothing of it is saved with the model."""
 
     def _on_training_start(self) -> None:
-        update = self.model.train
+        import torch
 
-        def train_with_fault_point() -> None:
-            faults.point("update")
-            update()
+        def on_forward(module: Any, args: Any) -> None:
+            if torch.is_grad_enabled():
+                faults.point("update")
 
-        self.model.train = train_with_fault_point
+        self._hook = self.model.policy.mlp_extractor.register_forward_pre_hook(on_forward)
+
+    def _on_training_end(self) -> None:
+        self._hook.remove()
 
     def _on_step(self) -> bool:
         faults.point("rollout")
@@ -144,6 +149,33 @@ def _last_episode_in_csv(path: Path) -> int:
     return -1
 
 
+class DeviceUsageCallback(BaseCallback):
+    """Logs the training device's utilisation and memory once per rollout (`kartsim.devices`):
+    ``system/gpu_util_pct`` and ``system/gpu_mem_used_gb`` on CUDA (NVML), ``system/cpu_util_pct`` and
+    ``system/cpu_mem_used_gb`` otherwise (the CPUs' busy share over the rollout and its update)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.monitor = None
+        self.last: dict[str, Any] | None = None
+
+    def _on_training_start(self) -> None:
+        from kartsim.devices import DeviceMonitor
+
+        self.monitor = DeviceMonitor(str(self.model.device))
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_end(self) -> None:
+        sample = self.monitor.sample() if self.monitor is not None else None
+        if sample is None:
+            return
+        self.last = sample.to_dict()
+        self.logger.record(f"system/{sample.kind}_util_pct", sample.util_pct)
+        self.logger.record(f"system/{sample.kind}_mem_used_gb", sample.mem_used_mb / 1024)
+
+
 class TelemetryCSVCallback(BaseCallback):
     """Writes the telemetry of the first `n_envs` vector envs (env 0 by default) to one CSV (schema:
     `kartsim.telemetry.TELEMETRY_COLUMNS`, the ``env`` column says which) every `every` env steps;
@@ -166,6 +198,8 @@ class TelemetryCSVCallback(BaseCallback):
         from kartsim.dashboard.live import TrainingLiveFeed
 
         self.live = TrainingLiveFeed.for_run(self.path.parent)  # None when KARTSIM_LIVE=0
+        if self.live is not None:
+            self.live.start(self.model)
 
     def _on_step(self) -> bool:
         assert self.writer is not None
@@ -232,8 +266,8 @@ class LapEvalCallback(BaseCallback):
     (``save_best(model, row) -> Path``) the model is saved each time an evaluation beats the best so far
     (`eval_key`: completion first, then the ratio); `best` starts from `best_row` (a resumed run).
     Training stops when an evaluation completes `stop_when_laps` laps on every run, or when it laps
-    every track within `stop_at_ratio` × reference. The final model is evaluated too when training
-    ends (`final`), so a run can say whether it ended worse than its best.
+    every track within `stop_at_ratio` × reference. With `evaluate_final` the final model is
+    evaluated too when training ends (`final`), so a run can say whether it ended worse than its best.
     """
 
     def __init__(
@@ -244,12 +278,13 @@ class LapEvalCallback(BaseCallback):
         tracks: list[str] | None = None,
         max_steps: int | None = None,
         episodes: int = 1,
-        max_laps: int | None = 2,
+        max_laps: int | None = None,
         stop_when_laps: int | None = None,
         stop_at_ratio: float | None = None,
         save_best: Callable[[Any, dict[str, Any]], Path] | None = None,
         best_row: dict[str, Any] | None = None,
         report: Callable[[dict[str, Any]], None] | None = None,
+        evaluate_final: bool = False,
     ) -> None:
         super().__init__()
         from kartsim.envs.tracks import track_paths
@@ -269,6 +304,7 @@ class LapEvalCallback(BaseCallback):
         self.best_path: Path | None = None
         self.final: dict[str, Any] | None = None
         self.report = report
+        self.evaluate_final = evaluate_final
         self.rows: list[dict[str, Any]] = []
         self.eval_seconds = 0.0
         self.refs: list[float | None] = []
@@ -322,8 +358,10 @@ class LapEvalCallback(BaseCallback):
             "completion": round(float(np.mean([r.laps >= 1 for r in runs])), 3),
             "min_laps": min(r.laps for r in runs),
             "eval_best_lap": round(min(laps), 2) if laps else None,
+            "eval_laps": max(r.laps for r in runs),
             "ref_ratio": round(float(np.mean(ratios)), 4) if ratios else None,
-            "eval_progress_m": round(float(np.mean([r.progress_m for r in runs])), 1),
+            "eval_progress_m": round(max(r.progress_m for r in runs), 1),
+            "eval_return": round(float(np.mean([r.reward for r in runs])), 2),
             "eval_mean_speed": round(float(np.mean([r.mean_speed for r in runs])), 2),
             "eval_off_track": round(float(np.mean([r.off_track_share for r in runs])), 3),
             "eval_s": round(time.perf_counter() - t0, 1),
@@ -356,7 +394,7 @@ class LapEvalCallback(BaseCallback):
         try:
             if self.rows and self.rows[-1]["steps"] == self.num_timesteps:
                 self.final = self.rows[-1]
-            elif self.model is not None:
+            elif self.evaluate_final and self.model is not None:
                 self.final = self.evaluate()
         finally:
             for env in self._envs:

@@ -4,7 +4,7 @@ Every model kartsim saves (checkpoints, interrupted and final models) is a norma
 ``kartsim_config.json``::
 
     {"format": 1, "kartsim_version": "0.1.0", "env": EnvConfig.to_dict(), "train": TrainConfig dict,
-     "num_timesteps": 12345}
+     "num_timesteps": 12345, "provenance": {"demos": {...}, "init_from": {...}}}   # provenance: when used
 
 (``<name>_best.zip`` adds ``"evaluation"``: the training-time evaluation row that made it the best.)
 
@@ -42,9 +42,10 @@ TRUST_HINT = "pass --trust-model only if you trust where the file came from"
 
 
 def save_model(model: Any, path: str | Path, env_config: dict[str, Any], train_config: dict[str, Any],
-               evaluation: dict[str, Any] | None = None) -> Path:
+               provenance: dict[str, Any] | None = None, evaluation: dict[str, Any] | None = None) -> Path:
     """Save `model` (an SB3 algorithm) to `path` with `kartsim_config.json` inside, and the reward
     statistics of its env's VecNormalize when it has one (`REWARD_STATS_MEMBER`); returns the path.
+    `provenance`: where its demonstrations and initial weights came from (`kartsim.rl.pretrain`).
     `evaluation`: the training-time evaluation that made this the best model (``<name>_best.zip``).
 
     Written to a temporary file first and renamed, so a crash never leaves half a model behind; the
@@ -68,6 +69,8 @@ def save_model(model: Any, path: str | Path, env_config: dict[str, Any], train_c
             "train": train_config,
             "num_timesteps": int(model.num_timesteps),
         }
+        if provenance:
+            payload["provenance"] = provenance
         if evaluation is not None:
             payload["evaluation"] = evaluation
         vecnormalize = model.get_vec_normalize_env() if hasattr(model, "get_vec_normalize_env") else None
@@ -151,6 +154,23 @@ def read_reward_stats(path: str | Path, *, trust: bool = False) -> Any | None:
         ) from None
 
 
+def visible_models_hint(limit: int = 6) -> str:
+    """``"; models here: a.zip, models/b_final.zip, ..."`` (newest first: here, models/, runs/*/), or
+    a hint to train one when there are none."""
+    found: dict[str, float] = {}
+    for pattern in ("*.zip", "models/*.zip", "runs/*/*_final.zip"):
+        for p in Path().glob(pattern):
+            try:
+                found[p.as_posix()] = p.stat().st_mtime
+            except OSError:
+                pass
+    if not found:
+        return "; no models here (models/, runs/): train one with python train_ppo.py or kartsim quickstart"
+    names = sorted(found, key=found.get, reverse=True)
+    more = f" (+{len(names) - limit} more)" if len(names) > limit else ""
+    return f"; models here: {', '.join(names[:limit])}{more}"
+
+
 def check_model_file(path: str | Path) -> Path:
     """The path, when it names a readable SB3 model zip; ModelFileError (one line) otherwise."""
     path = Path(path)
@@ -158,6 +178,8 @@ def check_model_file(path: str | Path) -> Path:
         hint = ""
         if path.suffix != ".zip" and path.with_name(path.name + ".zip").exists():
             hint = f" (did you mean {path.name}.zip?)"
+        else:
+            hint = visible_models_hint()
         raise ModelFileError(f"model file not found: {path}{hint}")
     if path.is_dir():
         raise ModelFileError(f"{path} is a folder; give the model's .zip file")
@@ -328,3 +350,22 @@ def spaces_match(model_space: Any, env_space: Any) -> bool:
             return False
         return all(tuple(model_space[k].shape) == tuple(env_view[k].shape) for k in model_space.spaces)
     return tuple(model_space.shape) == tuple(env_view.shape)
+
+
+def read_policy_state(path: str | Path) -> dict[str, Any]:
+    """The policy weights (``policy.pth``: name -> tensor) of a model zip, read as plain tensors
+    (``torch.load(weights_only=True)``: no code from the file runs). ModelFileError when unreadable."""
+    import io
+
+    import torch
+
+    path = check_model_file(path)
+    with zipfile.ZipFile(path) as archive:
+        data = archive.read("policy.pth")
+    try:
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as exc:  # not tensors only, or damaged
+        raise ModelFileError(f"{path}: policy.pth inside the model cannot be read as weights ({exc.__class__.__name__})") from None
+    if not isinstance(state, dict):
+        raise ModelFileError(f"{path}: policy.pth inside the model is not a table of weights")
+    return state

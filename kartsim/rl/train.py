@@ -163,6 +163,29 @@ class TrainConfig:
     """Folder of run folders."""
     models_dir: str = "models"
     """Folder that receives a copy of each final model."""
+    demos: str | None = None
+    """Pre-train the policy on demonstrations before PPO (behaviour cloning): ``ai:hard|medium|easy``
+    (the AI drives in this run's env, recorded with the policy's own observations), a telemetry CSV
+    (``kartsim drive``) or a folder of CSV / ``kartsim demos record`` files, a demos ``.npz``, or a
+    model zip to distil (`kartsim.rl.demos`)."""
+    demos_mode: str = "dagger"
+    """``bc``: clone the demonstrations; ``dagger`` (default where the source has a teacher: ``ai:``,
+    a model, an npz recorded from ``ai:``): then ``dagger_rounds`` rounds in which the policy drives
+    and the teacher labels the states it visits. Recorded driving (human laps) falls back to bc."""
+    demos_laps: int = 20
+    """Laps the teacher drives when ``demos`` is ``ai:LEVEL`` or a model zip."""
+    bc_epochs: int = 30
+    """Behaviour cloning passes over the demonstrations (and over the aggregate in each DAgger round)."""
+    dagger_rounds: int = 3
+    """DAgger rounds (``demos_mode`` dagger)."""
+    dagger_steps: int = 8000
+    """States the policy visits (all karts together) in each DAgger round."""
+    init_from: str | None = None
+    """Start from this model zip's weights (`kartsim.rl.transfer`; e.g. fine-tune a circuit model on
+    another track)."""
+    init_parts: str = "all"
+    """Which weights ``init_from`` copies: ``cnn`` (vision features extractor), ``policy`` (all but the
+    value function) or ``all``."""
     progress_bar: bool = True
     """Show SB3's progress bar (tqdm + rich) with ETA."""
     verbose: int = 0
@@ -223,6 +246,7 @@ class TrainResult:
 
 
 MIN_EVAL_FREQ = 20_000
+EVAL_LAPS = 2  # a standing and a flying lap: more laps cost evaluation time and say little more
 MAX_EVAL_TRACKS = 4  # evaluating on more would cost more time than the training between evaluations
 DEFAULT_TRACK_POOL = 8
 
@@ -303,6 +327,9 @@ def resolve_device(device: str) -> str:
 
 def validate(cfg: TrainConfig) -> None:
     """Raise ConfigError (one line naming the flag) for any value that cannot work. `cfg` is resolved."""
+    from kartsim.validation import check_config
+
+    check_config(cfg, flags=True)  # types, NaN / inf
     if cfg.timesteps is None or cfg.timesteps <= 0:
         raise ConfigError(f"--timesteps must be a positive number of env steps, not {cfg.timesteps}")
     if not _NAME_RE.match(cfg.save_name or ""):
@@ -352,6 +379,9 @@ def validate(cfg: TrainConfig) -> None:
         )
     if not 0 < cfg.gamma <= 1:
         raise ConfigError(f"gamma must be in (0, 1], not {cfg.gamma}")
+    from kartsim.rl.pretrain import validate_pretrain
+
+    validate_pretrain(cfg)
     if not 0 <= cfg.gae_lambda <= 1:
         raise ConfigError(f"gae_lambda must be in [0, 1], not {cfg.gae_lambda}")
     if cfg.clip_range <= 0:
@@ -543,6 +573,10 @@ def _merge_resume(cfg: TrainConfig, given: set[str], payload: dict[str, Any] | N
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     base = TrainConfig.from_dict({k: v for k, v in saved_train.items() if k in names})
     # Flags that change the network or the observations cannot change on resume.
+    started_from = sorted(given & {"demos", "init_from"})
+    if started_from:
+        flag = "--" + started_from[0].replace("_", "-")
+        raise ConfigError(f"{flag} starts a new run; {path} already has its weights (drop {flag}, or leave out --resume)")
     if "vision" in given and cfg.vision != base.vision:
         kind, how = ("vision", "train_ppo_vision.py or kartsim train --vision") if base.vision else ("rays", "train_ppo.py or kartsim train")
         raise ConfigError(f"{path} is a {kind} model; resume it with {how}")
@@ -674,14 +708,18 @@ def _train_locked(cfg: TrainConfig, given: set[str], echo: Callable[[str], None]
         run.dir.mkdir(parents=True, exist_ok=True)
         config_doc = {"env": env_cfg_dict, "train": train_cfg_dict, "command": sys.argv, "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
         record_config(run.config, config_doc, resume_path if same_run else None)
+        for stale in [*run.dir.glob(".saving-*.zip"), *run.checkpoints.glob(".saving-*.zip")]:
+            stale.unlink()  # left by a killed save (this process holds the run's lock: no other is writing)
         if same_run and cfg.telemetry_every > 0:
             dropped = truncate_telemetry(run.telemetry, done_steps)  # logged after the checkpoint, trained again now
             if dropped:
                 echo(f"Telemetry: dropped {dropped:,} row(s) logged after step {done_steps:,} (they are trained again)")
         linked = cfg.telemetry_every > 0 and cfg.telemetry_link and link_telemetry(run.telemetry, echo)
 
+        provenance: dict[str, Any] = dict((payload or {}).get("provenance") or {})
+
         def save(model: Any, path: Path, evaluation: dict[str, Any] | None = None) -> Path:
-            return save_model(model, path, env_cfg_dict, train_cfg_dict, evaluation)
+            return save_model(model, path, env_cfg_dict, train_cfg_dict, provenance=provenance, evaluation=evaluation)
 
         threads = configure_threads(cfg, device)
         echo(f"Using device: {device}" + (f" ({threads} torch thread{'s' if threads > 1 else ''})" if device == "cpu" else ""))
@@ -722,12 +760,18 @@ def _train_locked(cfg: TrainConfig, given: set[str], echo: Callable[[str], None]
                                                              "slower than fp32; --precision auto picks fp32)" if slow else ""))
             policy_kwargs["log_std_init"] = cfg.log_std_init
             model = PPO(policy, venv, policy_kwargs=policy_kwargs, seed=cfg.seed, device=device, **hyper)
+            from kartsim.rl.pretrain import prepare_policy
+
+            provenance.update(prepare_policy(model, cfg, env_cfg, given=given, echo=echo))
+            if provenance:
+                record_config(run.config, dict(config_doc, provenance=provenance), None)
 
         from stable_baselines3.common.callbacks import CallbackList, ProgressBarCallback
 
-        from kartsim.rl.callbacks import KartCheckpointCallback, RacingMetricsCallback, TelemetryCSVCallback
+        from kartsim.rl.callbacks import (DeviceUsageCallback, KartCheckpointCallback, RacingMetricsCallback,
+                                          TelemetryCSVCallback)
 
-        all_callbacks: list[Any] = [RacingMetricsCallback()]
+        all_callbacks: list[Any] = [RacingMetricsCallback(), DeviceUsageCallback()]
         checkpointer = None
         if cfg.checkpoint_freq > 0:
             checkpointer = KartCheckpointCallback(cfg.checkpoint_freq, run.checkpoints, cfg.save_name, save)
@@ -849,6 +893,7 @@ def _evaluator(cfg: TrainConfig, env_cfg: Any, run: _Run, save: Callable[..., Pa
         echo(f"  evaluation at {row['steps']:,} steps ({row['wall_s']:.0f} s): {describe_eval(row)}")
 
     return LapEvalCallback(env_cfg, cfg.eval_freq, tracks=eval_tracks_for(cfg, env_cfg), episodes=cfg.eval_episodes,
+                           max_laps=EVAL_LAPS, evaluate_final=True,
                            stop_at_ratio=cfg.stop_at_ratio, save_best=save_best, best_row=best_row,
                            report=None if cfg.progress_bar else report)
 
