@@ -102,3 +102,17 @@ def ray_head():
         yield address
     finally:
         stop()
+
+
+def tiny_rays_model(path, track: str = "oval.png"):
+    """An untrained kartsim rays model saved the way `kartsim train` saves one (config inside, so it
+    loads without --trust-model)."""
+    from stable_baselines3 import PPO
+
+    from kartsim.envs import EnvConfig, KartEnv
+    from kartsim.rl.modelio import save_model
+    from kartsim.rl.policies import policy_for
+
+    policy, kwargs = policy_for(False)
+    model = PPO(policy, KartEnv(track=track), policy_kwargs=kwargs, n_steps=64, batch_size=32, device="cpu", seed=0)
+    return save_model(model, path, EnvConfig(track=track).to_dict(), {})

@@ -14,6 +14,7 @@ from kartsim.cli import main  # noqa: E402
 from kartsim.drive import KeyboardControl, ScriptedEvents, drive  # noqa: E402
 from kartsim.errors import ConfigError  # noqa: E402
 from kartsim.telemetry import TELEMETRY_COLUMNS  # noqa: E402
+from conftest import tiny_rays_model  # noqa: E402
 
 
 def test_keyboard_control_is_smoothed():
@@ -128,12 +129,7 @@ def test_drive_cli_script(tmp_path, capsys):
 
 
 def test_drive_with_a_model_ghost(tmp_path):
-    from stable_baselines3 import PPO
-
-    from kartsim.envs import KartEnv
-
-    model = tmp_path / "ghost.zip"
-    PPO("MlpPolicy", KartEnv(track="oval.png"), n_steps=64, batch_size=32, device="cpu", seed=0).save(model)
+    model = tiny_rays_model(tmp_path / "ghost.zip")
     res = drive("oval.png", opponents=1, ghost=str(model), telemetry=tmp_path / "g.csv",
                 events=ScriptedEvents([(0, "down", "up"), (3, "quit")]), realtime=False, render_every=10)
     assert [row["kart"] for row in res.standings] != [] and len(res.standings) == 2  # the ghost is not classified

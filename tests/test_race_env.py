@@ -10,6 +10,7 @@ from kartsim.envs.race_env import KartRaceEnv
 from kartsim.envs.race_env import RACE_TERMS
 from kartsim.errors import ConfigError
 from kartsim.race import REWARD_TERMS
+from conftest import tiny_rays_model
 
 
 def test_race_env_api_and_a_race_to_the_finish():
@@ -66,12 +67,7 @@ def test_race_env_options_and_errors():
 
 
 def test_frozen_model_opponents(tmp_path):
-    from stable_baselines3 import PPO
-
-    from kartsim.envs import KartEnv
-
-    path = tmp_path / "frozen.zip"
-    PPO("MlpPolicy", KartEnv(track="oval.png"), n_steps=64, batch_size=32, device="cpu", seed=0).save(path)
+    path = tiny_rays_model(tmp_path / "frozen.zip")
     env = KartRaceEnv(track="oval.png", opponents=2, opponent=str(path), laps=1)
     obs, _ = env.reset(seed=0)
     for _ in range(20):

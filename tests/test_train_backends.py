@@ -257,7 +257,9 @@ def test_resume_continues_the_reward_normalisation_statistics(tmp_path):
 
     probe = _RetRmsAtStart()
     lines: list[str] = []
-    train(_cfg(tmp_path, resume=str(ckpt), timesteps=256), given={"timesteps"}, callbacks=[probe], echo=lines.append)
+    # --force: resuming an older checkpoint of a finished run replaces its longer-trained final model
+    train(_cfg(tmp_path, resume=str(ckpt), timesteps=256, force=True), given={"timesteps"}, callbacks=[probe],
+          echo=lines.append)
     assert probe.start == pytest.approx((saved.count, float(saved.mean), float(saved.var)))
     assert not any("reward normalisation" in line for line in lines)
     # the resumed run's final model: the checkpoint's 64 returns plus the 192 of this run
@@ -271,7 +273,7 @@ def test_resume_continues_the_reward_normalisation_statistics(tmp_path):
                 dst.writestr(item, src.read(item))
     probe = _RetRmsAtStart()
     lines.clear()
-    result = train(_cfg(tmp_path, resume=str(old), timesteps=128), given={"timesteps"}, callbacks=[probe],
+    result = train(_cfg(tmp_path, resume=str(old), timesteps=128, force=True), given={"timesteps"}, callbacks=[probe],
                    echo=lines.append)
     assert result.num_timesteps == 128
     assert [line for line in lines if "reward normalisation" in line] == [
