@@ -18,7 +18,12 @@ setup: $(STAMP)
 train: $(STAMP)
 	$(PY) -m kartsim quickstart
 
+# the checks first (seconds), then the tests: lint (ruff: errors, unused names, complexity), dead code
+# (vulture), the architecture (import-linter contracts in pyproject.toml: layers, no cycles)
 test: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m vulture
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
 
 bench: $(STAMP)

@@ -2,20 +2,21 @@
 
     from car import KartConfig, KartPhysics, KartState, kart_limits
 
-    cfg = KartConfig(mass_kg=150.0)   # every figure is a documented field (kartsim.physics.KartConfig)
+    cfg = KartConfig(mass_kg=150.0)   # every figure is a documented field (kartsim.sim.config.KartConfig)
     print(kart_limits(cfg).top_speed)  # measured on the simulated physics, m/s
 
 A batched dynamic bicycle model (numba kernels over arrays of karts): saturating tyres with a friction
 circle and load transfer, tyre wear, wet grip, impact damage and wall collisions. The envs, training
-and the AI driver all use it through ``kartsim.race.Race``; this file is a short way in.
+and the AI driver all use it through ``kartsim.sim.race.Race``; this file is a short way in.
 """
 
 from __future__ import annotations
 
 import sys
 
-from kartsim.physics import KartConfig, KartPhysics, KartState
-from kartsim.racing_line import kart_limits
+from kartsim.sim.config import KartConfig
+from kartsim.sim.physics import KartPhysics, KartState
+from kartsim.drivers.racing_line import kart_limits
 
 __all__ = ["KartConfig", "KartPhysics", "KartState", "kart_limits", "main"]
 
@@ -34,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"lateral:     up to {lim.lateral.max() / g:.2f} g on dry asphalt")
     print(f"braking:     {lim.brake.min() / g:.2f}-{lim.brake.max() / g:.2f} g")
     print(f"wet track:   grip x{cfg.wet_grip:.2f}, damp x{cfg.damp_grip:.2f}")
-    print("physics:     kartsim.physics (KartConfig, KartState, KartPhysics); docs: README.md#physics")
+    print("physics:     kartsim.sim.physics (KartConfig, KartState, KartPhysics); docs: README.md#physics")
     return 0
 
 

@@ -5,7 +5,7 @@
 Run `python train_ppo_vision.py --help` for every flag.
 """
 
-from kartsim.cli.train_cmd import script_main
+from kartsim.rl.train_cmd import script_main
 
 if __name__ == "__main__":
     raise SystemExit(script_main(vision=True))

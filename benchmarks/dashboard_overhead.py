@@ -54,7 +54,7 @@ def side_channel_costs(n: int = 3000) -> dict[str, float]:
     datagram to 127.0.0.1; plus the rate check that every step pays."""
     import numpy as np
 
-    from kartsim.dashboard.live import LivePublisher
+    from kartsim.telemetry.live import LivePublisher
 
     rng = np.random.default_rng(0)
     karts = np.round(rng.uniform(0, 300, (64, 4)), 2).tolist()

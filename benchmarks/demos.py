@@ -10,7 +10,7 @@ Each variant (``scratch``: plain PPO; ``demos``: with ``--demos``; ``init``: wit
 with `kartsim train`'s own code and drives the policy deterministically from the start line after
 the pre-training (0 PPO steps) and every ``--eval-every`` env steps. Reported per seed: env steps and
 wall seconds (from the start of the run, recording and cloning included) to the first lap, to a lap
-within 1.10 x and within 1.05 x the track's reference lap time (`kartsim.racing_line`). A variant
+within 1.10 x and within 1.05 x the track's reference lap time (`kartsim.drivers.racing_line`). A variant
 stops once it reaches 1.05 x or its ``--timesteps``. Every number is measured in this run.
 """
 
@@ -82,9 +82,9 @@ def first_reached(rows: list[dict[str, Any]], reference: float) -> dict[str, Any
 
 
 def run_variant(args: argparse.Namespace, variant: str, seed: int, runs_dir: Path) -> dict[str, Any]:
-    from kartsim.racing_line import reference_lap_time
+    from kartsim.drivers.racing_line import reference_lap_time
     from kartsim.rl.train import TrainConfig, env_config_for, train
-    from kartsim.track import Track
+    from kartsim.sim.track import Track
 
     values: dict[str, Any] = dict(vision=args.vision, timesteps=max(args.timesteps, 1), save_name=f"{variant}_seed{seed}",
                                   track=args.track_name, seed=seed, device=args.device, runs_dir=str(runs_dir),

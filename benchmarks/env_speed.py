@@ -82,7 +82,8 @@ def main() -> None:
     if not args.all_cores and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
 
-    from kartsim.envs import EnvConfig, KartEnv, KartVecEnv
+    from kartsim.envs import EnvConfig, KartEnv
+    from kartsim.envs.sb3 import KartVecEnv
 
     rows: list[tuple[str, float | None]] = []
     rows.append(("kartsim rays env, 1 env", single_env_rate(KartEnv(track=args.track), args.seconds)))

@@ -2,10 +2,12 @@
 
     python benchmarks/reference.py                         # bundled tracks + 20 generated tracks
     python benchmarks/reference.py --generated 8 --models runs/random/final.zip
-    python benchmarks/reference.py --json reference.json
+    python benchmarks/reference.py --json reference.json --tracks my_track.png
 
-For every track (the three bundled ones and `--generated` tracks from `kartsim track new`: every
-style, seeds 1.., road widths 7.5-13 m) it prints the minimum-curvature lap time, the minimum-time
+For every track (the three bundled ones; the drawn ones in benchmarks/tracks/, a 13 m wide star with
+five inward bends and a 14 m wide kidney shaped like the tracks of issue 17; and `--generated` tracks
+from `kartsim track new`: every style, seeds 1.., road widths 7.5-13 m) it prints the
+minimum-curvature lap time, the minimum-time
 reference and how long its solve took (one core, nothing cached: the cache goes to a temporary
 folder), the hard AI's flying laps in the simulator (laps 2 and 3 of a 3-lap run from the start line)
 with grass and wall contacts, and the best lap of each `--models` zip (`kartsim eval`, deterministic,
@@ -28,16 +30,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 STYLES = ("circuit", "oval", "technical", "random")
 WIDTHS = (7.5, 9.0, 11.0, 13.0, 8.0)
-PATIENT = dict(max_episode_steps=100000, stuck_time_s=1e9, wrong_way_m=1e9, off_track_time_s=1e9)
+PATIENT = {"max_episode_steps": 100000, "stuck_time_s": 1e9, "wrong_way_m": 1e9, "off_track_time_s": 1e9}
 
 
 def hard_ai_laps(track, laps: int = 3) -> tuple[list[float], int, int]:
     """Lap times of the hard AI from the start line, and its steps on grass / against walls."""
     import numpy as np
 
-    from kartsim.ai_driver import AIDriver
-    from kartsim.race import Race, RaceConfig
-    from kartsim.track import Surface, TrackStack
+    from kartsim.drivers.ai_driver import AIDriver
+    from kartsim.sim.config import RaceConfig
+    from kartsim.sim.race import Race
+    from kartsim.sim.track import Surface, TrackStack
 
     race = Race(TrackStack.from_tracks([track]), 1, RaceConfig(random_start=False, **PATIENT))
     race.reset_karts(np.array([0]), [np.random.default_rng(0)])
@@ -64,11 +67,12 @@ def generated_tracks(n: int, folder: Path) -> list[Path]:
 
 
 def measure(path: str, models: list[str], episodes: int) -> dict:
-    from kartsim.racing_line import racing_line
+    from kartsim.drivers.racing_line import kart_limits, racing_line
     from kartsim.rl.evaluate import evaluate_model
-    from kartsim.track import Track
+    from kartsim.sim.track import Track
 
     track = Track.load(path)
+    kart_limits()  # measured once per process: not part of the solve
     t0 = time.process_time()
     ref = racing_line(track)
     solve = time.process_time() - t0
@@ -104,13 +108,17 @@ def markdown(rows: list[dict], models: list[str]) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--generated", type=int, default=20, help="number of generated tracks (every style in turn)")
+    drawn = sorted(str(p) for p in (Path(__file__).parent / "tracks").glob("*.png"))
+    ap.add_argument("--tracks", nargs="*", default=drawn,
+                    help="more track PNGs (default: benchmarks/tracks/, drawn like the tracks of issue 17)")
     ap.add_argument("--models", nargs="*", default=[], help="model zips to drive on every track (kartsim eval)")
     ap.add_argument("--episodes", type=int, default=2, help="evaluation episodes per model and track")
     ap.add_argument("--json", default=None, help="also write the rows to this JSON file")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["KARTSIM_CACHE_DIR"] = str(Path(tmp) / "cache")  # time real solves, not cache hits
-        paths = ["circuit", "oval", "technical"] + [str(p) for p in generated_tracks(args.generated, Path(tmp))]
+        paths = ["circuit", "oval", "technical", *args.tracks]
+        paths += [str(p) for p in generated_tracks(args.generated, Path(tmp))]
         print(f"# {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.processor() or platform.machine()}, "
               f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}", flush=True)
         rows = []

@@ -3,11 +3,12 @@
 import numpy as np
 import pytest
 
-from kartsim.ai_driver import AIDriver, get_level
+from kartsim.drivers.ai_driver import AIDriver, get_level
 from kartsim.errors import ConfigError
-from kartsim.race import Race, RaceConfig
-from kartsim.racing_line import reference_lap_time
-from kartsim.track import Surface, Track, TrackStack
+from kartsim.sim.config import RaceConfig
+from kartsim.sim.race import Race
+from kartsim.drivers.racing_line import reference_lap_time
+from kartsim.sim.track import Surface, Track, TrackStack
 
 PATIENT = dict(max_episode_steps=100000, stuck_time_s=1e9, wrong_way_m=1e9, off_track_time_s=1e9)
 
@@ -50,7 +51,7 @@ def test_levels_are_ordered_and_stay_on_track():
 def test_ai_drives_the_gym_env():
     from kartsim.envs import KartEnv
 
-    from kartsim.race import RaceConfig as RC
+    from kartsim.sim.config import RaceConfig as RC
 
     env = KartEnv(track="technical.png", race=RC(random_start=True))
     env.reset(seed=5)

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from kartsim.envs import EnvConfig
-from kartsim.race import REWARD_TERMS, RaceConfig
+from kartsim.sim.config import RaceConfig
+from kartsim.sim.race import REWARD_TERMS
 
 
 def test_racing_metrics_log_each_reward_term_and_they_add_up_to_the_episode_reward():
@@ -12,7 +13,7 @@ def test_racing_metrics_log_each_reward_term_and_they_add_up_to_the_episode_rewa
     from stable_baselines3.common.logger import KVWriter, Logger
     from stable_baselines3.common.vec_env import VecMonitor
 
-    from kartsim.envs.vector import KartVecEnv
+    from kartsim.envs.sb3 import KartVecEnv
     from kartsim.rl.callbacks import RacingMetricsCallback
 
     class Rows(KVWriter):

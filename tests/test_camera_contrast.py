@@ -13,9 +13,9 @@ import itertools
 import numpy as np
 import pytest
 
-from kartsim.sensors import GRAY_BANDS, CameraConfig, CameraRenderer, luma
-from kartsim.track import Surface, Track, TrackStack
-from kartsim.trackgen import generate_track
+from kartsim.sim.sensors import GRAY_BANDS, CameraConfig, CameraRenderer, luma
+from kartsim.sim.track import Surface, Track, TrackStack
+from kartsim.sim.trackgen import generate_track
 
 MIN_CONTRAST = 12  # grey levels (of 255) between the median pixels of any two surfaces
 SKY = -1

@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 
 from kartsim.cli import main
-from kartsim.compare import compare, extract_laps, record_ai_laps
+from kartsim.apps.compare import compare, record_ai_laps
+from kartsim.telemetry.laps import extract_laps
 from kartsim.errors import ConfigError
 from kartsim.telemetry import TELEMETRY_COLUMNS, read_telemetry
 

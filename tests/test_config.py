@@ -10,8 +10,7 @@ import kartsim.envs  # noqa: F401  (registers the ids)
 from kartsim.config import from_dict
 from kartsim.envs import EnvConfig
 from kartsim.errors import ConfigError
-from kartsim.physics import KartConfig
-from kartsim.race import RaceConfig
+from kartsim.sim.config import KartConfig, RaceConfig
 
 
 @dataclass

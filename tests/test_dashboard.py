@@ -4,7 +4,6 @@ malformed CSVs, runs deleted while open)."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -13,12 +12,11 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from kartsim.compare import record_ai_laps
+from kartsim.apps.compare import record_ai_laps
 from kartsim.dashboard.data import DashboardError, Library
-from kartsim.dashboard.live import LivePublisher, TrainingLiveFeed, read_live, session_feed
+from kartsim.telemetry.live import LivePublisher, TrainingLiveFeed, read_live, session_feed
 from kartsim.telemetry import TELEMETRY_COLUMNS
 
 pytest.importorskip("httpx2")
@@ -407,7 +405,7 @@ def test_session_feeds_follow_the_environment(tmp_path, monkeypatch):
 
 
 def test_drive_publishes_kart_positions_to_a_live_file(tmp_path, monkeypatch):
-    from kartsim.drive import ScriptedEvents, drive
+    from kartsim.apps.drive import ScriptedEvents, drive
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("KARTSIM_LIVE", raising=False)

@@ -93,7 +93,7 @@ def _default_sigint() -> None:
 @pytest.fixture(scope="module")
 def site(chromium, tmp_path_factory):
     """A runs folder with a training run going on and two lap CSVs, served by `kartsim dashboard`."""
-    from kartsim.compare import record_ai_laps
+    from kartsim.apps.compare import record_ai_laps
 
     root = tmp_path_factory.mktemp("dashboard_site")
     runs = root / "runs"
@@ -195,7 +195,7 @@ def test_live_map_receives_kart_positions(browser, site):
     wait_for(browser, "live frames", lambda d: int(dataset(d, "frames") or 0) >= 15)
     assert dataset(browser, "karts") == "2"  # the two vector envs
     x, y = float(dataset(browser, "x")), float(dataset(browser, "y"))
-    from kartsim.track import Track
+    from kartsim.sim.track import Track
 
     oval = Track.load("oval.png")
     height_m, width_m = (n * oval.scale for n in oval.surface.shape)
@@ -271,7 +271,7 @@ def test_training_still_ran_and_stops_cleanly(site):
     assert train.poll() is None, (site["root"] / "train.log").read_text()[-2000:]
     _stop(train)
     assert "Training interrupted" in (site["root"] / "train.log").read_text()  # Ctrl-C, not killed
-    from kartsim.dashboard.live import read_live
+    from kartsim.telemetry.live import read_live
 
     live = read_live(site["runs"] / RUN / "live.feed")
     assert live["kind"] == "train" and live["progress"]["num_timesteps"] > 0

@@ -9,8 +9,8 @@ import time
 from starlette.testclient import TestClient
 
 from kartsim.dashboard.app import create_app
-from kartsim.dashboard.live import TrainingLiveFeed
-from kartsim.devices import DeviceMonitor, DeviceSample, sample_text
+from kartsim.telemetry.live import TrainingLiveFeed
+from kartsim.telemetry.devices import DeviceMonitor, DeviceSample, sample_text
 from kartsim.jobs.worker import progress_line
 
 
@@ -65,7 +65,7 @@ def test_live_feed_and_dashboard_show_the_utilisation(tmp_path):
 
 def test_a_run_stopped_early_by_design_reads_as_complete(tmp_path):
     """Issue 18 item 11: the finished quickstart (stopped at its first lap) showed 160,000 / 2,000,000 (8 %)."""
-    from kartsim.dashboard.live import read_live
+    from kartsim.telemetry.live import read_live
 
     class Callback:
         model = _Model()

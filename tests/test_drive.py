@@ -3,7 +3,6 @@
 import json
 import os
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -11,7 +10,7 @@ os.environ["SDL_VIDEODRIVER"] = "dummy"
 os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
 
 from kartsim.cli import main  # noqa: E402
-from kartsim.drive import KeyboardControl, ScriptedEvents, drive  # noqa: E402
+from kartsim.apps.drive import KeyboardControl, ScriptedEvents, drive  # noqa: E402
 from kartsim.errors import ConfigError  # noqa: E402
 from kartsim.telemetry import TELEMETRY_COLUMNS  # noqa: E402
 from conftest import tiny_rays_model  # noqa: E402
@@ -69,7 +68,7 @@ class KeyboardBot:
         self.held = set()
 
     def attach(self, race):
-        from kartsim.ai_driver import AIDriver
+        from kartsim.drivers.ai_driver import AIDriver
 
         self.race = race
         self.ai = AIDriver(race.stack, race.kart_cfg, "easy", n_karts=race.n, decision_dt=0.1)

@@ -26,7 +26,8 @@ def _run(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 def test_car_py_is_the_kart_physics(tmp_path):
     car = _import("car")
-    from kartsim.physics import KartConfig, KartPhysics
+    from kartsim.sim.config import KartConfig
+    from kartsim.sim.physics import KartPhysics
 
     assert car.KartConfig is KartConfig and car.KartPhysics is KartPhysics
     assert car.kart_limits(car.KartConfig()).top_speed > 20

@@ -51,6 +51,6 @@ def test_no_sdl_message_from_check_env_scripted_drive_or_env_test(tmp_path):
 
 
 def test_drive_telemetry_goes_where_runs_go():
-    from kartsim.drive import DEFAULT_TELEMETRY
+    from kartsim.apps.drive import DEFAULT_TELEMETRY
 
     assert DEFAULT_TELEMETRY.parts == ("runs", "drive_laps.csv")

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -115,8 +114,8 @@ def test_a_finished_jobs_status_reads_finished(store, capsys):
 
 
 def test_train_help_says_local_or_ray_not_modal():
-    import subprocess
     import os
+    import subprocess
 
     root = Path(__file__).resolve().parents[1]
     res = subprocess.run([sys.executable, str(root / "tools" / "track_cli.py"), "train", "--help"], capture_output=True,
@@ -125,3 +124,14 @@ def test_train_help_says_local_or_ray_not_modal():
     text = " ".join(res.stdout.split())
     assert "Remote Training (Modal)" in text and "local backend" in text and "Ray cluster" in text
     assert "not on Modal" in text
+
+
+def test_fetch_of_a_run_name_zip_takes_its_final_model(store, tmp_path, capsys):
+    """The guide's `fetch --path ppo_50m_master.zip --force`: kartsim names it ppo_50m_master_final.zip."""
+    put(store, "models/ppo_50m_master_final.zip")
+    code, out, err = run(capsys, "fetch", "--path", "ppo_50m_master.zip", "--force")
+    assert code == 0, err
+    assert (tmp_path / "ppo_50m_master.zip").read_text() == "models/ppo_50m_master_final.zip"
+    assert "final model of run 'ppo_50m_master'" in out
+    code, _, err = run(capsys, "fetch", "--path", "other.zip")
+    assert code == 2 and "nothing to fetch" in err

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from kartsim.envs import KartEnv
-from kartsim.race import RaceConfig
+from kartsim.sim.config import RaceConfig
 from kartsim.rl.evaluate import format_table, score
 from kartsim.rl.play import END_REASONS, drive, end_text
 

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 import kartsim.envs  # noqa: F401
-from kartsim.race import RaceConfig
+from kartsim.sim.config import RaceConfig
 from kartsim.telemetry import TELEMETRY_COLUMNS, TelemetryWriter
 
 
@@ -54,6 +54,9 @@ def test_training_logs_n_envs_and_links_the_csv_here(tmp_path, monkeypatch):
     for _, kart in df.groupby("env"):
         assert len(kart) == 32 and kart["episode"].max() >= 1  # 20-step episodes: each kart counts its own
     assert any("./telemetry_log.csv links to it" in line for line in lines)
+    # issue 18 item 11: the final model is stored once, models/ holds a hard link to the run's file
+    assert (tmp_path / "models/tel_final.zip").samefile(tmp_path / "runs/tel/tel_final.zip")
+    assert any("the same file as runs/tel/tel_final.zip" in line for line in lines)
     # a second run re-points the link; a real file of that name is never touched
     train(TrainConfig(**{**cfg.to_dict(), "save_name": "tel2", "telemetry_envs": 1}), echo=lines.append)
     assert (tmp_path / "telemetry_log.csv").resolve() == (tmp_path / "runs/tel2/telemetry_log.csv").resolve()
@@ -71,3 +74,19 @@ def test_telemetry_envs_is_checked(tmp_path):
 
     with pytest.raises(ConfigError, match="--telemetry-envs"):
         validate(TrainConfig(vector_envs=2, telemetry_envs=3).resolved())
+
+
+def test_readers_take_one_kart_of_a_several_kart_csv(tmp_path):
+    from kartsim.telemetry import read_telemetry
+
+    path = tmp_path / "t.csv"
+    with TelemetryWriter(path) as w:
+        for step in range(4):
+            for env in (0, 1):
+                w.log({"telemetry": {"speed": float(env), "x": 1.0, "y": 2.0}}, step=step, env=env)
+    assert set(read_telemetry(path)["speed"]) == {0.0}
+    assert len(read_telemetry(path, env=None)) == 8
+    from kartsim.dashboard.data import TelemetryReader
+
+    df = TelemetryReader._parse(path.read_bytes(), "t.csv", 1)
+    assert len(df) == 4 and "env" not in df.columns

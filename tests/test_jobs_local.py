@@ -128,7 +128,7 @@ def test_local_workflow_sync_train_status_fetch_play(jobs_env, tmp_path, capsys)
     assert code == 0, out
     assert re.search(r"state:\s+succeeded", out)
     assert "256 / 256 steps" in out
-    assert f"models/wf_final.zip" in out
+    assert "models/wf_final.zip" in out
 
     code, out, _ = run(capsys, "list")
     assert code == 0 and job_id in out and "succeeded" in out
@@ -227,7 +227,7 @@ def test_killed_job_fails_with_reason_and_resumes_from_last_checkpoint(jobs_env,
     assert code == 0, out + err
     assert "from runs/kill/checkpoints/kill_interrupted.zip" in out or f"_steps.zip ({steps:,} steps)" in out
     assert "attempt 3 started" in out and "attempt 2" not in out  # only the new attempt is streamed
-    assert f"Trained 128 steps" in out and f"job {job_id} succeeded" in out
+    assert "Trained 128 steps" in out and f"job {job_id} succeeded" in out
     assert "fetch --path kill_final.zip" in out
     code, out, _ = run(capsys, "status", job_id)
     assert code == 0 and re.search(r"state:\s+succeeded", out), out
@@ -329,14 +329,15 @@ def test_sync_rejects_a_bad_track_in_one_line(jobs_env, tmp_path, capsys):
 def test_sync_generates_missing_checkpoints(jobs_env, tmp_path, capsys):
     import shutil
 
-    from kartsim.track import BUNDLED_DIR
+    from kartsim.sim.track import BUNDLED_DIR
 
     own = tmp_path / "mytrack.png"
     shutil.copyfile(BUNDLED_DIR / "oval.png", own)  # no checkpoints file next to it
     code, out, _ = run(capsys, "sync", "--track-name", str(own))
     assert code == 0 and "generated automatically" in out
-    data = json.loads((jobs_env / "tracks" / "mytrack.checkpoints.json").read_text())
-    assert data["track"] == "mytrack.png" and len(data["gates"]) > 5
+    stored = re.search(r"synced (mytrack-[0-9a-f]{8}\.png):", out).group(1)  # named by its content
+    data = json.loads((jobs_env / "tracks" / stored.replace(".png", ".checkpoints.json")).read_text())
+    assert data["track"] == stored and len(data["gates"]) > 5
 
 
 def test_train_flag_errors_start_nothing(jobs_env, capsys):
@@ -353,7 +354,7 @@ def test_train_flag_errors_start_nothing(jobs_env, capsys):
 def test_train_argv_round_trips_every_train_flag():
     import argparse
 
-    from kartsim.cli.train_cmd import add_train_arguments
+    from kartsim.rl.train_cmd import add_train_arguments
     from kartsim.jobs.service import train_argv
 
     argv = ["--vision", "--track-name", "circuit.png", "oval", "--timesteps", "5_000_000", "--save-name", "v1",
@@ -405,7 +406,7 @@ def test_ctrl_c_on_a_followed_job_detaches_without_a_terminal(monkeypatch, capsy
 
         def cancel(self, job, grace_s=60.0):
             FakeBackend.cancelled = True
-            from kartsim.jobs.service import JobState
+            from kartsim.jobs.store import JobState
 
             return JobState("cancelled", "cancelled by user")
 
@@ -483,7 +484,7 @@ def test_ctrl_c_while_a_job_is_launched_keeps_its_record_and_pid(jobs_env, monke
     # the service on its own: the KeyboardInterrupt comes out of submit once the pid is saved
     import argparse
 
-    from kartsim.cli.train_cmd import add_train_arguments
+    from kartsim.rl.train_cmd import add_train_arguments
     from kartsim.jobs.config import resolve_settings
 
     p = argparse.ArgumentParser()

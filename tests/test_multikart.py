@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 
 from kartsim.errors import ConfigError
-from kartsim.multikart import GridRace, Opponents, RaceRules
-from kartsim.race import RaceConfig
-from kartsim.track import Surface, Track, TrackStack, is_road
+from kartsim.drivers.opponents import Opponents
+from kartsim.sim.multikart import GridRace, RaceRules
+from kartsim.sim.config import RaceConfig
+from kartsim.sim.track import Track, TrackStack, is_road
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Acceptance tests of the kart physics on small synthetic grids (no kartsim.track)."""
+"""Acceptance tests of the kart physics on small synthetic grids (no kartsim.sim.track)."""
 
 import math
 
@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from kartsim.errors import ConfigError
-from kartsim.physics import ASPHALT, GRASS, KERB, WALL, KartConfig, KartPhysics, KartState
+from kartsim.sim.config import KartConfig
+from kartsim.sim.physics import ASPHALT, GRASS, KERB, WALL, KartPhysics, KartState
 
 SCALE = 0.25
 G = 9.81

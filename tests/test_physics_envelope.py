@@ -14,8 +14,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from kartsim.physics import KartConfig
-from kartsim.racing_line import GG_MAX_SLIP, GG_MIN_SPEED, _open_field, kart_limits, path_accelerations
+from kartsim.drivers.racing_line import GG_MAX_SLIP, GG_MIN_SPEED, _open_field, kart_limits, path_accelerations
+from kartsim.sim.config import KartConfig
 
 
 def _inputs(rng: np.random.Generator, n: int, steps: int, dt: float):
@@ -47,7 +47,7 @@ def drive():
 @pytest.mark.parametrize("window_s, tolerance", [(0.5, 0.05), (1.0, 0.03)])
 def test_no_input_sustains_more_than_the_envelope(drive, window_s, tolerance):
     lim, ph, steer, thr, v0 = drive
-    an, at, v, slip = path_accelerations(ph, steer, thr, v0, int(round(window_s / ph.cfg.dt)))
+    an, at, v, slip = path_accelerations(ph, steer, thr, v0, round(window_s / ph.cfg.dt))
     ok = (slip < GG_MAX_SLIP) & (v > GG_MIN_SPEED)
     assert ok.mean() > 0.3  # most windows are real cornering, not spins
     ratio = an[ok] / np.maximum(lim.lat_at(v[ok], at[ok]), 1e-3)

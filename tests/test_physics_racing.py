@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from kartsim.errors import ConfigError
-from kartsim.physics import ASPHALT, WALL, WEATHER, KartConfig, KartPhysics, KartState, weather_grip
+from kartsim.sim.config import WEATHER, KartConfig
+from kartsim.sim.physics import ASPHALT, WALL, KartPhysics, KartState, weather_grip
 
 SCALE = 0.25
 G = 9.81
@@ -248,7 +249,7 @@ def test_collisions_only_on_the_same_track():
 @pytest.mark.parametrize("mode", ["chase", "driver"])
 @pytest.mark.parametrize("gray", [False, True])
 def test_weather_changes_the_camera_image(mode, gray):
-    from kartsim.sensors import CameraConfig, CameraRenderer
+    from kartsim.sim.sensors import CameraConfig, CameraRenderer
 
     rng = np.random.default_rng(0)
     rgb = np.full((1, 400, 400, 3), 108, np.uint8)
@@ -272,7 +273,7 @@ def test_weather_changes_the_camera_image(mode, gray):
 
 
 def test_rays_see_other_karts():
-    from kartsim.sensors import cast_rays
+    from kartsim.sim.sensors import cast_rays
 
     surf = np.full((400, 400), ASPHALT, np.uint8)
     surf[:, -1] = WALL

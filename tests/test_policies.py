@@ -102,7 +102,8 @@ def test_policy_for_both_kinds():
 def test_ppo_on_the_real_vision_env_keeps_images_uint8_and_acts_in_bounds():
     from stable_baselines3 import PPO
 
-    from kartsim.envs import EnvConfig, KartEnv, make_vec_env
+    from kartsim.envs import EnvConfig, KartEnv
+    from kartsim.rl.vec_env import make_vec_env
 
     cfg = EnvConfig(vision=True, frame_stack=2, grayscale=True)
     venv = make_vec_env(cfg, n_envs=2, seed=0)
@@ -132,7 +133,8 @@ class _SpyExtractor(KartVisionExtractor):
 def test_vision_policy_feeds_uint8_to_the_cnn_and_trains_in_both_precisions(tmp_path, precision):
     from stable_baselines3 import PPO
 
-    from kartsim.envs import EnvConfig, make_vec_env
+    from kartsim.envs import EnvConfig
+    from kartsim.rl.vec_env import make_vec_env
 
     venv = make_vec_env(EnvConfig(vision=True, track="oval.png"), n_envs=2, seed=0)
     policy, kwargs = policy_for(True, 64, precision=precision)

@@ -5,7 +5,8 @@ import pytest
 
 from kartsim.envs import EnvConfig, KartEnv
 from kartsim.errors import KartsimError
-from kartsim.race import REWARD_TERMS, RaceConfig, RewardConfig, reward_terms, weighted_reward
+from kartsim.sim.config import RaceConfig, RewardConfig
+from kartsim.sim.race import REWARD_TERMS, reward_terms, weighted_reward
 
 
 def line_start_env(**race):
@@ -189,7 +190,7 @@ def test_episode_stats_sum_each_reward_term_and_its_weighted_share(follower):
 
 
 def test_batched_env_episode_terms_match_the_steps_across_auto_resets():
-    from kartsim.envs.vector import KartVecEnv
+    from kartsim.envs.sb3 import KartVecEnv
 
     n = 6
     venv = KartVecEnv(EnvConfig(track="oval.png", race=RaceConfig(max_episode_steps=40, stuck_time_s=2.0)),

@@ -1,16 +1,16 @@
 """KartRace-v0 (one agent vs opponents) and the PettingZoo ParallelEnv."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-from kartsim.ai_driver import AIDriver
+from kartsim.drivers.ai_driver import AIDriver
 from kartsim.envs.multi_agent import KartRaceParallelEnv
-from kartsim.envs.race_env import KartRaceEnv
-from kartsim.envs.race_env import RACE_TERMS
+from kartsim.envs.race_env import RACE_TERMS, KartRaceEnv
 from kartsim.errors import ConfigError
-from kartsim.race import REWARD_TERMS
-from conftest import tiny_rays_model
+from kartsim.sim.race import REWARD_TERMS
 
 
 def test_race_env_api_and_a_race_to_the_finish():
@@ -66,14 +66,23 @@ def test_race_env_options_and_errors():
         KartRaceEnv(no_such_option=1)
 
 
-def test_frozen_model_opponents(tmp_path):
-    path = tiny_rays_model(tmp_path / "frozen.zip")
+def test_frozen_model_opponents():
+    # a rays model saved by kartsim train (models of other tools need --trust-model: they unpickle code)
+    path = Path(__file__).resolve().parent / "fixtures" / "model_rays_v0.zip"
     env = KartRaceEnv(track="oval.png", opponents=2, opponent=str(path), laps=1)
     obs, _ = env.reset(seed=0)
     for _ in range(20):
         obs, r, term, trunc, info = env.step(env.action_space.sample())
     assert env.opp.kind == "model"
     assert env.race.state.speed[1:].max() > 0.0  # the frozen models drive their karts
+
+
+def test_model_opponent_that_does_not_fit_the_race_is_one_clear_error():
+    from kartsim.errors import ModelFileError
+
+    vision_model = Path(__file__).resolve().parent / "fixtures" / "model_vision_v0.zip"
+    with pytest.raises(ModelFileError, match="expects observations Dict"):
+        KartRaceEnv(track="oval.png", opponents=1, opponent=str(vision_model), laps=1)
 
 
 def test_pettingzoo_parallel_api():

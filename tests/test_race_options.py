@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 
-from kartsim.envs import KartEnv, make_vec_env
+from kartsim.envs import KartEnv
+from kartsim.rl.vec_env import make_vec_env
 from kartsim.envs.config import EnvConfig
 from kartsim.errors import KartsimError
-from kartsim.physics import KartConfig
-from kartsim.race import RaceConfig
+from kartsim.sim.config import KartConfig, RaceConfig
 from kartsim.telemetry import telemetry_row
 
 

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from kartsim.cli import main
-from kartsim.physics import KartConfig
-from kartsim.racing_line import corners, kart_limits, racing_line, reference_lap_time, speed_profile
-from kartsim.track import Surface, Track, is_road
+from kartsim.drivers.racing_line import corners, kart_limits, racing_line, reference_lap_time, speed_profile
+from kartsim.sim.config import KartConfig
+from kartsim.sim.track import Track, is_road
 
 G = 9.81
 
@@ -145,7 +145,7 @@ def test_min_time_line_is_never_slower_than_min_curvature(name):
 
 
 def test_min_time_line_is_cached_on_disk(tmp_path, monkeypatch):
-    from kartsim import racing_line as rl
+    from kartsim.drivers import racing_line as rl
 
     monkeypatch.setenv("KARTSIM_CACHE_DIR", str(tmp_path))
     track = Track.load("oval")
@@ -176,8 +176,8 @@ def test_min_time_line_is_cached_on_disk(tmp_path, monkeypatch):
 
 def test_pinch_narrower_than_the_kart_names_where(tmp_path):
     from kartsim.errors import TrackError
-    from kartsim.track import COLORS
-    from kartsim.trackgen import generate_track, save_track
+    from kartsim.sim.track import COLORS
+    from kartsim.sim.trackgen import generate_track, save_track
 
     img = generate_track(3, size=768, style="oval")
     png = tmp_path / "pinch.png"

@@ -80,14 +80,14 @@ def test_1_folder_fetch_into_the_current_folder_keeps_the_users_files(tmp_path, 
 # ------------------------------------------------------------ 2. compare / eval / telemetry plot overwrite
 
 def _lap_csv(path: Path) -> bytes:
-    from kartsim.compare import record_ai_laps
+    from kartsim.apps.compare import record_ai_laps
 
     record_ai_laps(path, "circuit.png", "hard", laps=1)
     return path.read_bytes()
 
 
 def test_2_compare_never_overwrites_an_input_csv_or_a_full_folder(tmp_path):
-    from kartsim.compare import compare
+    from kartsim.apps.compare import compare
 
     mine = _lap_csv(tmp_path / "my_lap.csv")
     (tmp_path / "ai_easy.csv").write_text("not a lap")  # the name compare would record ai:easy to
@@ -200,7 +200,7 @@ def test_13_greyscale_track_images_are_refused_in_one_line(tmp_path):
     from PIL import Image
 
     from kartsim.errors import TrackError
-    from kartsim.track import Track
+    from kartsim.sim.track import Track
 
     rgb = Track.load("circuit.png").rgb
     Image.fromarray(rgb).convert("L").save(tmp_path / "grey8.png")
@@ -215,7 +215,7 @@ def test_14_a_checkpoints_file_needs_gates_spread_along_the_lap(tmp_path):
     from PIL import Image
 
     from kartsim.errors import TrackError
-    from kartsim.track import Track
+    from kartsim.sim.track import Track
 
     track = Track.load("circuit.png")
     Image.fromarray(track.rgb).save(tmp_path / "t.png")
@@ -234,7 +234,7 @@ def test_10_huge_or_deep_checkpoints_and_legend_files_are_one_line_errors(tmp_pa
     from PIL import Image
 
     from kartsim.errors import TrackError
-    from kartsim.track import Track
+    from kartsim.sim.track import Track
 
     Image.fromarray(Track.load("circuit.png").rgb).save(tmp_path / "t.png")
     cp = tmp_path / "t.checkpoints.json"
@@ -336,11 +336,11 @@ def test_16_a_store_that_is_a_file_says_so(tmp_path, capsys):
 
 
 def test_16_tiny_checkpoint_freq_is_warned_about(tmp_path):
-    from kartsim.rl.train import train
+    from kartsim.rl.train import checkpoint_count_warning
 
-    lines: list[str] = []
-    train(_train_cfg(tmp_path, timesteps=256, save_name="w", checkpoint_freq=1), echo=lines.append)
-    assert any(line.startswith("Warning: --checkpoint-freq 1 writes about 128 checkpoints") for line in lines), lines
+    cfg = _train_cfg(tmp_path, timesteps=2048, checkpoint_freq=1).resolved()  # 2 karts: a zip every vector step
+    assert checkpoint_count_warning(cfg).startswith("Warning: --checkpoint-freq 1 writes about 1,024 checkpoints")
+    assert checkpoint_count_warning(_train_cfg(tmp_path, timesteps=2048, checkpoint_freq=512).resolved()) is None
 
 
 # ------------------------------------------------------------------------------ 12. tracebacks
@@ -376,3 +376,64 @@ def test_12_wrong_actions_are_the_envs_own_message(action):
     env.reset(seed=0)
     with pytest.raises(KartsimError, match=r"actions must (be numbers|have shape)"):
         env.step(action)
+
+
+# ------------------------------------------------------------------------ 6. jobs sync keyed by content
+
+def test_6_sync_keys_tracks_by_content(tmp_path):
+    from PIL import Image
+
+    from kartsim.jobs.store import open_store
+    from kartsim.jobs.tracks import sync_track
+    from kartsim.sim.trackgen import generate_track
+
+    store = open_store(tmp_path / "store")
+    for folder, seed in (("a", 1), ("b", 2), ("c", 3)):
+        (tmp_path / folder).mkdir()
+        Image.fromarray(generate_track(seed, size=512)).save(tmp_path / folder / ("circuit.png" if folder == "c" else "t.png"))
+    (tmp_path / "a" / "t.json").write_text(json.dumps({"scale_m_per_px": 0.5}))
+    first = sync_track(store, str(tmp_path / "a" / "t.png"))
+    second = sync_track(store, str(tmp_path / "b" / "t.png"))
+    assert first.name != second.name and first.name.startswith("t-") and second.name.startswith("t-")
+    tracks = tmp_path / "store" / "tracks"
+    assert (tracks / first.name).read_bytes() == (tmp_path / "a" / "t.png").read_bytes()
+    assert (tracks / second.name).read_bytes() == (tmp_path / "b" / "t.png").read_bytes()
+    assert (tracks / f"{Path(first.name).stem}.json").is_file()  # a's legend stays with a's image only
+    assert not (tracks / f"{Path(second.name).stem}.json").exists()
+    assert second.length_m < first.length_m  # b at the default 0.25 m/px, a at its legend's 0.5
+    mine = sync_track(store, str(tmp_path / "c" / "circuit.png"))
+    assert mine.name != "circuit.png" and not (tracks / "circuit.png").exists()  # the bundled one stays visible
+    assert sync_track(store, str(tmp_path / "b" / "t.png")).name == second.name  # same content, same name
+
+
+def test_16_bf16_without_native_support_is_said(tmp_path, monkeypatch):
+    import kartsim.rl.policies as policies
+    from kartsim.rl.train import train
+
+    monkeypatch.setattr(policies, "bf16_supported", lambda device: False)
+    lines: list[str] = []
+    train(_train_cfg(tmp_path, vision=True, timesteps=64, save_name="b", precision="bf16", features_dim=64),
+          echo=lines.append)
+    assert any("Vision CNN precision: bf16 (emulated: this hardware has no native bf16" in line for line in lines)
+
+
+@pytest.mark.parametrize("payload", [{"env": "circuit"}, {"env": {}, "train": []}, {"env": {}, "num_timesteps": "x"},
+                                     {"env": {"frame_stack": "four"}}, "[" * 50_000 + "]" * 50_000])
+def test_10_a_damaged_kartsim_config_json_is_a_one_line_model_error(tmp_path, payload):
+    import zipfile
+
+    from kartsim.errors import ModelFileError
+    from kartsim.rl.modelio import CONFIG_MEMBER
+    from kartsim.rl.play import load_driver
+    from kartsim.rl.train import train
+
+    train(_train_cfg(tmp_path, timesteps=64, save_name="k"), echo=lambda s: None)
+    good = tmp_path / "models" / "k_final.zip"
+    bad = tmp_path / "bad.zip"
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(bad, "w") as dst:
+        for item in src.infolist():
+            text = payload if isinstance(payload, str) else json.dumps(payload)
+            dst.writestr(item, text.encode() if item.filename == CONFIG_MEMBER else src.read(item))
+    with pytest.raises(ModelFileError) as err:
+        load_driver(bad)
+    assert "\n" not in str(err.value)

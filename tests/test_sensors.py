@@ -1,4 +1,4 @@
-"""Rays and camera on small synthetic grids (no kartsim.track)."""
+"""Rays and camera on small synthetic grids (no kartsim.sim.track)."""
 
 import math
 
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from kartsim.errors import ConfigError
-from kartsim.sensors import CameraConfig, CameraRenderer, RaySensor, cast_rays, compact_ray_field, luma
+from kartsim.sim.sensors import CameraConfig, CameraRenderer, cast_rays, compact_ray_field, luma
 
 SCALE = 0.25
 WALL, ASPHALT, KERB, GRASS = 0, 1, 2, 3
@@ -135,15 +135,15 @@ def test_rays_batched_multi_track():
     b = np.full((120, 400), ASPHALT, np.uint8)
     b[:, 200:] = WALL
     wd = np.stack([wall_distance(a, 0.25), wall_distance(b, 0.5)])
-    sensor = RaySensor([0.0, 0.5], max_range_m=150.0)
-    out = sensor.cast(wd, np.array([0.25, 0.5]), np.array([0, 1, 1], np.int32), np.array([10.0, 10.0, 60.0]),
-                      np.array([15.0, 15.0, 30.0]), np.zeros(3))
+    angles, scale = np.array([0.0, 0.5]), np.array([0.25, 0.5])
+    out = cast_rays(wd, scale, np.array([0, 1, 1], np.int32), np.array([10.0, 10.0, 60.0]),
+                    np.array([15.0, 15.0, 30.0]), np.zeros(3), angles, 150.0)
     assert out.shape == (3, 2)
     assert out[0, 0] == pytest.approx(89.0, abs=0.25)
     assert out[1, 0] == pytest.approx(90.0, abs=0.5)  # track 1: wall at x = 100 m (0.5 m/px)
     assert out[2, 0] == pytest.approx(40.0, abs=0.5)
-    single = sensor.cast(wd, np.array([0.25, 0.5]), np.array([1], np.int32), np.array([60.0]),
-                         np.array([30.0]), np.zeros(1)).copy()
+    single = cast_rays(wd, scale, np.array([1], np.int32), np.array([60.0]), np.array([30.0]), np.zeros(1), angles,
+                       150.0)
     np.testing.assert_array_equal(single[0], out[2])
 
 

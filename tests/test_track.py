@@ -13,8 +13,7 @@ import numpy as np
 import pytest
 
 from kartsim.errors import TrackError
-from kartsim.track import (COLORS, Surface, Track, TrackLegend, TrackStack, bundled_tracks,
-                           resolve_track_path)
+from kartsim.sim.track import COLORS, Surface, Track, TrackLegend, TrackStack, bundled_tracks, resolve_track_path
 
 GREEN = COLORS["grass"]
 GREY = COLORS["asphalt"]

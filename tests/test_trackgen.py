@@ -9,8 +9,8 @@ import pytest
 
 from kartsim.cli import main
 from kartsim.errors import KartsimError
-from kartsim.track import BUNDLED_DIR, Surface, Track
-from kartsim.trackgen import build_bundled_tracks, generate_track, save_track
+from kartsim.sim.track import BUNDLED_DIR, Surface, Track
+from kartsim.sim.trackgen import build_bundled_tracks, generate_track, save_track
 
 
 def load(img, tmp_path, name):

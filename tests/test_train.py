@@ -288,7 +288,7 @@ def test_quickstart_flow(tmp_path, capsys, monkeypatch):
     out = capsys.readouterr().out
     assert "Training the default rays driver on circuit.png" in out
     assert (tmp_path / "models" / "quickstart_final.zip").is_file()
-    assert (tmp_path / "runs" / "quickstart" / "lap.gif").is_file()
+    assert (tmp_path / "runs" / "quickstart" / "lap.mp4").is_file()  # MP4 where imageio-ffmpeg is installed
     if code == 1:
         assert "did not complete a lap" in out
     else:

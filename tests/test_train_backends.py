@@ -93,13 +93,6 @@ def test_validate_rejects_bad_vec_backend_values_with_one_line(tmp_path, changes
     assert "\n" not in str(err.value)
 
 
-def test_vec_backends_match_the_env_module():
-    from kartsim.envs.vector import VEC_BACKENDS as ENV_BACKENDS
-    from kartsim.rl.train import VEC_BACKENDS
-
-    assert VEC_BACKENDS == ENV_BACKENDS
-
-
 def test_default_workers_one_per_core_at_most_one_per_env(tmp_path, monkeypatch):
     import kartsim.rl.train as train_mod
 

@@ -16,7 +16,7 @@ from kartsim.errors import KartsimError
 # `parser.set_defaults(func=handler)`; a handler takes the parsed args and returns an exit code.
 COMMAND_MODULES: tuple[str, ...] = (
     "kartsim.cli.track_cmd",
-    "kartsim.cli.train_cmd",
+    "kartsim.rl.train_cmd",
     "kartsim.cli.play_cmd",
     "kartsim.cli.quickstart_cmd",
     "kartsim.cli.env_cmd",

@@ -23,7 +23,7 @@ def register(subparsers) -> None:
 
 
 def _cmd(args: argparse.Namespace) -> int:
-    from kartsim.compare import compare
+    from kartsim.apps.compare import compare
     from kartsim.errors import ConfigError
 
     if args.laps < 1:

@@ -118,7 +118,7 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from kartsim.cli.train_cmd import _env_option, _int
+    from kartsim.rl.train_cmd import _env_option, _int
 
     parser = subparsers.add_parser("demos", help="record and inspect demonstrations for kartsim train --demos",
                                    description=__doc__.splitlines()[0])

@@ -17,6 +17,8 @@ def register(subparsers) -> None:
     p.add_argument("--opponents", type=int, default=0, help="number of AI opponents (0-11, default 0)")
     p.add_argument("--ai-level", default="medium", choices=["easy", "medium", "hard"], help="AI opponents' level")
     p.add_argument("--ghost", metavar="ZIP", default=None, help="a trained model driving as a ghost (no contact)")
+    p.add_argument("--trust-model", action="store_true",
+                   help="a --ghost not saved by kartsim (plain SB3 zip): unpickles code from the file")
     p.add_argument("--laps", type=int, default=None, help="stop after this many laps (default: when you quit)")
     p.add_argument("--telemetry", default=None, help="telemetry CSV to write (default runs/drive_laps.csv)")
     p.add_argument("--force", action="store_true", help="overwrite an existing telemetry file")
@@ -31,7 +33,7 @@ def register(subparsers) -> None:
 
 
 def _cmd(args: argparse.Namespace) -> int:
-    from kartsim.drive import DEFAULT_TELEMETRY, ScriptedEvents, drive
+    from kartsim.apps.drive import DEFAULT_TELEMETRY, ScriptedEvents, drive
     from kartsim.errors import ConfigError
 
     events = None
@@ -49,7 +51,8 @@ def _cmd(args: argparse.Namespace) -> int:
     res = drive(args.track, opponents=args.opponents, ai_level=args.ai_level, ghost=args.ghost,
                 telemetry=args.telemetry or DEFAULT_TELEMETRY, laps=args.laps, max_time_s=args.max_time, events=events,
                 realtime=events is None, render_every=1 if events is None else 5, weather=args.weather,
-                seed=args.seed, grid_position=args.grid_position, force=args.force, verbose=True)
+                seed=args.seed, grid_position=args.grid_position, force=args.force, verbose=True,
+                trust_model=args.trust_model)
     best = f"{res.best_lap:.2f} s" if res.best_lap is not None else "-"
     extra = f", position {res.position}/{1 + args.opponents}" if args.opponents else ""
     print(f"{res.laps} lap(s), best {best}{extra}; telemetry: {res.telemetry}")

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -113,7 +112,8 @@ def _started(args: argparse.Namespace, job, backend, store) -> None:
     print(f"  store:   {store.location}")
     print(f"  follow:  {_hint(args, f'logs {job.id} --follow')}")
     print(f"  status:  {_hint(args, f'status {job.id}')}")
-    print(f"  fetch:   {_hint(args, f'fetch --path {job.save_name}_final.zip --out {job.save_name}.zip')}")
+    print(f"  fetch:   {_hint(args, f'fetch --path {job.save_name}_final.zip --out {job.save_name}.zip')} "
+          "(and the run's telemetry_log.csv beside it)")
     tb = f", tensorboard --logdir {store.display(f'runs/{job.save_name}/tb')}" if "--tensorboard" in job.argv else ""
     print(f"  monitor: {_hint(args, 'status')} (steps/s, ETA, GPU/CPU use), kartsim dashboard{tb}")
     sys.stdout.flush()
@@ -182,7 +182,8 @@ def _print_end(args: argparse.Namespace, job, st, store) -> None:
     line = f"job {job.id} {st.state}" + (f": {st.reason}" if st.reason and st.reason != "finished" else "")
     print(line)
     if st.state == "succeeded":
-        print(f"fetch the model: {_hint(args, f'fetch --path {job.save_name}_final.zip --out {job.save_name}.zip')}")
+        print(f"fetch the model: {_hint(args, f'fetch --path {job.save_name}_final.zip --out {job.save_name}.zip')} "
+              "(it brings the run's telemetry_log.csv too)")
     elif st.state in ("failed", "cancelled"):
         from kartsim.jobs.store import checkpoints_of
 
@@ -191,7 +192,7 @@ def _print_end(args: argparse.Namespace, job, st, store) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from kartsim.cli.train_cmd import add_train_arguments
+    from kartsim.rl.train_cmd import add_train_arguments
     from kartsim.jobs import service
 
     settings = _settings(args)
@@ -251,7 +252,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     if store.exists(final):
         rows.append(("model", f"{final}  (fetch: {_hint(args, f'fetch --path {job.save_name}_final.zip --out {job.save_name}.zip')})"))
     elif st.state in ("failed", "cancelled"):
-        rows.append(("next", _hint(args, f"resume {job.id}") if ckpts else f"no checkpoint: start it again with --force"))
+        rows.append(("next", _hint(args, f"resume {job.id}") if ckpts else "no checkpoint: start it again with --force"))
     best = f"runs/{job.save_name}/{job.save_name}_best.zip"
     if store.exists(best):
         hint = _hint(args, f"fetch --job {job.id} --path {job.save_name}_best.zip --out {job.save_name}_best.zip")
@@ -403,7 +404,7 @@ def _fetch_telemetry_beside(args: argparse.Namespace, store, save_name: str, mod
 # ----------------------------------------------------------------------------------------- parser
 
 def add_job_commands(sub: argparse._SubParsersAction, prog: str) -> None:
-    from kartsim.cli.train_cmd import add_train_arguments
+    from kartsim.rl.train_cmd import add_train_arguments
 
     def cmd(name: str, help_: str, func, ray_resources: bool = False) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_, description=help_[0].upper() + help_[1:] + ".")

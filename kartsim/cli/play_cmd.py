@@ -25,7 +25,7 @@ def add_trust_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def add_play_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, metavar="ZIP", help="model saved by kartsim train (or a plain SB3 PPO zip)")
+    parser.add_argument("--model", required=True, metavar="ZIP", help="model saved by kartsim train (a plain SB3 PPO zip needs --trust-model)")
     parser.add_argument("--episodes", type=_int, default=1, help="episodes to drive (default 1)")
     parser.add_argument("--track-name", nargs="+", metavar="TRACK", help="drive on another track than the training one")
     mode = parser.add_mutually_exclusive_group()
@@ -34,7 +34,7 @@ def add_play_arguments(parser: argparse.ArgumentParser) -> None:
     mode.add_argument("--stochastic", dest="deterministic", action="store_false", help="sample actions")
     parser.add_argument("--max-steps", type=_int, help="end each episode after this many steps (default: the env's limit)")
     parser.add_argument("--record", metavar="FILE", help="write a video instead of opening a window: lap.gif or lap.mp4")
-    parser.add_argument("--fps", type=float, default=15.0, help="frames per second of the --record video (default 15)")
+    parser.add_argument("--fps", type=float, default=15.0, help="frames per second of the --record video, played in real time (default 15)")
     parser.add_argument("--force", action="store_true", help="overwrite an existing --record file")
     parser.add_argument("--no-window", action="store_true", help="never open a window (headless)")
     add_trust_argument(parser)
@@ -119,7 +119,7 @@ def _telemetry_plot(args: argparse.Namespace) -> int:
     track = _track_for_csv(csv_path, args.track_name)
     if track:
         from kartsim.errors import KartsimError
-        from kartsim.track import Track
+        from kartsim.sim.track import Track
 
         try:
             t = Track.load(track)

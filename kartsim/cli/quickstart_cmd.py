@@ -1,10 +1,10 @@
 """``kartsim quickstart`` (``make train``): train the default rays driver on circuit.png until it
-laps within `QUICKSTART_STOP_RATIO` × the reference lap, record its laps to a GIF and print the lap
+laps within `QUICKSTART_STOP_RATIO` × the reference lap, record its laps to a video (MP4, or GIF without imageio-ffmpeg) and print the lap
 time and ratio.
 
 Training evaluates the deterministic policy from the start line every `QUICKSTART_EVAL_EVERY` env
 steps (a standing and a flying lap) and stops once the best lap of an evaluation is within
-`QUICKSTART_STOP_RATIO` × the reference (`kartsim.racing_line.reference_lap_time`), or at
+`QUICKSTART_STOP_RATIO` × the reference (`kartsim.drivers.racing_line.reference_lap_time`), or at
 ``--timesteps``. The recording drives the best evaluated model (``models/<name>_best.zip``) the same
 way (same start, same sensor-noise seed, deterministic actions), so its laps are the laps the
 evaluation saw. A second run reuses the trained model unless ``--force``.
@@ -45,7 +45,9 @@ def quickstart(args: argparse.Namespace) -> int:
     runs_dir = Path(args.runs_dir)
     final_path = models_dir / f"{name}_final.zip"
     best_path = models_dir / f"{name}_best.zip"
-    record = Path(args.record) if args.record else runs_dir / name / "lap.gif"
+    from kartsim.rl.play import default_video
+
+    record = Path(args.record) if args.record else default_video(runs_dir / name)
     if record.suffix.lower() not in (".gif", ".mp4"):
         raise ConfigError(f"--record {record}: give a .gif or .mp4 file name")
     if not 1.0 < args.stop_at_ratio < 3.0:
@@ -86,8 +88,8 @@ def quickstart(args: argparse.Namespace) -> int:
     if not laps:
         print(f"The driver did not complete a lap. Train longer: kartsim quickstart --force --timesteps {2 * args.timesteps}")
         return 1
-    from kartsim.racing_line import reference_lap_time
-    from kartsim.track import Track
+    from kartsim.drivers.racing_line import reference_lap_time
+    from kartsim.sim.track import Track
 
     ref = reference_lap_time(Track.load(QUICKSTART_TRACK))
     best = min(laps)
@@ -103,13 +105,13 @@ def quickstart(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "quickstart",
-        help="train the default rays driver until it laps within 1.10 x the reference, record it to a GIF (make train)",
+        help="train the default rays driver until it laps within 1.10 x the reference, record it to a video (make train)",
         description=__doc__.splitlines()[0],
     )
     p.add_argument("--timesteps", type=_int, default=QUICKSTART_MAX_STEPS,
                    help=f"at most this many env steps (default {QUICKSTART_MAX_STEPS:,})")
     p.add_argument("--save-name", default=QUICKSTART_NAME, help=f"run name (default {QUICKSTART_NAME})")
-    p.add_argument("--record", metavar="FILE", help="video of the lap (default runs/<name>/lap.gif; .gif or .mp4)")
+    p.add_argument("--record", metavar="FILE", help="video of the lap (default runs/<name>/lap.mp4, or lap.gif without imageio-ffmpeg; .gif or .mp4)")
     p.add_argument("--stop-at-ratio", type=float, default=QUICKSTART_STOP_RATIO,
                    help=f"stop once the best lap is within this x the reference lap (default {QUICKSTART_STOP_RATIO})")
     p.add_argument("--max-steps", type=_int, default=3000, help="steps allowed for the recorded lap (default 3000)")

@@ -38,7 +38,7 @@ def _add_workers(p: argparse.ArgumentParser) -> None:
 
 
 def _add_run_arguments(p: argparse.ArgumentParser) -> None:
-    from kartsim.cli.train_cmd import add_train_arguments
+    from kartsim.rl.train_cmd import add_train_arguments
 
     _add_where(p)
     s = p.add_argument_group("search")
@@ -89,8 +89,8 @@ def _dims(args: argparse.Namespace) -> list[Any]:
 def _eval_tracks(names: list[str]) -> dict[str, dict[str, float]]:
     """Reference lap and length of each evaluation track (computed once, here, for every trial)."""
     from kartsim.envs.tracks import track_paths
-    from kartsim.racing_line import reference_lap_time
-    from kartsim.track import Track
+    from kartsim.drivers.racing_line import reference_lap_time
+    from kartsim.sim.track import Track
 
     out = {}
     for path in track_paths(names):
@@ -101,7 +101,7 @@ def _eval_tracks(names: list[str]) -> dict[str, dict[str, float]]:
 
 
 def _spec(args: argparse.Namespace, sweep_dir: Path) -> Any:
-    from kartsim.cli.train_cmd import config_from_args
+    from kartsim.rl.train_cmd import config_from_args
     from kartsim.rl.train import validate
     from kartsim.sweep.space import parse_seeds
     from kartsim.sweep.study import SweepSpec, default_storage, now_iso

@@ -48,7 +48,7 @@ def register(subparsers) -> None:
 
 
 def _load(name, use_checkpoints_file: bool = True):
-    from kartsim.track import Track
+    from kartsim.sim.track import Track
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # kept in track.warnings and printed by us
@@ -56,7 +56,7 @@ def _load(name, use_checkpoints_file: bool = True):
 
 
 def _cmd_new(args: argparse.Namespace) -> int:
-    from kartsim.trackgen import generate_track, save_track
+    from kartsim.sim.trackgen import generate_track, save_track
 
     out = Path(args.out)
     if out.suffix.lower() != ".png":
@@ -95,7 +95,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_checkpoints(args: argparse.Namespace) -> int:
-    from kartsim.track import resolve_track_path
+    from kartsim.sim.track import resolve_track_path
 
     path = resolve_track_path(args.track)
     cp = path.with_name(f"{path.stem}.checkpoints.json")
@@ -108,8 +108,8 @@ def _cmd_checkpoints(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from kartsim.physics import KartConfig
-    from kartsim.racing_line import corners, racing_line
+    from kartsim.sim.config import KartConfig
+    from kartsim.drivers.racing_line import corners, racing_line
 
     if args.plot is not None and Path(args.plot).suffix.lower() != ".png":
         raise KartsimError(f"{args.plot}: --plot must name a .png file")
@@ -136,7 +136,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
           f"while slowing), {lim.brake.min() / 9.81:.2f}-{lim.brake.max() / 9.81:.2f} g braking, "
           f"top speed {lim.top_speed:.1f} m/s")
     if args.plot:
-        from kartsim.racing_line import plot_racing_line
+        from kartsim.drivers.racing_line import plot_racing_line
 
         plot_racing_line(track, line, args.plot, corner_list=cs)
         print(f"plot:       {args.plot}")

@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from kartsim.dashboard.live import FEED_SUFFIX, LIVE_FILE, SESSIONS_DIR, read_live
-from kartsim.devices import sample_text
+from kartsim.telemetry.live import FEED_SUFFIX, LIVE_FILE, SESSIONS_DIR, read_live
+from kartsim.telemetry.devices import sample_text
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 MAX_NAME = 200  # a file name longer than the file system allows (255 bytes) cannot be a run
@@ -36,7 +36,7 @@ STALE_S = 30.0  # a live document older than this, from a process we cannot see,
 LAP_COLUMNS = ("step", "episode", "lap", "time_s", "lap_time", "x", "y", "speed", "throttle", "steering",
                "progress", "lateral_g", "longitudinal_g")
 NUMERIC_COLUMNS = LAP_COLUMNS + ("reward", "off_track")
-_KEEP = frozenset(NUMERIC_COLUMNS + ("surface",))  # columns kept in memory
+_KEEP = frozenset(NUMERIC_COLUMNS + ("surface", "env"))  # columns kept in memory
 
 # TensorBoard tags shown on a run's page: (tag, title, y label).
 CURVES: tuple[tuple[str, str, str], ...] = (
@@ -273,7 +273,7 @@ class TelemetryReader:
 
     def laps(self, path: Path, label: str, track_length: float | None) -> list[Any]:
         """compare.extract_laps of the CSV (cached while the file does not change)."""
-        from kartsim.compare import extract_laps
+        from kartsim.telemetry.laps import extract_laps
 
         df = self.read(path, label)
         c = self._cache.get(str(path)) or _CsvCache(ino=-1)  # (evicted meanwhile: not cached)
@@ -314,6 +314,9 @@ class TelemetryReader:
                     raise DashboardError(f"{label} is malformed: line {i + line0}: column {col!r} has "
                                          f"{str(df[col].iloc[i])[:30]!r}, not a number", 422)
                 df[col] = conv
+        if "env" in df.columns:  # --telemetry-envs N: the laps and curves are env 0's
+            env = pd.to_numeric(df["env"], errors="coerce")
+            df = df[(env == 0) | env.isna()].drop(columns="env").reset_index(drop=True)
         return df
 
 
@@ -826,7 +829,7 @@ class Library:
     def track(self, name: str) -> Any:
         """A track by bundled name or by the path a run's own files name (cached)."""
         from kartsim.errors import KartsimError
-        from kartsim.track import Track
+        from kartsim.sim.track import Track
 
         with self._track_lock:
             hit = self._tracks.get(name)

@@ -1,8 +1,8 @@
 """Plotly figures of the dashboard: learning curves of a run and the lap analysis.
 
-The lap analysis shows the figures of ``kartsim compare`` (:mod:`kartsim.compare`), interactive: the
-laps come from `kartsim.compare.extract_laps`, the time along the lap from the same interpolation
-(`kartsim.compare._time_at`) and the sectors from `kartsim.compare.sector_times`.
+The lap analysis shows the figures of ``kartsim compare`` (:mod:`kartsim.apps.compare`), interactive: the
+laps come from `kartsim.telemetry.laps.extract_laps`, the time along the lap from the same interpolation
+(`kartsim.telemetry.laps.time_at`) and the sectors from `kartsim.telemetry.laps.sector_times`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from kartsim.compare import COLORS, Lap, _time_at, sector_times
+from kartsim.telemetry.laps import COLORS, Lap, sector_times, time_at
 from kartsim.dashboard.data import CURVE_GROUPS, CURVES
 
 _LAYOUT = dict(template="plotly_white", margin=dict(l=55, r=20, t=72, b=40), font=dict(size=12),
@@ -129,10 +129,10 @@ def lap_figures(laps: list[Lap], length: float, track_img: dict[str, Any] | None
     figs["inputs"] = _json(fig)
 
     d = np.linspace(0.0, length, 600)
-    base = _time_at(laps[0], d)
+    base = time_at(laps[0], d)
     fig = go.Figure()
     for k, lap in enumerate(laps):
-        fig.add_trace(go.Scatter(x=d, y=_time_at(lap, d) - base, mode="lines", line=dict(color=color[k], width=1.6),
+        fig.add_trace(go.Scatter(x=d, y=time_at(lap, d) - base, mode="lines", line=dict(color=color[k], width=1.6),
                                  name=names[k]))
     for b in np.linspace(0.0, length, 4)[1:-1]:
         fig.add_vline(x=float(b), line=dict(color="#444", width=1, dash="dash"))

@@ -8,8 +8,7 @@ from typing import Any, ClassVar
 
 from kartsim.config import coerce_nested, from_dict
 from kartsim.errors import ConfigError
-from kartsim.physics import KartConfig
-from kartsim.race import RaceConfig, RewardConfig
+from kartsim.sim.config import KartConfig, RaceConfig, RewardConfig
 from kartsim.validation import check_config
 
 CAMERAS = ("chase", "driver")
@@ -17,6 +16,8 @@ RAY_TARGETS = ("road_edge", "wall")
 RAY_OBSERVATIONS = ("basic", "rich")
 # The rich observation's default fan: denser straight ahead, where braking points are seen.
 RICH_RAY_ANGLES_DEG = (-90.0, -60.0, -40.0, -25.0, -15.0, -8.0, -3.0, 0.0, 3.0, 8.0, 15.0, 25.0, 40.0, 60.0, 90.0)
+VEC_BACKENDS = ("batched", "subproc")
+"""How the SB3 VecEnv of a training run steps its karts (:func:`kartsim.rl.vec_env.make_vec_env`)."""
 
 
 @dataclass
@@ -106,3 +107,25 @@ class EnvConfig:
             raise ConfigError(f"unknown env option(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(names))}")
         return dataclasses.replace(self, **changes)
 
+
+def apply_env_options(env_dict: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
+    """Set EnvConfig fields in a ``to_dict()`` dict (in place; returned). Keys are top-level fields
+    (``frame_stack``), dotted nested fields (``race.max_episode_steps``), or a nested field's bare
+    name when only one sub-config has it (``max_episode_steps``). Unknown keys raise ConfigError."""
+    for key, value in options.items():
+        if "." in key:
+            section, name = key.split(".", 1)
+            if not isinstance(env_dict.get(section), dict) or name not in env_dict[section]:
+                raise ConfigError(f"unknown env option {key!r}")
+            env_dict[section][name] = value
+        elif key in env_dict and not isinstance(env_dict[key], dict):
+            env_dict[key] = value
+        else:
+            owners = [sec for sec, sub in env_dict.items() if isinstance(sub, dict) and key in sub]
+            if len(owners) != 1:
+                known = sorted(k for k, v in env_dict.items() if not isinstance(v, dict))
+                known += sorted(f"{sec}.{k}" for sec, sub in env_dict.items() if isinstance(sub, dict) for k in sub)
+                what = "ambiguous" if owners else "unknown"
+                raise ConfigError(f"{what} env option {key!r}; known: {', '.join(known)}")
+            env_dict[owners[0]][key] = value
+    return env_dict

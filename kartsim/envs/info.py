@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from kartsim.race import REWARD_TERMS, TERMINATION_REASONS, Race
+from kartsim.sim.race import REWARD_TERMS, TERMINATION_REASONS, Race
 
 
 def step_infos(race: Race, telemetry: np.ndarray) -> list[dict[str, Any]]:

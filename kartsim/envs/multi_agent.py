@@ -1,6 +1,6 @@
 """A PettingZoo ``ParallelEnv``: N learning karts racing each other on one track (self-play).
 
-Agents ``kart_0 .. kart_{N-1}`` share a :class:`~kartsim.multikart.GridRace` (one collision world,
+Agents ``kart_0 .. kart_{N-1}`` share a :class:`~kartsim.sim.multikart.GridRace` (one collision world,
 grid start, positions and gaps); optional AI karts (``ai_opponents``) race with them without being
 agents. Every agent has the observation and action spaces of ``kartsim/Kart-v0`` /
 ``kartsim/KartVision-v0`` (so single-agent models can join), and the race env's reward: its
@@ -30,8 +30,9 @@ from kartsim.envs.race_env import RaceOptions, RaceTerms, kart_info, mixed_level
 from kartsim.envs.render import TrackMaps
 from kartsim.envs.tracks import load_track_stack
 from kartsim.errors import ConfigError
-from kartsim.multikart import GridRace, Opponents
-from kartsim.race import check_actions
+from kartsim.drivers.opponents import Opponents
+from kartsim.sim.multikart import GridRace
+from kartsim.sim.race import check_actions
 
 __all__ = ["KartRaceParallelEnv", "parallel_env"]
 
@@ -156,7 +157,7 @@ class KartRaceParallelEnv(ParallelEnv):
     def render(self):
         if self.render_mode is None:
             return None
-        st, r = self.race.state, self.race
+        st = self.race.state
         t = int(st.track_idx[0])
         return self._maps[t].draw(np.column_stack([st.x, st.y, st.yaw]))
 

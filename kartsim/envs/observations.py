@@ -15,8 +15,8 @@ from gymnasium import spaces
 from numba import njit
 
 from kartsim.envs.config import EnvConfig
-from kartsim.race import Race
-from kartsim.sensors import CameraConfig, CameraRenderer, cast_rays, compact_ray_field
+from kartsim.sim.race import Race
+from kartsim.sim.sensors import CameraConfig, CameraRenderer, cast_rays, compact_ray_field
 
 TELEMETRY_FIELDS = (
     "speed",  # m/s ÷ 10

@@ -1,6 +1,6 @@
 """``kartsim/KartRace-v0``: one agent racing against opponents on one track, karts colliding.
 
-The agent is kart 0 of a :class:`~kartsim.multikart.GridRace`; the opponents are driven by the AI
+The agent is kart 0 of a :class:`~kartsim.sim.multikart.GridRace`; the opponents are driven by the AI
 driver (``opponent="ai"``, at ``ai_level``) or by a frozen trained model (``opponent="path/model.zip"``:
 self-play against an earlier version of yourself). Observation and action spaces are those of
 ``kartsim/Kart-v0`` / ``kartsim/KartVision-v0`` (the same ``EnvConfig`` options), so models move
@@ -32,14 +32,16 @@ from kartsim.envs.config import EnvConfig
 from kartsim.envs.observations import Observer
 from kartsim.envs.render import TrackMaps, compose_frame
 from kartsim.envs.tracks import load_track_stack
-from kartsim.errors import ConfigError
-from kartsim.multikart import GridRace, Opponents, RaceRules
-from kartsim.race import TERMINATION_REASONS, RaceConfig, check_actions
+from kartsim.drivers.opponents import Opponents
+from kartsim.errors import ConfigError, ModelFileError
+from kartsim.sim.config import RaceConfig
+from kartsim.sim.multikart import GridRace, RaceRules
+from kartsim.sim.race import TERMINATION_REASONS, check_actions
 
 __all__ = ["RaceOptions", "KartRaceEnv", "RACE_TERMS", "RaceTerms"]
 
 RACE_TERMS = ("position", "finish")
-"""The race envs' reward terms on top of :data:`kartsim.race.REWARD_TERMS`, weighted by the
+"""The race envs' reward terms on top of :data:`kartsim.sim.race.REWARD_TERMS`, weighted by the
 :class:`RaceOptions` fields ``position_reward`` and ``finish_reward``."""
 
 
@@ -119,7 +121,7 @@ class RaceTerms:
 
     ``position``: places gained this step (negative when lost); ``finish``: (karts beaten + 1) / karts
     on the step a kart finishes. :meth:`step` computes them for the karts of a mask (the agents still
-    racing) as whole arrays, like :class:`~kartsim.race.Race` does for the time-trial terms.
+    racing) as whole arrays, like :class:`~kartsim.sim.race.Race` does for the time-trial terms.
     """
 
     def __init__(self, n: int, options: RaceOptions) -> None:
@@ -223,7 +225,7 @@ class KartRaceEnv(gym.Env):
                 levels = mixed_levels(len(idx)) if opts.ai_level == "mixed" else opts.ai_level
                 self.opp = Opponents(self.race, idx, "ai", levels, rng=self._opp_rng)
             else:
-                self.opp = Opponents(self.race, idx, "model", model_path=opts.opponent)
+                self.opp = Opponents(self.race, idx, "model", model=self._opponent_model(opts.opponent))
         self._maps = TrackMaps(self.race.stack.tracks)
         self._window = None
         self.race_terms = RaceTerms(n, opts)
@@ -231,6 +233,19 @@ class KartRaceEnv(gym.Env):
         self._agent[0] = True
 
     # ------------------------------------------------------------------------------ gym API
+    def _opponent_model(self, path: str) -> Any:
+        """The frozen model that drives the opponents, checked against this race's observations."""
+        # The one import of the trainer from the envs (allowed in pyproject's import contracts): only
+        # the trainer's model loader rebuilds a saved model without unpickling it.
+        from kartsim.rl.modelio import describe_space, load_ppo, spaces_match
+
+        model = load_ppo(path, device="cpu")
+        if not spaces_match(model.observation_space, self.observation_space):
+            raise ModelFileError(f"opponent model {path} expects observations {describe_space(model.observation_space)}"
+                                 f" but this race gives {describe_space(self.observation_space)}; race it with the "
+                                 "same vision/rays setting")
+        return model
+
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
         rng = self.np_random

@@ -9,7 +9,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from kartsim.track import Track
+from kartsim.sim.track import Track
 
 KART_COLORS = [(230, 40, 40), (40, 90, 230), (250, 200, 20), (160, 40, 200), (20, 190, 190), (250, 120, 20)]
 

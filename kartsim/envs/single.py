@@ -13,7 +13,7 @@ from kartsim.envs.info import reset_info, step_infos
 from kartsim.envs.observations import Observer
 from kartsim.envs.render import TrackMaps, Window, compose_frame
 from kartsim.envs.tracks import load_track_stack
-from kartsim.race import Race, check_actions
+from kartsim.sim.race import Race, check_actions
 
 TRAIL_LENGTH = 600
 _TELEMETRY = np.ones(1, dtype=bool)

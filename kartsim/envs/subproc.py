@@ -17,6 +17,7 @@ from gymnasium import spaces
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices
 
 from kartsim.envs.config import EnvConfig
+from kartsim.envs.sb3 import KartVecEnv
 from kartsim.errors import ConfigError
 
 
@@ -62,7 +63,6 @@ def _worker(remote, config_dict, start, count, seed, telemetry_envs, specs, name
     # Ctrl-C in a terminal reaches the whole process group: the parent handles it (saves, then closes
     # the workers); a worker that quit on its own would leave the parent a broken pipe mid-step.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    from kartsim.envs.vector import KartVecEnv
 
     shared = _Shared(specs, names)
     arrays = shared.arrays
@@ -126,14 +126,10 @@ class SubprocKartVecEnv(VecEnv):
     ) -> None:
         if not 1 <= n_workers <= n_envs:
             raise ConfigError(f"need 1 <= workers <= envs, got {n_workers} workers for {n_envs} envs")
-        from kartsim.envs.observations import Observer  # noqa: F401  (fail early in the parent on import errors)
-        from kartsim.envs.vector import KartVecEnv
-
         probe = KartVecEnv(config, 1)  # spaces, built once in the parent
         self.config = config
         self.render_mode = None
         super().__init__(n_envs, probe.observation_space, probe.action_space)
-        self._seed = seed
         bounds = np.linspace(0, n_envs, n_workers + 1).round().astype(int)
         self.blocks = [(int(a), int(b - a)) for a, b in zip(bounds[:-1], bounds[1:])]
         specs = _buffer_specs(self.observation_space, n_envs)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from kartsim.errors import TrackError
-from kartsim.track import Track, TrackStack, bundled_tracks
+from kartsim.sim.track import Track, TrackStack, bundled_tracks
 
 # Generated "random" tracks are cached here so that every env and worker shares one pool.
 CACHE_DIR = Path(os.environ.get("KARTSIM_CACHE", Path.home() / ".cache" / "kartsim"))
@@ -55,7 +55,7 @@ def generated_track_spec(seed: int) -> tuple[str, float]:
 
 def generated_track(seed: int) -> Path:
     """The generated track of `seed` (`generated_track_spec`), made once and cached on disk."""
-    from kartsim.trackgen import generate_track, save_track
+    from kartsim.sim.trackgen import generate_track, save_track
 
     style, width = generated_track_spec(seed)
     folder = CACHE_DIR / "generated-tracks"

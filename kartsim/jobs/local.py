@@ -21,10 +21,11 @@ import time
 from pathlib import Path
 
 from kartsim.jobs.store import (Attempt, JobError, JobRecord, LocalStore, cancel_rel, exit_rel, job_dir,
-                                log_rel, now_iso)
-from kartsim.jobs.service import JobState
+                                log_rel, now_iso, runner_rel)
+from kartsim.jobs.store import JobState
 
 RUNNER_MODULE = "kartsim.jobs.runner"
+WORKER_MODULE = "kartsim.jobs.worker"
 
 
 def _proc_stat(pid: int) -> list[str] | None:
@@ -110,9 +111,22 @@ class LocalBackend:
         ex = self.store.read_json(exit_rel(job.id, a.n))  # it may have ended just now
         if isinstance(ex, dict):
             return JobState.from_exit(ex)
+        trainer = self._orphaned_trainer(job)
+        if trainer:  # the wrapper was killed; its training process saves and stops (kartsim.jobs.worker)
+            return JobState("running", "its wrapper died: training is saving and stopping", pid=trainer)
         if self.store.exists(cancel_rel(job.id, a.n)):
             return JobState("cancelled", "cancelled by user (process killed before it could save)")
         return JobState("failed", "process died (killed?)")
+
+    def _orphaned_trainer(self, job: JobRecord) -> int | None:
+        """The pid of the attempt's training process when it outlives its wrapper, else None."""
+        info = self.store.read_json(runner_rel(job.id, job.attempt.n))
+        pid = info.get("child_pid") if isinstance(info, dict) else None
+        if not isinstance(pid, int) or isinstance(pid, bool) or not Path(f"/proc/{pid}/cmdline").exists():
+            return None
+        fields = _proc_stat(pid)
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if fields and fields[0] not in "ZXx" else []
+        return pid if WORKER_MODULE.encode() in cmdline else None
 
     def cancel(self, job: JobRecord, grace_s: float = 60.0) -> JobState:
         """Ask the wrapper to stop training (it sends SIGINT: an _interrupted checkpoint is saved);

@@ -27,8 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from kartsim.jobs.config import Settings
-from kartsim.jobs.service import JobState
-from kartsim.jobs.store import Attempt, JobError, JobRecord, Store, cancel_rel, exit_rel, now_iso
+from kartsim.jobs.store import Attempt, JobError, JobRecord, JobState, Store, cancel_rel, exit_rel, now_iso
 
 RAY_EXCLUDES = ["__pycache__", "*.pyc", ".venv", "runs", "models", "kartsim-jobs", ".git"]
 
@@ -51,7 +50,7 @@ class RayBackend:
     name = "ray"
 
     def __init__(self, store: Store, address: str, settings: Settings | None = None, timeout_s: float = 5.0) -> None:
-        self.client_cls, self.status_cls = _import_ray()
+        self.client_cls, _ = _import_ray()
         self.store = store
         self.address = address
         self.settings = settings or Settings()

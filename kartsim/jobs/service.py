@@ -15,32 +15,14 @@ import sys
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, TextIO
 
 from kartsim.errors import ConfigError
 from kartsim.jobs.config import Settings, is_loopback
-from kartsim.jobs.store import (TERMINAL, Attempt, JobError, JobRecord, LocalStore, Store, checkpoints_of,
-                                find_in_store, job_ids, load_job, log_rel, new_job_id, now_iso, open_store,
+from kartsim.jobs.store import (Attempt, JobError, JobRecord, LocalStore, Store, checkpoints_of,
+                                JobState, find_in_store, job_ids, load_job, log_rel, new_job_id, now_iso, open_store,
                                 progress_rel, save_job, steps_inside)
-
-
-@dataclass
-class JobState:
-    state: str                    # starting | pending | running | succeeded | failed | cancelled | unknown
-    reason: str = ""
-    exit_code: int | None = None
-    ended: str | None = None
-    pid: int | None = None
-
-    @property
-    def terminal(self) -> bool:
-        return self.state in TERMINAL
-
-    @classmethod
-    def from_exit(cls, ex: dict[str, Any]) -> "JobState":
-        return cls(str(ex.get("state", "failed")), str(ex.get("reason", "")), ex.get("exit_code"), ex.get("ended"))
 
 
 class StartInterrupted(KeyboardInterrupt):
@@ -108,7 +90,7 @@ JOB_OWNED = {"runs_dir": "--runs-dir", "models_dir": "--models-dir", "resume": "
 
 def train_argv(args: argparse.Namespace, train_parser: argparse.ArgumentParser) -> list[str]:
     """The `kartsim train` command line that gives the same parse as `args` (the train flags that were
-    set). `train_parser` is a parser built with `kartsim.cli.train_cmd.add_train_arguments`."""
+    set). `train_parser` is a parser built with `kartsim.rl.train_cmd.add_train_arguments`."""
     out: list[str] = []
     for action in train_parser._actions:
         if not action.option_strings or action.dest == "help":
@@ -170,7 +152,7 @@ def _running_with_save_name(store: Store, settings: Settings, save_name: str) ->
 def submit(settings: Settings, args: argparse.Namespace, train_parser: argparse.ArgumentParser,
            echo: Callable[[str], None] = print) -> tuple[JobRecord, Any]:
     """Validate the train flags, sync the job's tracks, record the job and start it."""
-    from kartsim.cli.train_cmd import config_from_args
+    from kartsim.rl.train_cmd import config_from_args
     from kartsim.rl.train import validate
     from kartsim.jobs.tracks import job_tracks
 
@@ -335,7 +317,9 @@ def fetch(store: Store, path: str, out: str | None, force: bool, job: JobRecord 
     `force` replaces only that one path, and never a folder that holds the current directory. The
     copy is downloaded beside it first, so a failed download leaves the old one in place."""
     rel = find_in_store(store, path, job, echo)
-    name = rel.rsplit("/", 1)[-1]
+    asked = path.strip()
+    # a bare name keeps the name asked for (`--path ppo_50m_master.zip` found as ..._final.zip)
+    name = asked if "/" not in asked and "\\" not in asked else rel.rsplit("/", 1)[-1]
     dest = Path(out).expanduser() if out else Path(name)
     if dest.is_dir() and not dest.is_symlink():
         dest = dest / name

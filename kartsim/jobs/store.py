@@ -265,6 +265,23 @@ TERMINAL = ("succeeded", "failed", "cancelled")
 
 
 @dataclass
+class JobState:
+    state: str                    # starting | pending | running | succeeded | failed | cancelled | unknown
+    reason: str = ""
+    exit_code: int | None = None
+    ended: str | None = None
+    pid: int | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL
+
+    @classmethod
+    def from_exit(cls, ex: dict[str, Any]) -> "JobState":
+        return cls(str(ex.get("state", "failed")), str(ex.get("reason", "")), ex.get("exit_code"), ex.get("ended"))
+
+
+@dataclass
 class Attempt:
     """One start of a job (the first run, then one per `resume`)."""
 
@@ -537,6 +554,13 @@ def _find(store: Store, rel: str, job: JobRecord | None, echo: Callable[[str], N
             if len(hits) > 1:
                 raise JobError(f"{name} is ambiguous in the job store: {', '.join(hits)}; pass one of these "
                                "as --path (or --job JOB)")
+    final = f"models/{rel[:-4]}_final.zip"
+    if "/" not in rel and rel.endswith(".zip") and not rel.endswith("_final.zip") and store.exists(final) and (
+            not job or final == f"models/{job.save_name}_final.zip"):
+        # the guide fetches `--path ppo_50m_master.zip`: the final model of the run of that name
+        if echo is not None:
+            echo(f"no {rel} in the job store: taking the final model of run {rel[:-4]!r}, {final}")
+        return final
     where = f"job {job.id}'s run ({scope})" if job else f"the job store {store.location}"
     models = [m for m in store.list("models") if m.endswith(".zip")]
     hint = f"; models there: {', '.join(models[-6:])}" if models else "; it has no final models yet"

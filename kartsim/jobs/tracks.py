@@ -1,8 +1,15 @@
 """``kartsim jobs sync``: validate a track as `Track.load` loads it and put it (image, checkpoints,
-legend) in the job store's ``tracks/`` folder, where jobs find it by its file name."""
+legend) in the job store's ``tracks/`` folder, where jobs find it by its file name.
+
+A user's track is stored under a name keyed by its content, ``<stem>-<8 hex digits>.png`` (a hash
+of the image, its checkpoints and its legend): two different ``t.png`` from two folders never
+replace each other, an earlier sync's legend never joins a new image, and a user's ``circuit.png``
+never shadows the bundled circuit. A bundled track keeps its own name (its content is the bundled
+one)."""
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import tempfile
 import warnings
@@ -26,7 +33,7 @@ class SyncedTrack:
 def sync_track(store: Store, name: str) -> SyncedTrack:
     """Load `name` (a PNG path or a bundled track name) with `Track.load` (TrackError when it cannot
     be used), write its checkpoints file when it has none, and store image + checkpoints + legend."""
-    from kartsim.track import Track, resolve_track_path
+    from kartsim.sim.track import Track, resolve_track_path
 
     path = resolve_track_path(name)
     if path.suffix.lower() != ".png":
@@ -36,25 +43,51 @@ def sync_track(store: Store, name: str) -> SyncedTrack:
         track = Track.load(path)
     with tempfile.TemporaryDirectory(prefix="kartsim-sync-") as tmp:
         stage = Path(tmp)
-        image = stage / path.name
-        shutil.copyfile(path, image)
         # Checkpoints as the track was loaded: the file's gates, or the automatic ones (generated).
-        track.save_checkpoints(stage / f"{path.stem}.checkpoints.json")
+        cp = track.save_checkpoints(stage / "checkpoints.json")
         legend = path.with_suffix(".json")
+        stem = path.stem if _is_bundled(path) else f"{path.stem}-{_content_key(path, cp, legend)}"
+        shutil.copyfile(path, stage / f"{stem}.png")
+        _write_checkpoints(cp, stage / f"{stem}.checkpoints.json", f"{stem}.png")
+        cp.unlink()
         if legend.is_file():
-            shutil.copyfile(legend, stage / legend.name)
+            shutil.copyfile(legend, stage / f"{stem}.json")
         for f in sorted(stage.iterdir()):
             store.upload(f, f"tracks/{f.name}")
-    return SyncedTrack(name=path.name, rel=f"tracks/{path.name}", length_m=float(track.length),
+    return SyncedTrack(name=f"{stem}.png", rel=f"tracks/{stem}.png", length_m=float(track.length),
                        gates=len(track.gates), generated=track.gates_source != "file",
                        warnings=list(getattr(track, "warnings", [])))
+
+
+def _is_bundled(path: Path) -> bool:
+    from kartsim.sim.track import BUNDLED_DIR
+
+    return path.resolve().parent == Path(BUNDLED_DIR).resolve()
+
+
+def _content_key(image: Path, checkpoints: Path, legend: Path) -> str:
+    digest = hashlib.sha256()
+    for part in (image, checkpoints, legend):
+        digest.update(part.read_bytes() if part.is_file() else b"")
+        digest.update(b"\0")
+    return digest.hexdigest()[:8]
+
+
+def _write_checkpoints(src: Path, dst: Path, image_name: str) -> None:
+    """The checkpoints file renamed with its image: its "track" field names the stored image."""
+    import json
+
+    data = json.loads(src.read_text())
+    if isinstance(data, dict):
+        data["track"] = image_name
+    dst.write_text(json.dumps(data, indent=1) + "\n")
 
 
 def job_tracks(store: Store, names: list[str], echo=print) -> list[str]:
     """The --track-name values a job gets: image files on disk are synced (and passed by file name),
     names already synced are passed by file name, bundled names, ``random`` and ``bundled`` pass through.
     A job runs in the store's tracks/ folder, so a file name finds the synced copy first."""
-    from kartsim.track import resolve_track_path
+    from kartsim.sim.track import resolve_track_path
 
     out: list[str] = []
     for raw in names:

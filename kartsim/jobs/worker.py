@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from kartsim.devices import sample_text
+from kartsim.telemetry.devices import sample_text
 
 
 def _fmt_duration(seconds: float) -> str:
@@ -51,7 +51,7 @@ def make_progress_callback(path: Path, every_s: float = 10.0, write_every_s: flo
         """Writes {num_timesteps, total_timesteps, steps_per_second, eta_s, updated} to `path`."""
 
         def _on_training_start(self) -> None:
-            from kartsim.devices import DeviceMonitor
+            from kartsim.telemetry.devices import DeviceMonitor
 
             self._monitor = DeviceMonitor(str(self.model.device))
             self._t0 = time.monotonic()
@@ -119,7 +119,7 @@ def stop_when_orphaned(runner_pid: int, poll_s: float = 0.5) -> threading.Thread
 
 
 def main(argv: list[str] | None = None) -> int:
-    from kartsim.cli.train_cmd import add_train_arguments, config_from_args
+    from kartsim.rl.train_cmd import add_train_arguments, config_from_args
     from kartsim.errors import KartsimError
 
     argv = list(sys.argv[1:] if argv is None else argv)

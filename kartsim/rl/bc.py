@@ -103,7 +103,7 @@ def behaviour_clone(policy: Any, demos: DemoSet, *, epochs: int = 10, batch_size
     target = th.as_tensor(np.clip(demos.actions, -1.0, 1.0), dtype=th.float32, device=device)
     optimizer = th.optim.Adam(actor_parameters(policy), lr=learning_rate)
     train_mse = float("nan")
-    for epoch in range(epochs):
+    for _ in range(epochs):
         policy.set_training_mode(True)
         order = rng.permutation(train_idx)
         total, count = 0.0, 0

@@ -87,7 +87,6 @@ class RacingMetricsCallback(BaseCallback):
         self.episodes: deque[dict[str, Any]] = deque(maxlen=window)
         self.best_lap: float | None = None
         self.total_laps = 0
-        self.total_episodes = 0
 
     def _on_step(self) -> bool:
         for info in self.locals.get("infos", ()):
@@ -101,7 +100,6 @@ class RacingMetricsCallback(BaseCallback):
             stats = info.get("episode_stats")
             if stats is not None:
                 self.episodes.append(stats)
-                self.total_episodes += 1
         return True
 
     def _on_rollout_end(self) -> None:
@@ -150,7 +148,7 @@ def _last_episode_in_csv(path: Path) -> int:
 
 
 class DeviceUsageCallback(BaseCallback):
-    """Logs the training device's utilisation and memory once per rollout (`kartsim.devices`):
+    """Logs the training device's utilisation and memory once per rollout (`kartsim.telemetry.devices`):
     ``system/gpu_util_pct`` and ``system/gpu_mem_used_gb`` on CUDA (NVML), ``system/cpu_util_pct`` and
     ``system/cpu_mem_used_gb`` otherwise (the CPUs' busy share over the rollout and its update)."""
 
@@ -160,7 +158,7 @@ class DeviceUsageCallback(BaseCallback):
         self.last: dict[str, Any] | None = None
 
     def _on_training_start(self) -> None:
-        from kartsim.devices import DeviceMonitor
+        from kartsim.telemetry.devices import DeviceMonitor
 
         self.monitor = DeviceMonitor(str(self.model.device))
 
@@ -189,13 +187,13 @@ class TelemetryCSVCallback(BaseCallback):
         self.n_envs = max(1, int(n_envs))
         self.writer: TelemetryWriter | None = None
         self._calls = 0
-        self.live = None  # <run>/live.feed for `kartsim dashboard` (kartsim.dashboard.live)
+        self.live = None  # <run>/live.feed for `kartsim dashboard` (kartsim.telemetry.live)
 
     def _on_training_start(self) -> None:
         first_episode = _last_episode_in_csv(self.path) + 1 if self.append and self.path.exists() else 0
         self.writer = TelemetryWriter(self.path, append=self.append)
         self.writer.episode = first_episode
-        from kartsim.dashboard.live import TrainingLiveFeed
+        from kartsim.telemetry.live import TrainingLiveFeed
 
         self.live = TrainingLiveFeed.for_run(self.path.parent)  # None when KARTSIM_LIVE=0
         if self.live is not None:
@@ -258,7 +256,7 @@ class LapEvalCallback(BaseCallback):
     * ``completion``: share of (track, episode) runs with at least one lap;
     * ``eval_best_lap``: the best lap (s), over all tracks;
     * ``ref_ratio``: mean over the tracks with a lap of best lap ÷ the track's reference lap
-      (`kartsim.racing_line.reference_lap_time`);
+      (`kartsim.drivers.racing_line.reference_lap_time`);
     * off-track share, mean speed and progress; ``train_wall_s`` (seconds of training so far, less
       the evaluations) and ``tracks`` (the same per track).
 
@@ -287,8 +285,8 @@ class LapEvalCallback(BaseCallback):
         evaluate_final: bool = False,
     ) -> None:
         super().__init__()
+        from kartsim.envs.config import apply_env_options
         from kartsim.envs.tracks import track_paths
-        from kartsim.rl.train import apply_env_options
 
         data = apply_env_options(env_config.to_dict(), {"random_start": False})
         self.env_config = type(env_config).from_dict(data)
@@ -404,7 +402,7 @@ class LapEvalCallback(BaseCallback):
 def _reference(env: Any) -> float | None:
     """The reference lap of a single-track env's track (None when it cannot be worked out)."""
     from kartsim.errors import KartsimError
-    from kartsim.racing_line import reference_lap_time
+    from kartsim.drivers.racing_line import reference_lap_time
 
     try:
         return float(reference_lap_time(env.race.stack.tracks[0], env.race.kart_cfg))

@@ -3,7 +3,7 @@ come from, and the files that hold them.
 
 Sources (``kartsim train --demos SOURCE``, ``kartsim demos record SOURCE``):
 
-* ``ai:hard`` / ``ai:medium`` / ``ai:easy``: the AI driver (`kartsim.ai_driver`) drives karts in the
+* ``ai:hard`` / ``ai:medium`` / ``ai:easy``: the AI driver (`kartsim.drivers.ai_driver`) drives karts in the
   run's own env; every step records the observation the policy would see (rays, or camera +
   telemetry with the run's camera settings) and the AI's action.
 * a model zip: the model drives and its deterministic actions are the labels (distillation); it must
@@ -44,9 +44,9 @@ FORMAT_VERSION = 1
 STATE_FIELDS = ("track_idx", "x", "y", "yaw", "vx", "vy", "yaw_rate", "steer", "throttle", "ax", "ay",
                 "speed", "wetness")
 AI_PREFIX = "ai:"
-# Columns a telemetry CSV needs to rebuild observations and labels (the rest default to 0).
+# Columns a telemetry CSV needs to rebuild observations and labels (the rest default to 0: slip_angle,
+# longitudinal_g, lateral_g, time_s, progress).
 CSV_REQUIRED = ("episode", "x", "y", "yaw", "speed", "yaw_rate", "steering", "throttle")
-CSV_OPTIONAL = ("slip_angle", "longitudinal_g", "lateral_g", "time_s", "progress")
 G = 9.81
 
 
@@ -150,7 +150,7 @@ def _replay_env(env_cfg: Any, n: int):
     """A race of `n` karts and its observer, to observe karts put in given states."""
     from kartsim.envs.observations import Observer
     from kartsim.envs.tracks import load_track_stack
-    from kartsim.race import Race
+    from kartsim.sim.race import Race
 
     single = env_cfg.replace(frame_stack=1)
     stack = load_track_stack(single.track, single.random_pool_size)
@@ -248,7 +248,7 @@ def read_demo_csv(path: str | Path):
 def track_fit(track: Any, df: Any) -> float:
     """Share of the CSV's rows that lie on `track`'s drivable surface (and, when the CSV has a
     ``progress`` column, at the lap distance it says, within 5 m)."""
-    from kartsim.track import Surface
+    from kartsim.sim.track import Surface
 
     x, y = df["x"].to_numpy(float), df["y"].to_numpy(float)
     ok = track.surface_at(x, y) != Surface.WALL
@@ -324,7 +324,7 @@ class AITeacher:
     """The AI driver at `level` (acts on the kart states, so it can label any state)."""
 
     def __init__(self, race: Any, level: str, seed: int | None = 0) -> None:
-        from kartsim.ai_driver import AIDriver
+        from kartsim.drivers.ai_driver import AIDriver
 
         self.name = f"{AI_PREFIX}{level}"
         self.ai = AIDriver(race.stack, race.kart_cfg, level, n_karts=race.n, decision_dt=race.step_dt,
@@ -373,7 +373,7 @@ def record(env_cfg: Any, teacher: str | Callable[[Any], Teacher], *, laps: int |
     that drives instead of the teacher (DAgger: the teacher only labels the states it visits), except
     for a share `mix` of the steps (drawn per kart and step), where the teacher's action is applied.
     Returns the DemoSet and, with `telemetry`, the telemetry CSV rows (one drive after another)."""
-    from kartsim.envs import KartVecEnv
+    from kartsim.envs.sb3 import KartVecEnv
 
     if laps is None and steps is None:
         raise DemoError("record needs a number of laps or of steps")
@@ -444,7 +444,7 @@ def _stack_recording(rec: _Recorder, env_cfg: Any, source: str, step_dt: float) 
 
 def check_ai_source(source: str) -> str:
     """The AI level of ``ai:LEVEL``; DemoError for an unknown level."""
-    from kartsim.ai_driver import AI_LEVELS
+    from kartsim.drivers.ai_driver import AI_LEVELS
 
     level = source[len(AI_PREFIX):]
     if not source.startswith(AI_PREFIX) or level not in AI_LEVELS:

@@ -33,7 +33,7 @@ class ModelScore:
     mean_speed: float
     mean_reward: float
     ref_lap: float | None = None
-    """Reference lap time of the track (kartsim.racing_line) when the model drove a single track."""
+    """Reference lap time of the track (kartsim.drivers.racing_line) when the model drove a single track."""
     ends: dict[str, int] = field(default_factory=dict)
     """How many episodes ended for each reason (`kartsim.rl.play.END_REASONS` keys)."""
 
@@ -94,7 +94,7 @@ def evaluate_model(
 
 def _reference_lap(env) -> float | None:
     """The reference lap time of the env's track (None for a pool of several tracks)."""
-    from kartsim.racing_line import reference_lap_time
+    from kartsim.drivers.racing_line import reference_lap_time
 
     tracks = env.race.stack.tracks
     return reference_lap_time(tracks[0], env.race.kart_cfg) if len(tracks) == 1 else None

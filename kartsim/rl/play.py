@@ -8,6 +8,7 @@ inside (optionally on another track), checks that the model fits that env, and r
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -101,7 +102,7 @@ def load_driver(
             env_dict.update({k: v for k, v in _vision_layout(model.observation_space).items() if k in env_dict})
     if track is not None:
         env_dict["track"] = track_value(track)
-    from kartsim.rl.train import apply_env_options
+    from kartsim.envs.config import apply_env_options
 
     if evaluation:
         apply_env_options(env_dict, {"random_start": False})
@@ -232,21 +233,41 @@ def _lap_length(env: Any) -> float:
         return 0.0
 
 
+def default_video(folder: Path, stem: str = "lap") -> Path:
+    """``folder/stem.mp4`` where MP4s can be written with H.264 (imageio-ffmpeg installed: a lap is
+    well under 1 MB), else ``.gif``."""
+    try:
+        import imageio_ffmpeg  # noqa: F401
+    except ImportError:
+        return folder / f"{stem}.gif"
+    return folder / f"{stem}.mp4"
+
+
+GIF_COLOURS = 64  # one palette, from the first frame, for every frame: small files, no flicker
+
+
 class Recorder:
-    """Collects frames (``env.render()`` in rgb_array mode: the track map with the kart, its trail
-    and, for vision envs, the camera view inset) and writes them as GIF (Pillow) or MP4 (OpenCV
-    'mp4v'), one frame every few env steps so that the video plays in real time at about `fps`."""
+    """Records ``env.render()`` frames (rgb_array: the track map with the kart, its trail and, for
+    vision envs, the camera inset) at `fps` frames per second of simulated time, so the video plays in
+    real time at the rate asked for. MP4: H.264 through imageio-ffmpeg (OpenCV's mp4v without it),
+    every frame written. GIF (Pillow): one shared palette, and a frame that repeats (``fps`` above
+    the env's 10 decisions a second) is one image shown longer; past `max_gif_frames` neighbouring
+    images are merged (GIFs live in memory)."""
 
     def __init__(self, path: Path, *, fps: float = 15.0, max_width: int = 640, max_gif_frames: int = 1200) -> None:
+        if not fps > 0:
+            raise ConfigError(f"--fps must be > 0, not {fps}")
         self.path = path
-        self.max_gif_frames = max_gif_frames  # beyond it, every other frame is dropped (GIFs live in memory)
-        self.target_fps = fps
-        self.fps = fps
-        self.every = 0  # env steps per frame, set from the first step's duration
+        self.gif = path.suffix.lower() == ".gif"
+        self.fps = float(fps)
         self.max_width = max_width
-        self.frames: list[Any] = []
+        self.max_gif_frames = max_gif_frames
+        self.frames: list[Any] = []      # GIF images
+        self.durations: list[int] = []   # GIF: milliseconds each image shows
+        self.written = 0                 # video frames so far (at `fps`)
+        self._sim_t = 0.0                # simulated seconds recorded
         self._video = None
-        self._count = 0
+        self._palette = None
 
     def _compose(self, env: Any) -> np.ndarray:
         frame = env.render()
@@ -262,50 +283,76 @@ class Recorder:
         return frame
 
     def capture(self, env: Any, info: dict[str, Any] | None = None) -> None:
-        if self.every == 0:
-            dt = float(((info or {}).get("telemetry") or {}).get("step_time_s", 0.0) or 0.0)
-            if dt <= 0:
-                dt = 1.0 / float(getattr(env, "metadata", {}).get("render_fps", 30) or 30)
-            self.every = max(1, int(round((1.0 / self.target_fps) / dt)))
-            self.fps = 1.0 / (dt * self.every)  # real time playback
-        if self._count % self.every == 0:
-            frame = self._compose(env)
-            if self.path.suffix.lower() == ".mp4":
+        """After an env step: add the video frames that fall due during it (0, 1 or more)."""
+        dt = float(((info or {}).get("telemetry") or {}).get("step_time_s", 0.0) or 0.0)
+        if dt <= 0:
+            dt = 1.0 / float(getattr(env, "metadata", {}).get("render_fps", 30) or 30)
+        self._sim_t += dt
+        due = int(math.floor(self._sim_t * self.fps + 1e-9)) - self.written
+        if due <= 0:
+            return
+        frame = self._compose(env)
+        self.written += due
+        if self.gif:
+            self._add_gif(frame, due)
+        else:
+            for _ in range(due):
                 self._write_video(frame)
-            else:
-                from PIL import Image
 
-                self.frames.append(Image.fromarray(frame).quantize(colors=255, method=Image.Quantize.MEDIANCUT))
-                if len(self.frames) > self.max_gif_frames:
-                    self.frames = self.frames[::2]
-                    self.every *= 2
-                    self.fps /= 2
-        self._count += 1
+    def _add_gif(self, frame: np.ndarray, repeats: int) -> None:
+        from PIL import Image
+
+        img = Image.fromarray(frame)
+        if self._palette is None:
+            self._palette = img.quantize(colors=GIF_COLOURS, method=Image.Quantize.MEDIANCUT)
+        self.frames.append(img.quantize(palette=self._palette, dither=Image.Dither.NONE))
+        self.durations.append(repeats)  # in video frames; milliseconds at close()
+        if len(self.frames) > self.max_gif_frames:  # merge neighbours: half the images, same duration
+            self.frames = self.frames[::2]
+            self.durations = [sum(self.durations[i:i + 2]) for i in range(0, len(self.durations), 2)]
 
     def _write_video(self, frame: np.ndarray) -> None:
-        import cv2
-
         h, w = frame.shape[:2]
         if self._video is None:
             self._size = (w - w % 2, h - h % 2)
-            self._video = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, self._size)
-            if not self._video.isOpened():
+            self._video = self._open_video()
+        frame = np.ascontiguousarray(frame[: self._size[1], : self._size[0]])
+        if isinstance(self._video, tuple):  # imageio-ffmpeg's generator
+            self._video[0].send(frame)
+        else:
+            import cv2
+
+            self._video.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+
+    def _open_video(self) -> Any:
+        try:
+            import imageio_ffmpeg
+        except ImportError:
+            import cv2
+
+            video = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, self._size)
+            if not video.isOpened():
                 raise ConfigError(f"cannot write {self.path}: OpenCV has no mp4v encoder here; record a .gif instead")
-        self._video.write(cv2.cvtColor(frame[: self._size[1], : self._size[0]], cv2.COLOR_RGB2BGR))
+            return video
+        writer = imageio_ffmpeg.write_frames(str(self.path), self._size, fps=self.fps, codec="libx264",
+                                             pix_fmt_out="yuv420p", quality=6, macro_block_size=2,
+                                             ffmpeg_log_level="error")
+        writer.send(None)  # start ffmpeg
+        return (writer,)
 
     def close(self) -> int:
-        """Write the file; returns the number of frames."""
+        """Write the file; returns the number of video frames (at `fps`)."""
         if self._video is not None:
-            self._video.release()
-            n = (self._count + self.every - 1) // max(1, self.every)
+            if isinstance(self._video, tuple):
+                self._video[0].close()
+            else:
+                self._video.release()
             self._video = None
-            return n
-        if self.frames:
-            duration = int(round(1000 / self.fps))
-            self.frames[0].save(
-                self.path, save_all=True, append_images=self.frames[1:], duration=duration, loop=0, optimize=False
-            )
-        return len(self.frames)
+        elif self.frames:
+            ms = [int(round(1000.0 * n / self.fps)) for n in self.durations]
+            self.frames[0].save(self.path, save_all=True, append_images=self.frames[1:], duration=ms, loop=0,
+                                optimize=False)
+        return self.written
 
 
 def check_record_path(record: str | Path | None, force: bool) -> Path | None:
@@ -325,7 +372,7 @@ def fmt_time(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds:.3f} s"
 
 
-def play(
+def play(  # noqa: C901 (over the limit: to split (issue 12))
     model_path: str | Path,
     *,
     episodes: int = 1,
@@ -364,9 +411,9 @@ def play(
 
     recorder = None
     if record_path is not None:  # GIFs are held in memory and big: a smaller picture than MP4s
-        width = 480 if record_path.suffix.lower() == ".gif" else 640
+        width = 400 if record_path.suffix.lower() == ".gif" else 640
         recorder = Recorder(record_path, fps=record_fps, max_width=width)
-    from kartsim.dashboard.live import session_feed
+    from kartsim.telemetry.live import session_feed
 
     live = session_feed("play", driver.path.stem)  # runs/_live/*.json for `kartsim dashboard` (or None)
 
@@ -399,7 +446,7 @@ def play(
         if recorder is not None:
             n = recorder.close()
             if n:
-                echo(f"Recorded {n} frames to {record_path}")
+                echo(f"Recorded {n} frames ({n / recorder.fps:.1f} s at {recorder.fps:g} fps) to {record_path}")
     laps = [t for r in results for t in r.lap_times]
     if results:
         if laps:

@@ -9,7 +9,6 @@ import json
 import os
 import signal
 import threading
-import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -159,7 +158,3 @@ def truncate_telemetry(path: Path, last_step: int) -> int:
                 dropped += 1
     os.replace(tmp, path)
     return dropped
-
-
-def now_iso() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S")

@@ -24,7 +24,7 @@ REF_LEVELS = (2.0, 1.5, 1.3, 1.2, 1.1)
 
 @functools.cache
 def _train_actions() -> dict[str, argparse.Action]:
-    from kartsim.cli.train_cmd import _FIELD, add_train_arguments
+    from kartsim.rl.train_cmd import _FIELD, add_train_arguments
 
     parser = argparse.ArgumentParser(add_help=False)
     add_train_arguments(parser)

@@ -167,7 +167,7 @@ def parse_set(text: str) -> Dimension:
 def parse_env(text: str) -> Dimension:
     """``--env KEY=DIST`` over an EnvConfig option (as ``kartsim train --env-option`` names them)."""
     from kartsim.envs import EnvConfig
-    from kartsim.rl.train import apply_env_options
+    from kartsim.envs.config import apply_env_options
 
     key, sep, dist = text.partition("=")
     key = key.strip()

@@ -3,7 +3,7 @@ on the evaluation tracks, report each evaluation's metric, stop early when the p
 
 Metrics (the trial's value is the best evaluation, the median over its seeds):
 
-* ``ref_ratio`` (minimise): best lap ÷ the track's reference lap (`kartsim.racing_line`), mean
+* ``ref_ratio`` (minimise): best lap ÷ the track's reference lap (`kartsim.drivers.racing_line`), mean
   over the evaluation tracks. A track without a completed lap scores ``max(cap, ref) ÷ ref × (2 − p)``,
   with ``cap`` the longest lap the evaluation can time (its max steps) and ``p`` the share of the
   lap covered: worse than any lap, better the further the kart got.

@@ -198,7 +198,7 @@ def _finite(obj: Any) -> Any:
 
 
 def race_frame(race: Any, ego: int = 0, max_karts: int = MAX_KARTS) -> dict[str, Any]:
-    """The frame of a `kartsim.race.Race` (or GridRace): the karts on the ego kart's track, the ego's
+    """The frame of a `kartsim.sim.race.Race` (or GridRace): the karts on the ego kart's track, the ego's
     inputs and timing."""
     import numpy as np
 
@@ -281,7 +281,7 @@ class TrainingLiveFeed:
         if self._t0 is None:
             self._t0, self._steps0 = now, done
             self._device = str(getattr(model, "device", "") or "")
-            from kartsim.devices import DeviceMonitor
+            from kartsim.telemetry.devices import DeviceMonitor
 
             self._monitor = DeviceMonitor(self._device)
         if now - self._usage_at >= 1.0:  # the utilisation, once a second (a CPU sample spans that second)

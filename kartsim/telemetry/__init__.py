@@ -197,8 +197,9 @@ class TelemetryWriter:
         self.close()
 
 
-def read_telemetry(path: str | Path):
-    """The CSV as a pandas DataFrame; raises ConfigError when it is missing or not a telemetry log."""
+def read_telemetry(path: str | Path, env: int | None = 0):
+    """The CSV as a pandas DataFrame (the rows of kart `env` when it holds several, ``--telemetry-envs``;
+    None: all rows); raises ConfigError when it is missing or not a telemetry log."""
     import pandas as pd
 
     path = Path(path)
@@ -211,6 +212,8 @@ def read_telemetry(path: str | Path):
     missing = [c for c in ("step", "episode", "x", "y", "speed", "lateral_g", "steering") if c not in df.columns]
     if missing:
         raise ConfigError(f"{path} is not a kartsim telemetry log: missing column(s) {', '.join(missing)}")
+    if env is not None and "env" in df.columns and df["env"].nunique() > 1:
+        df = df[df["env"] == env].reset_index(drop=True)
     if len(df) == 0:
         raise ConfigError(f"{path} has no rows yet; train or play for a few steps first")
     return df

@@ -13,96 +13,25 @@ when the kart crosses the start/finish gate after every other gate of that lap.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 import math
 
 import numpy as np
 from numba import njit
 
-from kartsim.errors import ConfigError, KartsimError
-from kartsim.physics import WEATHER, KartConfig, KartPhysics, KartState
-from kartsim.track import CenterlineStack, Surface, TrackStack, project_point
-from kartsim.validation import check_config
+from kartsim.errors import KartsimError
+from kartsim.sim.config import WEATHER, WEATHERS, KartConfig, RaceConfig, RewardConfig
+from kartsim.sim.physics import KartPhysics, KartState
+from kartsim.sim.track import CenterlineStack, Surface, TrackStack, project_point
 
 # A gate is widened by this much beyond each road edge so that a wheel on the kerb or grass
 # still counts as crossing it; cutting across the infield still misses it.
 GATE_MARGIN_M = 3.0
 
-
-@dataclass
-class RewardConfig:
-    """Weights of the named reward terms; the reward is the sum of weight × term.
-
-    Each term is computed by :func:`reward_terms` under the same name and logged in ``info``.
-    """
-
-    progress: float = 0.1
-    """Per metre of *new* forward progress along the centerline (a lap of 1 km pays 100)."""
-    lap: float = 10.0
-    """Per completed lap (all gates crossed in order)."""
-    off_track: float = -1.0
-    """Per second spent on grass."""
-    wall: float = -0.2
-    """Per m/s of impact speed into a wall."""
-    termination: float = -10.0
-    """Once, when the episode ends early (wrong way, stuck, off the track for good)."""
-
-    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {
-        name: (-1e6, 1e6) for name in ("progress", "lap", "off_track", "wall", "termination")}
-
-    def __post_init__(self) -> None:
-        check_config(self, "reward")
-
-    def weights(self) -> dict[str, float]:
-        return dict(self.__dict__)
-
-
-@dataclass
-class RaceConfig:
-    """How a race runs: time step grouping, starts and the rules that end an episode."""
-
-    action_repeat: int = 5
-    """Physics steps per env step (physics dt 0.02 s × 5 = an agent decision every 0.1 s)."""
-    max_episode_steps: int = 2000
-    """Env steps before the episode is truncated (time limit)."""
-    random_start: bool = True
-    """Start at a random place along the lap (training) or just behind the start line (evaluation)."""
-    start_behind_line_m: float = 6.0
-    """With ``random_start=False``: how far behind the start/finish line the kart is placed."""
-    start_lateral_jitter_m: float = 1.0
-    """Random sideways offset of a random start (capped at a quarter of the road width)."""
-    start_heading_jitter_rad: float = 0.15
-    """Random heading offset of a random start."""
-    stuck_time_s: float = 6.0
-    """The episode ends when no new forward progress was made for this long."""
-    wrong_way_m: float = 20.0
-    """The episode ends when the kart is this far behind its best progress."""
-    off_track_time_s: float = 4.0
-    """The episode ends after this long continuously on grass."""
-    weather: str = "dry"
-    """Track wetness set at every reset: ``dry``, ``damp``, ``wet`` or ``random`` (one drawn per episode:
-    domain randomisation). It changes grip and braking (physics) and darkens the camera."""
-    max_damage: float | None = None
-    """End the episode (termination ``damage``) when the kart's impact damage reaches this (None: never)."""
-
-    # action_repeat beyond 100 (2 s per decision) only hangs the step; the episode limits may be
-    # practically endless (1e9: "never", as drive and the tests use them)
-    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {
-        "action_repeat": (1, 100), "max_episode_steps": (1, 1e12), "start_behind_line_m": (0.0, 100.0),
-        "start_lateral_jitter_m": (0.0, 20.0), "start_heading_jitter_rad": (0.0, math.pi), "stuck_time_s": (0.1, 1e12),
-        "wrong_way_m": (0.0, 1e12), "off_track_time_s": (0.0, 1e12), "max_damage": (0.0, 1e12)}
-
-    def __post_init__(self) -> None:
-        check_config(self, "race")
-        if self.weather not in WEATHERS:
-            raise ConfigError(f"race.weather must be one of {', '.join(WEATHERS)}, not {self.weather!r}")
-
-
 TERMINATION_REASONS = ("", "wrong_way", "stuck", "off_track", "damage")
 REWARD_TERMS = ("progress", "lap", "off_track", "wall", "termination")
 """The names of :func:`reward_terms`' entries, in order; each is a :class:`RewardConfig` weight."""
-WEATHERS = ("dry", "damp", "wet", "random")
 
 
 def reward_terms(

@@ -1,4 +1,7 @@
-"""The batched env: one race of N karts stepped as arrays, as a stable-baselines3 ``VecEnv``.
+"""The batched env as a stable-baselines3 ``VecEnv``: one race of N karts stepped as arrays.
+
+Imported by :mod:`kartsim.rl` only (and the subprocess backend), so that ``import kartsim.envs``
+never loads torch or SB3.
 
 Kart ``i`` behaves exactly like a ``KartEnv`` seeded with ``seed + i`` (SB3's convention): the same
 observations, rewards, terminations and auto-resets. SB3's VecEnv has no ``truncated`` flag, so a
@@ -10,11 +13,8 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
-from gymnasium.vector.utils import batch_space
-from gymnasium.vector.vector_env import AutoresetMode
 from gymnasium.utils import seeding
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices
 
@@ -23,8 +23,7 @@ from kartsim.envs.info import reset_info, step_infos
 from kartsim.envs.observations import Observer
 from kartsim.envs.render import TrackMaps, compose_frame
 from kartsim.envs.tracks import load_track_stack
-from kartsim.errors import ConfigError
-from kartsim.race import Race
+from kartsim.sim.race import Race
 
 
 class KartVecEnv(VecEnv):
@@ -122,94 +121,3 @@ class KartVecEnv(VecEnv):
         frame = self._maps[t].draw(np.array([[st.x[i], st.y[i], st.yaw[i]]]))
         camera = self.observer.frame[i] if self.config.vision else None
         return compose_frame(frame, camera, [f"{st.speed[i] * 3.6:5.1f} km/h  lap {self.race.laps[i] + 1}"])
-
-
-class KartGymVectorEnv(gym.vector.VectorEnv):
-    """The batched race behind Gymnasium's vector API (``gymnasium.make_vec("kartsim/Kart-v0", num_envs=N)``).
-
-    Same simulation as :class:`KartVecEnv`, Gymnasium's conventions: ``terminations`` and
-    ``truncations`` apart, same-step autoreset with ``infos["final_obs"]`` / ``infos["final_info"]``,
-    and infos as arrays over envs (``lap``, ``progress``, ``new_lap_time`` (NaN when none), and one
-    array per reward term under ``reward_terms``).
-    """
-
-    metadata = {"autoreset_mode": AutoresetMode.SAME_STEP, "render_modes": []}
-
-    def __init__(self, config: EnvConfig | None = None, num_envs: int = 8, **fields: Any) -> None:
-        cfg = config if config is not None else EnvConfig()
-        self.config = cfg.replace(**fields) if fields else cfg
-        stack = load_track_stack(self.config.track, self.config.random_pool_size)
-        self.race = Race(stack, num_envs, self.config.race, self.config.reward, self.config.kart)
-        self.observer = Observer(self.config, self.race)
-        self.num_envs = num_envs
-        self.single_observation_space = self.observer.observation_space
-        self.single_action_space = spaces.Box(-1.0, 1.0, (2,), np.float32)
-        self.observation_space = batch_space(self.single_observation_space, num_envs)
-        self.action_space = batch_space(self.single_action_space, num_envs)
-        self.rngs = [seeding.np_random(None)[0] for _ in range(num_envs)]
-
-    def reset(self, *, seed: int | list[int] | None = None, options: dict | None = None):
-        if seed is not None:
-            seeds = [seed + i for i in range(self.num_envs)] if isinstance(seed, int) else list(seed)
-            self.rngs = [seeding.np_random(s)[0] for s in seeds]
-        idx = np.arange(self.num_envs)
-        self.race.reset_karts(idx, self.rngs)
-        self.observer.reset(idx, self.rngs)
-        return self.observer.batch_copy(), {"progress": self.race.s.copy()}
-
-    def step(self, actions):
-        race = self.race
-        race.step(actions)
-        self.observer.observe()
-        terminated, truncated = race.terminated.copy(), race.truncated.copy()
-        infos: dict[str, Any] = {
-            "lap": race.laps.copy(),
-            "progress": race.s.copy(),
-            "new_lap_time": race.new_lap_time.copy(),
-            "reward_terms": {name: value.copy() for name, value in race.terms.items()},
-        }
-        done = np.flatnonzero(terminated | truncated)
-        if len(done):
-            final_obs = np.full(self.num_envs, None, dtype=object)
-            final_info = np.full(self.num_envs, None, dtype=object)
-            ended = step_infos(race, np.zeros(race.n, dtype=bool))
-            for i in done:
-                final_obs[i] = self.observer.single(int(i))
-                final_info[i] = ended[i]
-            mask = np.zeros(self.num_envs, dtype=bool)
-            mask[done] = True
-            infos.update(final_obs=final_obs, _final_obs=mask, final_info=final_info, _final_info=mask.copy())
-            race.reset_karts(done, [self.rngs[i] for i in done])
-            self.observer.reset(done, [self.rngs[i] for i in done])
-        return self.observer.batch_copy(), race.reward.astype(np.float32), terminated, truncated, infos
-
-
-VEC_BACKENDS = ("batched", "subproc")
-
-
-def make_vec_env(
-    config: EnvConfig,
-    n_envs: int,
-    seed: int | None = None,
-    backend: str = "batched",
-    n_workers: int | None = None,
-    **kwargs: Any,
-) -> VecEnv:
-    """The env that ``kartsim train --vector-envs N`` uses.
-
-    ``batched``: all karts stepped as arrays in this process (fastest up to a few cores);
-    ``subproc``: ``n_workers`` processes (default: one per core, at most one per env), each a
-    batched block of the karts, observations in shared memory.
-    """
-    if backend == "batched":
-        return KartVecEnv(config, n_envs, seed=seed, **kwargs)
-    if backend == "subproc":
-        import os
-
-        from kartsim.envs.subproc import SubprocKartVecEnv
-
-        workers = n_workers or min(n_envs, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                                   else os.cpu_count() or 1)
-        return SubprocKartVecEnv(config, n_envs, n_workers=workers, seed=seed,
-                                 telemetry_envs=kwargs.get("telemetry_envs"))
-    raise ConfigError(f"unknown vec backend {backend!r}; use one of {', '.join(VEC_BACKENDS)}")

@@ -1,4 +1,4 @@
-"""Random and hand-designed kart circuits drawn in the track image format of :mod:`kartsim.track`.
+"""Random and hand-designed kart circuits drawn in the track image format of :mod:`kartsim.sim.track`.
 
 ``generate_track(seed, ...)`` returns an (H, W, 3) uint8 image: grass background, a black wall
 around the image, tyre walls (black/blue) a few metres off the road, grey asphalt, red/white kerbs
@@ -20,8 +20,8 @@ import numpy as np
 from scipy import ndimage
 from scipy.interpolate import CubicSpline
 
-from kartsim.errors import KartsimError, TrackError
-from kartsim.track import COLORS, DEFAULT_SCALE, MAX_SIZE, MIN_SIZE, Track
+from kartsim.errors import KartsimError
+from kartsim.sim.track import COLORS, DEFAULT_SCALE, MAX_SIZE, MIN_SIZE, Track
 
 __all__ = ["generate_track", "save_track", "build_bundled_tracks", "draw_track", "STYLES",
            "CIRCUIT_SEGMENTS"]
@@ -396,7 +396,7 @@ def technical_image() -> np.ndarray:
 
 def build_bundled_tracks(out_dir: str | Path | None = None) -> list[Path]:
     """(Re)build circuit.png, oval.png, technical.png and their checkpoints files in ``out_dir``."""
-    from kartsim.track import BUNDLED_DIR
+    from kartsim.sim.track import BUNDLED_DIR
 
     out = Path(out_dir) if out_dir is not None else BUNDLED_DIR
     out.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,7 @@
 profile and avoids karts ahead.
 
 ``AIDriver(tracks, kart_cfg, level="hard").act(state, ...) -> (N, 2) [steering, throttle]`` for all
-karts of a :class:`~kartsim.physics.KartState` at once (numpy over karts, no per-kart Python loop
+karts of a :class:`~kartsim.sim.physics.KartState` at once (numpy over karts, no per-kart Python loop
 except the cheap nearest-point refinement). It drives the simulated physics through the real race
 loop (an action is held for ``decision_dt`` seconds, 0.1 s by default like the envs).
 
@@ -27,8 +27,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from kartsim.errors import ConfigError
-from kartsim.physics import GRASS, KERB, KartConfig, KartState, weather_grip
-from kartsim.racing_line import RacingLine, racing_line
+from kartsim.sim.config import KartConfig
+from kartsim.sim.physics import GRASS, KERB, KartState, weather_grip
+from kartsim.drivers.racing_line import RacingLine, racing_line
 
 __all__ = ["AILevel", "AI_LEVELS", "AIDriver"]
 
@@ -72,7 +73,7 @@ def _wrap(a):
 class AIDriver:
     """Drives N karts around their tracks (``state.track_idx`` indexes ``tracks``).
 
-    ``tracks``: a list of :class:`~kartsim.track.Track` (or a ``TrackStack``); ``levels``: one level for
+    ``tracks``: a list of :class:`~kartsim.sim.track.Track` (or a ``TrackStack``); ``levels``: one level for
     all karts or one per kart; ``rng``: generator for the reaction noise of the easier levels.
     """
 
@@ -95,7 +96,6 @@ class AIDriver:
             raise ConfigError(f"AIDriver got {len(self.levels)} levels for {self.n} karts")
         # one racing line per (track, level)
         self._lines: dict[tuple[int, str], RacingLine] = {}
-        self._level_names = sorted({lv.name for lv in self.levels})
         self.grip = np.array([lv.grip for lv in self.levels]) * self.grip_scale
         self.speed_scale = np.array([lv.speed for lv in self.levels])
         self.steer_noise = np.array([lv.steer_noise for lv in self.levels])
@@ -258,7 +258,10 @@ class AIDriver:
         resist = cfg.drag_coeff * vv * vv + cfg.rolling_asphalt * m * 9.81 + m * 9.81 * (ind_c[ks, 0] * q + ind_c[ks, 1] * q * q)
         f_drive = np.where(vv > 1.0, np.minimum(cfg.max_drive_force_n, cfg.engine_power_w / vv), cfg.max_drive_force_n)
         thr_pos = (m * a_req + resist) / f_drive
-        thr_neg = a_req / np.maximum(brake_decel[ks], 1.0)
+        # the brakes add to the drag and cornering drag already slowing the kart (brake_decel, measured
+        # in a straight line at full brake, includes the straight-line drag)
+        straight = cfg.drag_coeff * vv * vv + cfg.rolling_asphalt * m * 9.81
+        thr_neg = (m * a_req + resist) / np.maximum(m * brake_decel[ks] - straight, m)
         throttle = np.where(a_req >= 0.0, np.clip(thr_pos, 0.0, 1.0), np.where(thr_pos >= 0.0, np.clip(thr_pos, 0.0, 1.0), np.clip(thr_neg, -1.0, 0.0)))
 
         # on grass the rear tyres cannot take full power: feed it in gently (no spinning)

@@ -30,180 +30,25 @@ within reach of the step):
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
-from typing import ClassVar
 
 import numpy as np
 from numba import njit
 
 from kartsim.errors import ConfigError
-from kartsim.validation import check_config
+from kartsim.sim.config import KartConfig
 
 G = 9.81
 
-# Surface codes (same numbers as kartsim.track.Surface; physics does not import track).
+# Surface codes (same numbers as kartsim.sim.track.Surface; physics does not import track).
 WALL, ASPHALT, KERB, GRASS = 0, 1, 2, 3
 
-__all__ = ["KartConfig", "KartState", "KartPhysics", "WALL", "ASPHALT", "KERB", "GRASS", "WEATHER",
-           "weather_grip"]
-
-
-@dataclass
-class KartConfig:
-    """Physical figures of the kart. Defaults: a ~160 kg rental/sprint kart with its driver."""
-
-    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {
-        "dt": (1e-4, 0.1), "mass_kg": (1.0, 1e4), "yaw_inertia_kgm2": (0.01, 1e5), "wheelbase_m": (0.1, 10.0)}
-
-    dt: float = 0.02
-    """Fixed physics time step (s); ``KartPhysics.step`` advances ``substeps * dt``."""
-    mass_kg: float = 160.0
-    """Kart plus driver mass (kg)."""
-    yaw_inertia_kgm2: float = 30.0
-    """Moment of inertia about the vertical axis (kg m^2)."""
-    wheelbase_m: float = 1.05
-    """Distance between front and rear axles (m)."""
-    cg_to_front_m: float = 0.63
-    """Centre of gravity to front axle (m); 0.63 of 1.05 gives a 40/60 front/rear weight split."""
-    cg_height_m: float = 0.2
-    """Centre of gravity height (m), used for longitudinal load transfer (0 disables it)."""
-    radius_m: float = 0.7
-    """Radius of the collision circle around the kart centre (m)."""
-    length_m: float = 1.8
-    """Overall length (m); informative (sprites), not used by the dynamics."""
-    width_m: float = 1.3
-    """Overall width (m); informative (sprites), not used by the dynamics."""
-    max_steer_rad: float = 0.4
-    """Front wheel angle at full steering input (rad)."""
-    steer_rate_rad_s: float = 3.0
-    """Maximum rate of change of the front wheel angle (rad/s): full lock to lock in ~0.27 s."""
-    engine_power_w: float = 8000.0
-    """Engine power at the wheels (W); with the drag below it gives a top speed of ~25 m/s."""
-    max_drive_force_n: float = 800.0
-    """Drive force cap at low speed (N), ~0.5 g of acceleration."""
-    brake_force_n: float = 3000.0
-    """Total brake force requested at full brake (N); with grip limits the kart decelerates ~1.6 g."""
-    brake_front_share: float = 0.65
-    """Share of the brake force on the front axle (each axle is limited by its grip; front-biased
-    braking keeps the kart stable when braking in a turn)."""
-    reverse_force_n: float = 500.0
-    """Drive force in reverse (N): enough to back out of the grass (rolling resistance ~235 N)."""
-    max_reverse_speed: float = 3.0
-    """Reverse speed cap (m/s)."""
-    reverse_threshold_speed: float = 0.5
-    """Below this forward speed, negative throttle drives backwards instead of braking (m/s)."""
-    drag_coeff: float = 0.45
-    """Aerodynamic drag 0.5 * rho * Cd * A (N s^2/m^2)."""
-    mu_asphalt: float = 2.2
-    """Peak rear-tyre friction coefficient on asphalt (front = x front_grip_factor: ~1.95 g of
-    steady lateral grip on kart slicks)."""
-    front_grip_factor: float = 0.9
-    """Front axle friction relative to the rear (< 1: stable understeer at the limit)."""
-    load_sensitivity: float = 0.5
-    """Tyre load sensitivity: an axle's friction falls by this fraction per 100 % load above its static
-    load (and rises when unloaded), which tempers the effect of load transfer on the balance."""
-    mu_kerb: float = 2.1
-    """Peak tyre friction coefficient on kerbs."""
-    mu_grass: float = 0.5
-    """Peak tyre friction coefficient on grass."""
-    rolling_asphalt: float = 0.015
-    """Rolling resistance coefficient on asphalt (force = coeff * m * g)."""
-    rolling_kerb: float = 0.04
-    """Rolling resistance coefficient on kerbs (slight extra drag)."""
-    rolling_grass: float = 0.15
-    """Rolling resistance coefficient on grass (much more drag)."""
-    tyre_peak_slip_rad: float = 0.12
-    """Slip angle at which the lateral tyre force peaks (rad)."""
-    tyre_sliding_ratio: float = 0.89
-    """Lateral force when fully sliding as a fraction of the peak (< 1: the force falls after the peak)."""
-    wall_restitution: float = 0.2
-    """Fraction of the normal speed returned after hitting a wall."""
-    wall_friction: float = 0.3
-    """Coulomb friction coefficient between kart and wall (tangential speed lost per normal impulse)."""
-    max_travel_fraction: float = 0.4
-    """At most this fraction of ``radius_m`` travelled between two wall checks (anti-tunnelling)."""
-    slip_min_speed: float = 1.0
-    """Below this speed the reported slip_angle is 0 (m/s)."""
-    # --- tyre wear
-    tyre_wear_per_mj: float = 0.15
-    """Tyre condition lost per megajoule of tyre work (lateral force x sliding speed, plus the
-    longitudinal force x a nominal 3 % slip): ~1 % per fast lap of the bundled circuit."""
-    tyre_slide_wear_factor: float = 3.0
-    """Work done past the tyre's peak slip angle (sliding) wears this many times faster."""
-    tyre_worn_grip_loss: float = 0.35
-    """Fraction of the grip lost when the tyre condition reaches 0 (linear in the condition)."""
-    tyre_start_condition: float = 1.0
-    """Tyre condition at a reset (1.0 = new; e.g. 0.5 starts on worn tyres)."""
-    # --- weather
-    damp_grip: float = 0.8
-    """Grip multiplier on a damp track (``KartState.wetness`` 0.5; interpolated linearly in wetness)."""
-    wet_grip: float = 0.6
-    """Grip multiplier on a wet track (``KartState.wetness`` 1.0)."""
-    wet_brake_factor: float = 0.85
-    """Extra multiplier of the brake-force grip at full wetness (brakes lock up sooner in the wet)."""
-    # --- damage
-    damage_threshold_mps: float = 4.0
-    """Impacts (into walls or other karts) below this speed do no damage (m/s)."""
-    damage_per_mps: float = 0.03
-    """Damage per m/s of impact speed above the threshold (damage is in [0, 1])."""
-    damage_power_loss: float = 0.5
-    """Fraction of the engine power (and drive force) lost at damage 1."""
-    damage_steer_pull_rad: float = 0.05
-    """Front wheel angle of the bent steering at damage 1 (rad); the pull is towards the side hit."""
-    # --- kart-to-kart contact
-    kart_restitution: float = 0.3
-    """Fraction of the closing speed returned after a kart-to-kart contact."""
-    kart_friction: float = 0.2
-    """Tangential friction of kart-to-kart contacts (fraction of the normal impulse)."""
-
-    def __post_init__(self) -> None:
-        check_config(self, "kart")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "KartConfig":
-        from kartsim.config import from_dict
-
-        return from_dict(cls, d)
-
-    def validate(self) -> None:
-        positive = ["dt", "mass_kg", "yaw_inertia_kgm2", "wheelbase_m", "radius_m", "max_steer_rad",
-                    "steer_rate_rad_s", "engine_power_w", "max_drive_force_n", "brake_force_n",
-                    "tyre_peak_slip_rad", "max_travel_fraction"]
-        for name in positive:
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"KartConfig.{name} must be > 0, got {getattr(self, name)}")
-        if not 0 < self.cg_to_front_m < self.wheelbase_m:
-            raise ConfigError(
-                f"KartConfig.cg_to_front_m must be between 0 and wheelbase_m ({self.wheelbase_m}), "
-                f"got {self.cg_to_front_m}")
-        if not 0.5 <= self.tyre_sliding_ratio <= 0.99:
-            raise ConfigError(f"KartConfig.tyre_sliding_ratio must be in [0.5, 0.99], got {self.tyre_sliding_ratio}")
-        if not 0.0 <= self.wall_restitution <= 1.0:
-            raise ConfigError(f"KartConfig.wall_restitution must be in [0, 1], got {self.wall_restitution}")
-        for name in ("tyre_worn_grip_loss", "tyre_start_condition", "damage_power_loss", "kart_restitution",
-                     "kart_friction"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ConfigError(f"KartConfig.{name} must be in [0, 1], got {getattr(self, name)}")
-        for name in ("damp_grip", "wet_grip", "wet_brake_factor"):
-            if not 0.05 <= getattr(self, name) <= 1.0:
-                raise ConfigError(f"KartConfig.{name} must be in [0.05, 1], got {getattr(self, name)}")
-        for name in ("tyre_wear_per_mj", "tyre_slide_wear_factor", "damage_threshold_mps", "damage_per_mps",
-                     "damage_steer_pull_rad"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"KartConfig.{name} must be >= 0, got {getattr(self, name)}")
-
+__all__ = ["KartState", "KartPhysics", "WALL", "ASPHALT", "KERB", "GRASS", "weather_grip"]
 
 # Indices into the packed parameter vector handed to the kernel.
 (P_DT, P_M, P_IZ, P_A, P_B, P_H, P_RAD, P_MAXSTEER, P_STEERRATE, P_POWER, P_FDRIVE, P_FBRAKE,
  P_FREV, P_VREV, P_VREVTH, P_DRAG, P_TB, P_TC, P_REST, P_WFRIC, P_TRAVEL, P_SLIPV, P_FRONTMU, P_BFRONT, P_LOADSENS, P_TN,
  P_WEAR, P_SLIDEWEAR, P_WORNLOSS, P_DAMP, P_WET, P_WETBRAKE, P_DMGTH, P_DMGK, P_DMGPOWER, P_DMGPULL,
  P_KREST, P_KFRIC, P_PEAKTAN, P_COUNT) = range(40)
-
-# Weather: wetness of the track under a kart (KartState.wetness).
-WEATHER = {"dry": 0.0, "damp": 0.5, "wet": 1.0}
 
 
 def _tyre_curve(x, A):
@@ -455,7 +300,7 @@ def _tyre(tan_alpha, B, A, norm):
 
 
 @njit(cache=True, fastmath=True)
-def _step_kernel(p, mu_tab, rr_tab, surf, wd, scale,
+def _step_kernel(p, mu_tab, rr_tab, surf, wd, scale,  # noqa: C901 (numba kernel)
                  x, y, yaw, vx, vy, r, steer, thr_state, ax_out, ay_out, slip_out, speed_out,
                  surf_out, hit_out, impact_out, track_idx,
                  tyre_cond, wetness, damage, steer_bias,
@@ -832,7 +677,7 @@ def _collide_kernel(p, x, y, yaw, vx, vy, r, track_idx, world, hit_out, impact_o
     dmg_k = p[P_DMGK]
     dmg_pull = p[P_DMGPULL]
     min_d = 2.0 * rad
-    for it in range(iterations):
+    for _ in range(iterations):
         touched = False
         for i in range(n):
             for j in range(i + 1, n):

@@ -1,17 +1,21 @@
 """Racing line and reference lap time of a track for a kart.
 
-* :func:`kart_limits` measures the kart's g-g envelope **on the simulated physics itself** (a batch of
-  karts on an open asphalt field): the steady-state lateral grip as a function of speed, the straight
-  line braking deceleration as a function of speed, and the drive acceleration (engine power, drive
-  force cap, drag and rolling resistance). Measuring instead of assuming keeps the reference truthful
-  for whatever :class:`~kartsim.physics.KartConfig` is used.
-* :func:`racing_line` computes a smoothed minimum-curvature line inside the track limits (lateral
-  offsets along the centerline normals, bounded by ``kart width / 2 + margin`` from each road edge,
-  solved as a bounded sparse least-squares problem on the line's second differences), then a
-  minimum-time speed profile on it: the grip limit ``v <= sqrt(a_lat(v) / |kappa|)``, a forward pass
-  with the acceleration left by the friction ellipse and a backward pass with the braking left by it.
-  Its ``lap_time`` is the **reference lap time** (a flying lap: the kart crosses the line at the
-  profile's speed).
+* :func:`kart_limits` measures the kart's g-g-v envelope **on the simulated physics itself** (a batch
+  of karts on an open asphalt field): the steady-state lateral grip as a function of speed, the
+  straight-line braking and the drive acceleration as functions of speed, the cornering drag, and the
+  g-g diagram (the lateral grip held at each longitudinal acceleration, from constant, random,
+  bang-bang and weaving inputs, in the path frame). Measuring instead of assuming keeps the reference
+  truthful for whatever :class:`~kartsim.sim.config.KartConfig` is used; tests/test_physics_envelope.py
+  checks that no input sequence beats it.
+* :func:`racing_line` gives the **minimum-time line** by default (:func:`min_time_offsets`: lateral
+  offsets and speeds at 2 m stations along the centerline, the lap time as the objective, the
+  envelope as constraints, solved with CasADi + IPOPT from the minimum-curvature line; cached on
+  disk) or the smoothed **minimum-curvature line** (:func:`optimise_offsets`, a bounded sparse
+  least-squares problem on the line's second differences), both kept ``kart width / 2 + margin``
+  inside the road edges (kerbs are road), with a speed profile on the line (:func:`speed_profile`:
+  grip limit, forward pass with the drive and the g-g diagram, backward pass with the brakes and the
+  g-g diagram). The minimum-time line's ``lap_time`` is the **reference lap time** (a flying lap: the
+  kart crosses the line at the profile's speed).
 * :func:`corners` lists the corners (apex position, radius, minimum speed, direction).
 
 Coordinates follow docs/ARCHITECTURE.md (metres, y down, positive curvature = right-hand bend,
@@ -32,16 +36,18 @@ from pathlib import Path
 
 import numpy as np
 from scipy import ndimage, sparse
+from scipy.interpolate import CubicSpline
 from scipy.optimize import lsq_linear
 from scipy.sparse.linalg import spsolve
 
 from kartsim.errors import ConfigError, TrackError
-from kartsim.physics import ASPHALT, KartConfig, KartPhysics, KartState
+from kartsim.sim.config import KartConfig
+from kartsim.sim.physics import ASPHALT, KartPhysics, KartState
 
 G = 9.81
 
-__all__ = ["KartLimits", "kart_limits", "RacingLine", "racing_line", "Corner", "corners",
-           "reference_lap_time"]
+__all__ = ["LINE_METHODS", "Corner", "KartLimits", "RacingLine", "corners", "kart_limits", "line_cache_dir",
+           "line_from_offsets", "min_time_offsets", "path_accelerations", "racing_line", "reference_lap_time"]
 
 
 # ---------------------------------------------------------------------------------------- limits
@@ -136,14 +142,52 @@ def _cfg_key(cfg: KartConfig) -> tuple:
 
 
 def kart_limits(cfg: KartConfig | None = None) -> KartLimits:
-    """Measure (once per config; cached) the kart's lateral, braking and drive limits on dry asphalt."""
+    """Measure (once per config and physics code; cached in memory and in :func:`line_cache_dir`) the
+    kart's g-g-v envelope on dry asphalt."""
     cfg = cfg or KartConfig()
     return _kart_limits_cached(_cfg_key(cfg))
 
 
+_LIMIT_ARRAYS = ("v", "lateral", "brake", "drive", "gg_ax", "gg_lat")
+
+
+def _physics_hash() -> str:
+    """Hash of the physics code: a changed model measures (and solves) afresh, not from the cache."""
+    import kartsim.sim.physics
+
+    return hashlib.sha256(Path(kartsim.sim.physics.__file__).read_bytes()).hexdigest()[:16]
+
+
 @lru_cache(maxsize=16)
 def _kart_limits_cached(key: tuple) -> KartLimits:
-    cfg = KartConfig.from_dict(dict(key))
+    """The measured limits from the disk cache (plain arrays, no pickle) or measured and stored."""
+    h = hashlib.sha256(f"limits v{SOLVER_VERSION} {_physics_hash()} {key!r}".encode()).hexdigest()[:32]
+    path = line_cache_dir() / f"limits-{h}.npz"
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: np.asarray(z[k], np.float64) for k in _LIMIT_ARRAYS}
+            top, c2, c4 = (float(x) for x in z["scalars"])
+        return KartLimits(arrays["v"], arrays["lateral"], arrays["brake"], arrays["drive"], top, (c2, c4),
+                          arrays["gg_ax"], arrays["gg_lat"])
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        pass  # missing or corrupt: measure again
+    lim = _measure_limits(KartConfig.from_dict(dict(key)))
+    _store(path, scalars=np.array([lim.top_speed, *lim.induced]), **{k: getattr(lim, k) for k in _LIMIT_ARRAYS})
+    return lim
+
+
+def _store(path: Path, **arrays: np.ndarray) -> None:
+    """Write a cache entry atomically; a read-only cache folder only costs a re-computation."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+    except OSError:
+        pass
+
+
+def _measure_limits(cfg: KartConfig) -> KartLimits:
     # new, dry tyres that do not wear while measuring; no damage
     cfg = dataclasses.replace(cfg, tyre_wear_per_mj=0.0, tyre_start_condition=1.0)
     ph = _open_field(cfg)
@@ -225,7 +269,7 @@ def _measure_gg(ph: KartPhysics, lat, brake_max: float) -> tuple[np.ndarray, np.
     (as a fraction of the steady-turn limit ``lat(v)``) seen in each 0.1 g bin of longitudinal
     acceleration, made unimodal (what a kart holds at a harsher deceleration it holds at a milder one)."""
     rng = np.random.default_rng(2024)
-    n, steps, window = 2400, 200, int(round(GG_WINDOW_S / ph.cfg.dt))
+    n, steps, window = 2400, 200, round(GG_WINDOW_S / ph.cfg.dt)
     steer, thr = _input_families(rng, n, steps, ph.cfg.dt)
     an, at, v, slip = path_accelerations(ph, steer, thr, rng.uniform(GG_MIN_SPEED, 24.0, n), window)
     ok = (slip < GG_MAX_SLIP) & (v > GG_MIN_SPEED)
@@ -668,11 +712,14 @@ LINE_METHODS = ("min-time", "min-curvature")
 """``min-time``: the minimum-lap-time line (:func:`min_time_offsets`, the reference); ``min-curvature``:
 the smoothed minimum-curvature line (:func:`optimise_offsets`)."""
 
-SOLVER_VERSION = 1
+SOLVER_VERSION = 2
 """Part of the disk-cache key of minimum-time lines: bump it when the solve changes."""
 
 REFERENCE_MARGIN_M = 0.35
 """Clearance beyond half the kart's width of the reference line (the hard AI's margin)."""
+
+LINE_SMOOTH_M = 2.0
+"""Gaussian smoothing of the line's points along the lap (m)."""
 
 STATION_M = 2.0
 """Spacing of the optimisation stations along the centerline (m)."""
@@ -734,9 +781,10 @@ def line_cache_dir() -> Path:
 
 def _line_key(track, cfg: KartConfig) -> str:
     """Content hash of what the minimum-time line depends on: the track's surfaces, scale and
-    centerline (start, direction), the kart's configuration and the solver version."""
+    centerline (start, direction), the kart's configuration, the physics code and the solver version."""
     h = hashlib.sha256()
-    h.update(f"v{SOLVER_VERSION} margin {REFERENCE_MARGIN_M} station {STATION_M} scale {track.scale}".encode())
+    h.update(f"v{SOLVER_VERSION} {_physics_hash()} margin {REFERENCE_MARGIN_M} station {STATION_M} "
+             f"scale {track.scale}".encode())
     h.update(np.ascontiguousarray(track.surface, np.uint8).tobytes())
     h.update(np.round(np.asarray(track.centerline, np.float64), 6).tobytes())
     h.update(json.dumps(cfg.to_dict(), sort_keys=True).encode())
@@ -760,13 +808,7 @@ def _min_time_reference(track, cfg: KartConfig) -> np.ndarray:
     n = min_time_offsets(track, kart_limits(cfg), idx, lo, hi, n0)
     if n is None:
         return np.zeros(0)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
-        np.savez(tmp, offset=n, station=idx)
-        os.replace(tmp, path)
-    except OSError:
-        pass  # a read-only cache folder only costs a re-solve next time
+    _store(path, offset=n, station=idx)
     return n
 
 
@@ -776,9 +818,10 @@ def line_from_offsets(track, limits: KartLimits, idx: np.ndarray, n: np.ndarray,
     centerline point, lightly smoothed, kept ``keep`` metres inside the road edges, resampled every
     ``spacing_m`` metres, with its speed profile."""
     M = len(track.centerline)
-    # offsets at every centerline point (periodic linear interpolation of the stations), then smooth
+    # offsets at every centerline point: a periodic cubic spline through the stations (linear
+    # interpolation would put a kink, a curvature spike the speed profile brakes for, at each one)
     st = track.s[idx]
-    n_full = np.interp(track.s, np.append(st, track.length), np.append(n, n[0]))
+    n_full = CubicSpline(np.append(st, track.length), np.append(n, n[0]), bc_type="periodic")(track.s)
     lo_full = np.interp(track.s, np.append(st, track.length), np.append(lo, lo[0]))
     hi_full = np.interp(track.s, np.append(st, track.length), np.append(hi, hi[0]))
     sp = track.length / M
@@ -787,6 +830,9 @@ def line_from_offsets(track, limits: KartLimits, idx: np.ndarray, n: np.ndarray,
     right, t_l, t_r = _track_edges(track)
     n_full = np.clip(n_full, np.minimum(-t_l + keep, 0.0), np.maximum(t_r - keep, 0.0))
     pts = track.centerline + right * n_full[:, None]
+    # the centerline's normals carry the image's pixel noise, times the offset: smooth the points
+    # (by ~0.1-0.2 m, inside the margin) or the speed profile brakes for curvature noise no kart feels
+    pts = ndimage.gaussian_filter1d(pts, LINE_SMOOTH_M / sp, axis=0, mode="wrap")
     xy, cs = _resample(pts, spacing_m, track.s)
     _, off = _resample(pts, spacing_m, n_full)
     # keep centerline station monotonic across the wrap
@@ -882,7 +928,7 @@ def plot_racing_line(track, line: RacingLine, path, corner_list: list[Corner] | 
     for c in corner_list or []:
         ax.annotate(str(c.index), c.apex_xy, color="white", fontsize=9, ha="center", va="center",
                     bbox=dict(boxstyle="circle,pad=0.2", fc="black", alpha=0.6))
-    ax.set_title(f"{track.name}: racing line, reference lap {line.lap_time:.2f} s")
+    ax.set_title(f"{track.name}: {line.method} line, lap {line.lap_time:.2f} s")
     ax.set_xlabel("x (m)")
     ax.set_ylabel("y (m)")
     fig.tight_layout()

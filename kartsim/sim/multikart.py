@@ -1,6 +1,6 @@
 """Multi-kart racing: N karts on one track in one simulation, a grid start, race positions and gaps.
 
-:class:`GridRace` is a :class:`~kartsim.race.Race` whose karts share one track and one collision world
+:class:`GridRace` is a :class:`~kartsim.sim.race.Race` whose karts share one track and one collision world
 (kart-to-kart contacts in the physics), start from a staggered grid behind the start/finish line,
 and are ranked every step:
 
@@ -10,23 +10,23 @@ and are ranked every step:
   the lap, the time since the kart ahead passed that same point (distance markers every 2 m);
 * a kart **finishes** after ``rules.laps`` laps; heavy damage can retire it (``rules.max_damage``).
 
-:class:`Opponents` drives some karts of a race with the AI driver or a frozen trained model.
+The karts nobody controls are driven by :class:`kartsim.drivers.opponents.Opponents`.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
 from kartsim.errors import ConfigError
-from kartsim.physics import WEATHER, KartConfig
-from kartsim.race import Race, RaceConfig, RewardConfig
-from kartsim.track import TrackStack
+from kartsim.sim.config import WEATHER, KartConfig, RaceConfig, RewardConfig
+from kartsim.sim.race import Race
+from kartsim.sim.track import TrackStack
 
-__all__ = ["RaceRules", "GridRace", "Opponents", "WEATHER_CHOICES"]
+__all__ = ["RaceRules", "GridRace", "WEATHER_CHOICES"]
 
 WEATHER_CHOICES = ("dry", "damp", "wet", "random")
 MARK_SPACING_M = 2.0
@@ -304,80 +304,3 @@ class GridRace(Race):
         if exclude_out:
             o[self.retired | ~self.in_race | (st.world >= 10 ** 6), 3] = -1e6
         return o
-
-
-@dataclass
-class Opponents:
-    """Drives karts ``idx`` of a race: ``kind`` "ai" (the AI driver at ``level``) or a frozen model zip."""
-
-    race: GridRace
-    idx: np.ndarray
-    kind: str = "ai"
-    level: str | list = "medium"
-    model_path: str | None = None
-    rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(0))
-    observer: Any = None
-
-    def __post_init__(self) -> None:
-        from kartsim.ai_driver import AIDriver
-
-        self.idx = np.asarray(self.idx, np.int64)
-        n = self.race.n
-        if self.kind == "ai":
-            levels = self.level if isinstance(self.level, (list, tuple)) else [self.level] * len(self.idx)
-            if len(levels) != len(self.idx):
-                raise ConfigError(f"{len(levels)} AI levels for {len(self.idx)} opponents")
-            per_kart = ["hard"] * n
-            for k, lv in zip(self.idx, levels):
-                per_kart[k] = lv
-            self.ai = AIDriver(self.race.stack, self.race.kart_cfg, per_kart, n_karts=n,
-                               decision_dt=self.race.step_dt, rng=self.rng)
-            self.model = None
-        elif self.kind == "model":
-            if not self.model_path:
-                raise ConfigError("a model opponent needs a model .zip path")
-            from kartsim.rl.play import load_driver
-
-            driver = load_driver(self.model_path, evaluation=True)
-            self.model = driver.model
-            self.model_vision = bool(driver.env_config.vision)
-            self.ai = None
-        else:
-            raise ConfigError(f"opponents must be 'ai' or 'model', got {self.kind!r}")
-
-    rescue_after_s: float = 4.0
-    """An AI kart without progress or on the grass for this long (or whose own episode would have
-    ended: wrong way, stuck, off the track) is put back on the track (None: never)."""
-
-    def reset(self) -> None:
-        if self.ai is not None:
-            self.ai.reset()
-
-    def _rescue_stuck(self) -> None:
-        r = self.race
-        if self.rescue_after_s is None:
-            return
-        lost = (r.since_progress[self.idx] >= self.rescue_after_s) | (r.grass_time[self.idx] >= self.rescue_after_s) \
-            | r.terminated[self.idx]
-        stuck = self.idx[lost & ~r.finished[self.idx] & ~r.retired[self.idx]]
-        for i in stuck:
-            if r.rescue(int(i)) and self.ai is not None:
-                self.ai.reset([int(i)])
-
-    def act(self, obs=None) -> np.ndarray:
-        """(len(idx), 2) actions; ``obs``: the observations of all karts (model opponents)."""
-        r = self.race
-        if self.ai is not None:
-            self._rescue_stuck()
-            a = self.ai.act(r.state, active=self.idx, world=r.state.world)[self.idx]
-        else:
-            if obs is None:
-                raise ConfigError("model opponents need the karts' observations")
-            if isinstance(obs, dict):
-                o = {k: v[self.idx] for k, v in obs.items()}
-            else:
-                o = obs[self.idx]
-            a, _ = self.model.predict(o, deterministic=True)
-            a = np.asarray(a, np.float64).reshape(len(self.idx), 2)
-        a[r.retired[self.idx]] = (0.0, -1.0)  # retired: stop (finished karts drive on)
-        return a

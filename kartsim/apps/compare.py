@@ -2,7 +2,7 @@
 
 Each driver is a telemetry CSV (the schema of :mod:`kartsim.telemetry`: training logs, ``kartsim
 drive`` laps, ``kartsim play`` ...), a trained model ``.zip`` (driven for a few laps first) or
-``ai:<level>`` (the AI driver, see :mod:`kartsim.ai_driver`). From each driver the fastest complete
+``ai:<level>`` (the AI driver, see :mod:`kartsim.drivers.ai_driver`). From each driver the fastest complete
 lap is compared:
 
 * ``speed.png``: speed against distance along the lap (centerline metres from the line);
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import html
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,86 +27,9 @@ import numpy as np
 
 from kartsim.errors import ConfigError
 from kartsim.telemetry import TelemetryWriter, read_telemetry
+from kartsim.telemetry.laps import COLORS, Lap, best_lap, extract_laps, sector_times, time_at
 
-__all__ = ["Lap", "extract_laps", "best_lap", "compare", "record_ai_laps", "CompareResult"]
-
-COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf")
-
-
-@dataclass
-class Lap:
-    """One complete lap of a telemetry log (rows from the line to the line)."""
-
-    driver: str
-    episode: int
-    number: int
-    """1-based lap number within its episode."""
-    time: float
-    """Lap time (s), as the race counted it."""
-    distance: np.ndarray
-    """Centerline metres from the start/finish line (0 .. track length)."""
-    elapsed: np.ndarray
-    """Seconds since the lap started at each row."""
-    data: Any = field(repr=False, default=None)
-    """The lap's rows (a pandas DataFrame)."""
-
-
-def extract_laps(df, driver: str = "driver", track_length: float | None = None) -> list[Lap]:
-    """All complete laps of a telemetry DataFrame.
-
-    A lap's rows are those of ``lap == L - 1`` with a running lap clock (``lap_time > 0``) up to the
-    row where ``lap`` becomes ``L``; its time is the lap clock of the last row before that (exactly
-    the time the race counted).
-    """
-    laps: list[Lap] = []
-    if "lap" not in df.columns or "lap_time" not in df.columns or "progress" not in df.columns:
-        raise ConfigError(f"{driver}: the telemetry has no lap/lap_time/progress columns; is it a kartsim telemetry log?")
-    for ep, g in df.groupby("episode", sort=True):
-        g = g.reset_index(drop=True)
-        lap = g["lap"].to_numpy(dtype=float)
-        lt = g["lap_time"].to_numpy(dtype=float)
-        t = g["time_s"].to_numpy(dtype=float)
-        changes = np.nonzero(np.diff(lap) == 1)[0] + 1  # first row of each new lap count
-        for r in changes:
-            prev = int(lap[r - 1])
-            rows = np.nonzero((lap == prev) & (lt > 0))[0]
-            rows = rows[rows < r]
-            if len(rows) < 3:
-                continue
-            # the rows of this lap only: after the last reset of the lap clock before r
-            resets = np.nonzero(np.diff(lt[rows]) < 0)[0]
-            if len(resets):
-                rows = rows[resets[-1] + 1:]
-            lap_time = float(lt[r - 1])  # the race's lap clock when it crossed the line
-            sub = g.iloc[rows]
-            elapsed = sub["lap_time"].to_numpy(dtype=float)
-            dist = sub["progress"].to_numpy(dtype=float).copy()
-            length = track_length or float(np.nanmax(g["progress"]))
-            # rows just after the line can still read "end of the lap": unwrap them
-            head = np.arange(len(dist)) < len(dist) // 4
-            dist[head & (dist > 0.5 * length)] -= length
-            laps.append(Lap(driver, int(ep), prev + 1, lap_time, dist, elapsed, sub))
-    return laps
-
-
-def best_lap(laps: list[Lap]) -> Lap | None:
-    return min(laps, key=lambda lap: lap.time) if laps else None
-
-
-def _time_at(lap: Lap, d: np.ndarray) -> np.ndarray:
-    """Lap time elapsed when the driver reached distance d (monotone envelope of the distance)."""
-    dist = np.maximum.accumulate(lap.distance)
-    el = lap.elapsed
-    keep = np.concatenate([[True], np.diff(dist) > 1e-6])
-    return np.interp(d, dist[keep], el[keep])
-
-
-def sector_times(lap: Lap, length: float, n: int = 3) -> list[float]:
-    bounds = np.linspace(0.0, length, n + 1)
-    t = _time_at(lap, bounds[1:-1])
-    marks = np.concatenate([[0.0], t, [lap.time]])
-    return [float(v) for v in np.diff(marks)]
-
+__all__ = ["compare", "record_ai_laps", "CompareResult"]
 
 @dataclass
 class CompareResult:
@@ -132,7 +55,7 @@ class CompareResult:
 def _load_track(track):
     if track is None:
         return None
-    from kartsim.track import Track
+    from kartsim.sim.track import Track
 
     return track if hasattr(track, "centerline") else Track.load(track)
 
@@ -140,10 +63,9 @@ def _load_track(track):
 def record_ai_laps(path: str | Path, track="circuit.png", level: str = "hard", laps: int = 3, seed: int = 0,
                    weather: str = "dry") -> Path:
     """Drive the AI for ``laps`` laps from the start line and write its telemetry CSV."""
-    from kartsim.ai_driver import AIDriver
+    from kartsim.drivers.ai_driver import AIDriver
     from kartsim.envs import KartEnv
-    from kartsim.physics import WEATHER
-    from kartsim.race import RaceConfig
+    from kartsim.sim.config import WEATHER, RaceConfig
 
     env = KartEnv(track=track if isinstance(track, str) else str(track.path),
                   race=RaceConfig(random_start=False, max_episode_steps=100000, stuck_time_s=30.0))
@@ -244,7 +166,7 @@ def compare(drivers: list[str], out_dir: str | Path = "compare_report", track=No
         length = float(max(np.nanmax(lap.distance) for lap in picked))
     ref_time = None
     if track_obj is not None:
-        from kartsim.racing_line import reference_lap_time
+        from kartsim.drivers.racing_line import reference_lap_time
 
         ref_time = reference_lap_time(track_obj)
     figures = _figures(picked, out, length, track_obj)
@@ -341,10 +263,10 @@ def _figures(laps: list[Lap], out: Path, length: float, track) -> list[Path]:
     save(fig, "lines.png")
 
     d = np.linspace(0.0, length, 600)
-    base = _time_at(laps[0], d)
+    base = time_at(laps[0], d)
     fig, ax = plt.subplots(figsize=(10, 3.2))
     for k, lap in enumerate(laps):
-        ax.plot(d, _time_at(lap, d) - base, color=COLORS[k % len(COLORS)], lw=1.2, label=lap.driver)
+        ax.plot(d, time_at(lap, d) - base, color=COLORS[k % len(COLORS)], lw=1.2, label=lap.driver)
     for b in np.linspace(0.0, length, 4)[1:-1]:
         ax.axvline(b, color="k", lw=0.5, ls="--")
     ax.set_xlabel("distance along the lap (m)")

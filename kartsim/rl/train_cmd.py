@@ -1,7 +1,9 @@
 """``kartsim train``: train a PPO driver (rays/MLP by default, ``--vision`` for camera + telemetry).
 
 ``python train_ppo.py ...`` and ``python train_ppo_vision.py ...`` are this command with the
-policy kind fixed. Every flag maps to one `kartsim.rl.train.TrainConfig` field.
+policy kind fixed. Every flag maps to one `kartsim.rl.train.TrainConfig` field. The command lives
+beside the trainer because the jobs package checks and runs the same flags (``kartsim jobs submit``);
+:mod:`kartsim.cli` registers it with the other sub-commands.
 """
 
 from __future__ import annotations
