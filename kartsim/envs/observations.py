@@ -121,9 +121,10 @@ class Observer:
             high = np.array([1.0] * n_rays + [RICH_LIMIT] * len(RICH_FIELDS), dtype=np.float32)
             self.observation_space = spaces.Box(low, high, dtype=np.float32)
         else:
-            self.rays = np.zeros((n, 10), dtype=np.float32)
-            low = np.array([0.0] * 8 + [-1.0, -1.0], dtype=np.float32)
-            high = np.array([1.0] * 8 + [2.0, 1.0], dtype=np.float32)
+            r = len(self.ray_angles)  # one distance per angle, then forward speed and heading error
+            self.rays = np.zeros((n, r + 2), dtype=np.float32)
+            low = np.array([0.0] * r + [-1.0, -1.0], dtype=np.float32)
+            high = np.array([1.0] * r + [2.0, 1.0], dtype=np.float32)
             self.observation_space = spaces.Box(low, high, dtype=np.float32)
 
     def reset(self, idx: np.ndarray, rngs: list[np.random.Generator]) -> None:
@@ -151,7 +152,7 @@ class Observer:
             if self.rich:
                 self._rich_values(obs[:, n_rays:], sel, tid, heading_error)
             else:
-                obs[:, 9] = heading_error / np.pi
+                obs[:, n_rays + 1] = heading_error / np.pi
             if self.cfg.sensor_noise > 0:
                 obs += self.cfg.sensor_noise * _counter_normal(keys, counters, obs.shape[1])
             self.rays[sel] = np.clip(obs, self.observation_space.low, self.observation_space.high)

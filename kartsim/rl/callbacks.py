@@ -310,12 +310,18 @@ class LapEvalCallback(BaseCallback):
         self._envs: list[Any] = []
         self._started = 0.0
 
-    def _on_training_start(self) -> None:
+    def prepare(self) -> None:
+        """Build the evaluation envs and work out the reference laps (once). `kartsim train` calls it
+        before training starts, so that a Ctrl-C during a reference solve is not inside SB3's learn."""
         from kartsim.envs import KartEnv
 
+        if not self._envs:
+            self._envs = [KartEnv(self.env_config.replace(track=t)) for t in self.tracks]
+            self.refs = [_reference(env) for env in self._envs]
+
+    def _on_training_start(self) -> None:
+        self.prepare()
         self._next = (self.num_timesteps // self.every + 1) * self.every
-        self._envs = [KartEnv(self.env_config.replace(track=t)) for t in self.tracks]
-        self.refs = [_reference(env) for env in self._envs]
         self._started = time.perf_counter()  # training time starts after the references are worked out
 
     def _on_step(self) -> bool:

@@ -42,13 +42,15 @@ MODE_DEFAULTS: dict[bool, dict[str, Any]] = {
     # deterministic lap at 98k-393k steps (median 131k) at 7-10k steps/s on 2 busy cores, against
     # 850k steps at 460 steps/s with 8 envs x 512 steps, batch 256, 10 epochs, lr 3e-4, log std 0.
     False: {"vector_envs": 64, "learning_rate": 1e-3, "n_steps": 128, "batch_size": 2048, "n_epochs": 5,
-            "log_std_init": -0.5},
+            "log_std_init": -0.5, "demos_mode": "dagger"},
     # vision (CNN): the same shape as rays (many karts, large batches: the CNN's throughput on a CPU
     # grows with the batch). Epochs chosen by wall-clock time to the first deterministic lap on
     # circuit.png (3 seeds each, benchmarks/RESULTS.md): 4 epochs 139-429 s (median 271), 3 epochs
     # 71-178 s (median 106), 2 epochs 156-203 s (median 156).
+    # Demonstrations: DAgger made the vision student worse (the states it reaches are ones a camera
+    # policy cannot yet recover from; benchmarks/RESULTS.md), so vision clones the AI's laps only.
     True: {"vector_envs": 16, "learning_rate": 3e-4, "n_steps": 128, "batch_size": 512, "n_epochs": 3,
-           "log_std_init": -0.5},
+           "log_std_init": -0.5, "demos_mode": "bc"},
 }
 
 
@@ -173,15 +175,16 @@ class TrainConfig:
     (the AI drives in this run's env, recorded with the policy's own observations), a telemetry CSV
     (``kartsim drive``) or a folder of CSV / ``kartsim demos record`` files, a demos ``.npz``, or a
     model zip to distil (`kartsim.rl.demos`)."""
-    demos_mode: str = "dagger"
-    """``bc``: clone the demonstrations; ``dagger`` (default where the source has a teacher: ``ai:``,
-    a model, an npz recorded from ``ai:``): then ``dagger_rounds`` rounds in which the policy drives
-    and the teacher labels the states it visits. Recorded driving (human laps) falls back to bc."""
+    demos_mode: str | None = None
+    """``bc``: clone the demonstrations; ``dagger``: then ``dagger_rounds`` rounds in which the policy
+    drives and the teacher (``ai:``, a model, an npz recorded from ``ai:``) labels the states it
+    visits. None: dagger for rays, bc for vision (measured, benchmarks/RESULTS.md); recorded driving
+    (human laps) has no teacher and falls back to bc."""
     demos_laps: int = 20
     """Laps the teacher drives when ``demos`` is ``ai:LEVEL`` or a model zip."""
-    bc_epochs: int = 30
+    bc_epochs: int = 10
     """Behaviour cloning passes over the demonstrations (and over the aggregate in each DAgger round)."""
-    dagger_rounds: int = 3
+    dagger_rounds: int = 2
     """DAgger rounds (``demos_mode`` dagger)."""
     dagger_steps: int = 8000
     """States the policy visits (all karts together) in each DAgger round."""
@@ -324,11 +327,37 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def validate(cfg: TrainConfig) -> None:  # noqa: C901 (over the limit: to split (issue 12))
+def validate(cfg: TrainConfig) -> None:
     """Raise ConfigError (one line naming the flag) for any value that cannot work. `cfg` is resolved."""
     from kartsim.validation import check_config
 
     check_config(cfg, flags=True)  # types, NaN / inf
+    _validate_run(cfg)
+    _validate_ppo(cfg)
+    _validate_model_and_logs(cfg)
+    _validate_evaluation(cfg)
+
+
+def _validate_evaluation(cfg: TrainConfig) -> None:
+    """The periodic evaluation and the generated track pool."""
+    if cfg.eval_freq < 0:
+        raise ConfigError(f"--eval-freq must be >= 0 (0 = no evaluation), not {cfg.eval_freq}")
+    if cfg.eval_episodes < 1:
+        raise ConfigError(f"--eval-episodes must be >= 1, not {cfg.eval_episodes}")
+    if cfg.stop_at_ratio is not None:
+        if not 0 < cfg.stop_at_ratio < 10:
+            raise ConfigError(f"--stop-at-ratio must be a ratio to the reference lap such as 1.10, not {cfg.stop_at_ratio}")
+        if cfg.eval_freq == 0:
+            raise ConfigError("--stop-at-ratio needs the evaluation; drop --eval-freq 0")
+    if cfg.track_pool is not None:
+        if "random" not in cfg.track:
+            raise ConfigError("--track-pool only applies to --track-name random; add 'random' to --track-name")
+        if not 1 <= cfg.track_pool <= 10_000:
+            raise ConfigError(f"--track-pool must be between 1 and 10000 tracks, not {cfg.track_pool}")
+
+
+def _validate_run(cfg: TrainConfig) -> None:
+    """Length, name and the vector envs."""
     if cfg.timesteps is None or cfg.timesteps <= 0:
         raise ConfigError(f"--timesteps must be a positive number of env steps, not {cfg.timesteps}")
     if not _NAME_RE.match(cfg.save_name or ""):
@@ -353,6 +382,10 @@ def validate(cfg: TrainConfig) -> None:  # noqa: C901 (over the limit: to split 
         raise ConfigError("--observation rich is a rays observation; vision agents see the camera and telemetry")
     if cfg.lr_schedule not in ("constant", "linear"):
         raise ConfigError(f"--lr-schedule must be constant or linear, not {cfg.lr_schedule!r}")
+
+
+def _validate_ppo(cfg: TrainConfig) -> None:
+    """The PPO hyper-parameters (and the pre-training options)."""
     if not 0 < cfg.learning_rate < 1:
         raise ConfigError(f"--learning-rate must be in (0, 1), not {cfg.learning_rate}")
     if cfg.n_steps < 1:
@@ -385,6 +418,10 @@ def validate(cfg: TrainConfig) -> None:  # noqa: C901 (over the limit: to split 
         raise ConfigError(f"clip_range must be > 0, not {cfg.clip_range}")
     if cfg.ent_coef < 0:
         raise ConfigError(f"ent_coef must be >= 0, not {cfg.ent_coef}")
+
+
+def _validate_model_and_logs(cfg: TrainConfig) -> None:
+    """Precision, threads, the policy and camera shape, checkpoints, telemetry, seed, tracks, device."""
     if cfg.precision not in ("auto", "bf16", "fp32"):
         raise ConfigError(f"--precision must be auto, bf16 or fp32, not {cfg.precision!r}")
     if cfg.precision != "auto" and not cfg.vision:
@@ -397,20 +434,6 @@ def validate(cfg: TrainConfig) -> None:  # noqa: C901 (over the limit: to split 
         raise ConfigError(f"--image-size {cfg.image_size} is too small for the CNN (8x8/4, 4x4/2, 3x3/1); use >= 36")
     if cfg.checkpoint_freq < 0:
         raise ConfigError(f"--checkpoint-freq must be >= 0 (0 = no checkpoints), not {cfg.checkpoint_freq}")
-    if cfg.eval_freq < 0:
-        raise ConfigError(f"--eval-freq must be >= 0 (0 = no evaluation), not {cfg.eval_freq}")
-    if cfg.eval_episodes < 1:
-        raise ConfigError(f"--eval-episodes must be >= 1, not {cfg.eval_episodes}")
-    if cfg.stop_at_ratio is not None:
-        if not 0 < cfg.stop_at_ratio < 10:
-            raise ConfigError(f"--stop-at-ratio must be a ratio to the reference lap such as 1.10, not {cfg.stop_at_ratio}")
-        if cfg.eval_freq == 0:
-            raise ConfigError("--stop-at-ratio needs the evaluation; drop --eval-freq 0")
-    if cfg.track_pool is not None:
-        if "random" not in cfg.track:
-            raise ConfigError("--track-pool only applies to --track-name random; add 'random' to --track-name")
-        if not 1 <= cfg.track_pool <= 10_000:
-            raise ConfigError(f"--track-pool must be between 1 and 10000 tracks, not {cfg.track_pool}")
     if cfg.telemetry_every < 0:
         raise ConfigError(f"--telemetry-every must be >= 0 (0 = off), not {cfg.telemetry_every}")
     if not 1 <= cfg.telemetry_envs <= cfg.vector_envs:
@@ -560,7 +583,9 @@ def _merge_resume(cfg: TrainConfig, given: set[str], payload: dict[str, Any] | N
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     base = TrainConfig.from_dict({k: v for k, v in saved_train.items() if k in names})
     # Flags that change the network or the observations cannot change on resume.
-    started_from = sorted(given & {"demos", "init_from"})
+    # A resumed run has its weights already; the same --demos / --init-from as the checkpoint's (a job's
+    # command line on `jobs resume`) is that run continuing, a different one is a mistake.
+    started_from = sorted(k for k in given & {"demos", "init_from"} if getattr(cfg, k) != saved_train.get(k))
     if started_from:
         flag = "--" + started_from[0].replace("_", "-")
         raise ConfigError(f"{flag} starts a new run; {path} already has its weights (drop {flag}, or leave out --resume)")
@@ -875,10 +900,12 @@ def _evaluator(cfg: TrainConfig, env_cfg: Any, run: _Run, save: Callable[..., Pa
     def report(row: dict[str, Any]) -> None:
         echo(f"  evaluation at {row['steps']:,} steps ({row['wall_s']:.0f} s): {describe_eval(row)}")
 
-    return LapEvalCallback(env_cfg, cfg.eval_freq, tracks=eval_tracks_for(cfg, env_cfg), episodes=cfg.eval_episodes,
-                           max_laps=EVAL_LAPS, evaluate_final=True,
-                           stop_at_ratio=cfg.stop_at_ratio, save_best=save_best, best_row=best_row,
-                           report=None if cfg.progress_bar else report)
+    evaluator = LapEvalCallback(env_cfg, cfg.eval_freq, tracks=eval_tracks_for(cfg, env_cfg), episodes=cfg.eval_episodes,
+                                max_laps=EVAL_LAPS, evaluate_final=True,
+                                stop_at_ratio=cfg.stop_at_ratio, save_best=save_best, best_row=best_row,
+                                report=None if cfg.progress_bar else report)
+    evaluator.prepare()
+    return evaluator
 
 
 def _report_evaluation(evaluator: Any, run: _Run, result: "TrainResult", echo: Callable[[str], None]) -> None:
