@@ -68,6 +68,24 @@ def test_speed_profile_is_grip_and_power_limited(circuit, method):
     assert line.time[0] == 0 and np.all(np.diff(line.time) > 0)
 
 
+def test_brake_scale_brakes_earlier_into_a_hairpin():
+    """The AI's profile (``brake_scale`` < 1): from a straight into an 8 m hairpin it starts braking
+    earlier, never brakes harder than its share of the straight-line brake, and keeps the corner
+    speed; on the circuit, where the g-g diagram (not the brake) limits every braking zone, the line
+    and its lap are the same."""
+    lim = kart_limits()
+    seg = np.full(400, 0.5)
+    curv = np.r_[np.zeros(300), np.full(100, 1 / 8.0)]
+    full = speed_profile(seg, curv, lim, closed=False, v_start=lim.top_speed)
+    soft = speed_profile(seg, curv, lim.scaled(1.0, brake=0.9), closed=False, v_start=lim.top_speed)
+    assert np.all(soft <= full + 1e-9)
+    assert soft[300:].min() == pytest.approx(full[300:].min())
+    decel = (soft[:-1] ** 2 - soft[1:] ** 2) / (2 * seg[:-1])
+    assert np.all(decel <= 0.9 * lim.brk(soft[:-1]) + 1e-6)
+    assert np.argmax(soft < soft[0] - 0.1) < np.argmax(full < full[0] - 0.1)
+    c = Track.load("circuit")
+    assert racing_line(c, brake_scale=0.9).lap_time == pytest.approx(racing_line(c).lap_time, rel=1e-3)
+
 def test_straight_speed_profile_matches_the_physics():
     # an open path: accelerate from 0 on a straight; the profile is the kart's drive curve
     lim = kart_limits()

@@ -9,7 +9,8 @@ loop (an action is held for ``decision_dt`` seconds, 0.1 s by default like the e
 * **Steering**: pure pursuit of a point on the racing line ``2 m + 0.3 s x speed`` ahead of the
   position predicted half a decision ahead, with the kart's understeer added near the limit (a
   yaw-rate feedback at 10 decisions a second oscillates, so there is none).
-* **Speed**: the racing line's minimum-time profile (computed with the level's share of the grip),
+* **Speed**: the racing line's minimum-time profile (computed with the level's share of the grip
+  and 90 % of its braking),
   previewed one decision ahead; throttle and brake from the acceleration needed to reach it, with
   a proportional correction (feed-forward of drag, cornering drag and the brake's deceleration).
 * **Traffic**: a kart ahead on the same track (and in the same collision world) within a speed
@@ -49,6 +50,11 @@ class AILevel:
     """Standard deviation of the throttle error."""
     margin_m: float
     """Racing line clearance from the road edges beyond half the kart's width (m)."""
+    brake: float = 0.9
+    """Share of the level's braking used for the speed profile: braking a little earlier than the
+    limit leaves grip to turn in, so a brake point missed by part of a 0.1 s decision does not make
+    the rear step out entering a tight hairpin (at 1.0 the hard AI lost up to 1.9 % of a lap at an
+    8 m hairpin on gen-technical-s3-w7.5, at 0.9 none; benchmarks/RESULTS.md)."""
 
 
 AI_LEVELS = {
@@ -113,7 +119,8 @@ class AIDriver:
         key = (t, level.name, round(float(weather_grip), 3))
         if key not in self._lines:
             self._lines[key] = racing_line(self.tracks[t], self.cfg, margin_m=level.margin_m,
-                                           grip_scale=level.grip * self.grip_scale * float(weather_grip))
+                                           grip_scale=level.grip * self.grip_scale * float(weather_grip),
+                                           brake_scale=level.brake)
         return self._lines[key]
 
     def reset(self, idx=None) -> None:

@@ -727,15 +727,17 @@ STATION_M = 2.0
 
 def racing_line(track, cfg: KartConfig | None = None, *, line: str = "min-time",
                 margin_m: float = REFERENCE_MARGIN_M, spacing_m: float = 0.5,
-                grip_scale: float = 1.0) -> RacingLine:
+                grip_scale: float = 1.0, brake_scale: float = 1.0) -> RacingLine:
     """The racing line of ``track`` for the kart ``cfg`` and its minimum-time speed profile.
 
     ``line``: one of :data:`LINE_METHODS`. The minimum-time geometry is solved once per track and kart
     (at full grip and the reference margin; cached on disk, see :func:`line_cache_dir`); other
     margins keep it inside their own bounds and other grips get their own speed profile on it. Where
     the minimum-curvature line is faster (never on the bundled tracks), that one is returned.
-    ``margin_m``: extra clearance beyond half the kart's width from each road edge. Cached per
-    (track, config, line, margin, spacing, grip) in memory.
+    ``margin_m``: extra clearance beyond half the kart's width from each road edge. ``grip_scale``
+    scales the tyre-limited figures (lateral and braking) of the speed profile; ``brake_scale``
+    scales the braking further (a driver that brakes a little earlier than the limit). Cached per
+    (track, config, line, margin, spacing, grip, brake) in memory.
     """
     if line not in LINE_METHODS:
         raise ConfigError(f"unknown racing line {line!r}; choose one of {', '.join(LINE_METHODS)}")
@@ -743,13 +745,13 @@ def racing_line(track, cfg: KartConfig | None = None, *, line: str = "min-time",
         raise ConfigError(f"racing line margin must be >= 0 m, got {margin_m}")
     cfg = cfg or KartConfig()
     key = (id(track), track.name, float(track.length), _cfg_key(cfg), line, float(margin_m),
-           float(spacing_m), float(grip_scale))
+           float(spacing_m), float(grip_scale), float(brake_scale))
     hit = _LINE_CACHE.get(key)
     if hit is not None and hit[0] is track:
         return hit[1]
     limits = kart_limits(cfg)
-    if grip_scale != 1.0:
-        limits = limits.scaled(grip_scale)
+    if grip_scale != 1.0 or brake_scale != 1.0:
+        limits = limits.scaled(grip_scale, brake=grip_scale * brake_scale)
     keep = 0.5 * cfg.width_m + margin_m
     idx, n, lo, hi = optimise_offsets(track, margin_m, 0.5 * cfg.width_m, STATION_M)
     result = line_from_offsets(track, limits, idx, n, lo, hi, keep, spacing_m)
