@@ -10,7 +10,7 @@ loop (an action is held for ``decision_dt`` seconds, 0.1 s by default like the e
   position predicted half a decision ahead, with the kart's understeer added near the limit (a
   yaw-rate feedback at 10 decisions a second oscillates, so there is none).
 * **Speed**: the racing line's minimum-time profile (computed with the level's share of the grip
-  and 90 % of its braking),
+  and 80 % of its braking),
   previewed one decision ahead; throttle and brake from the acceleration needed to reach it, with
   a proportional correction (feed-forward of drag, cornering drag and the brake's deceleration).
 * **Traffic**: a kart ahead on the same track (and in the same collision world) within a speed
@@ -50,17 +50,18 @@ class AILevel:
     """Standard deviation of the throttle error."""
     margin_m: float
     """Racing line clearance from the road edges beyond half the kart's width (m)."""
-    brake: float = 0.9
-    """Share of the level's braking used for the speed profile: braking a little earlier than the
-    limit leaves grip to turn in, so a brake point missed by part of a 0.1 s decision does not make
-    the rear step out entering a tight hairpin (at 1.0 the hard AI lost up to 1.9 % of a lap at an
-    8 m hairpin on gen-technical-s3-w7.5, at 0.9 none; benchmarks/RESULTS.md)."""
+    brake: float = 0.8
+    """Share of the level's braking (straight-line and in the g-g diagram) used for the speed
+    profile: braking earlier than the limit leaves the rear tyres grip to turn in, so braking into a
+    bend at 10 decisions a second does not make the rear step out (at 1.0 the hard AI lost up to
+    1.9 % of a lap at an 8 m hairpin on gen-technical-s3-w7.5, and 1.8 % trail-braking into fast
+    bends on gen-circuit-s2-w8 at 0.9; at 0.8 about 1 %; benchmarks/RESULTS.md)."""
 
 
 AI_LEVELS = {
     "easy": AILevel("easy", grip=0.72, speed=0.88, steer_noise=0.06, throttle_noise=0.15, margin_m=0.8),
     "medium": AILevel("medium", grip=0.86, speed=0.95, steer_noise=0.03, throttle_noise=0.08, margin_m=0.55),
-    "hard": AILevel("hard", grip=1.0, speed=1.0, steer_noise=0.0, throttle_noise=0.0, margin_m=0.35),
+    "hard": AILevel("hard", grip=1.0, speed=1.0, steer_noise=0.0, throttle_noise=0.0, margin_m=0.05),
 }
 
 
