@@ -128,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--set", type=_kv, action="append", default=[], metavar="FIELD=VALUE", help="TrainConfig field")
     p.add_argument("--json", metavar="FILE")
+    p.add_argument("--keep", metavar="DIR", help="keep the runs and models in DIR (e.g. for a later --init-from)")
     args = p.parse_args(argv)
     variants = args.variants or (["scratch", "init"] if args.init_from else ["scratch", "demos"])
 
@@ -135,11 +136,12 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"kartsim demos benchmark: {platform.platform()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
           f"load average {os.getloadavg()[0]:.1f}", flush=True)
-    runs_dir = Path(tempfile.mkdtemp(prefix="kartsim-demos-bench-"))
+    runs_dir = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="kartsim-demos-bench-"))
     try:
         runs = [run_variant(args, v, seed, runs_dir) for seed in args.seeds for v in variants]
     finally:
-        shutil.rmtree(runs_dir, ignore_errors=True)
+        if not args.keep:
+            shutil.rmtree(runs_dir, ignore_errors=True)
     print("\nvariant  seed  laps@0  lap@0   first lap (steps, s)   <=1.10x ref (steps, s)   <=1.05x ref (steps, s)")
     for r in runs:
         cells = [f"{r[f'{n}_steps']}, {r[f'{n}_wall_s']}" for n, _ in TARGETS]

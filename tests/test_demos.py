@@ -66,7 +66,7 @@ def _save(model, cfg: EnvConfig, path: Path, **train) -> Path:
 def test_ai_recording_rebuilds_exactly_from_the_kart_states(vision):
     cfg = EnvConfig(track="oval.png", vision=vision, sensor_noise=0.0, image_size=40)
     demos, _ = D.record(cfg, "ai:hard", laps=2, n_karts=3, seed=0)
-    assert demos.meta["laps"] >= 2 and all(19 < t < 23 for t in demos.meta["lap_times"])
+    assert demos.meta["laps"] >= 2 and all(15 < t < 25 for t in demos.meta["lap_times"])  # oval: ~18-20 s
     assert len(demos) == len(demos.states) == len(demos.episode)
     assert np.all(np.diff(demos.episode) >= 0)  # each drive contiguous
     rebuilt = D.observe_states(cfg, demos.states, demos.episode)
@@ -98,7 +98,7 @@ def test_demos_record_and_info_cli(tmp_path, capsys):
     from kartsim.telemetry import TELEMETRY_COLUMNS
 
     df = pd.read_csv(csv)
-    assert tuple(df.columns) == TELEMETRY_COLUMNS and len(df) == len(np.load(npz)["actions"])
+    assert tuple(df.columns) == TELEMETRY_COLUMNS and len(df) >= len(np.load(npz)["actions"])
     capsys.readouterr()
     assert main(["demos", "info", str(out)]) == 0
     text = capsys.readouterr().out
@@ -141,7 +141,7 @@ def test_human_laps_csv_trains_and_bc_reproduces_the_recorded_actions(tmp_path, 
     assert main(["train", "--demos", str(human_csv), "--track-name", "oval.png", "--timesteps", "128",
                  "--vector-envs", "4", "--n-steps", "32", "--batch-size", "64", "--learning-rate", "1e-9",
                  "--bc-epochs", "15", "--runs-dir", str(runs), "--models-dir", str(models), "--no-progress",
-                 "--seed", "0", "--device", "cpu", "--checkpoint-freq", "0"]) == 0
+                 "--seed", "0", "--device", "cpu", "--checkpoint-freq", "0", "--telemetry-every", "0"]) == 0
     out = capsys.readouterr().out
     assert "has no teacher" in out and "behaviour cloning" in out  # dagger default falls back to bc
     model_path = models / "kart_rays_final.zip"
@@ -155,7 +155,8 @@ def test_human_laps_csv_trains_and_bc_reproduces_the_recorded_actions(tmp_path, 
     # keyboard's throttle is on/off with ramps; an untrained policy is off by ~0.7).
     assert steer <= 0.08 and throttle <= 0.35, (steer, throttle)
     assert main(["train", "--demos", str(human_csv), "--demos-mode", "dagger", "--track-name", "oval.png",
-                 "--runs-dir", str(runs), "--models-dir", str(models), "--save-name", "d", "--device", "cpu"]) == 2
+                 "--runs-dir", str(runs), "--models-dir", str(models), "--save-name", "d", "--device", "cpu",
+                 "--telemetry-every", "0"]) == 2
     assert "--demos-mode dagger needs a teacher" in capsys.readouterr().err
 
 
@@ -181,7 +182,7 @@ def test_csv_errors_name_the_problem(tmp_path, human_csv):
     (["--demos", "ai:hard", "--resume", "nothing.zip"], "model file not found"),
 ])
 def test_train_flag_errors_are_one_line(tmp_path, capsys, argv, message):
-    assert main(["train", "--track-name", "oval.png", "--runs-dir", str(tmp_path), *argv]) == 2
+    assert main(["train", "--track-name", "oval.png", "--runs-dir", str(tmp_path), "--telemetry-every", "0", *argv]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
@@ -257,3 +258,50 @@ def test_train_with_ai_demos_dagger_and_init_records_provenance(tmp_path):
               echo=lambda s: None)
     resumed = train(_cfg(tmp_path, resume=str(second.final_model), timesteps=256), given={"timesteps"}, echo=lambda s: None)
     assert _payload(resumed.final_model)["provenance"]["init_from"]["path"] == str(first.final_model)
+
+
+def test_jobs_upload_demonstration_and_init_files(tmp_path):
+    from kartsim.jobs.store import LocalStore
+    from kartsim.jobs.tracks import job_inputs
+
+    laps = tmp_path / "laps.csv"
+    laps.write_text("episode,x\n")
+    folder = tmp_path / "demos"
+    folder.mkdir()
+    (folder / "a.npz").write_bytes(b"x")
+    store = LocalStore(tmp_path / "store")
+    argv, staged = job_inputs(store, ["--demos", str(folder), "--init-from", str(laps), "--seed", "1"], "j-1",
+                              echo=lambda s: None)
+    assert argv == ["--demos", "inputs/j-1/demos", "--init-from", "inputs/j-1/laps.csv", "--seed", "1"]
+    assert staged == ["inputs/j-1/demos", "inputs/j-1/laps.csv"]
+    assert (store.root / "tracks/inputs/j-1/demos/a.npz").is_file()  # the job runs in tracks/: relative paths work
+    assert job_inputs(store, ["--demos", "ai:hard"], "j-2", echo=lambda s: None) == (["--demos", "ai:hard"], [])
+
+
+def test_labels_a_teacher_cannot_vouch_for_are_not_recorded():
+    class HalfTeacher:
+        name = "half"
+
+        def act(self, obs, race):
+            return np.tile([0.0, 1.0], (race.n, 1))
+
+        def reset(self, idx):
+            pass
+
+        def usable(self):
+            return np.array([True, False])  # kart 1's labels depend on something unobservable
+
+    demos, _ = D.record(EnvConfig(track="oval.png"), lambda race: HalfTeacher(), steps=40, n_karts=2, seed=0)
+    assert len(demos) == 20 and set(demos.episode.tolist()) == {0}
+
+
+def test_a_log_of_several_karts_is_split_by_kart(human_csv, tmp_path):
+    import pandas as pd
+
+    one = pd.read_csv(human_csv)
+    two = pd.concat([one.assign(env=0), one.assign(env=1)]).sort_values(["step", "env"], kind="stable")
+    path = tmp_path / "two_karts.csv"
+    two.to_csv(path, index=False)  # rows of the two karts interleaved, as --telemetry-envs 2 writes them
+    single, both = D.demos_from_csv(human_csv, EnvConfig(track="oval.png")), D.demos_from_csv(path, EnvConfig(track="oval.png"))
+    assert len(both) == 2 * len(single) and both.meta["laps"] == 4
+    np.testing.assert_array_equal(both.actions[: len(single)], single.actions)

@@ -14,6 +14,7 @@ import pytest
 from gymnasium.utils.env_checker import data_equivalence
 
 import kartsim.envs  # noqa: F401  (registers the ids)
+import kartsim.errors
 
 ENV_IDS = sorted(env_id for env_id in gym.registry if env_id.startswith("kartsim/"))
 VECTOR_IDS = [env_id for env_id in ENV_IDS if gym.registry[env_id].vector_entry_point is not None]
@@ -102,3 +103,13 @@ def test_vector_env_same_seed_same_everything(env_id):
     a, b = vector_rollout(5), vector_rollout(5)
     assert data_equivalence(a, b, exact=True)
     assert not data_equivalence(a, vector_rollout(6), exact=True)
+
+
+def test_the_ray_count_comes_from_the_angles():
+    env = gym.make("kartsim/Kart-v0", track="oval.png", ray_angles_deg=(-60.0, -20.0, 0.0, 20.0, 60.0))
+    obs, _ = env.reset(seed=0)
+    assert env.observation_space.shape == obs.shape == (7,)  # 5 distances, speed, heading error
+    obs, *_ = env.step(np.zeros(2, np.float32))
+    assert env.observation_space.contains(obs)
+    with pytest.raises(kartsim.errors.ConfigError, match="1 to 64 angles"):
+        gym.make("kartsim/Kart-v0", ray_angles_deg=())

@@ -3,6 +3,7 @@ resumed without rerunning finished trials, and one-line errors for bad search sp
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -43,6 +44,7 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
     (["--set", "save_name=choice:a,b"], "error: --set save_name: the sweep sets save_name itself"),
     (["--seed", "3"], "error: --seed does not apply to a sweep; give --seeds 0-7"),
     (["--metric", "speed"], "error: unknown --metric 'speed'; use ref_ratio, lap_time, return"),
+    (["--set", "n_epochs=choice:2,3", "--baseline"], "error: --baseline: the base config has n_epochs=5, outside"),
 ])
 def test_bad_search_spaces_are_one_line_errors(tmp_path, monkeypatch, capsys, argv, message):
     monkeypatch.chdir(tmp_path)
@@ -77,7 +79,7 @@ def test_local_sweep_of_four_trials_with_report(tmp_path, monkeypatch, capfd):
     capsys = capfd  # the worker processes print to the file descriptors
     monkeypatch.chdir(tmp_path)
     code, out, err = run(capsys, "sweep", "run", "lr", "--set", "learning_rate=loguniform:1e-4:3e-3",
-                         "--set", "n_epochs=choice:1,2", "--trials", "4", "--workers", "2", "--timesteps", "512",
+                         "--set", "n_epochs=choice:1,2", "--trials", "4", "--n-epochs", "2", "--baseline", "--workers", "2", "--timesteps", "512",
                          "--eval-every", "256", *TINY)
     assert code == 0, out + err
     assert out.count(" finished: ref_ratio ") + out.count(" pruned at ref_ratio ") == 4, out
@@ -85,6 +87,8 @@ def test_local_sweep_of_four_trials_with_report(tmp_path, monkeypatch, capfd):
     db = sqlite3.connect(tmp_path / "sweeps" / "lr" / "study.db")
     states = [s for (s,) in db.execute("select state from trials")]
     assert len(states) == 4 and set(states) <= {"COMPLETE", "PRUNED"}
+    baseline = json.loads((tmp_path / "runs" / "lr-0" / "config.json").read_text())["train"]
+    assert (baseline["learning_rate"], baseline["n_epochs"]) == (1e-3, 2)  # --baseline: the base config first
     for n in range(4):  # every trial trained its own run folder
         assert (tmp_path / "runs" / f"lr-{n}" / "config.json").is_file()
 
@@ -95,8 +99,12 @@ def test_local_sweep_of_four_trials_with_report(tmp_path, monkeypatch, capfd):
     assert "--learning-rate" in md and "## Trials" in md
     rows = (tmp_path / "rep" / "trials.csv").read_text().splitlines()
     assert rows[0].startswith("rank,trial,state,ref_ratio") and len(rows) == 5
-    values = [float(r.split(",")[3]) for r in rows[1:]]
-    assert values == sorted(values)  # best (lowest ref_ratio) first
+    table = [r.split(",") for r in rows[1:]]
+    states = [r[2] for r in table]
+    assert states == sorted(states)  # complete trials first, then the pruned (their values are partial)
+    for state in set(states):
+        values = [float(r[3]) for r in table if r[2] == state]
+        assert values == sorted(values)  # best (lowest ref_ratio) first
     for png in ("params.png", "curves.png"):
         assert (tmp_path / "rep" / png).read_bytes()[:4] == b"\x89PNG"
     assert run(capsys, "sweep", "report", "lr", "--out", "rep")[0] == 2  # no overwrite without --force
@@ -149,14 +157,15 @@ def test_sweep_killed_with_sigkill_resumes_without_rerunning_finished_trials(tmp
     with sqlite3.connect(db) as con:
         value0 = con.execute("select value from trial_values where trial_id = 1").fetchone()[0]
 
-    out = subprocess.run([sys.executable, "-m", "kartsim", "sweep", "resume", "k"], cwd=tmp_path, env=env,
+    # two workers: the killed trial must be queued again once, not once per worker
+    out = subprocess.run([sys.executable, "-m", "kartsim", "sweep", "resume", "k", "--workers", "2"], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "trial 0 " not in out.stdout  # the finished trial is not trained again
     assert first.stat().st_mtime_ns == stamp
     states = dict(_trials(db))
     assert states[0] == "COMPLETE" and states[1] == "FAIL"  # the killed trial, failed by its silent heartbeat
-    assert sorted(states.values()).count("COMPLETE") == 3
+    assert sorted(states.values()).count("COMPLETE") == 3 and len(states) == 4
     import optuna
 
     study = optuna.load_study(study_name="k", storage=f"sqlite:///{db}")
@@ -164,3 +173,18 @@ def test_sweep_killed_with_sigkill_resumes_without_rerunning_finished_trials(tmp
     seeds = sorted(t.params["seed"] for t in study.trials if t.state.name == "COMPLETE")
     assert seeds == [0, 1, 2]  # the killed seed was run again, none twice
     assert "3 seeds: ref_ratio median" in out.stdout and "share of seeds whose best lap reached" in out.stdout
+
+
+def test_a_lap_always_scores_better_than_no_lap():
+    from kartsim.sweep.trial import track_score
+
+    info = {"ref_lap": 45.0, "length_m": 600.0}
+    row = {"eval_return": 10.0, "eval_best_lap": None, "eval_progress_m": 300.0}
+    slow_lap = track_score("ref_ratio", {**row, "eval_best_lap": 149.0}, info, cap_s=150.0)
+    half, most = (track_score("ref_ratio", {**row, "eval_progress_m": m}, info, cap_s=150.0) for m in (300.0, 590.0))
+    assert slow_lap < most < half  # the slowest lap the evaluation can time beats no lap; further is better
+    assert track_score("ref_ratio", {**row, "eval_best_lap": 54.0}, info, cap_s=150.0) == pytest.approx(1.2)
+    # an evaluation too short to time a lap still ranks by progress, above any lap
+    assert 1.0 < track_score("ref_ratio", row, info, cap_s=10.0) < 2.0
+    assert track_score("lap_time", {**row, "eval_best_lap": 50.0}, info, cap_s=150.0) == 50.0
+    assert track_score("return", row, info, cap_s=150.0) == 10.0

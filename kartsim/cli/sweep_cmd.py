@@ -61,6 +61,9 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     s.add_argument("--eval-max-steps", type=int, default=2000, help="steps per evaluation episode (default 2000)")
     s.add_argument("--eval-track", nargs="+", metavar="TRACK",
                    help="tracks to evaluate on (default: the training tracks); e.g. held-out generated tracks")
+    s.add_argument("--baseline", action="store_true",
+                   help="run the base config's own values (kartsim train's defaults and your flags) as the first "
+                        "trial, the point to beat")
     s.add_argument("--sampler-seed", type=int, default=0, help="seed of the sampler (default 0)")
     s.add_argument("--heartbeat", type=int, default=30, metavar="S",
                    help="seconds between a running trial's heartbeats; one silent for 2x this (killed) is rerun")
@@ -150,8 +153,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
                           f"{args.name}`, pass --force to delete it and start over, or choose another name")
     if args.force:
         _delete_sweep(spec, sweep_dir)
+    baseline = None
+    if args.baseline:
+        from kartsim.sweep.space import baseline_point
+
+        if spec.seed_sweep:
+            raise ConfigError("--baseline needs a search (--set / --env); a seed sweep runs the base config anyway")
+        baseline = baseline_point(spec.dims, spec.train)
     save_spec(spec, sweep_dir)
-    create_study(spec)
+    study = create_study(spec)
+    if baseline is not None:
+        study.enqueue_trial(baseline, user_attrs={"baseline": True})
     if args.backend == "ray":
         from kartsim.sweep.ray_tune import run_ray
 
@@ -227,7 +239,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("sweep", help="hyperparameter searches and seed studies (Optuna, local or Ray)",
-                                   description=__doc__.split("\n\n")[0],
+                                   description="Hyperparameter searches and seed studies: an Optuna study of "
+                                   "kartsim train runs, on this machine or a Ray cluster.",
                                    epilog="See README: Sweeps.", formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="action", metavar="ACTION")
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])

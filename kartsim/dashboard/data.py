@@ -35,8 +35,9 @@ STALE_S = 30.0  # a live document older than this, from a process we cannot see,
 # Columns the lap analysis needs (the rest of kartsim.telemetry.TELEMETRY_COLUMNS are optional).
 LAP_COLUMNS = ("step", "episode", "lap", "time_s", "lap_time", "x", "y", "speed", "throttle", "steering",
                "progress", "lateral_g", "longitudinal_g")
-NUMERIC_COLUMNS = LAP_COLUMNS + ("reward", "off_track")
-_KEEP = frozenset(NUMERIC_COLUMNS + ("surface", "env"))  # columns kept in memory
+# "env" (--telemetry-envs N) is checked too: a stray value there would otherwise drop the row silently
+NUMERIC_COLUMNS = LAP_COLUMNS + ("reward", "off_track", "env")
+_KEEP = frozenset(NUMERIC_COLUMNS + ("surface",))  # columns kept in memory
 
 # TensorBoard tags shown on a run's page: (tag, title, y label).
 CURVES: tuple[tuple[str, str, str], ...] = (

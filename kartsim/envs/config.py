@@ -35,7 +35,8 @@ class EnvConfig:
     frame_stack: int = 1
     """Number of most recent camera frames stacked on the channel axis (oldest first)."""
     ray_angles_deg: tuple[float, ...] = (-90.0, -50.0, -25.0, -8.0, 8.0, 25.0, 50.0, 90.0)
-    """Directions of the distance rays relative to the kart's heading (positive = right)."""
+    """Directions of the distance rays relative to the kart's heading (positive = right); the rays observation
+    has one distance per angle, then forward speed and heading error (default: 8 rays, Box(10,))."""
     ray_range_m: float = 50.0
     """Rays report at most this distance; observations divide by it."""
     ray_target: str = "road_edge"
@@ -68,8 +69,8 @@ class EnvConfig:
             raise ConfigError(f"image_size must be between 16 and 512 pixels, got {self.image_size}")
         if not 1 <= int(self.frame_stack) <= 16:
             raise ConfigError(f"frame_stack must be between 1 and 16, got {self.frame_stack}")
-        if len(self.ray_angles_deg) != 8:
-            raise ConfigError(f"the rays observation has 8 rays, got {len(self.ray_angles_deg)} angles")
+        if not 1 <= len(self.ray_angles_deg) <= 64:
+            raise ConfigError(f"ray_angles_deg needs 1 to 64 angles (one ray each), got {len(self.ray_angles_deg)}")
         if self.race.action_repeat < 1 or self.race.max_episode_steps < 1:
             raise ConfigError("race.action_repeat and race.max_episode_steps must be at least 1")
         if isinstance(self.track, tuple):

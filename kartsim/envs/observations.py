@@ -99,9 +99,10 @@ class Observer:
                 )
             )
         else:
-            self.rays = np.zeros((n, 10), dtype=np.float32)
-            low = np.array([0.0] * 8 + [-1.0, -1.0], dtype=np.float32)
-            high = np.array([1.0] * 8 + [2.0, 1.0], dtype=np.float32)
+            r = len(self.ray_angles)  # one distance per angle, then forward speed and heading error
+            self.rays = np.zeros((n, r + 2), dtype=np.float32)
+            low = np.array([0.0] * r + [-1.0, -1.0], dtype=np.float32)
+            high = np.array([1.0] * r + [2.0, 1.0], dtype=np.float32)
             self.observation_space = spaces.Box(low, high, dtype=np.float32)
 
     def reset(self, idx: np.ndarray, rngs: list[np.random.Generator]) -> None:
@@ -122,12 +123,13 @@ class Observer:
             rays = np.empty((len(x), len(self.ray_angles)), dtype=np.float32)
             cast_rays(self.ray_field, race.stack.scale, tid, x, y, yaw, self.ray_angles,
                       self.cfg.ray_range_m, rays, others=others, self_rows=self_rows)
-            obs = np.empty((len(x), 10), dtype=np.float64)
-            obs[:, :8] = rays / self.cfg.ray_range_m
-            obs[:, 8] = st.vx[sel] / TOP_SPEED_NORM
-            obs[:, 9] = heading_error / np.pi
+            r = rays.shape[1]
+            obs = np.empty((len(x), r + 2), dtype=np.float64)
+            obs[:, :r] = rays / self.cfg.ray_range_m
+            obs[:, r] = st.vx[sel] / TOP_SPEED_NORM
+            obs[:, r + 1] = heading_error / np.pi
             if self.cfg.sensor_noise > 0:
-                obs += self.cfg.sensor_noise * _counter_normal(keys, counters, 10)
+                obs += self.cfg.sensor_noise * _counter_normal(keys, counters, r + 2)
             self.rays[sel] = np.clip(obs, self.observation_space.low, self.observation_space.high)
             return self.rays
 

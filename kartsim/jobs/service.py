@@ -154,7 +154,7 @@ def submit(settings: Settings, args: argparse.Namespace, train_parser: argparse.
     """Validate the train flags, sync the job's tracks, record the job and start it."""
     from kartsim.rl.train_cmd import config_from_args
     from kartsim.rl.train import validate
-    from kartsim.jobs.tracks import job_tracks
+    from kartsim.jobs.tracks import job_inputs, job_tracks
 
     store = open_settings_store(settings)
     argv = train_argv(args, train_parser)
@@ -180,9 +180,12 @@ def submit(settings: Settings, args: argparse.Namespace, train_parser: argparse.
                                "another --save-name, or `resume` its job")
     tracks = job_tracks(store, list(resolved.track), echo=echo)
     argv = _replace_tracks(argv, tracks)
+    job_id = new_job_id(store, save_name)
+    argv, inputs = job_inputs(store, argv, job_id, echo=echo)
 
-    job = JobRecord(id=new_job_id(store, save_name), backend=settings.backend, argv=argv, save_name=save_name,
-                    timesteps=int(resolved.timesteps), vision=bool(resolved.vision), tracks=tracks,
+    # `tracks`: what the job's working folder holds (staged from the store's tracks/): tracks and inputs
+    job = JobRecord(id=job_id, backend=settings.backend, argv=argv, save_name=save_name,
+                    timesteps=int(resolved.timesteps), vision=bool(resolved.vision), tracks=tracks + inputs,
                     address=settings.address if settings.backend == "ray" else None,
                     options={k: getattr(settings, k) for k in ("num_gpus", "num_cpus") if getattr(settings, k) is not None})
     job.attempts.append(Attempt(n=1, started=now_iso()))

@@ -127,3 +127,24 @@ def stage_tracks(store: Store, names: list[str], into: Path) -> None:
         for f in (name, f"{stem}.checkpoints.json", f"{stem}.json"):
             if store.exists(f"tracks/{f}"):
                 store.download(f"tracks/{f}", into / f)
+
+
+# Train flags that name a file or folder the job reads (demonstrations, initial weights).
+INPUT_FLAGS = ("--demos", "--init-from")
+
+
+def job_inputs(store: Store, argv: list[str], job_id: str, echo=print) -> tuple[list[str], list[str]]:
+    """Upload the files that `argv`'s ``--demos`` / ``--init-from`` name (when they are paths on this
+    machine: ``ai:hard`` is not) to the store's ``tracks/inputs/<job_id>/`` and point the flags at
+    them, relative to the folder a job runs in. Returns (new argv, the paths to stage with the tracks)."""
+    out, staged = list(argv), []
+    for i, flag in enumerate(argv[:-1]):
+        src = Path(argv[i + 1]).expanduser()
+        if flag not in INPUT_FLAGS or not src.exists():
+            continue
+        rel = f"inputs/{job_id}/{src.name}"
+        store.upload(src, f"tracks/{rel}")
+        out[i + 1] = rel
+        staged.append(rel)
+        echo(f"synced {flag} {src} to the job store")
+    return out, staged

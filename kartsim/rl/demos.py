@@ -240,6 +240,9 @@ def read_demo_csv(path: str | Path):
         raise DemoError(f"{path} lacks the column(s) {', '.join(missing)} that demonstrations need; give a "
                         "telemetry CSV from `kartsim drive` or a run's telemetry_log.csv")
     df = df.dropna(subset=list(CSV_REQUIRED))
+    if "env" in df.columns:  # several karts in one log (--telemetry-envs): each kart's drives apart
+        df = df.assign(env=df["env"].fillna(0)).sort_values("env", kind="stable").reset_index(drop=True)
+        df["episode"] = df.groupby(["env", "episode"], sort=False).ngroup()
     if len(df) < 2:
         raise DemoError(f"{path} has fewer than 2 rows; drive a few laps with `kartsim drive` first")
     return df
@@ -311,13 +314,16 @@ def _csv_lap_times(df: Any) -> list[float]:
 
 # ------------------------------------------------------------------------------------- recording
 class Teacher(Protocol):
-    """Labels the karts of a race: ``act(obs, race) -> (N, 2)``; ``reset(idx)`` after karts restart."""
+    """Labels the karts of a race: ``act(obs, race) -> (N, 2)``; ``reset(idx)`` after karts restart;
+    ``usable() -> (N,) bool``: whether the last labels are a function of the state (else not recorded)."""
 
     name: str
 
     def act(self, obs: Any, race: Any) -> np.ndarray: ...
 
     def reset(self, idx: np.ndarray) -> None: ...
+
+    def usable(self) -> np.ndarray: ...
 
 
 class AITeacher:
@@ -337,6 +343,11 @@ class AITeacher:
     def reset(self, idx: np.ndarray) -> None:
         self.ai.reset(idx)
 
+    def usable(self) -> np.ndarray:
+        # While reversing out of a stall the AI acts on what happened before (how long it crawled),
+        # not on what the policy can observe: those labels are left out.
+        return self.ai.recover_time <= 0.0
+
 
 class PolicyTeacher:
     """An SB3 model (or policy) driving deterministically on the observations."""
@@ -351,6 +362,9 @@ class PolicyTeacher:
     def reset(self, idx: np.ndarray) -> None:
         pass
 
+    def usable(self) -> np.ndarray:
+        return np.array([True])  # every label (for all karts): the model acts on the observation alone
+
 
 @dataclass
 class _Recorder:
@@ -360,6 +374,7 @@ class _Recorder:
     actions: list[np.ndarray] = field(default_factory=list)
     states: list[np.ndarray] = field(default_factory=list)
     episode: list[np.ndarray] = field(default_factory=list)
+    keep: list[np.ndarray] = field(default_factory=list)
     rows: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
     lap_times: list[float] = field(default_factory=list)
 
@@ -391,6 +406,7 @@ def record(env_cfg: Any, teacher: str | Callable[[Any], Teacher], *, laps: int |
         rec.actions.append(labels)
         rec.states.append(kart_states(race))
         rec.episode.append(ep_id.copy())
+        rec.keep.append(np.broadcast_to(np.asarray(tutor.usable(), dtype=bool), (n_karts,)).copy())
         act = labels
         if driver is not None:
             act = np.asarray(driver.predict(obs, deterministic=True)[0], dtype=np.float32)
@@ -426,7 +442,9 @@ def _telemetry_row(rec: _Recorder, info: dict[str, Any], episode: int, step: int
 def _stack_recording(rec: _Recorder, env_cfg: Any, source: str, step_dt: float) -> DemoSet:
     """Time-major step buffers -> a DemoSet ordered kart-episode by kart-episode (each drive contiguous)."""
     episode = np.stack(rec.episode).reshape(-1, order="F")
+    keep = np.stack(rec.keep).reshape(-1, order="F")
     order = np.argsort(episode, kind="stable")
+    order = order[keep[order]]
     # (T, N, ...) -> (N, T, ...) -> (N*T, ...): kart by kart, then the stable sort keeps time order
     def flat(parts: list[np.ndarray]) -> np.ndarray:
         a = np.stack(parts)

@@ -216,12 +216,22 @@ def drive(
         result.off_track_share = float(stats.get("off_track_share", np.mean(off) if off else 0.0))
         if "progress_m" in stats:
             result.progress_m = float(stats["progress_m"])
-        else:  # stopped early: laps driven plus the position on the current lap
-            result.progress_m = float(info.get("progress", 0.0)) + result.laps * _lap_length(env)
+        else:  # stopped early (max_steps): the race's furthest progress so far, as at an episode's end
+            result.progress_m = _progress_so_far(env, info, result.laps)
         results.append(result)
         if on_episode is not None:
             on_episode(episode, result)
     return results
+
+
+def _progress_so_far(env: Any, info: dict[str, Any], laps: int) -> float:
+    """Metres of the furthest progress of the env's (first) kart this episode; for an env without a
+    race, laps driven plus the position on the lap (which reads almost a lap for a kart that backed
+    over the start line)."""
+    try:
+        return float(env.unwrapped.race.episode_stats(0)["progress_m"])
+    except (AttributeError, IndexError, KeyError, TypeError):
+        return float(info.get("progress", 0.0)) + laps * _lap_length(env)
 
 
 def _lap_length(env: Any) -> float:
@@ -372,7 +382,7 @@ def fmt_time(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds:.3f} s"
 
 
-def play(  # noqa: C901 (over the limit: to split (issue 12))
+def play(
     model_path: str | Path,
     *,
     episodes: int = 1,
@@ -395,18 +405,11 @@ def play(  # noqa: C901 (over the limit: to split (issue 12))
         raise ConfigError(f"--max-steps must be >= 1, not {max_steps}")
     record_path = check_record_path(record, force)
     driver = load_driver(model_path, track=track, vision=vision, trust_model=trust_model)
-    from kartsim.envs import KartEnv
-    from kartsim.envs.render import has_display
-
-    if window is None:
-        window = record_path is None and has_display()
-    render_mode = "human" if window else ("rgb_array" if record_path is not None else None)
-    env = KartEnv(driver.env_config, render_mode=render_mode)
+    env = _play_env(driver, record_path, window)
     kind = "vision" if driver.vision else "rays"
-    track_name = driver.env_config.track
-    echo(f"Driving {driver.path} ({kind} model) on {track_name}, {episodes} episode(s), "
+    echo(f"Driving {driver.path} ({kind} model) on {driver.env_config.track}, {episodes} episode(s), "
          f"{'deterministic' if deterministic else 'stochastic'} actions")
-    if render_mode is None:
+    if env.render_mode is None:
         echo("No display found: driving without a window (use --record lap.gif to save a video)")
 
     recorder = None
@@ -447,10 +450,26 @@ def play(  # noqa: C901 (over the limit: to split (issue 12))
             n = recorder.close()
             if n:
                 echo(f"Recorded {n} frames ({n / recorder.fps:.1f} s at {recorder.fps:g} fps) to {record_path}")
+    _echo_summary(results, echo)
+    return results
+
+
+def _play_env(driver: Driver, record_path: Path | None, window: bool | None) -> Any:
+    """The KartEnv `play` drives: a window when there is a display and nothing is recorded (or
+    `window` says so), frames in memory when recording, neither otherwise."""
+    from kartsim.envs import KartEnv
+    from kartsim.envs.render import has_display
+
+    if window is None:
+        window = record_path is None and has_display()
+    render_mode = "human" if window else ("rgb_array" if record_path is not None else None)
+    return KartEnv(driver.env_config, render_mode=render_mode)
+
+
+def _echo_summary(results: list[EpisodeResult], echo: Callable[[str], None]) -> None:
     laps = [t for r in results for t in r.lap_times]
     if results:
         if laps:
             echo(f"Best lap: {min(laps):.3f} s ({len(laps)} lap(s) completed in {len(results)} episode(s))")
         else:
             echo(f"No lap completed in {len(results)} episode(s)")
-    return results

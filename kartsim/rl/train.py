@@ -40,13 +40,15 @@ MODE_DEFAULTS: dict[bool, dict[str, Any]] = {
     # deterministic lap at 98k-393k steps (median 131k) at 7-10k steps/s on 2 busy cores, against
     # 850k steps at 460 steps/s with 8 envs x 512 steps, batch 256, 10 epochs, lr 3e-4, log std 0.
     False: {"vector_envs": 64, "learning_rate": 1e-3, "n_steps": 128, "batch_size": 2048, "n_epochs": 5,
-            "log_std_init": -0.5},
+            "log_std_init": -0.5, "demos_mode": "dagger"},
     # vision (CNN): the same shape as rays (many karts, large batches: the CNN's throughput on a CPU
     # grows with the batch). Epochs chosen by wall-clock time to the first deterministic lap on
     # circuit.png (3 seeds each, benchmarks/RESULTS.md): 4 epochs 139-429 s (median 271), 3 epochs
     # 71-178 s (median 106), 2 epochs 156-203 s (median 156).
+    # Demonstrations: DAgger made the vision student worse (the states it reaches are ones a camera
+    # policy cannot yet recover from; benchmarks/RESULTS.md), so vision clones the AI's laps only.
     True: {"vector_envs": 16, "learning_rate": 3e-4, "n_steps": 128, "batch_size": 512, "n_epochs": 3,
-           "log_std_init": -0.5},
+           "log_std_init": -0.5, "demos_mode": "bc"},
 }
 
 
@@ -152,15 +154,16 @@ class TrainConfig:
     (the AI drives in this run's env, recorded with the policy's own observations), a telemetry CSV
     (``kartsim drive``) or a folder of CSV / ``kartsim demos record`` files, a demos ``.npz``, or a
     model zip to distil (`kartsim.rl.demos`)."""
-    demos_mode: str = "dagger"
-    """``bc``: clone the demonstrations; ``dagger`` (default where the source has a teacher: ``ai:``,
-    a model, an npz recorded from ``ai:``): then ``dagger_rounds`` rounds in which the policy drives
-    and the teacher labels the states it visits. Recorded driving (human laps) falls back to bc."""
+    demos_mode: str | None = None
+    """``bc``: clone the demonstrations; ``dagger``: then ``dagger_rounds`` rounds in which the policy
+    drives and the teacher (``ai:``, a model, an npz recorded from ``ai:``) labels the states it
+    visits. None: dagger for rays, bc for vision (measured, benchmarks/RESULTS.md); recorded driving
+    (human laps) has no teacher and falls back to bc."""
     demos_laps: int = 20
     """Laps the teacher drives when ``demos`` is ``ai:LEVEL`` or a model zip."""
-    bc_epochs: int = 30
+    bc_epochs: int = 10
     """Behaviour cloning passes over the demonstrations (and over the aggregate in each DAgger round)."""
-    dagger_rounds: int = 3
+    dagger_rounds: int = 2
     """DAgger rounds (``demos_mode`` dagger)."""
     dagger_steps: int = 8000
     """States the policy visits (all karts together) in each DAgger round."""
@@ -290,11 +293,18 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def validate(cfg: TrainConfig) -> None:  # noqa: C901 (over the limit: to split (issue 12))
+def validate(cfg: TrainConfig) -> None:
     """Raise ConfigError (one line naming the flag) for any value that cannot work. `cfg` is resolved."""
     from kartsim.validation import check_config
 
     check_config(cfg, flags=True)  # types, NaN / inf
+    _validate_run(cfg)
+    _validate_ppo(cfg)
+    _validate_model_and_logs(cfg)
+
+
+def _validate_run(cfg: TrainConfig) -> None:
+    """Length, name and the vector envs."""
     if cfg.timesteps is None or cfg.timesteps <= 0:
         raise ConfigError(f"--timesteps must be a positive number of env steps, not {cfg.timesteps}")
     if not _NAME_RE.match(cfg.save_name or ""):
@@ -313,6 +323,10 @@ def validate(cfg: TrainConfig) -> None:  # noqa: C901 (over the limit: to split 
                 f"--vec-workers {cfg.vec_workers} is more than --vector-envs {cfg.vector_envs} (each worker steps "
                 "at least one kart); lower --vec-workers or raise --vector-envs"
             )
+
+
+def _validate_ppo(cfg: TrainConfig) -> None:
+    """The PPO hyper-parameters (and the pre-training options)."""
     if not 0 < cfg.learning_rate < 1:
         raise ConfigError(f"--learning-rate must be in (0, 1), not {cfg.learning_rate}")
     if cfg.n_steps < 1:
@@ -345,6 +359,10 @@ def validate(cfg: TrainConfig) -> None:  # noqa: C901 (over the limit: to split 
         raise ConfigError(f"clip_range must be > 0, not {cfg.clip_range}")
     if cfg.ent_coef < 0:
         raise ConfigError(f"ent_coef must be >= 0, not {cfg.ent_coef}")
+
+
+def _validate_model_and_logs(cfg: TrainConfig) -> None:
+    """Precision, threads, the policy and camera shape, checkpoints, telemetry, seed, tracks, device."""
     if cfg.precision not in ("auto", "bf16", "fp32"):
         raise ConfigError(f"--precision must be auto, bf16 or fp32, not {cfg.precision!r}")
     if cfg.precision != "auto" and not cfg.vision:
@@ -499,7 +517,9 @@ def _merge_resume(cfg: TrainConfig, given: set[str], payload: dict[str, Any] | N
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     base = TrainConfig.from_dict({k: v for k, v in saved_train.items() if k in names})
     # Flags that change the network or the observations cannot change on resume.
-    started_from = sorted(given & {"demos", "init_from"})
+    # A resumed run has its weights already; the same --demos / --init-from as the checkpoint's (a job's
+    # command line on `jobs resume`) is that run continuing, a different one is a mistake.
+    started_from = sorted(k for k in given & {"demos", "init_from"} if getattr(cfg, k) != saved_train.get(k))
     if started_from:
         flag = "--" + started_from[0].replace("_", "-")
         raise ConfigError(f"{flag} starts a new run; {path} already has its weights (drop {flag}, or leave out --resume)")

@@ -103,11 +103,11 @@ def add_train_arguments(parser: argparse.ArgumentParser, *, vision_flag: bool = 
                    help="behaviour-clone before PPO: ai:hard|medium|easy, a telemetry CSV or a folder of them, "
                    "a demos .npz (kartsim demos record) or a model .zip to distil")
     d.add_argument("--demos-mode", choices=["bc", "dagger"],
-                   help="bc: clone the demonstrations; dagger (default with a teacher: ai:, a model): then the "
-                   "policy drives and the teacher labels the states it visits")
+                   help="bc (vision default): clone the demonstrations; dagger (rays default; needs a teacher: ai:, a "
+                   "model): then the policy drives and the teacher labels the states it visits")
     d.add_argument("--demos-laps", type=_int, help="laps the AI / model teacher drives (default 20)")
-    d.add_argument("--bc-epochs", type=_int, help="behaviour cloning epochs (default 30)")
-    d.add_argument("--dagger-rounds", type=_int, help="DAgger rounds (default 3)")
+    d.add_argument("--bc-epochs", type=_int, help="behaviour cloning epochs (default 10)")
+    d.add_argument("--dagger-rounds", type=_int, help="DAgger rounds (default 2)")
     d.add_argument("--dagger-steps", type=_int, help="states visited per DAgger round, all karts together (default 8000)")
     d.add_argument("--init-from", metavar="ZIP", help="start from this model's weights (e.g. fine-tune on another track)")
     d.add_argument("--init-parts", choices=["cnn", "policy", "all"],

@@ -522,7 +522,7 @@ class CameraRenderer:
     render is then a rotation + texture lookup (nearest neighbour in a mip level chosen per pixel).
     """
 
-    def __init__(self, rgb: np.ndarray, scale, cfg: CameraConfig | None = None, surface: np.ndarray | None = None):  # noqa: C901 (over the limit: to split (issue 12))
+    def __init__(self, rgb: np.ndarray, scale, cfg: CameraConfig | None = None, surface: np.ndarray | None = None):
         cfg = cfg or CameraConfig()
         cfg.validate()
         rgb = np.asarray(rgb)
@@ -540,9 +540,14 @@ class CameraRenderer:
         self.size = S = int(cfg.size)
         self.channels = C = cfg.channels
         self.shape = (S, S, C)
-        T, H, W, _ = rgb.shape
+        fwd, right, footprint, sky = self._ground(cfg, S)
+        self._texture(rgb, surface, footprint, sky)
+        self._sprites(cfg, fwd, right, surface)
+        self._sky_rows = np.ascontiguousarray(sky[:, 0])
 
-        # --- per-pixel ground offsets in the kart frame
+    def _ground(self, cfg: CameraConfig, S: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Per-pixel ground offsets in the kart frame (forward, right, m), the metres each pixel covers
+        and the sky mask; sets the projection constants and the per-row ground lines."""
         ii, jj = np.meshgrid(np.arange(S) + 0.5, np.arange(S) + 0.5, indexing="ij")
         sky = np.zeros((S, S), bool)
         if cfg.mode == "chase":
@@ -570,8 +575,13 @@ class CameraRenderer:
         self._row_fwd = np.ascontiguousarray(fwd[:, 0], np.float64)
         self._row_r0 = np.ascontiguousarray(right[:, 0], np.float64)
         self._row_dr = np.ascontiguousarray(right[:, 1] - right[:, 0], np.float64)
+        return fwd, right, footprint, sky
 
-        # --- texture (+ mip pyramid), flattened into one buffer
+    def _texture(self, rgb: np.ndarray, surface: np.ndarray | None, footprint: np.ndarray, sky: np.ndarray) -> None:
+        """The track texture (+ mip pyramid) flattened into one buffer, and the mip level of every
+        output row per track."""
+        cfg, scale, C = self.cfg, self.scale, self.channels
+        T, S = rgb.shape[0], self.size
         if C == 3:
             base = rgb
         elif surface is not None:
@@ -620,7 +630,9 @@ class CameraRenderer:
         gray_sky = np.array([GRAY_SKY if surface is not None else luma(sky_rgb)[0]], np.uint8)
         self._sky = np.ascontiguousarray(sky_rgb[0] if C == 3 else gray_sky, np.uint8)
 
-        # --- ego sprite (chase): fixed pixels
+    def _sprites(self, cfg: CameraConfig, fwd: np.ndarray, right: np.ndarray, surface: np.ndarray | None) -> None:
+        """The ego kart's fixed pixels (chase camera), the other karts' and the rain's colours."""
+        S, C = self.size, self.channels
         pi, pj, pc = [], [], []
         if cfg.mode == "chase" and cfg.draw_self:
             hl, hw = cfg.kart_length_m / 2, cfg.kart_width_m / 2
@@ -650,7 +662,6 @@ class CameraRenderer:
         self._other_nose = np.ascontiguousarray(other_nose_col)
         tint = np.array([[70, 85, 110]], np.uint8)  # grey-blue of rain light
         self._rain_tint = np.ascontiguousarray((tint[0] if C == 3 else luma(tint)[:1]).astype(np.float64))
-        self._sky_rows = np.ascontiguousarray(sky[:, 0])
 
     def empty(self, n: int) -> np.ndarray:
         """A (n, S, S, C) uint8 output buffer."""

@@ -144,7 +144,7 @@ class TrackLegend:
     _KEYS = ("scale_m_per_px", "grey_tolerance", "grey_min", "grey_max", "colors")
 
     @classmethod
-    def from_dict(cls, data: object, source: str = "legend") -> "TrackLegend":  # noqa: C901 (over the limit: to split (issue 12))
+    def from_dict(cls, data: object, source: str = "legend") -> "TrackLegend":
         if not isinstance(data, dict):
             raise TrackError(f"{source}: the legend must be a JSON object like "
                              '{"scale_m_per_px": 0.25, "colors": [...]}')
@@ -166,34 +166,7 @@ class TrackLegend:
                     raise TrackError(f"{source}: {key} must be a number in 0..255, got {v!r}")
                 kw[key] = int(v)
         if "colors" in data:
-            rules = data["colors"]
-            if not isinstance(rules, list):
-                raise TrackError(f"{source}: \"colors\" must be a list of "
-                                 '{"rgb": [r, g, b], "surface": "wall"} objects')
-            parsed = []
-            for i, r in enumerate(rules):
-                if not isinstance(r, dict) or "rgb" not in r or "surface" not in r:
-                    raise TrackError(f"{source}: colors[{i}] must be an object with \"rgb\" and "
-                                     "\"surface\" (and optional \"tolerance\")")
-                extra = sorted(set(r) - {"rgb", "surface", "tolerance"})
-                if extra:
-                    raise TrackError(f"{source}: colors[{i}] has unknown key(s) {extra}; allowed: "
-                                     "rgb, surface, tolerance")
-                rgb = r["rgb"]
-                if (not isinstance(rgb, list) or len(rgb) != 3
-                        or not all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= 255
-                                   for c in rgb)):
-                    raise TrackError(f"{source}: colors[{i}].rgb must be three integers 0..255, "
-                                     f"got {rgb!r}")
-                name = r["surface"]
-                if not isinstance(name, str) or name.lower() not in _SURFACE_NAMES:
-                    raise TrackError(f"{source}: colors[{i}].surface must be one of "
-                                     f"{', '.join(_SURFACE_NAMES)}, got {name!r}")
-                tol = r.get("tolerance", 30)
-                if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0 <= tol <= 255:
-                    raise TrackError(f"{source}: colors[{i}].tolerance must be 0..255, got {tol!r}")
-                parsed.append(ColorRule(tuple(rgb), _SURFACE_NAMES[name.lower()], int(tol)))
-            kw["colors"] = tuple(parsed)
+            kw["colors"] = _color_rules(data["colors"], source)
         return cls(**kw)
 
     @classmethod
@@ -241,6 +214,37 @@ class TrackLegend:
 
 
 # ------------------------------------------------------------------------------------ path helpers
+
+def _color_rules(rules: object, source: str) -> tuple["ColorRule", ...]:
+    """The legend's ``colors`` list as ColorRules; TrackError naming the bad entry."""
+    if not isinstance(rules, list):
+        raise TrackError(f"{source}: \"colors\" must be a list of "
+                         '{"rgb": [r, g, b], "surface": "wall"} objects')
+    parsed = []
+    for i, r in enumerate(rules):
+        if not isinstance(r, dict) or "rgb" not in r or "surface" not in r:
+            raise TrackError(f"{source}: colors[{i}] must be an object with \"rgb\" and "
+                             "\"surface\" (and optional \"tolerance\")")
+        extra = sorted(set(r) - {"rgb", "surface", "tolerance"})
+        if extra:
+            raise TrackError(f"{source}: colors[{i}] has unknown key(s) {extra}; allowed: "
+                             "rgb, surface, tolerance")
+        rgb = r["rgb"]
+        if (not isinstance(rgb, list) or len(rgb) != 3
+                or not all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= 255
+                           for c in rgb)):
+            raise TrackError(f"{source}: colors[{i}].rgb must be three integers 0..255, "
+                             f"got {rgb!r}")
+        name = r["surface"]
+        if not isinstance(name, str) or name.lower() not in _SURFACE_NAMES:
+            raise TrackError(f"{source}: colors[{i}].surface must be one of "
+                             f"{', '.join(_SURFACE_NAMES)}, got {name!r}")
+        tol = r.get("tolerance", 30)
+        if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0 <= tol <= 255:
+            raise TrackError(f"{source}: colors[{i}].tolerance must be 0..255, got {tol!r}")
+        parsed.append(ColorRule(tuple(rgb), _SURFACE_NAMES[name.lower()], int(tol)))
+    return tuple(parsed)
+
 
 
 def bundled_tracks() -> list[str]:

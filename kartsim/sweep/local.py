@@ -24,6 +24,7 @@ from kartsim.sweep.study import SweepSpec, find_spec, load_study
 # A worker gives up after this many trials whose sampled config could not train (e.g. a batch size
 # that does not divide the rollout) in a row: the space is probably wrong.
 MAX_INVALID_IN_A_ROW = 5
+STAGGER_S = 3.0  # between the starts of two worker processes
 
 
 def usable_cores() -> int:
@@ -138,18 +139,38 @@ def start_workers(spec: SweepSpec, sweep_dir: Path, workers: int, threads: int, 
                "--storage", spec.storage, "--worker", str(i), "--threads", str(threads), "--runs-dir", runs_dir,
                "--models-dir", models_dir]
         procs.append(subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL))
+        if i < workers - 1:
+            # SQLite has no row locks: workers asking for a trial at the same instant can both take
+            # the same queued one (a --baseline or a retried trial); their first requests are kept apart
+            time.sleep(STAGGER_S)
     return procs
+
+
+def settle_stale_trials(spec: SweepSpec) -> None:
+    """Fail (and queue again) the trials of killed processes here, once, before the workers start:
+    workers that all found the same silent trial at once would each queue it again. A trial still
+    sending heartbeats (a worker on another machine) is left alone."""
+    import optuna
+    from optuna.storages import fail_stale_trials
+
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    study = load_study(spec)
+    fail_stale_trials(study)
+    if counts(study)["RUNNING"]:  # silent for less than the grace period yet, or alive: look once more
+        time.sleep(2 * spec.heartbeat_s + 1)
+        fail_stale_trials(study)
 
 
 def run_local(spec: SweepSpec, sweep_dir: Path, workers: int | None, threads: int | None, runs_dir: str,
               models_dir: str) -> int:
     """Run the sweep in worker processes here until it has its trials; the exit code."""
+    settle_stale_trials(spec)
     n, t = plan_workers(spec, workers, threads)
     print(f"sweep {spec.name}: {spec.target} trials, {n} worker process{'es' if n > 1 else ''} x {t} torch "
           f"thread{'s' if t > 1 else ''}; study {spec.storage}; trial logs {sweep_dir / 'logs'}", flush=True)
     procs = start_workers(spec, sweep_dir, n, t, runs_dir, models_dir)
 
-    def on_term(signum: int, frame: Any) -> None:  # `kill PID` of the sweep stops its workers too
+    def on_term(signum: int, _frame: Any) -> None:  # `kill PID` of the sweep stops its workers too
         for p in procs:
             if p.poll() is None:
                 p.terminate()

@@ -170,7 +170,7 @@ def _scheduler(spec: SweepSpec) -> Any:
     if spec.pruner == "none" or spec.seed_sweep:
         return FIFOScheduler()
     if spec.pruner == "median":
-        return MedianStoppingRule(time_attr="steps", grace_period=spec.timesteps // 4, min_samples_required=3)
+        return MedianStoppingRule(time_attr="steps", grace_period=spec.timesteps // 2, min_samples_required=3)
     total = spec.timesteps * (1 if spec.seed_sweep else len(spec.seeds))
     return ASHAScheduler(time_attr="steps", max_t=total, grace_period=spec.eval_every, reduction_factor=3)
 

@@ -146,8 +146,9 @@ def status_text(spec: SweepSpec, study: Any, limit: int = 20) -> str:
     better = "lower" if spec.direction == "minimize" else "higher"
     lines = [f"sweep {spec.name}: {done} / {spec.target} trials finished ({n['COMPLETE']} complete, {n['PRUNED']} "
              f"pruned, {n['RUNNING']} running, {n['WAITING']} queued, {n['FAIL']} failed)",
-             f"  metric {spec.metric} ({better} is better), sampler {spec.sampler}, pruner {spec.pruner}, "
-             f"{spec.timesteps:,} steps per trial, study {spec.storage}"]
+             f"  metric {spec.metric} ({better} is better), "
+             + (f"{len(spec.seeds)} seeds, " if spec.seed_sweep else f"sampler {spec.sampler}, pruner {spec.pruner}, ")
+             + f"{spec.timesteps:,} steps per trial, started {spec.created}, study {spec.storage}"]
     order = ranked(spec, study)
     if order:
         best = order[0]
@@ -187,11 +188,16 @@ def importances(spec: SweepSpec, study: Any) -> dict[str, float]:
 
 def _plot_params(spec: SweepSpec, trials: list[Any], path: Path) -> None:
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     names = ["seed"] if spec.seed_sweep else [d.name for d in spec.dims]
     logs = {d.name for d in spec.dims if d.kind == "loguniform"}
-    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.4), squeeze=False)
-    for ax, name in zip(axes[0], names):
+    cols = min(3, len(names))
+    rows = -(-len(names) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols, 3.3 * rows), squeeze=False)
+    for ax in axes.flat[len(names):]:
+        ax.set_visible(False)
+    for ax, name in zip(axes.flat, names):
         for state, color in (("COMPLETE", "tab:blue"), ("PRUNED", "tab:gray")):
             pts = [(t.params[name], _value(t)) for t in trials
                    if t.state.name == state and name in t.params and _value(t) is not None]
@@ -200,6 +206,7 @@ def _plot_params(spec: SweepSpec, trials: list[Any], path: Path) -> None:
                 ax.scatter(xs, [y for _, y in pts], c=color, label=state.lower(), alpha=0.8)
         if name in logs:
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())  # the minor labels overlap
         ax.set_xlabel(name)
         ax.set_ylabel(spec.metric)
         ax.grid(alpha=0.3)

@@ -20,8 +20,8 @@ from kartsim.errors import ConfigError
 
 KINDS = ("loguniform", "uniform", "int", "choice")
 # Fields a sweep sets itself (trial names, folders, seeds) or that make no sense per trial.
-NOT_SWEPT = {"save_name", "resume", "force", "runs_dir", "models_dir", "seed", "env_options", "progress_bar",
-             "verbose", "device"}
+NOT_SWEPT = {"save_name", "resume", "trust_model", "force", "runs_dir", "models_dir", "seed", "env_options",
+             "progress_bar", "verbose", "device"}
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,13 @@ class Dimension:
         if self.kind == "int":
             return trial.suggest_int(self.name, int(self.low), int(self.high))
         return trial.suggest_categorical(self.name, list(self.choices))
+
+    def contains(self, value: Any) -> bool:
+        if self.kind == "choice":
+            return value in self.choices
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            return False
+        return self.low <= value <= self.high and (self.kind != "int" or value == int(value))
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "kind": self.kind, "low": self.low, "high": self.high, "choices": list(self.choices)}
@@ -201,3 +208,27 @@ def parse_seeds(text: str) -> list[int]:
     if not seeds or any(not 0 <= s < 2**32 for s in seeds):
         raise ConfigError(f"--seeds {text!r}: seeds must be between 0 and 2**32 - 1")
     return list(dict.fromkeys(seeds))
+
+
+def baseline_point(dims: list[Dimension], train: dict[str, Any]) -> dict[str, Any]:
+    """The values the base config (resolved for its policy kind) has for each dimension: the point
+    ``--baseline`` queues as the first trial. ConfigError when one lies outside its distribution."""
+    from kartsim.rl.train import TrainConfig, env_config_for
+
+    cfg = TrainConfig.from_dict(train).resolved()
+    env = env_config_for(cfg).to_dict()
+    point: dict[str, Any] = {}
+    for d in dims:
+        if d.env_key:
+            section, _, sub = d.env_key.partition(".")
+            value = env[section][sub] if sub else env.get(d.env_key)
+            if value is None:  # a bare nested name (max_episode_steps): the one sub-config that has it
+                value = next(v[d.env_key] for v in env.values() if isinstance(v, dict) and d.env_key in v)
+        else:
+            value = getattr(cfg, d.name)
+            value = value[0] if d.name == "track" and len(value) == 1 else value
+        if not d.contains(value):
+            raise ConfigError(f"--baseline: the base config has {d.name}={value!r}, outside the searched "
+                              f"{d.kind} range; widen it or drop --baseline")
+        point[d.name] = value
+    return point
