@@ -1,14 +1,19 @@
-"""Learning benchmark: how fast does PPO learn to lap? Trains with `kartsim train`'s own code and
-evaluates the policy from the start line every --eval-every env steps.
+"""Learning benchmark: how close to the reference lap does PPO drive, after how many steps and how
+much wall-clock time, on the training tracks and on tracks it never saw? Trains with `kartsim
+train`'s own code (its defaults unless --set) and evaluates the deterministic policy from the start
+line every --eval-every env steps (`kartsim.rl.callbacks.LapEvalCallback`: a standing and a flying
+lap per track).
 
-    python benchmarks/learning.py                       # rays, circuit.png, 300k steps, seed 0
-    python benchmarks/learning.py --timesteps 500000 --seeds 0 1 2
-    python benchmarks/learning.py --vision --timesteps 200000 --set features_dim=256
-    python benchmarks/learning.py --set n_steps=1024 --set ent_coef=0.01 --json results.json
+    python benchmarks/learning.py                                   # rays, circuit.png, 1M steps, seed 0
+    python benchmarks/learning.py --timesteps 2000000 --seeds 0 1 2 --track-name technical.png
+    python benchmarks/learning.py --track-name random --set track_pool=100 \\
+        --test-tracks bundled --test-seeds 50000-50049              # generalisation to held-out tracks
+    python benchmarks/learning.py --env reward.time=-0.05 --json out.json   # an env option
 
-For each seed it prints a learning curve (env steps, wall seconds, training episode reward, laps
-and best lap of the deterministic evaluation episode, evaluation progress) and a summary: env steps
-and wall seconds until the first evaluation lap, best evaluation lap, training steps/s. Every
+Per seed it prints the curve (env steps, training wall seconds without the evaluations, then for
+the training tracks and the test tracks: completion, median best lap / reference lap, off-track
+share) and a summary: steps and seconds to the first lap and to 1.10 / 1.05 x reference, the best
+and the final ratio, test completion and ratio. The last line is the median over the seeds. Every
 number is measured in this run on this machine.
 """
 
@@ -19,6 +24,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -27,8 +33,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+THRESHOLDS = (1.10, 1.05, 1.03)
 
-def _kv(text: str) -> tuple[str, Any]:
+
+def kv(text: str) -> tuple[str, Any]:
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
     key, raw = text.split("=", 1)
@@ -38,69 +46,139 @@ def _kv(text: str) -> tuple[str, Any]:
         return key, raw
 
 
-def run_one(args: argparse.Namespace, seed: int, runs_dir: Path) -> dict[str, Any]:
-    from kartsim.rl.callbacks import LapEvalCallback
-    from kartsim.rl.train import TrainConfig, env_config_for, train
+def seed_range(text: str) -> range:
+    """``50000-50049`` (inclusive) or a single seed."""
+    try:
+        lo, _, hi = text.partition("-")
+        return range(int(lo), int(hi or lo) + 1)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected FIRST-LAST seeds such as 50000-50049, got {text!r}") from None
+
+
+def summarise_tracks(tracks: list[dict[str, Any]]) -> dict[str, Any]:
+    """Completion, median ratio (over the tracks lapped), off-track share of per-track eval results."""
+    ratios = [t["ratio"] for t in tracks if t["ratio"] is not None]
+    return {
+        "completion": round(statistics.fmean(t["completion"] for t in tracks), 3) if tracks else None,
+        "median_ratio": round(statistics.median(ratios), 4) if ratios else None,
+        "worst_ratio": round(max(ratios), 4) if ratios else None,
+        "off_track": round(statistics.fmean(t["off_track"] for t in tracks), 3) if tracks else None,
+    }
+
+
+def test_track_list(args: argparse.Namespace) -> list[str]:
+    from kartsim.envs.tracks import generated_tracks, track_paths
+
+    tracks = track_paths(args.test_tracks) if args.test_tracks else []
+    if args.test_seeds:
+        tracks += [str(p) for p in generated_tracks(args.test_seeds.start, len(args.test_seeds))]
+    return tracks
+
+
+def train_config(args: argparse.Namespace, seed: int, runs_dir: Path) -> Any:
+    from kartsim.rl.train import TrainConfig
 
     values: dict[str, Any] = dict(
         vision=args.vision, timesteps=args.timesteps, save_name=f"bench_seed{seed}", track=args.track_name,
         seed=seed, device=args.device, runs_dir=str(runs_dir), models_dir=str(runs_dir / "models"),
-        progress_bar=False, checkpoint_freq=0, telemetry_every=0, force=True,
+        progress_bar=False, checkpoint_freq=0, telemetry_every=0, eval_freq=0, force=True,
     )
     for key, value in args.set:
         if key == "env_options":
             raise SystemExit("use --env KEY=VALUE for env options")
         values[key] = value
     values["env_options"] = dict(args.env)
-    cfg = TrainConfig(**values).resolved()
+    return TrainConfig(**values).resolved()
+
+
+def run_one(args: argparse.Namespace, seed: int, runs_dir: Path, test_tracks: list[str]) -> dict[str, Any]:
+    from kartsim.rl.callbacks import LapEvalCallback
+    from kartsim.rl.train import EVAL_LAPS, env_config_for, eval_tracks_for, train
+
+    cfg = train_config(args, seed, runs_dir)
     env_cfg = env_config_for(cfg)
-    started = time.perf_counter()
-    callback = LapEvalCallback(
-        env_cfg, args.eval_every, max_steps=args.eval_max_steps, episodes=args.eval_episodes,
-        stop_when_laps=args.stop_when_laps, also_stochastic=args.also_stochastic,
-        report=lambda row: print("  " + "  ".join(f"{k}={v}" for k, v in row.items()), flush=True),
-    )
-    print(f"seed {seed}: {('vision' if cfg.vision else 'rays')} on {cfg.track}, "
+    own = eval_tracks_for(cfg, env_cfg)
+    n_own = len(own)
+
+    def report(row: dict[str, Any]) -> None:
+        own_s, test_s = summarise_tracks(row["tracks"][:n_own]), summarise_tracks(row["tracks"][n_own:])
+        row["train_tracks"], row["test_tracks"] = own_s, test_s
+        text = (f"  steps={row['steps']:>9,}  train_s={row['train_wall_s']:>6.0f}  train: completion={own_s['completion']}"
+                f" ratio={own_s['median_ratio']} off={own_s['off_track']}")
+        if test_tracks:
+            text += f"  | test: completion={test_s['completion']} ratio={test_s['median_ratio']} off={test_s['off_track']}"
+        print(text, flush=True)
+
+    callback = LapEvalCallback(env_cfg, args.eval_every, tracks=own + test_tracks, episodes=args.eval_episodes,
+                               max_steps=args.eval_max_steps, max_laps=EVAL_LAPS, report=report,
+                               evaluate_final=True)
+    print(f"seed {seed}: {'vision' if cfg.vision else 'rays'} on {cfg.track} (pool {env_cfg.random_pool_size} if random), "
           f"{cfg.timesteps:,} steps, {cfg.vector_envs} envs, n_steps {cfg.n_steps}, batch {cfg.batch_size}, "
-          f"epochs {cfg.n_epochs}, lr {cfg.learning_rate}", flush=True)
+          f"epochs {cfg.n_epochs}, lr {cfg.learning_rate}; evaluation on {n_own} training + {len(test_tracks)} test "
+          f"tracks every {args.eval_every:,} steps", flush=True)
+    started = time.perf_counter()
     result = train(cfg, callbacks=[callback], echo=lambda s: None)
     wall = time.perf_counter() - started
-    rows = callback.rows
-    eval_seconds = callback.eval_seconds
-    first = next((r for r in rows if r["eval_laps"] > 0), None)
-    laps = [r["eval_best_lap"] for r in rows if r["eval_best_lap"] is not None]
-    summary = {
-        "seed": seed,
-        "steps": result.num_timesteps,
-        "wall_s": round(wall, 1),
-        "train_steps_per_s": round(result.num_timesteps / max(1e-9, wall - eval_seconds)),
-        "first_lap_at_steps": first["steps"] if first else None,
-        "first_lap_at_wall_s": first["wall_s"] if first else None,
-        "best_eval_lap_s": min(laps) if laps else None,
-        "final_eval": rows[-1] if rows else None,
-        "curve": rows,
-        "config": cfg.to_dict(),
-    }
-    print(f"seed {seed}: first lap at {summary['first_lap_at_steps']} steps ({summary['first_lap_at_wall_s']} s), "
-          f"best lap {summary['best_eval_lap_s']} s, {summary['train_steps_per_s']} training steps/s", flush=True)
+    return summarise_run(seed, callback.rows, result.num_timesteps, wall - callback.eval_seconds, cfg)
+
+
+def summarise_run(seed: int, rows: list[dict[str, Any]], steps: int, train_s: float, cfg: Any) -> dict[str, Any]:
+    def first(pred) -> dict[str, Any] | None:
+        return next((r for r in rows if pred(r["train_tracks"])), None)
+
+    summary: dict[str, Any] = {"seed": seed, "steps": steps, "train_s": round(train_s, 1),
+                               "train_steps_per_s": round(steps / max(train_s, 1e-9))}
+    lap = first(lambda s: s["completion"] == 1.0)
+    summary["full_completion_at"] = [lap["steps"], lap["train_wall_s"]] if lap else None
+    for x in THRESHOLDS:
+        hit = first(lambda s, x=x: s["completion"] == 1.0 and s["worst_ratio"] is not None and s["worst_ratio"] <= x)
+        summary[f"ratio<={x}_at"] = [hit["steps"], hit["train_wall_s"]] if hit else None
+    done = [r for r in rows if r["train_tracks"]["completion"] == 1.0]
+    best = min(done, key=lambda r: r["train_tracks"]["median_ratio"]) if done else None
+    summary["best"] = {"steps": best["steps"], **best["train_tracks"], "test": best["test_tracks"]} if best else None
+    summary["final"] = {**rows[-1]["train_tracks"], "test": rows[-1]["test_tracks"]} if rows else None
+    summary["curve"] = rows
+    summary["config"] = cfg.to_dict()
+    b, f = summary["best"], summary["final"]
+    print(f"seed {seed}: full completion at {summary['full_completion_at']} [steps, s]; "
+          + "; ".join(f"<= {x} at {summary[f'ratio<={x}_at']}" for x in THRESHOLDS)
+          + f"; best ratio {b and b['median_ratio']} (test completion {b and b['test']['completion']}, ratio "
+            f"{b and b['test']['median_ratio']}); final ratio {f and f['median_ratio']} (completion "
+            f"{f and f['completion']}); {summary['train_steps_per_s']} training steps/s", flush=True)
     return summary
+
+
+def print_medians(summaries: list[dict[str, Any]]) -> None:
+    def med(values: list[Any]) -> Any:
+        values = [v for v in values if v is not None]
+        return round(statistics.median(values), 4) if values else None
+
+    best = [s["best"] or {} for s in summaries]
+    final = [s["final"] or {} for s in summaries]
+    print(f"\nmedian of {len(summaries)} seed(s): best train ratio {med([b.get('median_ratio') for b in best])}, "
+          f"final train ratio {med([f.get('median_ratio') for f in final])}, final train completion "
+          f"{med([f.get('completion') for f in final])}; at the best: test completion "
+          f"{med([(b.get('test') or {}).get('completion') for b in best])}, test ratio "
+          f"{med([(b.get('test') or {}).get('median_ratio') for b in best])}; "
+          + "; ".join(f"steps to <= {x}: {[(s[f'ratio<={x}_at'] or [None])[0] for s in summaries]}" for x in THRESHOLDS))
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--vision", action="store_true", help="vision policy (default rays)")
-    p.add_argument("--timesteps", type=int, default=300_000)
-    p.add_argument("--track-name", nargs="+", default=["circuit.png"])
+    p.add_argument("--timesteps", type=int, default=1_000_000)
+    p.add_argument("--track-name", nargs="+", default=["circuit.png"], help="training track(s), as kartsim train")
+    p.add_argument("--test-tracks", nargs="+", help="held-out tracks to evaluate on too (names, PNGs, folders, bundled)")
+    p.add_argument("--test-seeds", type=seed_range, metavar="FIRST-LAST",
+                   help="held-out generated tracks of these seeds (kartsim.envs.tracks.generated_track)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
-    p.add_argument("--eval-every", type=int, default=25_000, help="env steps between evaluations")
+    p.add_argument("--eval-every", type=int, default=100_000, help="env steps between evaluations")
     p.add_argument("--eval-episodes", type=int, default=1)
-    p.add_argument("--eval-max-steps", type=int, default=2000, help="steps per evaluation episode")
-    p.add_argument("--stop-when-laps", type=int, help="stop a seed once an evaluation completes this many laps")
-    p.add_argument("--also-stochastic", action="store_true", help="also evaluate with sampled actions")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--set", type=_kv, action="append", default=[], metavar="FIELD=VALUE",
-                   help="TrainConfig field, e.g. n_steps=1024 (repeatable)")
-    p.add_argument("--env", type=_kv, action="append", default=[], metavar="KEY=VALUE",
+    p.add_argument("--eval-max-steps", type=int, help="steps per evaluation episode (default: the env's limit)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--set", type=kv, action="append", default=[], metavar="FIELD=VALUE",
+                   help="TrainConfig field, e.g. n_steps=256 or track_pool=100 (repeatable)")
+    p.add_argument("--env", type=kv, action="append", default=[], metavar="KEY=VALUE",
                    help="EnvConfig option, e.g. max_episode_steps=3000 or reward.progress=0.2 (repeatable)")
     p.add_argument("--json", metavar="FILE", help="write the curves and summaries as JSON")
     p.add_argument("--keep", metavar="DIR", help="keep the runs (models) in DIR instead of a temp folder")
@@ -108,19 +186,20 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    print(f"kartsim learning benchmark: {platform.platform()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} torch threads, cuda={torch.cuda.is_available()}")
+    print(f"kartsim learning benchmark {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: {platform.platform()}, "
+          f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}, torch {torch.__version__}, cuda={torch.cuda.is_available()}")
+    test_tracks = test_track_list(args)
     runs_dir = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="kartsim-bench-"))
     try:
-        summaries = [run_one(args, seed, runs_dir) for seed in args.seeds]
+        summaries = [run_one(args, seed, runs_dir, test_tracks) for seed in args.seeds]
     finally:
         if not args.keep:
             shutil.rmtree(runs_dir, ignore_errors=True)
-    lapped = [s for s in summaries if s["first_lap_at_steps"] is not None]
-    print(f"\n{len(lapped)}/{len(summaries)} seeds lapped; first lap at steps: "
-          f"{[s['first_lap_at_steps'] for s in summaries]}; best laps: {[s['best_eval_lap_s'] for s in summaries]}")
+    print_medians(summaries)
+    print(f"load average at the end: {os.getloadavg()[0]:.1f}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"argv": sys.argv[1:], "runs": summaries}, indent=2))
+        Path(args.json).write_text(json.dumps({"argv": sys.argv[1:], "test_tracks": test_tracks, "runs": summaries},
+                                              indent=2))
         print(f"Wrote {args.json}")
     return 0
 

@@ -265,7 +265,7 @@ def test_learning_curves_from_tensorboard_and_the_telemetry_csv(client, lap_csvs
     for step in (256, 512, 768):
         for tag, value in (("rollout/ep_rew_mean", step / 100), ("racing/best_lap_time", 60 - step / 100),
                            ("train/value_loss", 1 / step), ("reward/progress", step / 50), ("reward/lap", 10.0),
-                           ("reward/off_track", -step / 1000)):
+                           ("reward/off_track", -step / 1000), ("eval/ref_ratio", 1.3 - step / 10000)):
             summ = summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=tag, simple_value=value)])
             w.add_event(event_pb2.Event(step=step, wall_time=time.time(), summary=summ))
     w.close()
@@ -276,7 +276,7 @@ def test_learning_curves_from_tensorboard_and_the_telemetry_csv(client, lap_csvs
     r = client.get("/api/run/runs/curves/curves")
     assert r.status_code == 200, r.text
     figs = {f["key"]: f for f in r.json()["figures"]}
-    assert {"rollout/ep_rew_mean", "racing/best_lap_time", "train/value_loss"} <= set(figs)
+    assert {"rollout/ep_rew_mean", "racing/best_lap_time", "train/value_loss", "eval/ref_ratio"} <= set(figs)
     assert "csv/reward" in figs or "csv/mean_speed" in figs
     trace = figs["rollout/ep_rew_mean"]["figure"]["data"][0]
     assert trace["x"] == [256, 512, 768]

@@ -242,7 +242,7 @@ def test_killed_job_fails_with_reason_and_resumes_from_last_checkpoint(jobs_env,
 # ------------------------------------------------------------------------------------ user errors
 
 def _fake_store(store: Path) -> None:
-    for rel in ("models/a_final.zip", "runs/a/a_final.zip", "runs/a/telemetry_log.csv",
+    for rel in ("models/a_final.zip", "runs/a/a_final.zip", "runs/a/a_best.zip", "runs/a/telemetry_log.csv",
                 "runs/b/telemetry_log.csv", "runs/a/checkpoints/a_128_steps.zip", "runs/a/tb/PPO_1/events.out.tfevents.1"):
         p = store / rel
         p.parent.mkdir(parents=True, exist_ok=True)
@@ -276,6 +276,9 @@ def test_fetch_refuses_escapes_overwrites_and_ambiguity(jobs_env, tmp_path, caps
     assert (tmp_path / "a.zip").read_text() == "mine"
     code, _, err = run(capsys, "fetch", "--path", "a_final.zip", "--out", "a.zip", "--force")
     assert code == 0 and (tmp_path / "a.zip").read_text() == "models/a_final.zip"
+    # the best evaluated model (kartsim train's periodic evaluation) is fetched by its name too
+    code, _, err = run(capsys, "fetch", "--path", "a_best.zip", "--out", "best.zip")
+    assert code == 0 and (tmp_path / "best.zip").read_text() == "runs/a/a_best.zip"
     # no --out: the file's own name here; a folder --out receives the file
     (tmp_path / "dl").mkdir()
     assert run(capsys, "fetch", "--path", "a_128_steps.zip", "--out", "dl")[0] == 0

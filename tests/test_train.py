@@ -126,10 +126,11 @@ def test_train_ppo_rays_script_end_to_end(tmp_path):
     assert final.is_file() and (run / "rays_final.zip").is_file()
     model = PPO.load(final, device="cpu")  # plain SB3 load ignores kartsim_config.json
     assert model.num_timesteps == 256
-    assert model.observation_space.shape == (10,)
+    assert model.observation_space.shape == (26,)  # the rich rays observation, kartsim train's default
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["rays_128_steps.zip", "rays_256_steps.zip"]
     payload = _config_in_zip(run / "checkpoints" / "rays_128_steps.zip")
     assert payload["env"]["vision"] is False and payload["train"]["seed"] == 3
+    assert payload["env"]["ray_observation"] == "rich" and payload["train"]["observation"] == "rich"
     assert payload["num_timesteps"] == 128
     assert json.loads((run / "config.json").read_text())["train"]["save_name"] == "rays"
 
@@ -291,7 +292,7 @@ def test_quickstart_flow(tmp_path, capsys, monkeypatch):
     if code == 1:
         assert "did not complete a lap" in out
     else:
-        assert code == 0 and "Lap time:" in out
+        assert code == 0 and "Best lap:" in out and "x the reference lap" in out
     main(argv)
     assert "Found " in capsys.readouterr().out
 

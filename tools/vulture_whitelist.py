@@ -18,4 +18,6 @@ ego_pixels  # CameraRenderer.ego_pixels: where the own kart is drawn
 # Dataclass fields (written to JSON / shown in tables through asdict)
 mean_reward  # ModelScore.mean_reward
 final_model  # TrainResult.final_model
+final_eval  # TrainResult.final_eval: the final model's evaluation (tests, callers of train())
+best_eval  # TrainResult.best_eval: the best evaluation (tests, callers of train())
 angle_deg  # Corner.angle_deg

@@ -253,6 +253,10 @@ def _cmd_status(args: argparse.Namespace) -> int:
         rows.append(("model", f"{final}  (fetch: {_hint(args, f'fetch --path {job.save_name}_final.zip --out {job.save_name}.zip')})"))
     elif st.state in ("failed", "cancelled"):
         rows.append(("next", _hint(args, f"resume {job.id}") if ckpts else "no checkpoint: start it again with --force"))
+    best = f"runs/{job.save_name}/{job.save_name}_best.zip"
+    if store.exists(best):
+        hint = _hint(args, f"fetch --job {job.id} --path {job.save_name}_best.zip --out {job.save_name}_best.zip")
+        rows.append(("best model", f"{best}  (best periodic evaluation; fetch: {hint})"))
     width = max(len(k) for k, _ in rows) + 1
     for key, value in rows:
         print(f"{key + ':':<{width}} {value}")

@@ -75,7 +75,7 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     b.add_argument("--address", metavar="URL", help="ray: the Ray dashboard (default: as `kartsim jobs` resolves it)")
     b.add_argument("--num-gpus", type=float, metavar="N", help="ray: GPUs per trial (default: 1 when the cluster has any)")
     b.add_argument("--detach", action="store_true", help="ray: start the sweep and return")
-    add_train_arguments(p)
+    add_train_arguments(p, eval_flags=False)
 
 
 def _dims(args: argparse.Namespace) -> list[Any]:

@@ -42,6 +42,9 @@ _KEEP = frozenset(NUMERIC_COLUMNS + ("surface",))  # columns kept in memory
 # TensorBoard tags shown on a run's page: (tag, title, y label).
 CURVES: tuple[tuple[str, str, str], ...] = (
     ("rollout/ep_rew_mean", "episode reward (mean of the last 100)", "reward"),
+    ("eval/ref_ratio", "evaluation: best lap / reference lap (deterministic, from the start line)", "x reference"),
+    ("eval/completion_rate", "evaluation: lap completion", "share of evaluation runs with a lap"),
+    ("eval/best_lap_time", "evaluation: best lap time", "s"),
     ("racing/lap_completion_rate", "lap completion rate", "share of episodes with a lap"),
     ("racing/best_lap_time", "best lap time", "s"),
     ("racing/lap_time", "mean lap time", "s"),

@@ -9,7 +9,8 @@ loop (an action is held for ``decision_dt`` seconds, 0.1 s by default like the e
 * **Steering**: pure pursuit of a point on the racing line ``2 m + 0.3 s x speed`` ahead of the
   position predicted half a decision ahead, with the kart's understeer added near the limit (a
   yaw-rate feedback at 10 decisions a second oscillates, so there is none).
-* **Speed**: the racing line's minimum-time profile (computed with the level's share of the grip),
+* **Speed**: the racing line's minimum-time profile (computed with the level's share of the grip
+  and 80 % of its braking),
   previewed one decision ahead; throttle and brake from the acceleration needed to reach it, with
   a proportional correction (feed-forward of drag, cornering drag and the brake's deceleration).
 * **Traffic**: a kart ahead on the same track (and in the same collision world) within a speed
@@ -49,12 +50,18 @@ class AILevel:
     """Standard deviation of the throttle error."""
     margin_m: float
     """Racing line clearance from the road edges beyond half the kart's width (m)."""
+    brake: float = 0.8
+    """Share of the level's braking (straight-line and in the g-g diagram) used for the speed
+    profile: braking earlier than the limit leaves the rear tyres grip to turn in, so braking into a
+    bend at 10 decisions a second does not make the rear step out (at 1.0 the hard AI lost up to
+    1.9 % of a lap at an 8 m hairpin on gen-technical-s3-w7.5, and 1.8 % trail-braking into fast
+    bends on gen-circuit-s2-w8 at 0.9; at 0.8 about 1 %; benchmarks/RESULTS.md)."""
 
 
 AI_LEVELS = {
     "easy": AILevel("easy", grip=0.72, speed=0.88, steer_noise=0.06, throttle_noise=0.15, margin_m=0.8),
     "medium": AILevel("medium", grip=0.86, speed=0.95, steer_noise=0.03, throttle_noise=0.08, margin_m=0.55),
-    "hard": AILevel("hard", grip=1.0, speed=1.0, steer_noise=0.0, throttle_noise=0.0, margin_m=0.35),
+    "hard": AILevel("hard", grip=1.0, speed=1.0, steer_noise=0.0, throttle_noise=0.0, margin_m=0.05),
 }
 
 
@@ -113,7 +120,8 @@ class AIDriver:
         key = (t, level.name, round(float(weather_grip), 3))
         if key not in self._lines:
             self._lines[key] = racing_line(self.tracks[t], self.cfg, margin_m=level.margin_m,
-                                           grip_scale=level.grip * self.grip_scale * float(weather_grip))
+                                           grip_scale=level.grip * self.grip_scale * float(weather_grip),
+                                           brake_scale=level.brake)
         return self._lines[key]
 
     def reset(self, idx=None) -> None:

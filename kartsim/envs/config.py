@@ -13,6 +13,9 @@ from kartsim.validation import check_config
 
 CAMERAS = ("chase", "driver")
 RAY_TARGETS = ("road_edge", "wall")
+RAY_OBSERVATIONS = ("basic", "rich")
+# The rich observation's default fan: denser straight ahead, where braking points are seen.
+RICH_RAY_ANGLES_DEG = (-90.0, -60.0, -40.0, -25.0, -15.0, -8.0, -3.0, 0.0, 3.0, 8.0, 15.0, 25.0, 40.0, 60.0, 90.0)
 VEC_BACKENDS = ("batched", "subproc")
 """How the SB3 VecEnv of a training run steps its karts (:func:`kartsim.rl.vec_env.make_vec_env`)."""
 
@@ -37,6 +40,10 @@ class EnvConfig:
     ray_angles_deg: tuple[float, ...] = (-90.0, -50.0, -25.0, -8.0, 8.0, 25.0, 50.0, 90.0)
     """Directions of the distance rays relative to the kart's heading (positive = right); the rays observation
     has one distance per angle, then forward speed and heading error (default: 8 rays, Box(10,))."""
+    ray_observation: str = "basic"
+    """Rays agents: ``basic`` (``kartsim/Kart-v0``: the rays, forward speed, heading error: 10 values
+    with the default 8 rays) or ``rich`` (the rays plus slip speed, yaw rate, steering, lateral offset
+    and the track's curvature in five windows up to 80 m ahead; `kartsim.envs.observations.RICH_FIELDS`)."""
     ray_range_m: float = 50.0
     """Rays report at most this distance; observations divide by it."""
     ray_target: str = "road_edge"
@@ -69,6 +76,8 @@ class EnvConfig:
             raise ConfigError(f"image_size must be between 16 and 512 pixels, got {self.image_size}")
         if not 1 <= int(self.frame_stack) <= 16:
             raise ConfigError(f"frame_stack must be between 1 and 16, got {self.frame_stack}")
+        if self.ray_observation not in RAY_OBSERVATIONS:
+            raise ConfigError(f"ray_observation must be one of {', '.join(RAY_OBSERVATIONS)}, got {self.ray_observation!r}")
         if not 1 <= len(self.ray_angles_deg) <= 64:
             raise ConfigError(f"ray_angles_deg needs 1 to 64 angles (one ray each), got {len(self.ray_angles_deg)}")
         if self.race.action_repeat < 1 or self.race.max_episode_steps < 1:

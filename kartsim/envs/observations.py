@@ -32,6 +32,18 @@ TELEMETRY_FIELDS = (
 TELEMETRY_LIMIT = 10.0
 CURVATURE_LOOKAHEAD_M = 25.0
 TOP_SPEED_NORM = 25.0
+# The rich rays observation (``ray_observation="rich"``): the rays ÷ range, then these values.
+RICH_FIELDS = (
+    "speed",  # forward speed ÷ 25 m/s
+    "slip_speed",  # sideways speed ÷ 10 m/s, positive = sliding right
+    "yaw_rate",  # rad/s ÷ 3
+    "steering",  # front wheel angle ÷ maximum
+    "heading_error",  # rad ÷ pi
+    "lateral_offset",  # distance right of the centerline ÷ half the road width
+    "curvature_0_10m", "curvature_10_20m", "curvature_20_35m", "curvature_35_55m", "curvature_55_80m",
+)  # mean track curvature over each window ahead × 10 (1/m; a 10 m radius bend = 1)
+CURVATURE_WINDOWS_M = ((0.0, 10.0), (10.0, 20.0), (20.0, 35.0), (35.0, 55.0), (55.0, 80.0))
+RICH_LIMIT = 5.0
 
 
 def _wrap_angle(a: np.ndarray) -> np.ndarray:
@@ -83,6 +95,10 @@ class Observer:
         self.ray_field = compact_ray_field(field, stack.scale) if not cfg.vision else None
         # Per track: mean curvature over the next CURVATURE_LOOKAHEAD_M metres at every centerline point.
         self.curvature_ahead = [_curvature_ahead(t) for t in race.stack.tracks]
+        self.rich = not cfg.vision and cfg.ray_observation == "rich"
+        if self.rich:  # per track: (points, windows) curvature over each window ahead
+            self.curvature_windows = [np.stack([_curvature_ahead(t, a, b) for a, b in CURVATURE_WINDOWS_M], axis=1)
+                                      for t in race.stack.tracks]
         if cfg.vision:
             cam = CameraConfig(mode=cfg.camera, size=cfg.image_size, grayscale=cfg.grayscale)
             self.camera = CameraRenderer(race.stack.rgb, race.stack.scale, cam, surface=race.stack.surface)
@@ -98,6 +114,12 @@ class Observer:
                     telemetry=spaces.Box(-TELEMETRY_LIMIT, TELEMETRY_LIMIT, (len(TELEMETRY_FIELDS),), np.float32),
                 )
             )
+        elif self.rich:
+            n_rays = len(self.ray_angles)
+            self.rays = np.zeros((n, n_rays + len(RICH_FIELDS)), dtype=np.float32)
+            low = np.array([0.0] * n_rays + [-RICH_LIMIT] * len(RICH_FIELDS), dtype=np.float32)
+            high = np.array([1.0] * n_rays + [RICH_LIMIT] * len(RICH_FIELDS), dtype=np.float32)
+            self.observation_space = spaces.Box(low, high, dtype=np.float32)
         else:
             r = len(self.ray_angles)  # one distance per angle, then forward speed and heading error
             self.rays = np.zeros((n, r + 2), dtype=np.float32)
@@ -123,13 +145,16 @@ class Observer:
             rays = np.empty((len(x), len(self.ray_angles)), dtype=np.float32)
             cast_rays(self.ray_field, race.stack.scale, tid, x, y, yaw, self.ray_angles,
                       self.cfg.ray_range_m, rays, others=others, self_rows=self_rows)
-            r = rays.shape[1]
-            obs = np.empty((len(x), r + 2), dtype=np.float64)
-            obs[:, :r] = rays / self.cfg.ray_range_m
-            obs[:, r] = st.vx[sel] / TOP_SPEED_NORM
-            obs[:, r + 1] = heading_error / np.pi
+            obs = np.empty((len(x), self.rays.shape[1]), dtype=np.float64)
+            n_rays = rays.shape[1]
+            obs[:, :n_rays] = rays / self.cfg.ray_range_m
+            obs[:, n_rays] = st.vx[sel] / TOP_SPEED_NORM
+            if self.rich:
+                self._rich_values(obs[:, n_rays:], sel, tid, heading_error)
+            else:
+                obs[:, n_rays + 1] = heading_error / np.pi
             if self.cfg.sensor_noise > 0:
-                obs += self.cfg.sensor_noise * _counter_normal(keys, counters, r + 2)
+                obs += self.cfg.sensor_noise * _counter_normal(keys, counters, obs.shape[1])
             self.rays[sel] = np.clip(obs, self.observation_space.low, self.observation_space.high)
             return self.rays
 
@@ -169,6 +194,20 @@ class Observer:
             self.vision[sel] = stacked
         return {"vision": self.vision, "telemetry": self.telemetry}
 
+    def _rich_values(self, out: np.ndarray, sel, tid: np.ndarray, heading_error: np.ndarray) -> None:
+        """The `RICH_FIELDS` after the speed (already in ``out[:, 0]``) into `out`."""
+        st, race = self.race.state, self.race
+        out[:, 1] = st.vy[sel] / 10.0
+        out[:, 2] = st.yaw_rate[sel] / 3.0
+        out[:, 3] = st.steer[sel] / race.kart_cfg.max_steer_rad
+        out[:, 4] = heading_error / np.pi
+        ci = race.centerline_idx[sel]
+        for t, track in enumerate(race.stack.tracks):
+            m = tid == t
+            if m.any():
+                out[m, 5] = race.lateral[sel][m] / np.maximum(0.5 * track.width[ci[m]], 0.5)
+                out[m, 6:] = self.curvature_windows[t][ci[m]] * 10.0
+
     def single(self, i: int) -> np.ndarray | dict[str, np.ndarray]:
         """A copy of kart ``i``'s observation (safe to keep while the race steps on)."""
         if self.cfg.vision:
@@ -190,9 +229,13 @@ def _other_karts(race: Race, sel) -> tuple[np.ndarray | None, np.ndarray | None]
     return others(), np.arange(race.n)[sel]
 
 
-def _curvature_ahead(track) -> np.ndarray:
-    spacing = track.length / len(track.s)
-    window = max(1, int(round(CURVATURE_LOOKAHEAD_M / spacing)))
-    k = np.concatenate([track.curvature, track.curvature[:window]])
+def _curvature_ahead(track, start_m: float = 0.0, end_m: float = CURVATURE_LOOKAHEAD_M) -> np.ndarray:
+    """Mean centerline curvature from `start_m` to `end_m` ahead of every centerline point."""
+    n = len(track.s)
+    spacing = track.length / n
+    a = int(round(start_m / spacing))
+    b = max(a + 1, int(round(end_m / spacing)))
+    k = np.concatenate([track.curvature] * (b // n + 2))
     c = np.concatenate([[0.0], np.cumsum(k)])
-    return (c[window: window + len(track.s)] - c[: len(track.s)]) / window
+    i = np.arange(n)
+    return (c[i + b] - c[i + a]) / (b - a)

@@ -245,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     _forward_signals(child)
 
     mirror = Mirror(store, work, [f"runs/{job.save_name}", f"models/{job.save_name}_final.zip",
+                                  f"models/{job.save_name}_best.zip",
                                   progress_rel(job.id), log_rel(job.id)]) if scratch else None
     code = _wait(child, store, job, attempt, say, mirror)
     if pumper:

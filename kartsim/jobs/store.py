@@ -524,8 +524,9 @@ def _latest_job_hit(store: Store, hits: list[str]) -> tuple[str, str] | None:
 
 def _find(store: Store, rel: str, job: JobRecord | None, echo: Callable[[str], None] | None = None) -> str:
     scope = f"runs/{job.save_name}/" if job else ""
-    if store.exists(rel) and (not job or rel.startswith(scope) or rel in (
-            f"models/{job.save_name}_final.zip",) or rel.startswith(f"jobs/{job.id}/")):
+    models = (f"{job.save_name}_final.zip", f"{job.save_name}_best.zip") if job else ()
+    if store.exists(rel) and (not job or rel.startswith(scope) or rel in [f"models/{m}" for m in models]
+                              or rel.startswith(f"jobs/{job.id}/")):
         return rel
     if job and store.exists(scope + rel):
         return scope + rel
@@ -533,7 +534,7 @@ def _find(store: Store, rel: str, job: JobRecord | None, echo: Callable[[str], N
         name = rel
         tiers: list[list[str]] = []
         if job:
-            tiers.append([f"models/{name}"] if name == f"{job.save_name}_final.zip" else [])
+            tiers.append([f"models/{name}"] if name in models else [])
             tiers.append([f"{scope}checkpoints/{name}", f"jobs/{job.id}/{name}"])
         else:
             tiers.append([f"models/{name}"])

@@ -85,7 +85,7 @@ def _write_checkpoints(src: Path, dst: Path, image_name: str) -> None:
 
 def job_tracks(store: Store, names: list[str], echo=print) -> list[str]:
     """The --track-name values a job gets: image files on disk are synced (and passed by file name),
-    names already synced are passed by file name, bundled names and ``random`` pass through.
+    names already synced are passed by file name, bundled names, ``random`` and ``bundled`` pass through.
     A job runs in the store's tracks/ folder, so a file name finds the synced copy first."""
     from kartsim.sim.track import resolve_track_path
 
@@ -93,7 +93,7 @@ def job_tracks(store: Store, names: list[str], echo=print) -> list[str]:
     for raw in names:
         item = str(raw)
         p = Path(item).expanduser()
-        if item == "random":
+        if item in ("random", "bundled"):
             out.append(item)
         elif p.is_dir():
             pngs = sorted(p.glob("*.png"))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import time
 from collections import deque
 from pathlib import Path
 from typing import Any, Callable
@@ -225,10 +227,45 @@ class TelemetryCSVCallback(BaseCallback):
             self.live.close(self)
 
 
+def eval_key(row: dict[str, Any]) -> tuple[float, float, float]:
+    """How evaluation rows rank (larger is better): completion first, then the lap against the
+    reference (the best lap itself where a track has no reference), then the distance driven."""
+    pace = row.get("ref_ratio") if row.get("ref_ratio") is not None else row.get("eval_best_lap")
+    return (float(row.get("completion") or 0.0), -float(pace) if pace is not None else -math.inf,
+            float(row.get("eval_progress_m") or 0.0))
+
+
+def describe_eval(row: dict[str, Any]) -> str:
+    """One line: completion, best lap and ratio of an evaluation row."""
+    text = f"lapped in {100 * row['completion']:.0f}% of runs"
+    if row.get("eval_best_lap") is not None:
+        text += f", best lap {row['eval_best_lap']:.2f} s"
+    if row.get("ref_ratio") is not None:
+        text += f" = {row['ref_ratio']:.3f} x reference"
+    if row.get("completion", 0) < 1:
+        text += f", {row['eval_progress_m']:.0f} m driven"
+    return text
+
+
 class LapEvalCallback(BaseCallback):
-    """Every `every` env steps, drives the current policy deterministically from the start line (a
-    separate single env) and records laps / best lap / progress in `rows` and under ``eval/`` in the
-    logger. With `stop_when_laps`, training stops once an evaluation episode completes that many laps.
+    """Every `every` env steps (all vector envs together, as ``--timesteps`` counts them), drives the
+    current policy deterministically from the start line of each evaluation track (`tracks`; one
+    single env each, `episodes` episodes, at most `max_laps` laps) — SB3's ``EvalCallback``
+    convention, scored for racing:
+
+    * ``completion``: share of (track, episode) runs with at least one lap;
+    * ``eval_best_lap``: the best lap (s), over all tracks;
+    * ``ref_ratio``: mean over the tracks with a lap of best lap ÷ the track's reference lap
+      (`kartsim.drivers.racing_line.reference_lap_time`);
+    * off-track share, mean speed and progress; ``train_wall_s`` (seconds of training so far, less
+      the evaluations) and ``tracks`` (the same per track).
+
+    Rows go to `rows`, to ``eval/*`` in the logger (TensorBoard) and to `report`. With `save_best`
+    (``save_best(model, row) -> Path``) the model is saved each time an evaluation beats the best so far
+    (`eval_key`: completion first, then the ratio); `best` starts from `best_row` (a resumed run).
+    Training stops when an evaluation completes `stop_when_laps` laps on every run, or when it laps
+    every track within `stop_at_ratio` × reference. With `evaluate_final` the final model is
+    evaluated too when training ends (`final`), so a run can say whether it ended worse than its best.
     """
 
     def __init__(
@@ -236,84 +273,144 @@ class LapEvalCallback(BaseCallback):
         env_config: Any,
         every: int,
         *,
-        max_steps: int = 2000,
+        tracks: list[str] | None = None,
+        max_steps: int | None = None,
         episodes: int = 1,
+        max_laps: int | None = None,
         stop_when_laps: int | None = None,
+        stop_at_ratio: float | None = None,
+        save_best: Callable[[Any, dict[str, Any]], Path] | None = None,
+        best_row: dict[str, Any] | None = None,
         report: Callable[[dict[str, Any]], None] | None = None,
-        also_stochastic: bool = False,
+        evaluate_final: bool = False,
     ) -> None:
         super().__init__()
-        self.also_stochastic = also_stochastic
         from kartsim.envs.config import apply_env_options
+        from kartsim.envs.tracks import track_paths
 
         data = apply_env_options(env_config.to_dict(), {"random_start": False})
         self.env_config = type(env_config).from_dict(data)
+        self.tracks = list(tracks) if tracks else track_paths(self.env_config.track, self.env_config.random_pool_size)
         self.every = int(every)
         self.max_steps = max_steps
         self.episodes = episodes
+        self.max_laps = max(filter(None, (max_laps, stop_when_laps)), default=None)
         self.stop_when_laps = stop_when_laps
+        self.stop_at_ratio = stop_at_ratio
+        self.save_best = save_best
+        self.best = best_row
+        self.best_path: Path | None = None
+        self.final: dict[str, Any] | None = None
         self.report = report
+        self.evaluate_final = evaluate_final
         self.rows: list[dict[str, Any]] = []
         self.eval_seconds = 0.0
+        self.refs: list[float | None] = []
         self._next = 0
-        self._env = None
+        self._envs: list[Any] = []
         self._started = 0.0
 
-    def _on_training_start(self) -> None:
-        import time
-
+    def prepare(self) -> None:
+        """Build the evaluation envs and work out the reference laps (once). `kartsim train` calls it
+        before training starts, so that a Ctrl-C during a reference solve is not inside SB3's learn."""
         from kartsim.envs import KartEnv
 
-        self._started = time.perf_counter()
+        if not self._envs:
+            self._envs = [KartEnv(self.env_config.replace(track=t)) for t in self.tracks]
+            self.refs = [_reference(env) for env in self._envs]
+
+    def _on_training_start(self) -> None:
+        self.prepare()
         self._next = (self.num_timesteps // self.every + 1) * self.every
-        self._env = KartEnv(self.env_config)
+        self._started = time.perf_counter()  # training time starts after the references are worked out
 
     def _on_step(self) -> bool:
         if self.num_timesteps < self._next:
             return True
         self._next = (self.num_timesteps // self.every + 1) * self.every
-        row = self.evaluate()
-        return not (self.stop_when_laps is not None and row["eval_laps"] >= self.stop_when_laps)
+        return not self._should_stop(self.evaluate())
+
+    def _should_stop(self, row: dict[str, Any]) -> bool:
+        if self.stop_when_laps is not None and row["min_laps"] >= self.stop_when_laps:
+            return True
+        return (self.stop_at_ratio is not None and row["completion"] >= 1.0 and row["ref_ratio"] is not None
+                and row["ref_ratio"] <= self.stop_at_ratio)
 
     def evaluate(self) -> dict[str, Any]:
-        import time
-
         from kartsim.rl.play import Driver, drive
 
         t0 = time.perf_counter()
         driver = Driver(model=self.model, env_config=self.env_config, path=Path("<training>"), payload=None)
-        results = drive(driver, self._env, episodes=self.episodes, max_steps=self.max_steps, seed=0,
-                        stop_after_laps=self.stop_when_laps)
-        laps = [t for r in results for t in r.lap_times]
+        runs, ratios, laps, per_track = [], [], [], []
+        for track, env, ref in zip(self.tracks, self._envs, self.refs):
+            results = drive(driver, env, episodes=self.episodes, max_steps=self.max_steps, seed=0,
+                            stop_after_laps=self.max_laps)
+            runs.extend(results)
+            track_laps = [t for r in results for t in r.lap_times]
+            laps.extend(track_laps)
+            ratio = min(track_laps) / ref if track_laps and ref else None
+            if ratio is not None:
+                ratios.append(ratio)
+            per_track.append({"track": Path(track).stem, "completion": float(np.mean([r.laps >= 1 for r in results])),
+                              "best_lap": min(track_laps) if track_laps else None, "ref_lap": ref, "ratio": ratio,
+                              "off_track": float(np.mean([r.off_track_share for r in results]))})
         buf = self.model.ep_info_buffer
         row = {
             "steps": int(self.num_timesteps),
             "wall_s": round(time.perf_counter() - self._started, 1),
             "train_ep_reward": round(float(np.mean([e["r"] for e in buf])), 1) if buf else None,
-            "eval_laps": max(r.laps for r in results),
+            "completion": round(float(np.mean([r.laps >= 1 for r in runs])), 3),
+            "min_laps": min(r.laps for r in runs),
             "eval_best_lap": round(min(laps), 2) if laps else None,
-            "eval_progress_m": round(max(r.progress_m for r in results), 1),
-            "eval_return": round(float(np.mean([r.reward for r in results])), 2),
-            "eval_mean_speed": round(float(np.mean([r.mean_speed for r in results])), 2),
-            "eval_off_track": round(float(np.mean([r.off_track_share for r in results])), 3),
+            "eval_laps": max(r.laps for r in runs),
+            "ref_ratio": round(float(np.mean(ratios)), 4) if ratios else None,
+            "eval_progress_m": round(max(r.progress_m for r in runs), 1),
+            "eval_return": round(float(np.mean([r.reward for r in runs])), 2),
+            "eval_mean_speed": round(float(np.mean([r.mean_speed for r in runs])), 2),
+            "eval_off_track": round(float(np.mean([r.off_track_share for r in runs])), 3),
             "eval_s": round(time.perf_counter() - t0, 1),
+            "train_wall_s": round(t0 - self._started - self.eval_seconds, 1),
+            "tracks": per_track,
         }
-        if self.also_stochastic:
-            sto = drive(driver, self._env, episodes=self.episodes, max_steps=self.max_steps, seed=0,
-                        deterministic=False, stop_after_laps=self.stop_when_laps)
-            row["stoch_laps"] = max(r.laps for r in sto)
-            row["stoch_progress_m"] = round(max(r.progress_m for r in sto), 1)
-            row["eval_s"] = round(time.perf_counter() - t0, 1)
         self.eval_seconds += time.perf_counter() - t0
         self.rows.append(row)
-        self.logger.record("eval/laps", row["eval_laps"])
-        self.logger.record("eval/progress_m", row["eval_progress_m"])
-        if row["eval_best_lap"] is not None:
-            self.logger.record("eval/best_lap_time", row["eval_best_lap"])
+        self._log(row)
+        if self.best is None or eval_key(row) > eval_key(self.best):
+            self.best = row
+            if self.save_best is not None:
+                self.best_path = self.save_best(self.model, row)
         if self.report is not None:
             self.report(row)
         return row
 
+    def _log(self, row: dict[str, Any]) -> None:
+        record = self.logger.record
+        record("eval/completion_rate", row["completion"])
+        record("eval/progress_m", row["eval_progress_m"])
+        record("eval/off_track_share", row["eval_off_track"])
+        record("eval/mean_speed", row["eval_mean_speed"])
+        if row["eval_best_lap"] is not None:
+            record("eval/best_lap_time", row["eval_best_lap"])
+        if row["ref_ratio"] is not None:
+            record("eval/ref_ratio", row["ref_ratio"])
+
     def _on_training_end(self) -> None:
-        if self._env is not None:
-            self._env.close()
+        try:
+            if self.rows and self.rows[-1]["steps"] == self.num_timesteps:
+                self.final = self.rows[-1]
+            elif self.evaluate_final and self.model is not None:
+                self.final = self.evaluate()
+        finally:
+            for env in self._envs:
+                env.close()
+
+
+def _reference(env: Any) -> float | None:
+    """The reference lap of a single-track env's track (None when it cannot be worked out)."""
+    from kartsim.errors import KartsimError
+    from kartsim.drivers.racing_line import reference_lap_time
+
+    try:
+        return float(reference_lap_time(env.race.stack.tracks[0], env.race.kart_cfg))
+    except KartsimError:
+        return None

@@ -6,6 +6,8 @@ Every model kartsim saves (checkpoints, interrupted and final models) is a norma
     {"format": 1, "kartsim_version": "0.1.0", "env": EnvConfig.to_dict(), "train": TrainConfig dict,
      "num_timesteps": 12345, "provenance": {"demos": {...}, "init_from": {...}}}   # provenance: when used
 
+(``<name>_best.zip`` adds ``"evaluation"``: the training-time evaluation row that made it the best.)
+
 and, when trained on normalised rewards (SB3 ``VecNormalize``, the default), ``reward_stats.json``:
 the running return statistics ``{"mean", "var", "count"}`` that ``kartsim train --resume`` continues.
 
@@ -40,10 +42,11 @@ TRUST_HINT = "pass --trust-model only if you trust where the file came from"
 
 
 def save_model(model: Any, path: str | Path, env_config: dict[str, Any], train_config: dict[str, Any],
-               provenance: dict[str, Any] | None = None) -> Path:
+               provenance: dict[str, Any] | None = None, evaluation: dict[str, Any] | None = None) -> Path:
     """Save `model` (an SB3 algorithm) to `path` with `kartsim_config.json` inside, and the reward
     statistics of its env's VecNormalize when it has one (`REWARD_STATS_MEMBER`); returns the path.
     `provenance`: where its demonstrations and initial weights came from (`kartsim.rl.pretrain`).
+    `evaluation`: the training-time evaluation that made this the best model (``<name>_best.zip``).
 
     Written to a temporary file first and renamed, so a crash never leaves half a model behind; the
     file gets the permissions the umask gives a new file (as ``open`` would), not mkstemp's 0600.
@@ -68,6 +71,8 @@ def save_model(model: Any, path: str | Path, env_config: dict[str, Any], train_c
         }
         if provenance:
             payload["provenance"] = provenance
+        if evaluation is not None:
+            payload["evaluation"] = evaluation
         vecnormalize = model.get_vec_normalize_env() if hasattr(model, "get_vec_normalize_env") else None
         with zipfile.ZipFile(tmp, "a", compression=zipfile.ZIP_DEFLATED) as archive:
             archive.writestr(CONFIG_MEMBER, json.dumps(payload, indent=2, sort_keys=True))
@@ -251,6 +256,8 @@ def safe_objects(payload: dict[str, Any], pickled: list[str], device: str, path:
         log_std = train.get("log_std_init")
         policy_kwargs["log_std_init"] = float(-0.5 if log_std is None else log_std)
         clip_range = float(train.get("clip_range", 0.2))
+        # --lr-schedule linear pickles the schedule; the start value is enough to play or resume
+        learning_rate = float(train.get("learning_rate") or 3e-4)
     except (TypeError, ValueError) as exc:
         raise ModelFileError(f"{path}: its {CONFIG_MEMBER} has an invalid train section ({exc})") from None
     if isinstance(policy, str):  # "MlpPolicy": the class itself, as SB3 would have unpickled it
@@ -258,7 +265,7 @@ def safe_objects(payload: dict[str, Any], pickled: list[str], device: str, path:
 
         policy = PPO.policy_aliases[policy]
     objects: dict[str, Any] = {"observation_space": obs_space, "action_space": action_space, "policy_class": policy,
-                               "policy_kwargs": policy_kwargs, "clip_range": clip_range}
+                               "policy_kwargs": policy_kwargs, "clip_range": clip_range, "learning_rate": learning_rate}
     objects.update({key: None for key in _NOT_NEEDED})
     unknown = [key for key in pickled if key not in objects]
     if unknown:

@@ -13,6 +13,8 @@ A run writes everything under ``<runs_dir>/<save_name>/``::
     tb/PPO_1/                        TensorBoard logs (with --tensorboard), incl. racing/* metrics
     telemetry_log.csv                env 0's telemetry, or the first --telemetry-envs N (schema: kartsim.telemetry.TELEMETRY_COLUMNS)
     <name>_final.zip                 the final model; <models_dir>/<name>_final.zip is the same file (a hard link)
+    <name>_best.zip                  the best model of the periodic evaluation (--eval-freq);
+                                     <models_dir>/<name>_best.zip is the same file
 
 Every saved zip is a plain SB3 PPO model plus ``kartsim_config.json`` and, when rewards are
 normalised, the ``VecNormalize`` reward statistics (``reward_stats.json``), which ``--resume`` restores (see
@@ -82,8 +84,15 @@ class TrainConfig:
     track: list[str] = field(default_factory=lambda: ["circuit.png"])
     """Track(s): bundled names, PNG paths, folders of PNGs, or ``random`` (a new generated track per
     episode). Several tracks are shared out among the vector envs."""
+    observation: str | None = None
+    """Rays only: ``rich`` (the default: 15 rays plus slip, yaw rate, steering, lateral offset and
+    the curvature up to 80 m ahead, 26 values; on circuit.png it drives within 1.08 × the reference
+    after 200k steps where ``basic`` needs 1.5M for 1.11, benchmarks/RESULTS.md) or ``basic`` (the
+    guide's 10 values of ``kartsim/Kart-v0``)."""
     learning_rate: float | None = None
-    """Adam learning rate (constant)."""
+    """Adam learning rate (at the start, with ``lr_schedule=linear``)."""
+    lr_schedule: str = "constant"
+    """``constant`` or ``linear`` (from --learning-rate down to 0 at --timesteps)."""
     batch_size: int | None = None
     """Minibatch size of the PPO update; must divide n_steps x vector_envs."""
     n_steps: int | None = None
@@ -123,6 +132,18 @@ class TrainConfig:
     """Extra EnvConfig fields (``--env-option max_episode_steps=2000``)."""
     checkpoint_freq: int = 100_000
     """Save a checkpoint every this many env steps (0: only the final model)."""
+    eval_freq: int | None = None
+    """Evaluate the deterministic policy from the start line every this many env steps (SB3's
+    ``EvalCallback`` convention) and keep the best model, by completion then lap time against the
+    reference, as ``<name>_best.zip`` (0: off; None: a tenth of --timesteps, at least 20,000)."""
+    eval_episodes: int = 1
+    """Episodes per evaluation track (each at most 2 laps: a standing and a flying one)."""
+    eval_tracks: list[str] | None = None
+    """Evaluation tracks (None: the training tracks; of a pool, `MAX_EVAL_TRACKS` spread over it)."""
+    stop_at_ratio: float | None = None
+    """Stop training once an evaluation laps every evaluation track within this × the reference lap."""
+    track_pool: int | None = None
+    """With ``--track-name random``: how many generated tracks the pool holds (None: 8)."""
     tensorboard: bool = False
     """Write TensorBoard logs to ``<run>/tb/`` (SB3 metrics + racing/*)."""
     telemetry_every: int = 1
@@ -195,6 +216,10 @@ class TrainConfig:
             values["batch_size"] = batch
         if values["timesteps"] is None:
             values["timesteps"] = 1_000_000
+        if values["observation"] is None:
+            values["observation"] = "basic" if self.vision else "rich"
+        if values["eval_freq"] is None:
+            values["eval_freq"] = max(MIN_EVAL_FREQ, int(values["timesteps"]) // 10)
         if values["save_name"] is None:
             values["save_name"] = "kart_vision" if self.vision else "kart_rays"
         return TrainConfig(**values)
@@ -218,7 +243,16 @@ class TrainResult:
     interrupted_model: Path | None = None
     seconds: float = 0.0
     checkpoints: list[Path] = field(default_factory=list)
+    best_model: Path | None = None
+    """``<models_dir>/<name>_best.zip``: the model of the best training-time evaluation."""
+    final_eval: dict[str, Any] | None = None
+    best_eval: dict[str, Any] | None = None
 
+
+MIN_EVAL_FREQ = 20_000
+EVAL_LAPS = 2  # a standing and a flying lap: more laps cost evaluation time and say little more
+MAX_EVAL_TRACKS = 4  # evaluating on more would cost more time than the training between evaluations
+DEFAULT_TRACK_POOL = 8
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -301,6 +335,25 @@ def validate(cfg: TrainConfig) -> None:
     _validate_run(cfg)
     _validate_ppo(cfg)
     _validate_model_and_logs(cfg)
+    _validate_evaluation(cfg)
+
+
+def _validate_evaluation(cfg: TrainConfig) -> None:
+    """The periodic evaluation and the generated track pool."""
+    if cfg.eval_freq < 0:
+        raise ConfigError(f"--eval-freq must be >= 0 (0 = no evaluation), not {cfg.eval_freq}")
+    if cfg.eval_episodes < 1:
+        raise ConfigError(f"--eval-episodes must be >= 1, not {cfg.eval_episodes}")
+    if cfg.stop_at_ratio is not None:
+        if not 0 < cfg.stop_at_ratio < 10:
+            raise ConfigError(f"--stop-at-ratio must be a ratio to the reference lap such as 1.10, not {cfg.stop_at_ratio}")
+        if cfg.eval_freq == 0:
+            raise ConfigError("--stop-at-ratio needs the evaluation; drop --eval-freq 0")
+    if cfg.track_pool is not None:
+        if "random" not in cfg.track:
+            raise ConfigError("--track-pool only applies to --track-name random; add 'random' to --track-name")
+        if not 1 <= cfg.track_pool <= 10_000:
+            raise ConfigError(f"--track-pool must be between 1 and 10000 tracks, not {cfg.track_pool}")
 
 
 def _validate_run(cfg: TrainConfig) -> None:
@@ -323,6 +376,12 @@ def _validate_run(cfg: TrainConfig) -> None:
                 f"--vec-workers {cfg.vec_workers} is more than --vector-envs {cfg.vector_envs} (each worker steps "
                 "at least one kart); lower --vec-workers or raise --vector-envs"
             )
+    if cfg.observation not in ("basic", "rich"):
+        raise ConfigError(f"--observation must be basic or rich, not {cfg.observation!r}")
+    if cfg.observation == "rich" and cfg.vision:
+        raise ConfigError("--observation rich is a rays observation; vision agents see the camera and telemetry")
+    if cfg.lr_schedule not in ("constant", "linear"):
+        raise ConfigError(f"--lr-schedule must be constant or linear, not {cfg.lr_schedule!r}")
 
 
 def _validate_ppo(cfg: TrainConfig) -> None:
@@ -397,7 +456,12 @@ def env_config_for(cfg: TrainConfig):
         image_size=cfg.image_size,
         grayscale=cfg.grayscale,
         frame_stack=cfg.frame_stack,
+        random_pool_size=cfg.track_pool or DEFAULT_TRACK_POOL,
     )
+    if cfg.observation == "rich" and not cfg.vision:
+        from kartsim.envs.config import RICH_RAY_ANGLES_DEG
+
+        data.update(ray_observation="rich", ray_angles_deg=list(RICH_RAY_ANGLES_DEG))
     apply_env_options(data, cfg.env_options)
     return EnvConfig.from_dict(data)
 
@@ -482,6 +546,8 @@ class _Run:
         self.config = self.dir / "config.json"
         self.final = self.dir / f"{cfg.save_name}_final.zip"
         self.model_copy = Path(cfg.models_dir) / f"{cfg.save_name}_final.zip"
+        self.best = self.dir / f"{cfg.save_name}_best.zip"
+        self.best_copy = Path(cfg.models_dir) / f"{cfg.save_name}_best.zip"
         self.interrupted = self.checkpoints / f"{cfg.save_name}_interrupted.zip"
 
 
@@ -526,7 +592,9 @@ def _merge_resume(cfg: TrainConfig, given: set[str], payload: dict[str, Any] | N
     if "vision" in given and cfg.vision != base.vision:
         kind, how = ("vision", "train_ppo_vision.py or kartsim train --vision") if base.vision else ("rays", "train_ppo.py or kartsim train")
         raise ConfigError(f"{path} is a {kind} model; resume it with {how}")
-    fixed = {"features_dim": "--features-dim", "frame_stack": "--frame-stack",
+    # A model saved before the option existed saw the basic observation.
+    base.observation = env_dict.get("ray_observation", "basic") if not base.vision else "basic"
+    fixed = {"features_dim": "--features-dim", "frame_stack": "--frame-stack", "observation": "--observation",
              "grayscale": "--grayscale", "camera": "--camera", "image_size": "--image-size"}
     for key, flag in fixed.items():
         if key in given and getattr(cfg, key) != getattr(base, key):
@@ -544,6 +612,8 @@ def _merge_resume(cfg: TrainConfig, given: set[str], payload: dict[str, Any] | N
     merged = TrainConfig.from_dict(values).resolved()
     if "track" in given:
         env_dict["track"] = merged.track[0] if len(merged.track) == 1 else list(merged.track)
+    if "track_pool" in given:
+        env_dict["random_pool_size"] = merged.track_pool
     if "env_options" in given:
         apply_env_options(env_dict, merged.env_options)
     return merged, env_dict
@@ -617,7 +687,7 @@ def _train_locked(cfg: TrainConfig, given: set[str], echo: Callable[[str], None]
     # from models/<name>_final.zip alike); a new --save-name starts a new folder.
     same_run = payload is not None and cfg.save_name == (payload.get("train") or {}).get("save_name")
     if not cfg.force and not same_run:
-        for existing in (run.dir, run.model_copy):
+        for existing in (run.dir, run.model_copy, run.best_copy):
             if existing.exists():
                 raise ConfigError(
                     f"{existing} already exists; pass --force to overwrite it, another --save-name, or --resume a checkpoint"
@@ -641,8 +711,9 @@ def _train_locked(cfg: TrainConfig, given: set[str], echo: Callable[[str], None]
         if cfg.force and not same_run:
             if run.dir.exists():
                 shutil.rmtree(run.dir)
-            if run.model_copy.exists():
-                run.model_copy.unlink()
+            for copy in (run.model_copy, run.best_copy):
+                if copy.exists():
+                    copy.unlink()
         run.dir.mkdir(parents=True, exist_ok=True)
         config_doc = {"env": env_cfg_dict, "train": train_cfg_dict, "command": sys.argv, "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
         record_config(run.config, config_doc, resume_path if same_run else None)
@@ -656,8 +727,8 @@ def _train_locked(cfg: TrainConfig, given: set[str], echo: Callable[[str], None]
 
         provenance: dict[str, Any] = dict((payload or {}).get("provenance") or {})
 
-        def save(model: Any, path: Path) -> Path:
-            return save_model(model, path, env_cfg_dict, train_cfg_dict, provenance=provenance)
+        def save(model: Any, path: Path, evaluation: dict[str, Any] | None = None) -> Path:
+            return save_model(model, path, env_cfg_dict, train_cfg_dict, provenance=provenance, evaluation=evaluation)
 
         threads = configure_threads(cfg, device)
         echo(f"Using device: {device}" + (f" ({threads} torch thread{'s' if threads > 1 else ''})" if device == "cpu" else ""))
@@ -672,7 +743,10 @@ def _train_locked(cfg: TrainConfig, given: set[str], echo: Callable[[str], None]
         from kartsim.rl.policies import display_policy_name, policy_for, resolve_precision
 
         # The same PPO settings for a new model and a resumed one (a resumed run takes the flags given now).
-        hyper = dict(learning_rate=cfg.learning_rate, n_steps=cfg.n_steps, batch_size=cfg.batch_size,
+        from stable_baselines3.common.utils import LinearSchedule
+
+        lr: Any = cfg.learning_rate if cfg.lr_schedule == "constant" else LinearSchedule(cfg.learning_rate, 0.0, 1.0)
+        hyper = dict(learning_rate=lr, n_steps=cfg.n_steps, batch_size=cfg.batch_size,
                      n_epochs=cfg.n_epochs, gamma=cfg.gamma, gae_lambda=cfg.gae_lambda, clip_range=cfg.clip_range,
                      ent_coef=cfg.ent_coef, tensorboard_log=tb_dir, verbose=cfg.verbose)
         if resume_path is not None:
@@ -715,6 +789,11 @@ def _train_locked(cfg: TrainConfig, given: set[str], echo: Callable[[str], None]
             telemetry_cb = TelemetryCSVCallback(run.telemetry, every=cfg.telemetry_every, append=resume_path is not None,
                                                 n_envs=cfg.telemetry_envs)
             all_callbacks.append(telemetry_cb)
+        remaining = cfg.timesteps - done_steps
+        # No evaluation in a run shorter than one evaluation period (tests, smoke runs).
+        evaluator = _evaluator(cfg, env_cfg, run, save, echo) if 0 < cfg.eval_freq <= remaining else None
+        if evaluator is not None:
+            all_callbacks.append(evaluator)
         all_callbacks.extend(callbacks or [])
         if os.environ.get("KARTSIM_FAULT"):
             from kartsim.rl.callbacks import FaultPointsCallback
@@ -725,7 +804,6 @@ def _train_locked(cfg: TrainConfig, given: set[str], echo: Callable[[str], None]
         if progress is not None:
             all_callbacks.append(progress)
 
-        remaining = cfg.timesteps - done_steps
         on = "GPU" if device.startswith("cuda") else "CPU"
         echo(f"Starting training for {remaining:,} timesteps on {on}...")
         if cfg.vision and on == "GPU":
@@ -782,8 +860,69 @@ def _train_locked(cfg: TrainConfig, given: set[str], echo: Callable[[str], None]
     echo(f"Saved final model: {run.model_copy} ({'the same file as' if how == 'link' else 'a copy of'} {final})")
     if cfg.telemetry_every > 0:
         echo(f"Telemetry log: {run.telemetry}" + (f" (./{TELEMETRY_LINK} links to it)" if linked else ""))
+    if evaluator is not None:
+        _report_evaluation(evaluator, run, result, echo)
     echo(f"Watch it drive: python play_ppo.py --model {run.model_copy}")
     return result
+
+
+def eval_tracks_for(cfg: TrainConfig, env_cfg: Any) -> list[str]:
+    """The tracks a run evaluates on: `cfg.eval_tracks`, else the training tracks (at most
+    `MAX_EVAL_TRACKS`, spread evenly over a pool)."""
+    from kartsim.envs.tracks import track_paths
+
+    if cfg.eval_tracks:
+        return track_paths(list(cfg.eval_tracks))
+    tracks = track_paths(env_cfg.track, env_cfg.random_pool_size)
+    if len(tracks) <= MAX_EVAL_TRACKS:
+        return tracks
+    step = len(tracks) / MAX_EVAL_TRACKS
+    return [tracks[int(i * step)] for i in range(MAX_EVAL_TRACKS)]
+
+
+def _evaluator(cfg: TrainConfig, env_cfg: Any, run: _Run, save: Callable[..., Path], echo: Callable[[str], None]):
+    """The run's LapEvalCallback: saves ``<run>/<name>_best.zip`` (and its copy in the models folder)
+    on each new best evaluation; a resumed run starts from the best its run folder already holds."""
+    from kartsim.rl.callbacks import LapEvalCallback, describe_eval
+    from kartsim.rl.modelio import read_kartsim_config
+
+    best_row = None
+    if cfg.resume and run.best.exists():
+        try:
+            best_row = (read_kartsim_config(run.best) or {}).get("evaluation")
+        except ModelFileError:
+            best_row = None  # a damaged best model is replaced by the next evaluation
+
+    def save_best(model: Any, row: dict[str, Any]) -> Path:
+        _link_atomically(save(model, run.best, evaluation=row), run.best_copy)
+        return run.best_copy
+
+    def report(row: dict[str, Any]) -> None:
+        echo(f"  evaluation at {row['steps']:,} steps ({row['wall_s']:.0f} s): {describe_eval(row)}")
+
+    evaluator = LapEvalCallback(env_cfg, cfg.eval_freq, tracks=eval_tracks_for(cfg, env_cfg), episodes=cfg.eval_episodes,
+                                max_laps=EVAL_LAPS, evaluate_final=True,
+                                stop_at_ratio=cfg.stop_at_ratio, save_best=save_best, best_row=best_row,
+                                report=None if cfg.progress_bar else report)
+    evaluator.prepare()
+    return evaluator
+
+
+def _report_evaluation(evaluator: Any, run: _Run, result: "TrainResult", echo: Callable[[str], None]) -> None:
+    """Say how the final model evaluated against the best one, and where the best one is."""
+    from kartsim.rl.callbacks import describe_eval, eval_key
+
+    final, best = evaluator.final, evaluator.best
+    result.final_eval, result.best_eval = final, best
+    if best is None or final is None:
+        return
+    result.best_model = run.best_copy if run.best_copy.exists() else None
+    echo(f"Evaluation of the final model (deterministic, from the start line): {describe_eval(final)}")
+    if eval_key(final) < eval_key(best) and result.best_model is not None:
+        echo(f"The final model is worse than the best evaluated during training ({describe_eval(best)}, "
+             f"at {best['steps']:,} steps): use {result.best_model}")
+    elif result.best_model is not None:
+        echo(f"Best model: {result.best_model} ({describe_eval(best)}, at {best['steps']:,} steps)")
 
 
 __all__ = ["TrainConfig", "TrainResult", "train", "validate", "env_config_for", "resolve_device", "KartsimError"]

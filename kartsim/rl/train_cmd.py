@@ -44,8 +44,9 @@ def _env_option(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
-def add_train_arguments(parser: argparse.ArgumentParser, *, vision_flag: bool = True) -> None:
-    """The training flags (shared by `kartsim train` and the root scripts)."""
+def add_train_arguments(parser: argparse.ArgumentParser, *, vision_flag: bool = True, eval_flags: bool = True) -> None:
+    """The training flags (shared by `kartsim train` and the root scripts; `kartsim sweep` has its
+    own evaluation flags, so it leaves out these with `eval_flags=False`)."""
     if vision_flag:
         parser.add_argument("--vision", action="store_true", default=None,
                             help="train on camera images + telemetry with the CNN policy (default: rays + MLP)")
@@ -58,8 +59,20 @@ def add_train_arguments(parser: argparse.ArgumentParser, *, vision_flag: bool = 
     g.add_argument("--vec-workers", type=_int, metavar="N",
                    help="worker processes with --vec-backend subproc (default: one per usable core, at most --vector-envs)")
     g.add_argument("--track-name", nargs="+", metavar="TRACK",
-                   help="track(s): bundled name, PNG path, several, a folder, or 'random' (default circuit.png)")
+                   help="track(s): bundled name, PNG path, several, a folder, 'random' (a pool of generated tracks) "
+                   "or 'bundled' (all bundled tracks) (default circuit.png)")
+    g.add_argument("--track-pool", type=_int, metavar="N",
+                   help="with --track-name random: generated tracks in the pool (default 8; every style, 7-14 m wide)")
     g.add_argument("--checkpoint-freq", type=_int, help="checkpoint every N env steps (default 100000; 0 = off)")
+    if eval_flags:
+        g.add_argument("--eval-freq", type=_int, metavar="N",
+                       help="evaluate the deterministic policy every N env steps and keep the best as runs/<name>/<name>_best.zip "
+                       "and models/<name>_best.zip (default: a tenth of --timesteps, at least 20000; 0 = off)")
+        g.add_argument("--eval-episodes", type=_int, help="episodes per evaluation track (default 1)")
+        g.add_argument("--eval-tracks", nargs="+", metavar="TRACK",
+                       help="tracks of the evaluation (default: the training tracks, at most 4 of a pool)")
+        g.add_argument("--stop-at-ratio", type=_float, metavar="R",
+                       help="stop once an evaluation laps every evaluation track within R x the reference lap (e.g. 1.05)")
     g.add_argument("--tensorboard", action="store_true", default=None, help="write TensorBoard logs to runs/<name>/tb/")
     g.add_argument("--telemetry-every", type=_int, help="log telemetry every N steps (default 1; 0 = off)")
     g.add_argument("--telemetry-envs", type=_int, metavar="N",
@@ -78,7 +91,10 @@ def add_train_arguments(parser: argparse.ArgumentParser, *, vision_flag: bool = 
     g.add_argument("--no-progress", dest="progress_bar", action="store_false", default=None, help="no progress bar")
     g.add_argument("--verbose", type=int, choices=[0, 1, 2], help="SB3 verbosity (1: metrics table each rollout)")
     h = parser.add_argument_group("PPO")
+    h.add_argument("--observation", choices=["basic", "rich"],
+                   help="rays: rich (default: 15 rays, slip, yaw rate, lateral offset, curvature ahead; 26 values) or basic (the guide's 10 values of kartsim/Kart-v0)")
     h.add_argument("--learning-rate", type=_float, help="Adam learning rate (default 1e-3 rays, 3e-4 vision)")
+    h.add_argument("--lr-schedule", choices=["constant", "linear"], help="learning rate: constant (default) or linear to 0")
     h.add_argument("--batch-size", type=_int, help="minibatch size (default 2048 rays, 512 vision); must divide n_steps x vector envs")
     h.add_argument("--n-steps", type=_int, help="steps per env per rollout (default 128 rays and vision)")
     h.add_argument("--n-epochs", type=_int, help="epochs per update (default 5 rays, 4 vision)")

@@ -130,7 +130,8 @@ def run_trial(spec: SweepSpec, params: dict[str, Any], number: int, report: Repo
     from kartsim.rl.train import TrainConfig, env_config_for, train
 
     base, seeds = trial_config(spec, params)
-    base.update(progress_bar=False, runs_dir=runs_dir, models_dir=models_dir,
+    # eval_freq 0: the trial's own evaluation (TrialScorer) scores it; train's would only cost time
+    base.update(progress_bar=False, runs_dir=runs_dir, models_dir=models_dir, eval_freq=0,
                 torch_threads=base.get("torch_threads") or threads)
     runs = [f"{spec.name}-{number}" + (f"-s{seed}" if len(seeds) > 1 else "") for seed in seeds]
     started = time.perf_counter()
