@@ -66,7 +66,11 @@ def ray_head():
     proc = subprocess.Popen(
         [str(ray_exe), "start", "--head", "--block", "--port", "0", "--node-ip-address", "127.0.0.1",
          "--dashboard-host", "127.0.0.1", "--dashboard-port", str(port), "--num-cpus", "2",
-         "--include-dashboard", "true", "--disable-usage-stats", "--temp-dir", temp],
+         "--include-dashboard", "true", "--disable-usage-stats", "--temp-dir", temp,
+         # free ports, not Ray's fixed defaults (52365, 10001, ...): a Ray node left running on this
+         # machine would otherwise hold them and this head would never get a job agent
+         *(arg for flag in ("--dashboard-agent-listen-port", "--dashboard-agent-grpc-port", "--ray-client-server-port",
+                            "--runtime-env-agent-port", "--metrics-export-port") for arg in (flag, str(free_port())))],
         env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     address = f"http://127.0.0.1:{port}"
 

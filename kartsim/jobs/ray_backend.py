@@ -41,6 +41,25 @@ def _import_ray():
     return JobSubmissionClient, JobStatus
 
 
+# A head that has just started answers HTTP before its job agent has registered; Ray says so and asks
+# to try again, so a submission right after `ray start` waits for the agent instead of failing.
+_NO_AGENT = "No available agent"
+AGENT_WAIT_S = 60.0
+
+
+def submit_job(client: Any, **kwargs: Any) -> str:
+    """``client.submit_job(**kwargs)``, retried while the cluster has no job agent yet (up to
+    `AGENT_WAIT_S`); any other refusal is raised at once."""
+    deadline = time.monotonic() + AGENT_WAIT_S
+    while True:
+        try:
+            return client.submit_job(**kwargs)
+        except RuntimeError as exc:
+            if _NO_AGENT not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(1.0)
+
+
 def unreachable(address: str) -> JobError:
     return JobError(f"cannot reach a Ray cluster at {address}: start one with "
                     "`ray start --head --dashboard-host 127.0.0.1` or check --address")
@@ -134,8 +153,8 @@ class RayBackend:
             for q in quiet:
                 q.setLevel(logging.WARNING)
             try:
-                client.submit_job(entrypoint=entrypoint, submission_id=sub_id, runtime_env=runtime_env,
-                                  metadata={"kartsim_job": job.id, "attempt": str(attempt.n)}, **kwargs)
+                submit_job(client, entrypoint=entrypoint, submission_id=sub_id, runtime_env=runtime_env,
+                           metadata={"kartsim_job": job.id, "attempt": str(attempt.n)}, **kwargs)
             except (ConnectionError, OSError) as exc:
                 raise JobError(f"{unreachable(self.address)} ({exc})") from None
             except RuntimeError as exc:

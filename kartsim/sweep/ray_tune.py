@@ -64,7 +64,7 @@ def prepare(spec: SweepSpec, args: argparse.Namespace, storage_given: bool) -> N
 def run_ray(spec: SweepSpec, sweep_dir: Path, args: argparse.Namespace) -> int:
     """Submit the Tune driver as a Ray job and (without --detach) stream its log to the end."""
     import kartsim
-    from kartsim.jobs.ray_backend import RAY_EXCLUDES, RayBackend, unreachable
+    from kartsim.jobs.ray_backend import RAY_EXCLUDES, RayBackend, submit_job, unreachable
     from kartsim.jobs.tracks import stage_tracks
 
     settings, store = _store(args)
@@ -83,8 +83,8 @@ def run_ray(spec: SweepSpec, sweep_dir: Path, args: argparse.Namespace) -> int:
         runtime_env = {"working_dir": tmp, "py_modules": [str(Path(kartsim.__file__).parent)],
                        "excludes": RAY_EXCLUDES, "env_vars": ENV_VARS}
         try:
-            client.submit_job(entrypoint=" ".join(entry), submission_id=sub_id, runtime_env=runtime_env,
-                              metadata={"kartsim_sweep": spec.name})
+            submit_job(client, entrypoint=" ".join(entry), submission_id=sub_id, runtime_env=runtime_env,
+                       metadata={"kartsim_sweep": spec.name})
         except (ConnectionError, OSError) as exc:
             raise ConfigError(f"{unreachable(settings.address)} ({exc})") from None
         except RuntimeError as exc:
