@@ -108,6 +108,16 @@ def ray_head():
         stop()
 
 
+def wait_for(predicate, timeout: float, what: str) -> None:
+    """Poll `predicate` every 0.2 s until it holds; fail naming `what` after `timeout` seconds."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 def tiny_rays_model(path, track: str = "oval.png"):
     """An untrained kartsim rays model saved the way `kartsim train` saves one (config inside, so it
     loads without --trust-model)."""

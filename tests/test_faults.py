@@ -15,11 +15,11 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 # 2 karts x 32-step rollouts = 64 env steps per update; a checkpoint every update; 256 steps in all.
@@ -150,15 +150,6 @@ def _jobs(capsys, *argv: str) -> tuple[int, str]:
     return code, out + err
 
 
-def _wait_for(predicate, timeout: float, what: str) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def _alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -179,11 +170,11 @@ def test_killed_job_runner_or_worker_resumes_with_one_trainer(jobs_env, capsys, 
     job_id = re.search(r"started job (\S+)", out).group(1)
     s = open_store(store)
     ckpts = store / "runs" / "j" / "checkpoints"
-    _wait_for(lambda: any(steps_inside(s, f"runs/j/checkpoints/{p.name}") for p in ckpts.glob("j_*_steps.zip")),
+    wait_for(lambda: any(steps_inside(s, f"runs/j/checkpoints/{p.name}") for p in ckpts.glob("j_*_steps.zip")),
               180, "a complete checkpoint")
     runner = json.loads(next(store.glob(f"jobs/{job_id}/attempt-1.runner.json")).read_text())
     os.kill(runner[victim], signal.SIGKILL)
-    _wait_for(lambda: not _alive(runner["child_pid"]) and not _alive(runner["pid"]), 60,
+    wait_for(lambda: not _alive(runner["child_pid"]) and not _alive(runner["pid"]), 60,
               "the trainer to stop (no orphan)")
     code, out = _jobs(capsys, "status", job_id)
     assert "failed" in out, out

@@ -18,6 +18,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import wait_for
+
 from kartsim.cli.jobs_cmd import main as jobs_main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,15 +69,6 @@ def shim(*argv: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedPro
 
 def job_record(store: Path, job_id: str) -> dict:
     return json.loads((store / "jobs" / job_id / "job.json").read_text())
-
-
-def wait_for(predicate, timeout: float, what: str) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 # ------------------------------------------------------------------------------------- workflow
