@@ -32,7 +32,8 @@ class KartGymVectorEnv(gym.vector.VectorEnv):
     def __init__(self, config: EnvConfig | None = None, num_envs: int = 8, **fields: Any) -> None:
         cfg = config if config is not None else EnvConfig()
         self.config = cfg.replace(**fields) if fields else cfg
-        stack = load_track_stack(self.config.track, self.config.random_pool_size)
+        stack = load_track_stack(self.config.track, self.config.random_pool_size,
+                                 max(self.config.resident_tracks, num_envs))
         self.race = Race(stack, num_envs, self.config.race, self.config.reward, self.config.kart)
         self.observer = Observer(self.config, self.race)
         self.num_envs = num_envs

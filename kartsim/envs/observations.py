@@ -15,6 +15,7 @@ from gymnasium import spaces
 from numba import njit
 
 from kartsim.envs.config import EnvConfig
+from kartsim.errors import ConfigError
 from kartsim.sim.race import Race
 from kartsim.sim.sensors import CameraConfig, CameraRenderer, cast_rays, compact_ray_field
 
@@ -91,14 +92,18 @@ class Observer:
         self.noise_keys = np.zeros(n, dtype=np.uint64)
         self.ray_angles = np.deg2rad(np.asarray(cfg.ray_angles_deg, dtype=np.float64))
         stack = race.stack
+        if cfg.vision and stack.pool is not None:
+            raise ConfigError(f"the camera holds every track of its pool in memory; a vision agent trains on at most "
+                              f"{len(stack)} tracks, not {stack.pool_size}: use a smaller --track-pool")
         field = stack.road_distance if cfg.ray_target == "road_edge" else stack.wall_distance
         self.ray_field = compact_ray_field(field, stack.scale) if not cfg.vision else None
         # Per track: mean curvature over the next CURVATURE_LOOKAHEAD_M metres at every centerline point.
         self.curvature_ahead = [_curvature_ahead(t) for t in race.stack.tracks]
         self.rich = not cfg.vision and cfg.ray_observation == "rich"
         if self.rich:  # per track: (points, windows) curvature over each window ahead
-            self.curvature_windows = [np.stack([_curvature_ahead(t, a, b) for a, b in CURVATURE_WINDOWS_M], axis=1)
-                                      for t in race.stack.tracks]
+            self.curvature_windows = [_curvature_windows(t) for t in race.stack.tracks]
+        if stack.pool is not None:
+            stack.listeners.append(self._track_loaded)
         if cfg.vision:
             cam = CameraConfig(mode=cfg.camera, size=cfg.image_size, grayscale=cfg.grayscale)
             self.camera = CameraRenderer(race.stack.rgb, race.stack.scale, cam, surface=race.stack.surface)
@@ -126,6 +131,15 @@ class Observer:
             low = np.array([0.0] * r + [-1.0, -1.0], dtype=np.float32)
             high = np.array([1.0] * r + [2.0, 1.0], dtype=np.float32)
             self.observation_space = spaces.Box(low, high, dtype=np.float32)
+
+    def _track_loaded(self, slot: int) -> None:
+        """A streamed stack put a new track into `slot`: its ray field and curvature tables."""
+        stack, track = self.race.stack, self.race.stack.tracks[slot]
+        field = stack.road_distance if self.cfg.ray_target == "road_edge" else stack.wall_distance
+        self.ray_field[slot] = compact_ray_field(field[slot], stack.scale[slot])[0]
+        self.curvature_ahead[slot] = _curvature_ahead(track)
+        if self.rich:
+            self.curvature_windows[slot] = _curvature_windows(track)
 
     def reset(self, idx: np.ndarray, rngs: list[np.random.Generator]) -> None:
         """New noise keys for karts ``idx`` (after ``race.reset_karts``) and a refilled frame stack."""
@@ -227,6 +241,11 @@ def _other_karts(race: Race, sel) -> tuple[np.ndarray | None, np.ndarray | None]
     if others is None or not race.state.collisions_possible():
         return None, None
     return others(), np.arange(race.n)[sel]
+
+
+def _curvature_windows(track) -> np.ndarray:
+    """(points, windows): the mean curvature over each of `CURVATURE_WINDOWS_M` ahead of every point."""
+    return np.stack([_curvature_ahead(track, a, b) for a, b in CURVATURE_WINDOWS_M], axis=1)
 
 
 def _curvature_ahead(track, start_m: float = 0.0, end_m: float = CURVATURE_LOOKAHEAD_M) -> np.ndarray:

@@ -42,7 +42,7 @@ class KartVecEnv(VecEnv):
         telemetry_envs: Sequence[int] | None = None,
     ) -> None:
         self.config = config
-        stack = load_track_stack(config.track, config.random_pool_size)
+        stack = load_track_stack(config.track, config.random_pool_size, max(config.resident_tracks, n_envs))
         self.race = Race(stack, n_envs, config.race, config.reward, config.kart)
         self.observer = Observer(config, self.race)
         self.render_mode = render_mode  # read by VecEnv.__init__ through get_attr

@@ -83,7 +83,7 @@ class KartEnv(gym.Env):
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}, got {render_mode!r}")
         self.render_mode = render_mode
         c = self.config
-        stack = load_track_stack(c.track, c.random_pool_size)
+        stack = load_track_stack(c.track, c.random_pool_size, c.resident_tracks)
         self.race = Race(stack, 1, c.race, c.reward, c.kart)
         self.observer = Observer(c, self.race)
         self.observation_space = self.observer.observation_space
