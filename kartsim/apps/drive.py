@@ -322,12 +322,12 @@ def _make_session(trk: Any, opponents: int, ai_level: str, ghost: str | None, la
     ghost_obs = None
     ghost_model = None
     if ghost:
-        from kartsim.envs.observations import Observer
+        from kartsim.envs.observations import make_observer
         from kartsim.rl.play import load_driver
 
         gd = load_driver(ghost, track=str(trk.path), evaluation=True, trust_model=trust_model)
         ghost_model = gd.model
-        ghost_obs = Observer(gd.env_config, race)
+        ghost_obs = make_observer(gd.env_config, race)
     opp = Opponents(race, opp_idx, "ai", ai_level, rng=rng) if opponents else None
     session = _Session(race, rng, slot, opp_idx, opp, ghost_i, ghost_model, ghost_obs, KeyboardControl(),
                        None, [[] for _ in range(n)])
