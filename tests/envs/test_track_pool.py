@@ -14,10 +14,11 @@ from kartsim.sim.track import Track, TrackPool, TrackStack
 BUNDLED = ["oval.png", "technical.png", "circuit.png"]
 
 
-def _episodes(resident: int, steps: int = 150) -> tuple[list[str], np.ndarray]:
+def _episodes(resident: int, corner_share: float, steps: int = 150) -> tuple[list[str], np.ndarray]:
     """Track names of each episode and every observation of a random-action drive (short episodes)."""
     cfg = EnvConfig(track=BUNDLED, resident_tracks=resident, ray_observation="rich")
     cfg.race.max_episode_steps = 20
+    cfg.race.start_corner_share = corner_share
     env = KartEnv(cfg)
     obs, _ = env.reset(seed=5)
     rng = np.random.default_rng(1)
@@ -32,9 +33,10 @@ def _episodes(resident: int, steps: int = 150) -> tuple[list[str], np.ndarray]:
     return names, np.array(seen)
 
 
-def test_a_streamed_pool_drives_exactly_like_the_whole_pool_in_memory():
-    all_names, all_obs = _episodes(resident=32)
-    names, obs = _episodes(resident=1)  # one slot: every new track is loaded into it
+@pytest.mark.parametrize("corner_share", [0.0, 0.5])  # uniform random starts / the corner curriculum
+def test_a_streamed_pool_drives_exactly_like_the_whole_pool_in_memory(corner_share):
+    all_names, all_obs = _episodes(32, corner_share)
+    names, obs = _episodes(1, corner_share)  # one slot: every new track is loaded into it
     assert len(set(names)) == 3 and len(names) > 5  # episodes on every track, switching between them
     assert names == all_names
     np.testing.assert_array_equal(obs, all_obs)
