@@ -53,7 +53,8 @@ class EnvCore:
 
     def __init__(self, config: EnvConfig, n: int, make_race: Callable[[TrackStack], Race] | None = None) -> None:
         self.config = config
-        stack = load_track_stack(config.track, config.random_pool_size)
+        # a pool larger than resident_tracks streams through that many slots (at least one per kart)
+        stack = load_track_stack(config.track, config.random_pool_size, max(config.resident_tracks, n))
         self.race = Race(stack, n, config.race, config.reward, config.kart) if make_race is None else make_race(stack)
         self.observer = make_observer(config, self.race)
         self.observation_space = self.observer.space

@@ -18,6 +18,7 @@ from gymnasium import spaces
 from numba import njit
 
 from kartsim.envs.config import EnvConfig
+from kartsim.errors import ConfigError
 from kartsim.sim.race import Race
 from kartsim.sim.sensors import CameraConfig, CameraRenderer, cast_rays, compact_ray_field
 
@@ -94,6 +95,11 @@ class Observer(ABC):
         self.cfg = cfg
         self.race = race
         self.noise_keys = np.zeros(race.n, dtype=np.uint64)
+        if race.stack.pool is not None:
+            race.stack.listeners.append(self._track_loaded)
+
+    def _track_loaded(self, slot: int) -> None:
+        """A streamed stack put a new track into `slot`: refresh what is kept per track."""
 
     def reset(self, idx: np.ndarray, rngs: list[np.random.Generator]) -> None:
         """New noise keys for karts ``idx`` (after ``race.reset_karts``) and their first observation."""
@@ -133,11 +139,16 @@ class RayObserver(Observer):
         stack = race.stack
         field = stack.road_distance if cfg.ray_target == "road_edge" else stack.wall_distance
         self.ray_field = compact_ray_field(field, stack.scale)
+        self._field = field
         low, high = self._extra_bounds()
         r = len(self.ray_angles)
         self.space = spaces.Box(np.array([0.0] * r + low, dtype=np.float32),
                                 np.array([1.0] * r + high, dtype=np.float32), dtype=np.float32)
         self.rays = np.zeros((race.n,) + self.space.shape, dtype=np.float32)
+
+    def _track_loaded(self, slot: int) -> None:
+        stack = self.race.stack
+        self.ray_field[slot] = compact_ray_field(self._field[slot], stack.scale[slot])[0]
 
     def _extra_bounds(self) -> tuple[list[float], list[float]]:
         """Bounds of the values after the rays: forward speed, heading error."""
@@ -179,9 +190,12 @@ class RichRayObserver(RayObserver):
 
     def __init__(self, cfg: EnvConfig, race: Race) -> None:
         # per track: (points, windows) curvature over each window ahead
-        self.curvature_windows = [np.stack([_curvature_ahead(t, a, b) for a, b in CURVATURE_WINDOWS_M], axis=1)
-                                  for t in race.stack.tracks]
+        self.curvature_windows = [_curvature_windows(t) for t in race.stack.tracks]
         super().__init__(cfg, race)
+
+    def _track_loaded(self, slot: int) -> None:
+        super()._track_loaded(slot)
+        self.curvature_windows[slot] = _curvature_windows(self.race.stack.tracks[slot])
 
     def _extra_bounds(self) -> tuple[list[float], list[float]]:
         return [-RICH_LIMIT] * len(RICH_FIELDS), [RICH_LIMIT] * len(RICH_FIELDS)
@@ -204,6 +218,10 @@ class VisionObserver(Observer):
     """``vision=True``: the camera image (``frame_stack`` frames, oldest first) and the `TELEMETRY_FIELDS`."""
 
     def __init__(self, cfg: EnvConfig, race: Race) -> None:
+        if race.stack.pool is not None:
+            raise ConfigError(f"the camera holds every track of its pool in memory; a vision agent trains on at most "
+                              f"{len(race.stack)} tracks (resident_tracks), not {race.stack.pool_size}: use a smaller "
+                              "--track-pool")
         super().__init__(cfg, race)
         n, s = race.n, cfg.image_size
         # Per track: mean curvature over the next CURVATURE_LOOKAHEAD_M metres at every centerline point.
@@ -289,6 +307,11 @@ def _other_karts(race: Race, sel) -> tuple[np.ndarray | None, np.ndarray | None]
     if others is None or not race.state.collisions_possible():
         return None, None
     return others(), np.arange(race.n)[sel]
+
+
+def _curvature_windows(track) -> np.ndarray:
+    """(points, windows): the mean curvature over each of `CURVATURE_WINDOWS_M` ahead of every point."""
+    return np.stack([_curvature_ahead(track, a, b) for a, b in CURVATURE_WINDOWS_M], axis=1)
 
 
 def _curvature_ahead(track, start_m: float = 0.0, end_m: float = CURVATURE_LOOKAHEAD_M) -> np.ndarray:
