@@ -145,6 +145,8 @@ class Race:
         self.gates = _GateTable.build(stack)
         self.centerlines: CenterlineStack = stack.centerlines()
         self.lengths = self.centerlines.length
+        if stack.pool is not None:
+            stack.listeners.append(self._track_loaded)
 
         n = n_karts
         self.s = np.zeros(n)  # progress along the lap, [0, length)
@@ -172,8 +174,11 @@ class Race:
         self.episode_terms = np.zeros((n, len(REWARD_TERMS)))  # per-episode sums of the raw terms
         self._step_terms = np.zeros((n, len(REWARD_TERMS)))  # this step's terms as one array
         self.stats = EpisodeStats(np.zeros(n), np.zeros(n, dtype=np.int64), np.zeros(n), [[] for _ in range(n)])
-        self._corner_cdf = ([corner_start_cdf(t.curvature, t.length, self.cfg.start_corner_lookahead_m)
-                             for t in stack.tracks] if self.cfg.random_start and self.cfg.start_corner_share > 0 else [])
+        self._corner_cdf = ([self._corner_cdf_of(t) for t in stack.tracks]
+                            if self.cfg.random_start and self.cfg.start_corner_share > 0 else [])
+
+    def _corner_cdf_of(self, track) -> np.ndarray:
+        return corner_start_cdf(track.curvature, track.length, self.cfg.start_corner_lookahead_m)
 
     # ------------------------------------------------------------------ starts
     def reset_karts(self, idx: np.ndarray, rngs: list[np.random.Generator]) -> None:
@@ -184,8 +189,12 @@ class Race:
         # Only the draws are per kart (each kart's generator in a fixed order); the poses are batched.
         track_of = np.zeros(m, np.int64)
         s0, u_off, yaw_jitter, wetness = np.empty(m), np.empty(m), np.zeros(m), np.empty(m)
+        busy = self._busy_slots(idx)
+        n_pool = self.stack.pool_size
         for k, rng in enumerate(rngs):
-            t = int(rng.integers(len(tracks))) if len(tracks) > 1 else 0
+            # a streamed stack may load the drawn pool track into a free slot (tracks[t] is then that track)
+            t = self.stack.acquire(int(rng.integers(n_pool)), busy) if n_pool > 1 else 0
+            busy[t] = True
             track_of[k] = t
             if cfg.random_start:
                 s0[k] = rng.uniform(0.0, tracks[t].length)
@@ -243,6 +252,22 @@ class Race:
         self.stats.speed_sum[idx] = 0.0
         self.stats.grass_steps[idx] = 0
         self.episode_terms[idx] = 0.0
+
+    def _busy_slots(self, idx: np.ndarray) -> np.ndarray:
+        """Per slot of the stack: whether a kart other than ``idx`` is on it (its track must stay)."""
+        busy = np.zeros(len(self.stack), bool)
+        rest = np.ones(self.n, bool)
+        rest[idx] = False
+        busy[self.state.track_idx[rest]] = True
+        return busy
+
+    def _track_loaded(self, slot: int) -> None:
+        """A streamed stack put a new track into `slot`: rebuild the per-track tables (small arrays)."""
+        self.gates = _GateTable.build(self.stack)
+        self.centerlines = self.stack.centerlines()
+        self.lengths = self.centerlines.length
+        if self._corner_cdf:
+            self._corner_cdf[slot] = self._corner_cdf_of(self.stack.tracks[slot])
 
     def _update_frame(self, idx: np.ndarray | slice = slice(None)) -> None:
         """Project karts ``idx`` onto their track's centerline."""
