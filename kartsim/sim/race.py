@@ -32,7 +32,7 @@ from kartsim.sim.track import Surface, TrackStack, project_point
 GATE_MARGIN_M = 3.0
 
 TERMINATION_REASONS = ("", "wrong_way", "stuck", "off_track", "damage")
-REWARD_TERMS = ("progress", "lap", "off_track", "wall", "termination", "lap_pace")
+REWARD_TERMS = ("progress", "lap", "off_track", "wall", "termination", "steer_change", "lap_pace")
 """The names of :func:`reward_terms`' entries, in order; each is a :class:`RewardConfig` weight."""
 
 
@@ -44,16 +44,20 @@ def reward_terms(
     terminated: np.ndarray,
     step_dt: float,
     lap_speed: np.ndarray | None = None,
+    steer_change: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """The raw reward terms per kart, named as the :class:`RewardConfig` weights. ``lap_speed``: the
-    mean speed (m/s) of the lap completed this step, 0 where none was."""
+    mean speed (m/s) of the lap completed this step, 0 where none was; ``steer_change``: |this
+    step's steering command - the previous one's|."""
+    zero = np.zeros_like(new_progress_m)
     return {
         "progress": new_progress_m,
         "lap": laps_completed.astype(np.float64),
         "off_track": on_grass * step_dt,
         "wall": impact_speed,
         "termination": terminated.astype(np.float64),
-        "lap_pace": np.zeros_like(new_progress_m) if lap_speed is None else lap_speed,
+        "steer_change": zero if steer_change is None else steer_change,
+        "lap_pace": zero if lap_speed is None else lap_speed,
     }
 
 
@@ -131,6 +135,7 @@ RACE_COLUMNS = Columns("RaceArrays", __name__, [
     Column("grass_time", F8, 0.0, doc="Time on the grass without a break (s): ends the episode as off track."),
     Column("speed_sum", F8, 0.0, doc="Sum of the speeds after each step (for the episode's mean speed)."),
     Column("grass_steps", I8, 0, doc="Steps that ended on the grass."),
+    Column("last_steer", F8, 0.0, doc="The previous decision's steering command (0 after a reset)."),
     Column("reward", F8, doc="This step's reward."),
     Column("terminated", B1, False, doc="The episode ended this step (``termination_reason``)."),
     Column("truncated", B1, False, doc="The episode reached ``max_episode_steps`` this step."),
@@ -299,7 +304,10 @@ class Race(ColumnOwner):
         on_grass = st.surface == Surface.GRASS
         lapped = laps_done > 0
         lap_speed = np.where(lapped, self.lengths[st.track_idx] / np.where(lapped, self.new_lap_time, 1.0), 0.0)
-        self.terms = reward_terms(new_progress, laps_done, on_grass, impact, self.terminated, self.step_dt, lap_speed)
+        steer_change = np.abs(actions[:, 0] - self.last_steer)
+        self.last_steer[:] = actions[:, 0]
+        self.terms = reward_terms(new_progress, laps_done, on_grass, impact, self.terminated, self.step_dt, lap_speed,
+                                  steer_change)
         self.reward[:] = weighted_reward(self.terms, self.reward_cfg)
         # Two array ops for all karts: the terms as columns (REWARD_TERMS order), added to the episode sums.
         self.episode_terms += np.stack(tuple(self.terms.values()), axis=1, out=self._step_terms)

@@ -265,3 +265,16 @@ def test_race_columns_reset_and_cannot_be_rebound():
     assert {"laps", "steps", "lap_time", "terminated", "episode_terms"} <= resets
     with pytest.raises(AttributeError, match="write into it"):
         race.laps = np.zeros(3, np.int64)
+
+
+def test_steer_change_costs_weaving_not_a_steady_line():
+    cfg = RewardConfig(steer_change=-0.1)
+    weave = line_start_env()
+    weave.race.reward_cfg = cfg
+    _, _, weave_rewards = drive(weave, [[(-1.0) ** i * 0.5, 0.5] for i in range(20)])
+    steady = line_start_env()
+    steady.race.reward_cfg = cfg
+    _, _, steady_rewards = drive(steady, [[0.0, 0.5]] * 20)
+    assert weave.race.episode_terms[0, REWARD_TERMS.index("steer_change")] == pytest.approx(0.5 + 19 * 1.0)
+    assert steady.race.episode_terms[0, REWARD_TERMS.index("steer_change")] == 0.0
+    assert sum(weave_rewards) < sum(steady_rewards)
