@@ -122,6 +122,9 @@ def add_train_arguments(parser: argparse.ArgumentParser, *, vision_flag: bool = 
                    help="bc (vision default): clone the demonstrations; dagger (rays default; needs a teacher: ai:, a "
                    "model): then the policy drives and the teacher labels the states it visits")
     d.add_argument("--demos-laps", type=_int, help="laps the AI / model teacher drives (default 20)")
+    d.add_argument("--demos-noise", type=_float,
+                   help="std of the persistent noise on the actions an ai:/model teacher applies while recording "
+                   "(its clean actions are the labels: recoveries in the demonstrations; default 0)")
     d.add_argument("--bc-epochs", type=_int, help="behaviour cloning epochs (default 10)")
     d.add_argument("--dagger-rounds", type=_int, help="DAgger rounds (default 2)")
     d.add_argument("--dagger-steps", type=_int, help="states visited per DAgger round, all karts together (default 8000)")

@@ -295,6 +295,32 @@ def test_labels_a_teacher_cannot_vouch_for_are_not_recorded():
     assert len(demos) == 20 and set(demos.episode.tolist()) == {0}
 
 
+def test_noisy_recording_labels_the_clean_action_of_the_state_reached():
+    class Straight:
+        name = "straight"
+
+        def act(self, obs, race):
+            return np.tile([0.0, 0.5], (race.n, 1))
+
+        def reset(self, idx):
+            pass
+
+        def usable(self):
+            return np.array([True])
+
+    cfg = EnvConfig(track="oval.png", sensor_noise=0.0)
+    clean, _ = D.record(cfg, lambda race: Straight(), steps=60, n_karts=2, seed=0)
+    noisy, _ = D.record(cfg, lambda race: Straight(), steps=60, n_karts=2, seed=0, noise=0.3)
+    np.testing.assert_array_equal(noisy.actions, clean.actions)  # the labels: the teacher's own action
+    steer = noisy.states[:, D.STATE_FIELDS.index("steer")]
+    assert np.abs(steer).max() > 0.01 and not np.allclose(noisy.states, clean.states)  # driven with the noise
+    with pytest.raises(ConfigError, match="--demos-noise"):
+        from kartsim.rl.pretrain import validate_pretrain
+        from kartsim.rl.train import TrainConfig
+
+        validate_pretrain(TrainConfig(demos_noise=2.0).resolved())
+
+
 def test_a_log_of_several_karts_is_split_by_kart(human_csv, tmp_path):
     import pandas as pd
 
