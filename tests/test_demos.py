@@ -35,7 +35,7 @@ def one_thread():
 def _cfg(tmp_path: Path, **kw):
     from kartsim.rl.train import TrainConfig
 
-    return TrainConfig(**dict(TINY, runs_dir=str(tmp_path / "runs"), models_dir=str(tmp_path / "models"), **kw))
+    return TrainConfig.from_dict(dict(TINY, runs_dir=str(tmp_path / "runs"), models_dir=str(tmp_path / "models"), **kw))
 
 
 def _payload(path: Path) -> dict:

@@ -85,7 +85,7 @@ def backend_of(store: Store, settings: Settings, job: JobRecord):
 # ---------------------------------------------------------------------------------- train flags
 
 # Flags a job sets itself (they name folders on the machine that runs it).
-JOB_OWNED = {"runs_dir": "--runs-dir", "models_dir": "--models-dir", "resume": "--resume"}
+JOB_OWNED = {"run.runs_dir": "--runs-dir", "run.models_dir": "--models-dir", "run.resume": "--resume"}
 
 
 def train_argv(args: argparse.Namespace, train_parser: argparse.ArgumentParser) -> list[str]:
@@ -99,7 +99,7 @@ def train_argv(args: argparse.Namespace, train_parser: argparse.ArgumentParser) 
         if value is None:
             continue
         if action.dest in JOB_OWNED:
-            hint = "use `resume JOB`" if action.dest == "resume" else "the job store holds the run folders"
+            hint = "use `resume JOB`" if action.dest == "run.resume" else "the job store holds the run folders"
             raise ConfigError(f"{JOB_OWNED[action.dest]} cannot be used with jobs ({hint})")
         flag = next((o for o in action.option_strings if o.startswith("--")), action.option_strings[0])
         if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction, argparse._StoreConstAction)):
@@ -107,7 +107,7 @@ def train_argv(args: argparse.Namespace, train_parser: argparse.ArgumentParser) 
                 out.append(flag)
         elif isinstance(action, argparse._AppendAction):
             for item in value:
-                if action.dest == "env_options":
+                if action.dest == "task.env_options":
                     key, val = item
                     out += [flag, f"{key}={json.dumps(val)}"]
                 else:
@@ -153,7 +153,7 @@ def submit(settings: Settings, args: argparse.Namespace, train_parser: argparse.
            echo: Callable[[str], None] = print) -> tuple[JobRecord, Any]:
     """Validate the train flags, sync the job's tracks, record the job and start it."""
     from kartsim.rl.train_cmd import config_from_args
-    from kartsim.rl.train import validate
+    from kartsim.rl.config import validate
     from kartsim.jobs.tracks import job_inputs, job_tracks
 
     store = open_settings_store(settings)
@@ -162,30 +162,27 @@ def submit(settings: Settings, args: argparse.Namespace, train_parser: argparse.
     backend.check()  # e.g. the Ray cluster is reachable, before anything is written
     cfg, _ = config_from_args(args)
     resolved = cfg.resolved()
-    if settings.backend == "ray" and resolved.device != "cpu":
-        resolved.device = "cpu"  # the GPU is the cluster's business; checked there
-    validate(resolved)
-    from kartsim.rl.train import env_config_for
+    if settings.backend == "ray" and resolved.run.device != "cpu":
+        resolved.run.device = "cpu"  # the GPU is the cluster's business; checked there
+    validate(resolved)  # with the EnvConfig: --env-option keys and values fail here, not minutes later in the job
 
-    env_config_for(resolved)  # --env-option keys and values fail here, not minutes later in the job
-
-    save_name = resolved.save_name
+    save_name = resolved.run.save_name
     other = _running_with_save_name(store, settings, save_name)
     if other:
         raise JobError(f"job {other} is still running with --save-name {save_name}; cancel it or pick another --save-name")
-    if not resolved.force:
+    if not resolved.run.force:
         for rel in (f"runs/{save_name}", f"models/{save_name}_final.zip"):
             if store.exists(rel):
                 raise JobError(f"{store.display(rel)} already exists in the job store; pass --force to overwrite it, "
                                "another --save-name, or `resume` its job")
-    tracks = job_tracks(store, list(resolved.track), echo=echo)
+    tracks = job_tracks(store, list(resolved.task.track), echo=echo)
     argv = _replace_tracks(argv, tracks)
     job_id = new_job_id(store, save_name)
     argv, inputs = job_inputs(store, argv, job_id, echo=echo)
 
     # `tracks`: what the job's working folder holds (staged from the store's tracks/): tracks and inputs
     job = JobRecord(id=job_id, backend=settings.backend, argv=argv, save_name=save_name,
-                    timesteps=int(resolved.timesteps), vision=bool(resolved.vision), tracks=tracks + inputs,
+                    timesteps=int(resolved.run.timesteps), vision=resolved.vision, tracks=tracks + inputs,
                     address=settings.address if settings.backend == "ray" else None,
                     options={k: getattr(settings, k) for k in ("num_gpus", "num_cpus") if getattr(settings, k) is not None})
     job.attempts.append(Attempt(n=1, started=now_iso()))

@@ -24,11 +24,11 @@ REF_LEVELS = (2.0, 1.5, 1.3, 1.2, 1.1)
 
 @functools.cache
 def _train_actions() -> dict[str, argparse.Action]:
-    from kartsim.rl.train_cmd import _FIELD, add_train_arguments
+    from kartsim.rl.train_cmd import add_train_arguments
 
     parser = argparse.ArgumentParser(add_help=False)
     add_train_arguments(parser)
-    return {_FIELD.get(a.dest, a.dest): a for a in parser._actions if a.option_strings}
+    return {a.dest.rpartition(".")[2]: a for a in parser._actions if a.option_strings}  # by field name
 
 
 def _fmt(value: Any) -> str:
@@ -36,7 +36,7 @@ def _fmt(value: Any) -> str:
 
 
 def train_flags(name: str, value: Any) -> list[str]:
-    """The ``kartsim train`` flags that set TrainConfig field `name` to `value`."""
+    """The ``kartsim train`` flags that set TrainConfig field `name` (a bare field name) to `value`."""
     if name == "env_options":
         return [x for k, v in (value or {}).items() for x in ("--env-option", f"{k}={json.dumps(v)}")]
     action = _train_actions()[name]
@@ -52,18 +52,19 @@ def train_flags(name: str, value: Any) -> list[str]:
 
 def best_command(spec: SweepSpec, trial: Any) -> str:
     """``kartsim train ...`` that trains the trial's config (the sweep's flags plus its values)."""
-    from kartsim.rl.train import TrainConfig
+    from kartsim.rl.config import PART_OF
     from kartsim.sweep.trial import trial_config
 
     params = {k: v for k, v in trial.params.items() if k != "seed"}
     base, seeds = trial_config(spec, params)
     seed = trial.params.get("seed", seeds[0])
-    names = set(spec.given) | {d.name for d in spec.dims if not d.env_key} | {"seed", "save_name"}
+    names = {n.rpartition(".")[2] for n in [*spec.given, *(d.name for d in spec.dims if not d.env_key)]}
+    names |= {"seed", "save_name"}
     values = {**base, "seed": seed, "save_name": f"{spec.name}-best"}
     if values.get("env_options"):
         names.add("env_options")
     argv = ["kartsim", "train"]
-    for f in TrainConfig.__dataclass_fields__:  # a stable order: the config's
+    for f in sorted(PART_OF, key=lambda name: PART_OF[name] != "run"):  # a stable order: the run part, then the rest
         if f in names and f not in ("runs_dir", "models_dir", "progress_bar"):
             argv += train_flags(f, values[f])
     return shlex.join(argv)
