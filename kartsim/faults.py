@@ -1,4 +1,4 @@
-"""Deterministic fault injection for the fault tests (tests/test_faults.py).
+"""Deterministic fault injection for the fault tests (tests/integration/test_faults.py).
 
 ``KARTSIM_FAULT=<point>[@<n>]:<SIGNAL>`` (e.g. ``update@2:SIGTERM``) makes this process send itself
 SIGNAL the n-th time (default: the first) it passes `point`. Points: ``rollout`` (an env step of

@@ -130,3 +130,40 @@ def tiny_rays_model(path, track: str = "oval.png"):
     policy, kwargs = policy_for(False)
     model = PPO(policy, KartEnv(track=track), policy_kwargs=kwargs, n_steps=64, batch_size=32, device="cpu", seed=0)
     return save_model(model, path, EnvConfig(track=track).to_dict(), {})
+
+
+class KeyboardBot:
+    """A closed-loop 'human': presses and releases keys to follow what the AI driver would do."""
+
+    def __init__(self):
+        self.race = None
+        self.held = set()
+
+    def attach(self, race):
+        from kartsim.drivers.ai_driver import AIDriver
+
+        self.race = race
+        self.ai = AIDriver(race.stack, race.kart_cfg, "easy", n_karts=race.n, decision_dt=0.1)
+        self.next_t = 0.0
+
+    def poll(self, sim_time):
+        import pygame
+
+        if sim_time + 1e-9 < self.next_t:
+            return []
+        self.next_t = sim_time + 0.02
+        a = self.ai.act(self.race.state, active=[0])[0]
+        want = set()
+        current = self.race.state.steer[0] / self.race.kart_cfg.max_steer_rad
+        if a[0] > current + 0.05:
+            want.add("right")
+        elif a[0] < current - 0.05:
+            want.add("left")
+        if a[1] > 0.3:
+            want.add("up")
+        elif a[1] < -0.3:
+            want.add("down")
+        evs = [pygame.event.Event(pygame.KEYUP, key=pygame.key.key_code(k)) for k in self.held - want]
+        evs += [pygame.event.Event(pygame.KEYDOWN, key=pygame.key.key_code(k)) for k in want - self.held]
+        self.held = want
+        return evs

@@ -322,17 +322,65 @@ def _make_session(trk: Any, opponents: int, ai_level: str, ghost: str | None, la
     ghost_obs = None
     ghost_model = None
     if ghost:
-        from kartsim.envs.observations import Observer
+        from kartsim.envs.observations import make_observer
         from kartsim.rl.play import load_driver
 
         gd = load_driver(ghost, track=str(trk.path), evaluation=True, trust_model=trust_model)
         ghost_model = gd.model
-        ghost_obs = Observer(gd.env_config, race)
+        ghost_obs = make_observer(gd.env_config, race)
     opp = Opponents(race, opp_idx, "ai", ai_level, rng=rng) if opponents else None
     session = _Session(race, rng, slot, opp_idx, opp, ghost_i, ghost_model, ghost_obs, KeyboardControl(),
                        None, [[] for _ in range(n)])
     session.start()
     return session, stack
+
+
+@dataclass
+class _Display:
+    """The window of a drive (``pygame`` None: headless): the chase camera and track map drawn every
+    ``render_every`` steps, and the clock that holds the loop to real time (None: as fast as it runs)."""
+
+    pygame: Any
+    cam: Any
+    track_map: Any
+    view_size: int
+    render_every: int
+    clock: Any
+    screen: Any = None
+
+    @classmethod
+    def open(cls, trk: Any, stack: Any, window: bool, realtime: bool, view_size: int, render_every: int) -> "_Display":
+        from kartsim.envs.render import TrackMap
+        from kartsim.sim.sensors import CameraConfig, CameraRenderer
+
+        cam = CameraRenderer(stack.rgb, stack.scale, CameraConfig(mode="chase", size=view_size // 2))
+        track_map = TrackMap(trk, max_size=view_size)
+        pygame = _open_window(trk) if window else None
+        clock = pygame.time.Clock() if (window and realtime) else None
+        return cls(pygame, cam, track_map, view_size, render_every, clock)
+
+    def show(self, session: _Session, step: int, target_laps: int | None) -> None:
+        if self.pygame is not None and step % self.render_every == 0:
+            frame = _frame(session.race, self.cam, self.track_map, session.trails, target_laps, self.view_size)
+            self.screen = _show(self.pygame, self.screen, frame)
+
+    def tick(self, dt: float) -> None:
+        if self.clock is not None:
+            self.clock.tick(1.0 / dt)
+
+    def close(self) -> None:
+        if self.pygame is not None:
+            self.pygame.display.quit()
+
+
+def _event_source(events: EventSource | None, window: bool, race: Any) -> EventSource:
+    """The keyboard, or the given ``events`` (closed-loop sources, bots and tests, may look at the race)."""
+    source = events if events is not None else PygameEvents()
+    if hasattr(source, "attach"):
+        source.attach(race)
+    if window is False and events is None:
+        raise ConfigError("driving without a window needs scripted events")
+    return source
 
 
 def drive(
@@ -363,8 +411,6 @@ def drive(
     the window. ``grid_position``: your slot on the grid (1 = pole; default last behind the opponents).
     """
     from kartsim.drivers.ai_driver import get_level
-    from kartsim.envs.render import TrackMap
-    from kartsim.sim.sensors import CameraConfig, CameraRenderer
     from kartsim.sim.track import Track
     from kartsim.telemetry import TelemetryWriter
     from kartsim.telemetry.live import session_feed
@@ -373,52 +419,47 @@ def drive(
     get_level(ai_level)
     trk = Track.load(track)
     session, stack = _make_session(trk, opponents, ai_level, ghost, laps, weather, seed, grid_position, trust_model)
-    race = session.race
-
-    cam = CameraRenderer(stack.rgb, stack.scale, CameraConfig(mode="chase", size=view_size // 2))
-    track_map = TrackMap(trk, max_size=view_size)
-    screen = None
-    pygame = _open_window(trk) if window else None
-    source = events if events is not None else PygameEvents()
-    if hasattr(source, "attach"):
-        source.attach(race)  # closed-loop event sources (bots, tests) may look at the race
-    if window is False and events is None:
-        raise ConfigError("driving without a window needs scripted events")
-    clock = pygame.time.Clock() if (window and realtime) else None
+    display = _Display.open(trk, stack, window, realtime, view_size, render_every)
+    source = _event_source(events, window, session.race)
     session.writer = TelemetryWriter(tel_path) if tel_path is not None else None
     live = session_feed("drive", trk.name)  # runs/_live/*.json for `kartsim dashboard` (or None)
     result = DriveResult(telemetry=tel_path)
-    dt = race.step_dt
-    actions = np.zeros((race.n, 2))
-    sim_t = 0.0
-    step = 0
     try:
-        while True:
-            session.handle(source.poll(sim_t), pygame, result)
-            if result.quit:
-                break
-            steer, thr = session.controls.update(dt)
-            actions[0] = (steer, thr)
-            if step % AI_DECISION_STEPS == 0:
-                session.decide(actions)
-            race.step(actions)
-            step += 1
-            sim_t += dt
-            session.record(live, result, verbose)
-            if window and step % render_every == 0:
-                screen = _show(pygame, screen, _frame(race, cam, track_map, session.trails, laps, view_size))
-            if clock is not None:
-                clock.tick(1.0 / dt)
-            if (laps is not None and race.laps[0] >= laps) or (max_time_s is not None and sim_t >= max_time_s):
-                break
+        steps = _drive_loop(session, source, display, live, result, laps, max_time_s, verbose)
     finally:
         if session.writer is not None:
             session.writer.close()
         if live is not None:
             live.close()
-        if window and pygame is not None:
-            pygame.display.quit()
-    return _finish(result, race, step)
+        display.close()
+    return _finish(result, session.race, steps)
+
+
+def _drive_loop(session: _Session, source: EventSource, display: _Display, live: Any, result: DriveResult,
+                laps: int | None, max_time_s: float | None, verbose: bool) -> int:
+    """Steps the race at 50 Hz until you quit, finish ``laps`` or reach ``max_time_s``: events, your
+    smoothed controls, the AI's decisions every AI_DECISION_STEPS, the record, a frame. Returns the steps."""
+    race = session.race
+    dt = race.step_dt
+    actions = np.zeros((race.n, 2))
+    sim_t = 0.0
+    step = 0
+    while True:
+        session.handle(source.poll(sim_t), display.pygame, result)
+        if result.quit:
+            break
+        actions[0] = session.controls.update(dt)
+        if step % AI_DECISION_STEPS == 0:
+            session.decide(actions)
+        race.step(actions)
+        step += 1
+        sim_t += dt
+        session.record(live, result, verbose)
+        display.show(session, step, laps)
+        display.tick(dt)
+        if (laps is not None and race.laps[0] >= laps) or (max_time_s is not None and sim_t >= max_time_s):
+            break
+    return step
 
 
 def _show(pygame: Any, screen: Any, frame: np.ndarray) -> Any:

@@ -24,6 +24,7 @@ loop (an action is held for ``decision_dt`` seconds, 0.1 s by default like the e
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -77,6 +78,52 @@ def _wrap(a):
     return (a + np.pi) % (2 * np.pi) - np.pi
 
 
+class _Pose(NamedTuple):
+    """Every kart's pose predicted ``tau`` seconds ahead, and its forward speed (>= 0)."""
+
+    x: np.ndarray
+    y: np.ndarray
+    yaw: np.ndarray
+    v: np.ndarray
+
+
+def _predicted_pose(state: KartState, tau: float) -> _Pose:
+    cy, sy = np.cos(state.yaw), np.sin(state.yaw)
+    gx = state.vx * cy - state.vy * sy
+    gy = state.vx * sy + state.vy * cy
+    return _Pose(state.x + gx * tau, state.y + gy * tau, state.yaw + state.yaw_rate * tau, np.maximum(state.speed, 0.0))
+
+
+@dataclass
+class _LineAims:
+    """Per kart, what its racing line asks of it this decision (rows of inactive karts stay zero)."""
+
+    s_line: np.ndarray
+    """Along-line position (m)."""
+    line_len: np.ndarray
+    offset: np.ndarray
+    """The line's offset from the centerline here (m), and the room to its left (lo) and right (hi)."""
+    lo: np.ndarray
+    hi: np.ndarray
+    target_x: np.ndarray
+    """The pure-pursuit aim point (shifted sideways for traffic)."""
+    target_y: np.ndarray
+    v_target: np.ndarray
+    """The profile's speed over the next decision."""
+    kappa_ahead: np.ndarray
+    """The line's curvature a little ahead (steering lag), for the cornering drag."""
+    brake_decel: np.ndarray
+    lat_limit: np.ndarray
+    induced: np.ndarray
+    """(N, 2) cornering drag coefficients of the kart's measured limits."""
+
+    @classmethod
+    def zeros(cls, n: int) -> "_LineAims":
+        return cls(s_line=np.zeros(n), line_len=np.ones(n), offset=np.zeros(n), lo=np.zeros(n), hi=np.zeros(n),
+                   target_x=np.zeros(n), target_y=np.zeros(n), v_target=np.zeros(n), kappa_ahead=np.zeros(n),
+                   brake_decel=np.ones(n), lat_limit=np.ones(n), induced=np.zeros((n, 2)))
+
+
 class AIDriver:
     """Drives N karts around their tracks (``state.track_idx`` indexes ``tracks``).
 
@@ -110,7 +157,6 @@ class AIDriver:
         self.line_idx = np.full(self.n, -1, np.int64)
         self.shift = np.zeros(self.n)  # metres the driver moves off the line to avoid traffic
         self.noise = np.zeros((self.n, 2))
-        self.prev_steer = np.zeros(self.n)
         self.pass_side = np.zeros(self.n)  # side chosen to pass the kart ahead (+1 right, -1 left)
         self.slow_time = np.zeros(self.n)  # seconds crawling while asking for throttle
         self.recover_time = np.zeros(self.n)  # seconds left of a reversing manoeuvre
@@ -129,7 +175,6 @@ class AIDriver:
         self.line_idx[idx] = -1
         self.shift[idx] = 0.0
         self.noise[idx] = 0.0
-        self.prev_steer[idx] = 0.0
         self.slow_time[idx] = 0.0
         self.recover_time[idx] = 0.0
         self.pass_side[idx] = 0.0
@@ -148,142 +193,153 @@ class AIDriver:
         if active is not None:
             act_mask[np.asarray(active)] = True
         out = np.zeros((n, 2))
-        dt = self.decision_dt
-        cfg = self.cfg
-        # predicted pose half a decision ahead (the action acts over the whole decision)
-        tau = 0.5 * dt
-        yaw_p = state.yaw + state.yaw_rate * tau
-        cy, sy = np.cos(state.yaw), np.sin(state.yaw)
-        gx = state.vx * cy - state.vy * sy
-        gy = state.vx * sy + state.vy * cy
-        xp = state.x + gx * tau
-        yp = state.y + gy * tau
-        v = np.maximum(state.speed, 0.0)
-        s_line = np.zeros(n)
-        line_len = np.ones(n)
-        offset_here = np.zeros(n)
-        lo_here = np.zeros(n)
-        hi_here = np.zeros(n)
-        target_x = np.zeros(n)
-        target_y = np.zeros(n)
-        v_target = np.zeros(n)
-        kappa_ahead = np.zeros(n)
-        brake_decel = np.ones(n)
-        lat_limit = np.ones(n)
-        ind_c = np.zeros((n, 2))
+        pose = _predicted_pose(state, 0.5 * self.decision_dt)  # the action acts over the whole decision
+        aims = self._line_aims(state, act_mask, pose)
+        ks = np.nonzero(act_mask)[0]
+        if len(ks) == 0:
+            return out
+        self._avoid(state, ks, aims.s_line, aims.line_len, aims.offset, aims.lo, aims.hi, pose.v, aims.v_target, world)
+        steer, alpha = self._steering(state, ks, pose, aims)
+        throttle = self._throttle(state, ks, pose.v, aims, grip)
+        steer, throttle = self._reaction_noise(ks, steer, throttle)
+        steer, throttle = self._recover_when_stuck(state, ks, alpha, steer, throttle)
+        out[ks, 0] = np.clip(steer, -1.0, 1.0)
+        out[ks, 1] = np.clip(throttle, -1.0, 1.0)
+        return out
+
+    def _line_aims(self, state: KartState, act_mask: np.ndarray, pose: _Pose) -> _LineAims:
+        """Each active kart's place on its racing line and what the line asks of it, one group of karts
+        per (track, level, weather grip): they share one line and speed profile."""
+        aims = _LineAims.zeros(state.n)
         groups: dict[tuple[int, str, float], list[int]] = {}
-        wgrip = np.round(weather_grip(cfg, state.wetness) / 0.05) * 0.05
+        wgrip = np.round(weather_grip(self.cfg, state.wetness) / 0.05) * 0.05
         for k in np.nonzero(act_mask)[0]:
             groups.setdefault((int(state.track_idx[k]), self.levels[k].name, float(wgrip[k])), []).append(int(k))
         for (t, lname, wg), ks in groups.items():
             ks = np.array(ks)
-            track = self.tracks[t]
             line = self.line(t, get_level(lname), wg)
-            K = len(line.s)
-            sp = line.length / K
-            guess = self.line_idx[ks]
-            fresh = guess < 0
-            if fresh.any():
-                ci = track.locate(xp[ks[fresh]], yp[ks[fresh]])
-                guess = guess.copy()
-                guess[fresh] = line.index_from_centerline(ci)
-            idx = line.nearest(xp[ks], yp[ks], guess, window=max(12, int(6.0 / sp)))
-            far = np.hypot(line.xy[idx, 0] - xp[ks], line.xy[idx, 1] - yp[ks]) > 6.0
-            if far.any():  # lost (spun, pushed): re-locate from the track's centerline
-                ci = track.locate(xp[ks[far]], yp[ks[far]])
-                idx[far] = line.nearest(xp[ks[far]], yp[ks[far]], line.index_from_centerline(ci), window=12)
-            self.line_idx[ks] = idx
-            # along-line position of the kart (projection on the local segment)
-            hx, hy = np.cos(line.heading[idx]), np.sin(line.heading[idx])
-            dxk, dyk = xp[ks] - line.xy[idx, 0], yp[ks] - line.xy[idx, 1]
-            s_k = line.s[idx] + np.clip(dxk * hx + dyk * hy, -sp, sp)
-            s_line[ks] = s_k
-            line_len[ks] = line.length
-            offset_here[ks] = line.offset[idx]
-            lo_here[ks] = line.bounds[0][idx] - line.offset[idx]
-            hi_here[ks] = line.bounds[1][idx] - line.offset[idx]
-            # pure pursuit look-ahead point (shifted sideways for traffic)
-            ld = np.clip(2.0 + 0.3 * v[ks], 3.0, 10.0)
-            # far off the line (pushed, spun): aim further ahead to rejoin at an angle, not circle
-            off_line = np.hypot(dxk - (dxk * hx + dyk * hy) * hx, dyk - (dxk * hx + dyk * hy) * hy)
-            ld = np.maximum(ld, 1.5 * off_line + 2.0)
-            s_t = s_k + ld
-            j = np.round(s_t / sp).astype(np.int64) % K
-            tx, ty = line.point_at(s_t)
-            sh = np.clip(self.shift[ks], line.bounds[0][j] - line.offset[j], line.bounds[1][j] - line.offset[j])
-            # far off the line only on straights: in a bend the line is the only safe way through
-            lim = np.maximum(1.0, 4.0 - 150.0 * np.abs(line.curvature[j]))
-            sh = np.clip(sh, -lim, lim)
-            target_x[ks] = tx - np.sin(line.heading[j]) * sh
-            target_y[ks] = ty + np.cos(line.heading[j]) * sh
-            # curvature a little ahead (steering lag) for the feed-forward
-            jk = np.round((s_k + 0.15 * v[ks] + 0.5) / sp).astype(np.int64) % K
-            kappa_ahead[ks] = line.curvature[jk]
-            # speed target: the profile over the next decision (preview: the lowest in reach)
-            v_target[ks] = line.speed_at(s_k + v[ks] * dt)
-            lim = line.limits
-            brake_decel[ks] = lim.brk(v[ks])
-            lat_limit[ks] = lim.lat(v[ks])
-            ind_c[ks] = lim.induced
+            self._follow_line(ks, self.tracks[t], line, pose, aims)
+        return aims
 
-        ks = np.nonzero(act_mask)[0]
-        if len(ks) == 0:
-            return out
-        # ---- traffic: karts ahead on the same track and world
-        self._avoid(state, ks, s_line, line_len, offset_here, lo_here, hi_here, v, v_target, world)
+    def _follow_line(self, ks: np.ndarray, track, line: RacingLine, pose: _Pose, aims: _LineAims) -> None:
+        """Karts ``ks`` on ``line``: find each one's nearest line point (re-located from the centerline
+        when new or lost), then fill in ``aims``: the pursuit point, the curvature and speed ahead."""
+        xp, yp, v = pose.x[ks], pose.y[ks], pose.v[ks]
+        K = len(line.s)
+        sp = line.length / K
+        guess = self.line_idx[ks]
+        fresh = guess < 0
+        if fresh.any():
+            ci = track.locate(xp[fresh], yp[fresh])
+            guess = guess.copy()
+            guess[fresh] = line.index_from_centerline(ci)
+        idx = line.nearest(xp, yp, guess, window=max(12, int(6.0 / sp)))
+        far = np.hypot(line.xy[idx, 0] - xp, line.xy[idx, 1] - yp) > 6.0
+        if far.any():  # lost (spun, pushed): re-locate from the track's centerline
+            ci = track.locate(xp[far], yp[far])
+            idx[far] = line.nearest(xp[far], yp[far], line.index_from_centerline(ci), window=12)
+        self.line_idx[ks] = idx
+        # along-line position of the kart (projection on the local segment)
+        hx, hy = np.cos(line.heading[idx]), np.sin(line.heading[idx])
+        dxk, dyk = xp - line.xy[idx, 0], yp - line.xy[idx, 1]
+        s_k = line.s[idx] + np.clip(dxk * hx + dyk * hy, -sp, sp)
+        aims.s_line[ks] = s_k
+        aims.line_len[ks] = line.length
+        aims.offset[ks] = line.offset[idx]
+        aims.lo[ks] = line.bounds[0][idx] - line.offset[idx]
+        aims.hi[ks] = line.bounds[1][idx] - line.offset[idx]
+        # pure pursuit look-ahead point (shifted sideways for traffic)
+        ld = np.clip(2.0 + 0.3 * v, 3.0, 10.0)
+        # far off the line (pushed, spun): aim further ahead to rejoin at an angle, not circle
+        off_line = np.hypot(dxk - (dxk * hx + dyk * hy) * hx, dyk - (dxk * hx + dyk * hy) * hy)
+        ld = np.maximum(ld, 1.5 * off_line + 2.0)
+        s_t = s_k + ld
+        j = np.round(s_t / sp).astype(np.int64) % K
+        tx, ty = line.point_at(s_t)
+        sh = np.clip(self.shift[ks], line.bounds[0][j] - line.offset[j], line.bounds[1][j] - line.offset[j])
+        # far off the line only on straights: in a bend the line is the only safe way through
+        lim = np.maximum(1.0, 4.0 - 150.0 * np.abs(line.curvature[j]))
+        sh = np.clip(sh, -lim, lim)
+        aims.target_x[ks] = tx - np.sin(line.heading[j]) * sh
+        aims.target_y[ks] = ty + np.cos(line.heading[j]) * sh
+        # curvature a little ahead (steering lag) for the feed-forward
+        jk = np.round((s_k + 0.15 * v + 0.5) / sp).astype(np.int64) % K
+        aims.kappa_ahead[ks] = line.curvature[jk]
+        # speed target: the profile over the next decision (preview: the lowest in reach)
+        aims.v_target[ks] = line.speed_at(s_k + v * self.decision_dt)
+        limits = line.limits
+        aims.brake_decel[ks] = limits.brk(v)
+        aims.lat_limit[ks] = limits.lat(v)
+        aims.induced[ks] = limits.induced
 
-        # ---- steering: pure pursuit + the kart's understeer near the limit
-        L = cfg.wheelbase_m
-        dx = target_x[ks] - xp[ks]
-        dy = target_y[ks] - yp[ks]
+    def _steering(self, state: KartState, ks: np.ndarray, pose: _Pose, aims: _LineAims) -> tuple[np.ndarray, np.ndarray]:
+        """Pure pursuit of the aim point plus the kart's understeer near the limit; also the angle
+        ``alpha`` from the kart's predicted heading to the aim point."""
+        cfg = self.cfg
+        dx = aims.target_x[ks] - pose.x[ks]
+        dy = aims.target_y[ks] - pose.y[ks]
         dist = np.maximum(np.hypot(dx, dy), 1e-3)
-        alpha = _wrap(np.arctan2(dy, dx) - yaw_p[ks])
+        alpha = _wrap(np.arctan2(dy, dx) - pose.yaw[ks])
         kappa_cmd = 2.0 * np.sin(alpha) / dist
-        vv = np.maximum(v[ks], 1.0)
+        vv = np.maximum(pose.v[ks], 1.0)
         # never ask for more curvature than the tyres can give on this surface (no self-made spins)
         surf_mu = np.where(state.surface[ks] == GRASS, cfg.mu_grass / cfg.mu_asphalt,
                            np.where(state.surface[ks] == KERB, cfg.mu_kerb / cfg.mu_asphalt, 1.0))
-        k_max = 1.15 * lat_limit[ks] * surf_mu / (vv * vv)
+        lat_limit = aims.lat_limit[ks]
+        k_max = 1.15 * lat_limit * surf_mu / (vv * vv)
         kappa_cmd = np.clip(kappa_cmd, -k_max, k_max)
         ay_cmd = vv * vv * kappa_cmd
         # the front needs more slip than the rear as the lateral acceleration builds (understeer)
         # (gain tuned on the minimum-time lines of generated tracks: 0.012 ran wide in tight bends)
-        us = 0.016 * ay_cmd / 9.81 * (1.0 + 0.5 * (np.abs(ay_cmd) / np.maximum(lat_limit[ks], 1.0)) ** 4)
-        steer = (np.arctan(L * kappa_cmd) + us) / cfg.max_steer_rad
+        us = 0.016 * ay_cmd / 9.81 * (1.0 + 0.5 * (np.abs(ay_cmd) / np.maximum(lat_limit, 1.0)) ** 4)
+        steer = (np.arctan(cfg.wheelbase_m * kappa_cmd) + us) / cfg.max_steer_rad
         # pointing away from the line (spun, pushed): full lock towards it
         steer = np.where(np.abs(alpha) > 0.5 * np.pi, np.sign(alpha), steer)
+        return steer, alpha
 
-        # ---- speed
-        vt = v_target[ks] * self.speed_scale[ks]
+    def _throttle(self, state: KartState, ks: np.ndarray, v: np.ndarray, aims: _LineAims, grip) -> np.ndarray:
+        """Throttle or brake for the acceleration that reaches the target speed within one decision:
+        feed-forward of drag, rolling and cornering drag, scaled by the drive force or brake available."""
+        cfg = self.cfg
+        dt = self.decision_dt
+        vt = aims.v_target[ks] * self.speed_scale[ks]
         # worn tyres: corner speeds scale with the square root of the grip
         vt = vt * np.sqrt(np.clip(1.0 - cfg.tyre_worn_grip_loss * (1.0 - state.tyre_condition[ks]), 0.2, 1.0))
         if grip is not None:
             vt = vt * np.sqrt(np.clip(np.asarray(grip, np.float64)[ks], 0.2, 1.5))
         a_req = (vt - v[ks]) / max(dt, 1e-3)
+        vv = np.maximum(v[ks], 1.0)
         m = cfg.mass_kg
-        ay_now = np.abs(vv * vv * kappa_ahead[ks])
+        ay_now = np.abs(vv * vv * aims.kappa_ahead[ks])
         q = (ay_now / 9.81) ** 2
-        resist = cfg.drag_coeff * vv * vv + cfg.rolling_asphalt * m * 9.81 + m * 9.81 * (ind_c[ks, 0] * q + ind_c[ks, 1] * q * q)
+        ind_c = aims.induced[ks]
+        resist = cfg.drag_coeff * vv * vv + cfg.rolling_asphalt * m * 9.81 + m * 9.81 * (ind_c[:, 0] * q + ind_c[:, 1] * q * q)
         f_drive = np.where(vv > 1.0, np.minimum(cfg.max_drive_force_n, cfg.engine_power_w / vv), cfg.max_drive_force_n)
         thr_pos = (m * a_req + resist) / f_drive
         # the brakes add to the drag and cornering drag already slowing the kart (brake_decel, measured
         # in a straight line at full brake, includes the straight-line drag)
         straight = cfg.drag_coeff * vv * vv + cfg.rolling_asphalt * m * 9.81
-        thr_neg = (m * a_req + resist) / np.maximum(m * brake_decel[ks] - straight, m)
+        thr_neg = (m * a_req + resist) / np.maximum(m * aims.brake_decel[ks] - straight, m)
         throttle = np.where(a_req >= 0.0, np.clip(thr_pos, 0.0, 1.0), np.where(thr_pos >= 0.0, np.clip(thr_pos, 0.0, 1.0), np.clip(thr_neg, -1.0, 0.0)))
-
         # on grass the rear tyres cannot take full power: feed it in gently (no spinning)
-        throttle = np.where(state.surface[ks] == GRASS, np.minimum(throttle, 0.45), throttle)
+        return np.where(state.surface[ks] == GRASS, np.minimum(throttle, 0.45), throttle)
 
-        # ---- reaction noise (persistent: an AR(1) process with ~0.5 s memory)
+    def _reaction_noise(self, ks: np.ndarray, steer: np.ndarray, throttle: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The easier levels' errors: persistent, an AR(1) process with ~0.5 s memory."""
         noisy = (self.steer_noise[ks] > 0) | (self.throttle_noise[ks] > 0)
         if noisy.any():
-            rho = np.exp(-dt / 0.5)
+            rho = np.exp(-self.decision_dt / 0.5)
             e = self.rng.standard_normal((len(ks), 2))
             self.noise[ks] = rho * self.noise[ks] + np.sqrt(1 - rho * rho) * e
             steer = steer + self.noise[ks, 0] * self.steer_noise[ks]
             throttle = throttle + self.noise[ks, 1] * self.throttle_noise[ks]
-        # ---- stuck (against a wall, facing away): reverse out, steering the nose towards the line
+        return steer, throttle
+
+    def _recover_when_stuck(self, state: KartState, ks: np.ndarray, alpha: np.ndarray, steer: np.ndarray,
+                            throttle: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Stuck (crawling against a wall or kart, on grass, facing away) for a second: reverse out for
+        2.5 s, steering the nose towards the line."""
+        dt = self.decision_dt
         blocked = state.wall_hit[ks] | state.kart_hit[ks] | (state.surface[ks] == GRASS) | (np.abs(alpha) > 1.0)
         crawling = (state.vx[ks] < 1.0) & (throttle > 0.3) & blocked
         self.slow_time[ks] = np.where(crawling, self.slow_time[ks] + dt, 0.0)
@@ -294,10 +350,7 @@ class AIDriver:
             steer = np.where(rec, -np.sign(alpha) * 1.0, steer)
             throttle = np.where(rec, -1.0, throttle)
             self.slow_time[ks] = np.where(rec, 0.0, self.slow_time[ks])
-        out[ks, 0] = np.clip(steer, -1.0, 1.0)
-        out[ks, 1] = np.clip(throttle, -1.0, 1.0)
-        self.prev_steer[ks] = out[ks, 0]
-        return out
+        return steer, throttle
 
     def _avoid(self, state, ks, s_line, line_len, offset, lo, hi, v, v_target, world) -> None:
         """Traffic: pick a side to pass a slower kart ahead, keep clear of karts alongside, and do not

@@ -5,7 +5,7 @@
   straight-line braking and the drive acceleration as functions of speed, the cornering drag, and the
   g-g diagram (the lateral grip held at each longitudinal acceleration, from constant, random,
   bang-bang and weaving inputs, in the path frame). Measuring instead of assuming keeps the reference
-  truthful for whatever :class:`~kartsim.sim.config.KartConfig` is used; tests/test_physics_envelope.py
+  truthful for whatever :class:`~kartsim.sim.config.KartConfig` is used; tests/sim/test_physics_envelope.py
   checks that no input sequence beats it.
 * :func:`racing_line` gives the **minimum-time line** by default (:func:`min_time_offsets`: lateral
   offsets and speeds at 2 m stations along the centerline, the lap time as the objective, the

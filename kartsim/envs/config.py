@@ -53,13 +53,17 @@ class EnvConfig:
     """Standard deviation of Gaussian noise on every normalised ray and telemetry value."""
     random_pool_size: int = 8
     """With ``track="random"``: how many generated tracks the pool holds."""
+    resident_tracks: int = 32
+    """The most tracks of a pool held in memory at once (~13 MB each at 1024 px). A larger pool is
+    streamed: each episode still draws from the whole pool, and a track not in memory is loaded
+    into a slot no kart is on (at least one slot per kart)."""
     race: RaceConfig = field(default_factory=RaceConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     kart: KartConfig = field(default_factory=KartConfig)
 
     LIMITS: ClassVar[dict[str, tuple[float, float]]] = {
         "image_size": (16, 512), "frame_stack": (1, 16), "ray_range_m": (1.0, 1000.0), "sensor_noise": (0.0, 1.0),
-        "random_pool_size": (1, 256)}
+        "random_pool_size": (1, 10_000), "resident_tracks": (1, 10_000)}
 
     def __post_init__(self) -> None:
         coerce_nested(self)  # race / reward / kart given as dicts

@@ -25,7 +25,7 @@ from gymnasium import spaces
 from pettingzoo import ParallelEnv
 
 from kartsim.envs.config import EnvConfig
-from kartsim.envs.observations import Observer
+from kartsim.envs.observations import make_observer
 from kartsim.envs.race_env import RaceOptions, RaceTerms, kart_info, mixed_levels, split_options
 from kartsim.envs.render import TrackMaps
 from kartsim.envs.tracks import load_track_stack
@@ -66,8 +66,8 @@ class KartRaceParallelEnv(ParallelEnv):
         n = n_agents + ai_opponents
         rules = opts.rules(cfg.race)
         self.race = GridRace(stack, n, dataclasses.replace(cfg.race, random_start=False), cfg.reward, cfg.kart, rules)
-        self.observer = Observer(cfg, self.race)
-        self._obs_space = self.observer.observation_space
+        self.observer = make_observer(cfg, self.race)
+        self._obs_space = self.observer.space
         self._act_space = spaces.Box(-1.0, 1.0, (2,), np.float32)
         self.possible_agents = [f"kart_{i}" for i in range(n_agents)]
         self.agent_index = {a: i for i, a in enumerate(self.possible_agents)}

@@ -29,7 +29,7 @@ import numpy as np
 from gymnasium import spaces
 
 from kartsim.envs.config import EnvConfig
-from kartsim.envs.observations import Observer
+from kartsim.envs.observations import make_observer
 from kartsim.envs.render import TrackMaps, compose_frame
 from kartsim.envs.tracks import load_track_stack
 from kartsim.drivers.opponents import Opponents
@@ -213,8 +213,8 @@ class KartRaceEnv(gym.Env):
         rules = opts.rules(cfg.race)
         race_cfg = dataclasses.replace(cfg.race, random_start=False)
         self.race = GridRace(stack, n, race_cfg, cfg.reward, cfg.kart, rules)
-        self.observer = Observer(cfg, self.race)
-        self.observation_space = self.observer.observation_space
+        self.observer = make_observer(cfg, self.race)
+        self.observation_space = self.observer.space
         self.action_space = spaces.Box(-1.0, 1.0, (2,), np.float32)
         self.metadata = dict(self.metadata, render_fps=round(1.0 / self.race.step_dt))
         self.opp: Opponents | None = None
@@ -310,7 +310,8 @@ class KartRaceEnv(gym.Env):
         return info
 
     def camera_image(self) -> np.ndarray | None:
-        return self.observer.frame[0].copy() if self.config.vision else None
+        frame = self.observer.camera_frame(0)
+        return None if frame is None else frame.copy()
 
     def render(self) -> np.ndarray | None:
         if self.render_mode is None:

@@ -46,16 +46,17 @@ class TrackMap:
 
 
 class TrackMaps:
-    """One :class:`TrackMap` per track of a stack, made when first drawn."""
+    """One :class:`TrackMap` per track of a stack, made when first drawn (again when a streamed
+    stack has put another track into that slot)."""
 
     def __init__(self, tracks: list[Track]) -> None:
         self.tracks = tracks
-        self._maps: dict[int, TrackMap] = {}
+        self._maps: dict[int, tuple[Track, TrackMap]] = {}
 
     def __getitem__(self, t: int) -> TrackMap:
-        if t not in self._maps:
-            self._maps[t] = TrackMap(self.tracks[t])
-        return self._maps[t]
+        if t not in self._maps or self._maps[t][0] is not self.tracks[t]:
+            self._maps[t] = (self.tracks[t], TrackMap(self.tracks[t]))
+        return self._maps[t][1]
 
 
 def compose_frame(map_img: np.ndarray, camera: np.ndarray | None, lines: list[str]) -> np.ndarray:

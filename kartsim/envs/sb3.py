@@ -1,4 +1,5 @@
-"""The batched env as a stable-baselines3 ``VecEnv``: one race of N karts stepped as arrays.
+"""The batched env as a stable-baselines3 ``VecEnv``: the env core (one race of N karts stepped as arrays)
+behind SB3's API.
 
 Imported by :mod:`kartsim.rl` only (and the subprocess backend), so that ``import kartsim.envs``
 never loads torch or SB3.
@@ -14,16 +15,11 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import numpy as np
-from gymnasium import spaces
-from gymnasium.utils import seeding
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices
 
 from kartsim.envs.config import EnvConfig
-from kartsim.envs.info import reset_info, step_infos
-from kartsim.envs.observations import Observer
-from kartsim.envs.render import TrackMaps, compose_frame
-from kartsim.envs.tracks import load_track_stack
-from kartsim.sim.race import Race
+from kartsim.envs.core import EnvCore
+from kartsim.envs.info import reset_info
 
 
 class KartVecEnv(VecEnv):
@@ -42,51 +38,36 @@ class KartVecEnv(VecEnv):
         telemetry_envs: Sequence[int] | None = None,
     ) -> None:
         self.config = config
-        stack = load_track_stack(config.track, config.random_pool_size)
-        self.race = Race(stack, n_envs, config.race, config.reward, config.kart)
-        self.observer = Observer(config, self.race)
+        self.core = EnvCore(config, n_envs)
+        self.race, self.observer = self.core.race, self.core.observer
         self.render_mode = render_mode  # read by VecEnv.__init__ through get_attr
-        super().__init__(n_envs, self.observer.observation_space, spaces.Box(-1.0, 1.0, (2,), np.float32))
+        super().__init__(n_envs, self.core.observation_space, self.core.action_space)
         self.telemetry = np.zeros(n_envs, dtype=bool)
         self.telemetry[list(range(n_envs)) if telemetry_envs is None else list(telemetry_envs)] = True
-        self.rngs = [seeding.np_random(None)[0] for _ in range(n_envs)]
         if seed is not None:
             self.seed(seed)
         self._actions = np.zeros((n_envs, 2))
-        self._maps = TrackMaps(self.race.stack.tracks)
 
     # ------------------------------------------------------------------ VecEnv API
     def reset(self):
-        idx = np.arange(self.num_envs)
-        for i in idx:
-            if self._seeds[i] is not None:
-                self.rngs[i] = seeding.np_random(self._seeds[i])[0]
+        if all(s is not None for s in self._seeds):  # seed() sets them all, a reset clears them
+            self.core.seed(self._seeds)
         self._reset_seeds()
         self._reset_options()
-        self.race.reset_karts(idx, self.rngs)
-        self.observer.reset(idx, self.rngs)
-        self.reset_infos = [reset_info(self.race, i) for i in idx]
+        self.core.reset()
+        self.reset_infos = [reset_info(self.race, i) for i in range(self.num_envs)]
         return self.observer.batch_copy()
 
     def step_async(self, actions: np.ndarray) -> None:
         self._actions = actions
 
     def step_wait(self):
-        race = self.race
-        race.step(self._actions)
-        self.observer.observe()
-        done = race.terminated | race.truncated
-        infos = step_infos(race, self.telemetry)
-        rewards = race.reward.astype(np.float32)
-        dones = done.copy()
-        if done.any():
-            idx = np.nonzero(done)[0]
-            for i in idx:
-                infos[i]["terminal_observation"] = self.observer.single(i)
-                infos[i]["TimeLimit.truncated"] = bool(race.truncated[i] and not race.terminated[i])
-            race.reset_karts(idx, [self.rngs[i] for i in idx])
-            self.observer.reset(idx, [self.rngs[i] for i in idx])
-        return self.observer.batch_copy(), rewards, dones, infos
+        self.core.step(self._actions)
+        out = self.core.autoreset(self.telemetry)
+        for k, i in enumerate(out.ended):
+            out.infos[i]["terminal_observation"] = out.final_observations[k]
+            out.infos[i]["TimeLimit.truncated"] = bool(out.truncated[i] and not out.terminated[i])
+        return self.observer.batch_copy(), out.rewards, out.terminated | out.truncated, out.infos
 
     def seed(self, seed: int | None = None) -> Sequence[None | int]:
         if seed is None:
@@ -116,8 +97,4 @@ class KartVecEnv(VecEnv):
     # ------------------------------------------------------------------ extras
     def render_kart(self, i: int) -> np.ndarray:
         """Map of kart ``i``'s track with the kart on it (and its camera view for vision envs)."""
-        st = self.race.state
-        t = int(st.track_idx[i])
-        frame = self._maps[t].draw(np.array([[st.x[i], st.y[i], st.yaw[i]]]))
-        camera = self.observer.frame[i] if self.config.vision else None
-        return compose_frame(frame, camera, [f"{st.speed[i] * 3.6:5.1f} km/h  lap {self.race.laps[i] + 1}"])
+        return self.core.frame(i, [f"{self.race.state.speed[i] * 3.6:5.1f} km/h  lap {self.race.laps[i] + 1}"])

@@ -1,4 +1,4 @@
-"""The single-kart Gymnasium env: a race of one kart."""
+"""The single-kart Gymnasium env: the env core with one kart (:class:`kartsim.envs.core.EnvCore`)."""
 
 from __future__ import annotations
 
@@ -6,14 +6,10 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from gymnasium import spaces
 
 from kartsim.envs.config import EnvConfig
+from kartsim.envs.core import EnvCore, check_render_mode
 from kartsim.envs.info import reset_info, step_infos
-from kartsim.envs.observations import Observer
-from kartsim.envs.render import TrackMaps, Window, compose_frame
-from kartsim.envs.tracks import load_track_stack
-from kartsim.sim.race import Race, check_actions
 
 TRAIL_LENGTH = 600
 _TELEMETRY = np.ones(1, dtype=bool)
@@ -79,32 +75,24 @@ class KartEnv(gym.Env):
     def __init__(self, config: EnvConfig | None = None, render_mode: str | None = None, **fields: Any) -> None:
         cfg = config if config is not None else EnvConfig()
         self.config = cfg.replace(**fields) if fields else cfg
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}, got {render_mode!r}")
-        self.render_mode = render_mode
-        c = self.config
-        stack = load_track_stack(c.track, c.random_pool_size)
-        self.race = Race(stack, 1, c.race, c.reward, c.kart)
-        self.observer = Observer(c, self.race)
-        self.observation_space = self.observer.observation_space
-        self.action_space = spaces.Box(-1.0, 1.0, (2,), np.float32)
-        self.metadata = dict(self.metadata, render_fps=round(1.0 / self.race.step_dt))
+        self.render_mode = check_render_mode(render_mode, self.metadata["render_modes"])
+        self.core = EnvCore(self.config, 1)
+        self.race, self.observer = self.core.race, self.core.observer
+        self.observation_space = self.core.observation_space
+        self.action_space = self.core.action_space
+        self.metadata = dict(self.metadata, render_fps=self.core.fps)
         self._trail: list[tuple[float, float]] = []
-        self._maps = TrackMaps(self.race.stack.tracks)
-        self._window: Window | None = None
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
-        self.race.reset_karts(np.array([0]), [self.np_random])
-        self.observer.reset(np.array([0]), [self.np_random])
+        self.core.reset(rngs=[self.np_random])
         self._trail = [(float(self.race.state.x[0]), float(self.race.state.y[0]))]
         if self.render_mode == "human":
             self.render()
         return self.observer.single(0), reset_info(self.race, 0)
 
     def step(self, action):
-        self.race.step(check_actions(action, 1))  # a string / ragged action: the env's own message
-        self.observer.observe()
+        self.core.step(action)  # a string / ragged action: the race's own message
         self._trail.append((float(self.race.state.x[0]), float(self.race.state.y[0])))
         del self._trail[:-TRAIL_LENGTH]
         if self.render_mode == "human":
@@ -115,27 +103,17 @@ class KartEnv(gym.Env):
 
     def camera_image(self) -> np.ndarray | None:
         """The newest camera frame (vision envs), (S, S, C) uint8."""
-        return self.observer.frame[0].copy() if self.config.vision else None
+        return self.core.camera_image(0)
 
     def render(self) -> np.ndarray | None:
         if self.render_mode is None:
             gym.logger.warn("render() called without a render_mode; pass render_mode='rgb_array' or 'human'")
             return None
         st, r = self.race.state, self.race
-        t = int(st.track_idx[0])
-        frame = self._maps[t].draw(np.array([[st.x[0], st.y[0], st.yaw[0]]]), [np.asarray(self._trail)])
         best = r.best_lap[0]
         lines = [f"{st.speed[0] * 3.6:5.1f} km/h  lap {r.laps[0] + 1}  {r.lap_time[0]:6.2f} s",
                  f"best {best:6.2f} s" if np.isfinite(best) else "best  --"]
-        frame = compose_frame(frame, self.camera_image(), lines)
-        if self.render_mode == "rgb_array":
-            return frame
-        if self._window is None:
-            self._window = Window()
-        self._window.show(frame, self.metadata["render_fps"])
-        return None
+        return self.core.present(self.core.frame(0, lines, trail=self._trail), self.render_mode)
 
     def close(self) -> None:
-        if self._window is not None:
-            self._window.close()
-            self._window = None
+        self.core.close()

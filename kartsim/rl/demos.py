@@ -148,14 +148,10 @@ def load_npz(path: str | Path) -> DemoSet:
 # ------------------------------------------------------------------------------ replaying states
 def _replay_env(env_cfg: Any, n: int):
     """A race of `n` karts and its observer, to observe karts put in given states."""
-    from kartsim.envs.observations import Observer
-    from kartsim.envs.tracks import load_track_stack
-    from kartsim.sim.race import Race
+    from kartsim.envs.core import EnvCore
 
-    single = env_cfg.replace(frame_stack=1)
-    stack = load_track_stack(single.track, single.random_pool_size)
-    race = Race(stack, n, single.race, single.reward, single.kart)
-    return race, Observer(single, race)
+    core = EnvCore(env_cfg.replace(frame_stack=1), n)
+    return core.race, core.observer
 
 
 def observe_states(env_cfg: Any, states: np.ndarray, episode: np.ndarray, stride: int = 1,
@@ -183,7 +179,7 @@ def observe_states(env_cfg: Any, states: np.ndarray, episode: np.ndarray, stride
         out = observer.observe()
         frames.append({k: v[:m].copy() for k, v in out.items()} if isinstance(out, dict) else out[:m].copy())
     if not env_cfg.vision:
-        return np.concatenate(frames) if frames else np.zeros((0, 10), np.float32)
+        return np.concatenate(frames) if frames else np.zeros((0,) + observer.space.shape, np.float32)
     vision = np.concatenate([f["vision"] for f in frames])
     telemetry = np.concatenate([f["telemetry"] for f in frames])
     return {"vision": stack_frames(vision, episode, int(env_cfg.frame_stack), stride), "telemetry": telemetry}

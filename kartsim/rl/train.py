@@ -591,15 +591,15 @@ def _finish(s: _Session, model: Any, learner: _Learner, result: TrainResult, lin
 def eval_tracks_for(cfg: TrainConfig, env_cfg: Any) -> list[str]:
     """The tracks a run evaluates on: `cfg.eval.eval_tracks`, else the training tracks (at most
     `MAX_EVAL_TRACKS`, spread evenly over a pool)."""
-    from kartsim.envs.tracks import track_paths
+    from kartsim.envs.tracks import source_path, track_paths, track_sources
 
     if cfg.eval.eval_tracks:
         return track_paths(list(cfg.eval.eval_tracks))
-    tracks = track_paths(env_cfg.track, env_cfg.random_pool_size)
-    if len(tracks) <= MAX_EVAL_TRACKS:
-        return tracks
-    step = len(tracks) / MAX_EVAL_TRACKS
-    return [tracks[int(i * step)] for i in range(MAX_EVAL_TRACKS)]
+    tracks = track_sources(env_cfg.track, env_cfg.random_pool_size)  # only the picked ones are generated
+    if len(tracks) > MAX_EVAL_TRACKS:
+        step = len(tracks) / MAX_EVAL_TRACKS
+        tracks = [tracks[int(i * step)] for i in range(MAX_EVAL_TRACKS)]
+    return [source_path(t) for t in tracks]
 
 
 def _evaluator(cfg: TrainConfig, env_cfg: Any, run: _Run, save: Callable[..., Path], echo: Callable[[str], None]):

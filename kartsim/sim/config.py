@@ -187,9 +187,13 @@ class RewardConfig:
     """Per m/s of impact speed into a wall."""
     termination: float = -10.0
     """Once, when the episode ends early (wrong way, stuck, off the track for good)."""
+    lap_pace: float = 0.0
+    """Per m/s of a completed lap's mean speed (lap length ÷ lap time), paid when the lap completes: a
+    faster lap pays more, so it rewards speed itself rather than only distance (0: off). Paid only for
+    a real lap (every gate in order), so it opens no farming hole the progress term closes."""
 
     LIMITS: ClassVar[dict[str, tuple[float, float]]] = {
-        name: (-1e6, 1e6) for name in ("progress", "lap", "off_track", "wall", "termination")}
+        name: (-1e6, 1e6) for name in ("progress", "lap", "off_track", "wall", "termination", "lap_pace")}
 
     def __post_init__(self) -> None:
         check_config(self, "reward")
@@ -214,6 +218,12 @@ class RaceConfig:
     """Random sideways offset of a random start (capped at a quarter of the road width)."""
     start_heading_jitter_rad: float = 0.15
     """Random heading offset of a random start."""
+    start_corner_share: float = 0.0
+    """Share of random starts placed on the approach to a bend instead of uniformly along the lap: a
+    start curriculum toward the hard corners. Such a start is drawn with a density ∝ (the sharpest
+    curvature within `start_corner_lookahead_m` ahead)², so hairpins get most of them (0: uniform)."""
+    start_corner_lookahead_m: float = 60.0
+    """How far ahead of a corner start the bend may lie (the braking zone is included)."""
     stuck_time_s: float = 6.0
     """The episode ends when no new forward progress was made for this long."""
     wrong_way_m: float = 20.0
@@ -230,7 +240,8 @@ class RaceConfig:
     # practically endless (1e9: "never", as drive and the tests use them)
     LIMITS: ClassVar[dict[str, tuple[float, float]]] = {
         "action_repeat": (1, 100), "max_episode_steps": (1, 1e12), "start_behind_line_m": (0.0, 100.0),
-        "start_lateral_jitter_m": (0.0, 20.0), "start_heading_jitter_rad": (0.0, math.pi), "stuck_time_s": (0.1, 1e12),
+        "start_lateral_jitter_m": (0.0, 20.0), "start_heading_jitter_rad": (0.0, math.pi),
+        "start_corner_share": (0.0, 1.0), "start_corner_lookahead_m": (0.0, 1000.0), "stuck_time_s": (0.1, 1e12),
         "wrong_way_m": (0.0, 1e12), "off_track_time_s": (0.0, 1e12), "max_damage": (0.0, 1e12)}
 
     def __post_init__(self) -> None:

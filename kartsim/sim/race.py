@@ -30,7 +30,7 @@ from kartsim.sim.track import CenterlineStack, Surface, TrackStack, project_poin
 GATE_MARGIN_M = 3.0
 
 TERMINATION_REASONS = ("", "wrong_way", "stuck", "off_track", "damage")
-REWARD_TERMS = ("progress", "lap", "off_track", "wall", "termination")
+REWARD_TERMS = ("progress", "lap", "off_track", "wall", "termination", "lap_pace")
 """The names of :func:`reward_terms`' entries, in order; each is a :class:`RewardConfig` weight."""
 
 
@@ -41,15 +41,30 @@ def reward_terms(
     impact_speed: np.ndarray,
     terminated: np.ndarray,
     step_dt: float,
+    lap_speed: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
-    """The raw reward terms per kart, named as the :class:`RewardConfig` weights."""
+    """The raw reward terms per kart, named as the :class:`RewardConfig` weights. ``lap_speed``: the
+    mean speed (m/s) of the lap completed this step, 0 where none was."""
     return {
         "progress": new_progress_m,
         "lap": laps_completed.astype(np.float64),
         "off_track": on_grass * step_dt,
         "wall": impact_speed,
         "termination": terminated.astype(np.float64),
+        "lap_pace": np.zeros_like(new_progress_m) if lap_speed is None else lap_speed,
     }
+
+
+def corner_start_cdf(curvature: np.ndarray, length: float, lookahead_m: float) -> np.ndarray:
+    """Cumulative start density over a centerline's points (ending at 1): ∝ the square of the sharpest
+    curvature within ``lookahead_m`` ahead of each point, so starts land on the approach to the bends."""
+    kappa = np.abs(curvature)
+    ahead = max(int(lookahead_m / (length / len(kappa))), 0)
+    sharpest = kappa.copy()
+    for shift in range(1, min(ahead, len(kappa) - 1) + 1):
+        np.maximum(sharpest, np.roll(kappa, -shift), out=sharpest)
+    cdf = np.cumsum(sharpest ** 2 + 1e-12)
+    return cdf / cdf[-1]
 
 
 def weighted_reward(terms: dict[str, np.ndarray], cfg: RewardConfig) -> np.ndarray:
@@ -126,6 +141,8 @@ class Race:
         self.gates = _GateTable.build(stack)
         self.centerlines: CenterlineStack = stack.centerlines()
         self.lengths = self.centerlines.length
+        if stack.pool is not None:
+            stack.listeners.append(self._track_loaded)
 
         n = n_karts
         self.s = np.zeros(n)  # progress along the lap, [0, length)
@@ -152,6 +169,11 @@ class Race:
         self.episode_terms = np.zeros((n, len(REWARD_TERMS)))  # per-episode sums of the raw terms
         self._step_terms = np.zeros((n, len(REWARD_TERMS)))  # this step's terms as one array
         self.stats = EpisodeStats(np.zeros(n), np.zeros(n, dtype=np.int64), np.zeros(n), [[] for _ in range(n)])
+        self._corner_cdf = ([self._corner_cdf_of(t) for t in stack.tracks]
+                            if self.cfg.random_start and self.cfg.start_corner_share > 0 else [])
+
+    def _corner_cdf_of(self, track) -> np.ndarray:
+        return corner_start_cdf(track.curvature, track.length, self.cfg.start_corner_lookahead_m)
 
     # ------------------------------------------------------------------ starts
     def reset_karts(self, idx: np.ndarray, rngs: list[np.random.Generator]) -> None:
@@ -162,11 +184,17 @@ class Race:
         # Only the draws are per kart (each kart's generator in a fixed order); the poses are batched.
         track_of = np.zeros(m, np.int64)
         s0, u_off, yaw_jitter, wetness = np.empty(m), np.empty(m), np.zeros(m), np.empty(m)
+        busy = self._busy_slots(idx)
+        n_pool = self.stack.pool_size
         for k, rng in enumerate(rngs):
-            t = int(rng.integers(len(tracks))) if len(tracks) > 1 else 0
+            # a streamed stack may load the drawn pool track into a free slot (tracks[t] is then that track)
+            t = self.stack.acquire(int(rng.integers(n_pool)), busy) if n_pool > 1 else 0
+            busy[t] = True
             track_of[k] = t
             if cfg.random_start:
                 s0[k] = rng.uniform(0.0, tracks[t].length)
+                if self._corner_cdf and rng.random() < cfg.start_corner_share:
+                    s0[k] = tracks[t].s[np.searchsorted(self._corner_cdf[t], rng.random(), side="right")]
                 u_off[k] = rng.random()  # the sideways offset, scaled below once the road width is known
                 yaw_jitter[k] = rng.uniform(-1.0, 1.0) * cfg.start_heading_jitter_rad
             else:
@@ -219,6 +247,22 @@ class Race:
         self.stats.grass_steps[idx] = 0
         self.episode_terms[idx] = 0.0
 
+    def _busy_slots(self, idx: np.ndarray) -> np.ndarray:
+        """Per slot of the stack: whether a kart other than ``idx`` is on it (its track must stay)."""
+        busy = np.zeros(len(self.stack), bool)
+        rest = np.ones(self.n, bool)
+        rest[idx] = False
+        busy[self.state.track_idx[rest]] = True
+        return busy
+
+    def _track_loaded(self, slot: int) -> None:
+        """A streamed stack put a new track into `slot`: rebuild the per-track tables (small arrays)."""
+        self.gates = _GateTable.build(self.stack)
+        self.centerlines = self.stack.centerlines()
+        self.lengths = self.centerlines.length
+        if self._corner_cdf:
+            self._corner_cdf[slot] = self._corner_cdf_of(self.stack.tracks[slot])
+
     def _update_frame(self, idx: np.ndarray | slice = slice(None)) -> None:
         """Project karts ``idx`` onto their track's centerline."""
         sel = np.arange(self.n)[idx]
@@ -255,7 +299,9 @@ class Race:
             self.truncated &= ~wrecked
         impact = np.where(st.wall_hit, st.impact_speed, 0.0)
         on_grass = st.surface == Surface.GRASS
-        self.terms = reward_terms(new_progress, laps_done, on_grass, impact, self.terminated, self.step_dt)
+        lapped = laps_done > 0
+        lap_speed = np.where(lapped, self.lengths[st.track_idx] / np.where(lapped, self.new_lap_time, 1.0), 0.0)
+        self.terms = reward_terms(new_progress, laps_done, on_grass, impact, self.terminated, self.step_dt, lap_speed)
         self.reward[:] = weighted_reward(self.terms, self.reward_cfg)
         # Two array ops for all karts: the terms as columns (REWARD_TERMS order), added to the episode sums.
         self.episode_terms += np.stack(tuple(self.terms.values()), axis=1, out=self._step_terms)

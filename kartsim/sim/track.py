@@ -62,6 +62,7 @@ import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -889,9 +890,25 @@ class Track:
 # ------------------------------------------------------------------------------------- TrackStack
 
 
+@dataclass(frozen=True)
+class TrackPool:
+    """Tracks known by how to load them (a pool too large to hold in memory at once):
+    ``load(i)`` builds pool track ``i``; ``shape`` is the largest (H, W) among them."""
+
+    size: int
+    load: Callable[[int], "Track"]
+    shape: tuple[int, int]
+
+
 @dataclass
 class TrackStack:
-    """T tracks as stacked arrays, padded with wall (rgb black) to the largest H and W."""
+    """T tracks as stacked arrays, padded with wall (rgb black) to the largest H and W.
+
+    A *streamed* stack (:meth:`streamed`) holds a few slots of a larger :class:`TrackPool`: a kart
+    takes its next track with :meth:`acquire`, which loads it into a free slot when it is not in
+    memory and tells ``listeners`` (what keeps per-track tables: the race, the observer) which slot
+    changed. Grids are written in place, so whoever holds the arrays sees the new track.
+    """
 
     surface: np.ndarray  # (T, H, W) uint8
     wall_distance: np.ndarray  # (T, H, W) float32
@@ -899,6 +916,10 @@ class TrackStack:
     rgb: np.ndarray  # (T, H, W, 3) uint8
     scale: np.ndarray  # (T,) float64
     tracks: list
+    pool: TrackPool | None = None
+    slot_track: np.ndarray | None = None  # (T,) pool index each slot holds, -1 while empty (streamed only)
+    listeners: list[Callable[[int], None]] = field(default_factory=list)
+    _last_use: np.ndarray | None = None
 
     @classmethod
     def from_tracks(cls, tracks) -> "TrackStack":
@@ -907,19 +928,80 @@ class TrackStack:
             raise TrackError("no tracks given; pass at least one track")
         h = max(t.surface.shape[0] for t in tracks)
         w = max(t.surface.shape[1] for t in tracks)
-        n = len(tracks)
-        surface = np.zeros((n, h, w), np.uint8)  # Surface.WALL == 0
-        wall = np.zeros((n, h, w), np.float32)
-        road = np.zeros((n, h, w), np.float32)
-        rgb = np.zeros((n, h, w, 3), np.uint8)
+        stack = cls._empty(len(tracks), (h, w), tracks)
         for k, t in enumerate(tracks):
-            th, tw = t.surface.shape
-            surface[k, :th, :tw] = t.surface
-            wall[k, :th, :tw] = t.wall_distance
-            road[k, :th, :tw] = t.road_distance
-            rgb[k, :th, :tw] = t.rgb
-        scale = np.array([t.scale for t in tracks], np.float64)
-        return cls(surface=surface, wall_distance=wall, road_distance=road, rgb=rgb, scale=scale, tracks=tracks)
+            stack._fill(k, t)
+        return stack
+
+    @classmethod
+    def streamed(cls, pool: TrackPool, slots: int) -> "TrackStack":
+        """`slots` tracks of `pool` in memory at a time. Only slot 0 is loaded (pool track 0); the
+        others stand for it, all wall, until a kart acquires a track there (untouched zero pages take
+        no memory)."""
+        if pool.size < 1 or slots < 1:
+            raise TrackError(f"a streamed track stack needs at least one track and one slot, not {pool.size} / {slots}")
+        first = pool.load(0)
+        stack = cls._empty(slots, pool.shape, [first] * slots)
+        stack.pool = pool
+        stack.slot_track = np.full(slots, -1, np.int64)
+        stack._last_use = np.zeros(slots, np.int64)
+        stack._fill(0, first)
+        stack.slot_track[0] = 0
+        return stack
+
+    @classmethod
+    def _empty(cls, n: int, shape: tuple[int, int], tracks: list) -> "TrackStack":
+        h, w = shape
+        return cls(surface=np.zeros((n, h, w), np.uint8), wall_distance=np.zeros((n, h, w), np.float32),
+                   road_distance=np.zeros((n, h, w), np.float32), rgb=np.zeros((n, h, w, 3), np.uint8),
+                   scale=np.ones(n, np.float64), tracks=list(tracks))
+
+    def _fill(self, k: int, track) -> None:
+        """Write `track` into slot `k`. A track of the slot's full size then keeps views of the slot
+        instead of its own grids (one copy in memory, not two)."""
+        th, tw = track.surface.shape
+        h, w = self.surface.shape[1:]
+        if th > h or tw > w:
+            raise TrackError(f"track {track.name} is {tw}x{th} px, larger than the {w}x{h} px slots of its pool")
+        for name in ("surface", "wall_distance", "road_distance", "rgb"):
+            grid = getattr(self, name)
+            if (th, tw) == (h, w):
+                grid[k] = getattr(track, name)
+                setattr(track, name, grid[k])
+            else:
+                grid[k] = 0  # the padding is wall
+                grid[k, :th, :tw] = getattr(track, name)
+        self.scale[k] = track.scale
+        self.tracks[k] = track
+
+    @property
+    def pool_size(self) -> int:
+        """How many tracks a kart draws from: the pool's size when streamed, else the stack's."""
+        return self.pool.size if self.pool is not None else len(self.tracks)
+
+    def acquire(self, i: int, busy: np.ndarray) -> int:
+        """The slot that holds pool track `i` (a resident stack: slot `i`). A streamed stack loads a
+        track not in memory into the least recently used slot that no kart is on (``busy[slot]``);
+        with every slot busy the kart takes slot ``i % slots``'s track instead (give a stack at least
+        one slot per kart)."""
+        if self.pool is None:
+            return int(i)
+        assert self.slot_track is not None and self._last_use is not None
+        held = np.flatnonzero(self.slot_track == i)
+        if held.size:
+            slot = int(held[0])
+        else:
+            free = np.flatnonzero(~np.asarray(busy, bool))
+            if not free.size:
+                slot = int(i) % len(self.tracks)
+            else:
+                slot = int(free[np.argmin(self._last_use[free])])
+                self._fill(slot, self.pool.load(int(i)))
+                self.slot_track[slot] = i
+                for listener in self.listeners:
+                    listener(slot)
+        self._last_use[slot] = self._last_use.max() + 1
+        return slot
 
     def centerlines(self) -> "CenterlineStack":
         """All tracks' centerlines and nearest-point lookup grids as padded arrays (for numba kernels)."""

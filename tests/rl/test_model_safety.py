@@ -20,7 +20,7 @@ import pytest
 
 from kartsim.errors import ModelFileError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class _Payload:

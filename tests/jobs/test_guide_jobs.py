@@ -117,7 +117,7 @@ def test_train_help_says_local_or_ray_not_modal():
     import os
     import subprocess
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     res = subprocess.run([sys.executable, str(root / "tools" / "track_cli.py"), "train", "--help"], capture_output=True,
                          text=True, timeout=60, env=dict(os.environ, PYTHONPATH=str(root), COLUMNS="200"))
     assert res.returncode == 0

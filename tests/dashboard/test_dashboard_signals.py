@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import websockets
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:

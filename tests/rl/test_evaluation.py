@@ -128,7 +128,7 @@ def test_benchmark_learning_summarises_a_run(tmp_path):
     import subprocess
     import sys
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     out = tmp_path / "out.json"
     proc = subprocess.run(
         [sys.executable, str(root / "benchmarks" / "learning.py"), "--timesteps", "128", "--eval-every", "64",

@@ -38,6 +38,17 @@ def test_reward_is_weighted_sum_of_named_terms():
     assert tuple(terms) == REWARD_TERMS and set(REWARD_TERMS) == set(cfg.weights())
 
 
+def test_lap_pace_pays_a_faster_lap_more_and_is_off_by_default():
+    def pace_reward(lap_speed, cfg):
+        terms = reward_terms(np.zeros(1), np.ones(1, dtype=np.int64), np.zeros(1, dtype=bool), np.zeros(1),
+                             np.zeros(1, dtype=bool), 0.1, np.array([lap_speed]))
+        return weighted_reward(terms, cfg)[0]
+
+    assert pace_reward(20.0, RewardConfig()) == pace_reward(10.0, RewardConfig())  # weight 0: no change
+    cfg = RewardConfig(lap_pace=0.5)
+    assert pace_reward(20.0, cfg) - pace_reward(10.0, cfg) == pytest.approx(5.0)
+
+
 def test_spinning_on_the_spot_earns_no_progress_and_no_lap():
     env = line_start_env()
     progress, laps, _ = drive(env, [[1.0, 1.0]] * 400)  # full lock, full throttle: donuts
@@ -74,16 +85,20 @@ def test_reversing_over_the_start_line_counts_no_lap():
 def test_a_clean_lap_counts_once_with_its_time(follower):
     env = line_start_env(max_episode_steps=10_000)
     laps_seen, lap_times = 0, []
+    length = env.race.stack.tracks[0].length
     for _ in range(4000):
         _, _, term, trunc, info = env.step(follower(env.race).astype(np.float32))
         assert not term, info.get("termination")
+        pace = info["reward_terms"]["lap_pace"]
         if info["new_lap_time"] is not None:
             lap_times.append(info["new_lap_time"])
+            assert pace == pytest.approx(length / info["new_lap_time"])  # the lap's mean speed
             laps_seen += 1
             if laps_seen == 2:
                 break
+        else:
+            assert pace == 0.0
     assert laps_seen == 2
-    length = env.race.stack.tracks[0].length
     for t in lap_times:
         assert length / 20.0 < t < length / 5.0, f"lap time {t:.1f}s implausible for {length:.0f} m"
     assert info["lap"] == 2 and info["lap_times"] == lap_times
@@ -210,3 +225,26 @@ def test_batched_env_episode_terms_match_the_steps_across_auto_resets():
                 sums[i], totals[i] = 0.0, 0.0
                 ended += 1
     assert ended >= 2 * n
+
+
+def test_corner_starts_land_before_the_sharpest_bends():
+    from kartsim.sim.race import Race
+    from kartsim.sim.track import Track, TrackStack
+
+    track = Track.load("technical.png")
+    kappa = np.abs(track.curvature)
+
+    def start_curvature(share):
+        race = Race(TrackStack.from_tracks([track]), 400, RaceConfig(start_corner_share=share))
+        race.reset_karts(np.arange(400), [np.random.default_rng(i) for i in range(400)])
+        # the sharpest bend within 60 m ahead of each start
+        ahead = (race.s[:, None] + np.linspace(0, 60, 31)[None]) % track.length
+        return kappa[np.searchsorted(track.s, ahead) % len(kappa)].max(axis=1)
+
+    uniform, corners = start_curvature(0.0), start_curvature(1.0)
+    assert np.median(corners) > 1.5 * np.median(uniform)
+    mixed = Race(TrackStack.from_tracks([track]), 1, RaceConfig(start_corner_share=0.5))
+    mixed.reset_karts(np.array([0]), [np.random.default_rng(0)])  # draws from the uniform and the corner density
+    assert 0.0 <= mixed.s[0] < track.length
+    with pytest.raises(KartsimError):
+        RaceConfig(start_corner_share=1.5)

@@ -13,7 +13,7 @@ from kartsim.cli import main  # noqa: E402
 from kartsim.apps.drive import KeyboardControl, ScriptedEvents, drive  # noqa: E402
 from kartsim.errors import ConfigError  # noqa: E402
 from kartsim.telemetry import TELEMETRY_COLUMNS  # noqa: E402
-from conftest import tiny_rays_model  # noqa: E402
+from conftest import KeyboardBot, tiny_rays_model  # noqa: E402
 
 
 def test_keyboard_control_is_smoothed():
@@ -58,43 +58,6 @@ def test_drive_headless_with_scripted_keys_writes_a_csv(tmp_path):
     assert len(res.standings) == 3
     with pytest.raises(ConfigError, match="already exists"):
         drive("oval.png", telemetry=csv, events=ScriptedEvents([(0.0, "quit")]), realtime=False)
-
-
-class KeyboardBot:
-    """A closed-loop 'human': presses and releases keys to follow what the AI driver would do."""
-
-    def __init__(self):
-        self.race = None
-        self.held = set()
-
-    def attach(self, race):
-        from kartsim.drivers.ai_driver import AIDriver
-
-        self.race = race
-        self.ai = AIDriver(race.stack, race.kart_cfg, "easy", n_karts=race.n, decision_dt=0.1)
-        self.next_t = 0.0
-
-    def poll(self, sim_time):
-        import pygame
-
-        if sim_time + 1e-9 < self.next_t:
-            return []
-        self.next_t = sim_time + 0.02
-        a = self.ai.act(self.race.state, active=[0])[0]
-        want = set()
-        current = self.race.state.steer[0] / self.race.kart_cfg.max_steer_rad
-        if a[0] > current + 0.05:
-            want.add("right")
-        elif a[0] < current - 0.05:
-            want.add("left")
-        if a[1] > 0.3:
-            want.add("up")
-        elif a[1] < -0.3:
-            want.add("down")
-        evs = [pygame.event.Event(pygame.KEYUP, key=pygame.key.key_code(k)) for k in self.held - want]
-        evs += [pygame.event.Event(pygame.KEYDOWN, key=pygame.key.key_code(k)) for k in want - self.held]
-        self.held = want
-        return evs
 
 
 def test_drive_records_laps_and_compares(tmp_path):

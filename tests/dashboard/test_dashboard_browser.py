@@ -24,7 +24,7 @@ import pytest
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
-ARTIFACTS = Path(os.environ.get("KARTSIM_TEST_ARTIFACTS") or Path(__file__).resolve().parents[1] / "tmp" / "test-artifacts") / "dashboard"
+ARTIFACTS = Path(os.environ.get("KARTSIM_TEST_ARTIFACTS") or Path(__file__).resolve().parents[2] / "tmp" / "test-artifacts") / "dashboard"
 RUN = "e2e"
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # the first one may install chromium

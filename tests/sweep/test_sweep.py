@@ -132,7 +132,7 @@ def _trials(db: Path) -> list[tuple[int, str]]:
 @pytest.mark.slow
 def test_sweep_killed_with_sigkill_resumes_without_rerunning_finished_trials(tmp_path):
     """A seed sweep (--seeds 0-2: one trial per seed) killed in its second trial."""
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
     argv = [sys.executable, "-m", "kartsim", "sweep", "run", "k", "--seeds", "0-2", "--workers", "1",
             "--heartbeat", "1", "--timesteps", "3072", "--eval-every", "1024", *TINY]
     log = open(tmp_path / "run.log", "wb")

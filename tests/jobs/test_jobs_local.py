@@ -22,7 +22,7 @@ from conftest import wait_for
 
 from kartsim.cli.jobs_cmd import main as jobs_main
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SHIM = ROOT / "tools" / "track_cli.py"
 # A few hundred steps: 2 karts x 64-step rollouts, one epoch, a checkpoint every rollout.
 TINY = ["--vector-envs", "2", "--n-steps", "64", "--batch-size", "64", "--n-epochs", "1",

@@ -1,7 +1,7 @@
 """Regression tests of issue 13's bad-input and fault sweep, one (or a few) per numbered item.
 
 The data-loss items assert the user's bytes are unchanged. Model-file safety (item 8) and the
-umask (item 15) are in test_model_safety.py, interrupts and kills in test_faults.py, the fuzz
+umask (item 15) are in tests/rl/test_model_safety.py, interrupts and kills in test_faults.py, the fuzz
 targets in test_fuzz.py.
 """
 
@@ -17,7 +17,7 @@ import pytest
 
 from kartsim.errors import ConfigError, KartsimError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TINY = dict(vector_envs=2, n_steps=32, batch_size=32, n_epochs=1, progress_bar=False, device="cpu")
 
 

@@ -68,7 +68,7 @@ def test_race_env_options_and_errors():
 
 def test_frozen_model_opponents():
     # a rays model saved by kartsim train (models of other tools need --trust-model: they unpickle code)
-    path = Path(__file__).resolve().parent / "fixtures" / "model_rays_v0.zip"
+    path = Path(__file__).resolve().parents[1] / "fixtures" / "model_rays_v0.zip"
     env = KartRaceEnv(track="oval.png", opponents=2, opponent=str(path), laps=1)
     obs, _ = env.reset(seed=0)
     for _ in range(20):
@@ -80,7 +80,7 @@ def test_frozen_model_opponents():
 def test_model_opponent_that_does_not_fit_the_race_is_one_clear_error():
     from kartsim.errors import ModelFileError
 
-    vision_model = Path(__file__).resolve().parent / "fixtures" / "model_vision_v0.zip"
+    vision_model = Path(__file__).resolve().parents[1] / "fixtures" / "model_vision_v0.zip"
     with pytest.raises(ModelFileError, match="expects observations Dict"):
         KartRaceEnv(track="oval.png", opponents=1, opponent=str(vision_model), laps=1)
 

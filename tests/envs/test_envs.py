@@ -83,7 +83,7 @@ def test_camera_changes_when_the_kart_turns():
     assert np.abs(env.camera_image().astype(int) - first.astype(int)).mean() > 2.0
 
 
-# Same seed = same trajectory, exactly, for every registered id: tests/test_env_conformance.py
+# Same seed = same trajectory, exactly, for every registered id: tests/envs/test_env_conformance.py
 
 
 def test_pickled_env_continues_identically():

@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 from conftest import wait_for
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # 2 karts x 32-step rollouts = 64 env steps per update; a checkpoint every update; 256 steps in all.
 TINY = ["--vector-envs", "2", "--n-steps", "32", "--batch-size", "32", "--n-epochs", "1", "--checkpoint-freq", "64",
         "--seed", "0", "--no-progress", "--device", "cpu"]

@@ -18,7 +18,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 
 from kartsim.errors import ConfigError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 # Tiny PPO settings: a rollout is n_steps x vector_envs env steps.
 TINY = dict(vector_envs=2, n_steps=32, batch_size=32, n_epochs=1, progress_bar=False)
