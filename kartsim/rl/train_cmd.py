@@ -9,6 +9,8 @@ beside the trainer because the jobs package checks and runs the same flags (``ka
 from __future__ import annotations
 
 import argparse
+import functools
+import json
 from typing import Any
 
 from kartsim.errors import ConfigError
@@ -51,6 +53,51 @@ def train_dests() -> set[str]:
     from kartsim.rl.config import PART_OF
 
     return {f"{part}.{name}" for name, part in PART_OF.items()}
+
+
+@functools.cache
+def _train_actions() -> dict[str, argparse.Action]:
+    parser = argparse.ArgumentParser(add_help=False)
+    add_train_arguments(parser)
+    return {a.dest: a for a in parser._actions if a.option_strings}
+
+
+def train_flags(values: dict[str, Any]) -> list[str]:
+    """The ``kartsim train`` flags that give `values` ({dotted path or field name: value}, as
+    `given_values` returns them): the inverse of parsing, for the command lines jobs and sweeps show."""
+    from kartsim.rl.config import dotted
+
+    out: list[str] = []
+    for name, value in values.items():
+        action = _train_actions()[dotted(name)]
+        flag = action.option_strings[0]
+        if isinstance(action, argparse._StoreTrueAction):
+            out += [flag] if value else []
+        elif isinstance(action, argparse._StoreFalseAction):
+            out += [flag] if value is False else []
+        elif isinstance(action, argparse._AppendAction):  # --env-option KEY=VALUE, one per item
+            out += [x for k, v in (value or {}).items() for x in (flag, f"{k}={json.dumps(v)}")]
+        elif action.nargs == "+":
+            out += [flag, *(str(v) for v in (value if isinstance(value, list) else [value]))]
+        elif value is not None:
+            out += [flag, format(value, ".6g") if isinstance(value, float) else str(value)]
+    return out
+
+
+def values_from_argv(argv: list[str]) -> dict[str, Any]:
+    """{dotted path: value} of a ``kartsim train`` command line (job records written before jobs kept
+    the dict); ConfigError when it does not parse."""
+    from kartsim.config_cli import given_values
+
+    parser = argparse.ArgumentParser(add_help=False, exit_on_error=False)
+    add_train_arguments(parser)
+    try:
+        args, unknown = parser.parse_known_args(argv)
+    except (argparse.ArgumentError, SystemExit) as exc:
+        raise ConfigError(f"not a kartsim train command line ({exc})") from None
+    if unknown:
+        raise ConfigError(f"not a kartsim train command line (unknown {' '.join(unknown)})")
+    return given_values(args, train_dests())
 
 
 def config_from_args(args: argparse.Namespace, *, vision: bool | None = None) -> tuple[Any, set[str]]:
