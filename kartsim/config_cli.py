@@ -52,7 +52,7 @@ def whole_number(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
 
 
-def _number(text: str) -> float:
+def number(text: str) -> float:
     try:
         return float(text)
     except ValueError:
@@ -117,7 +117,7 @@ def flag_kwargs(cls: type, f: dataclasses.Field, hint: Any) -> tuple[str, dict[s
     elif typing.get_origin(base) is dict:
         kwargs.update(action="append", type=meta.get("parse", key_value))
     else:
-        kwargs["type"] = {int: whole_number, float: _number}.get(base, str)
+        kwargs["type"] = {int: whole_number, float: number}.get(base, str)
     return flag, kwargs
 
 
@@ -152,4 +152,4 @@ def given_values(args: argparse.Namespace, dests: set[str]) -> dict[str, Any]:
     return out
 
 
-__all__ = ["add_dataclass_arguments", "field_docs", "flag_kwargs", "given_values", "key_value", "whole_number"]
+__all__ = ["add_dataclass_arguments", "field_docs", "flag_kwargs", "given_values", "key_value", "number", "whole_number"]

@@ -302,8 +302,8 @@ def _make_session(trk: Any, opponents: int, ai_level: str, ghost: str | None, la
                   seed: int, grid_position: int | None, trust_model: bool) -> tuple[_Session, Any]:
     """Builds the race (you, the opponents, the ghost), puts it on the grid; returns it and its track stack."""
     from kartsim.drivers.opponents import Opponents
-    from kartsim.sim.config import RaceConfig
-    from kartsim.sim.multikart import GridRace, RaceRules
+    from kartsim.sim.config import RaceConfig, RaceRules
+    from kartsim.sim.multikart import GridRace
     from kartsim.sim.track import TrackStack
 
     stack = TrackStack.from_tracks([trk])

@@ -145,6 +145,7 @@ class PolicyConfig:
 class PretrainConfig:
     """pretrain: demonstrations and transfer, before PPO (new runs)"""
 
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {"demos_noise": (0.0, 1.0)}  # a share of the action range
     CHOICES: ClassVar[dict[str, tuple[Any, ...]]] = {"demos_mode": ("bc", "dagger"), "init_parts": INIT_PARTS}
 
     demos: str | None = field(default=None, metadata=cli(metavar="SOURCE"))
@@ -159,6 +160,10 @@ class PretrainConfig:
     driving (human laps) has no teacher and falls back to bc."""
     demos_laps: int = 20
     """Laps the teacher drives when ``demos`` is ``ai:LEVEL`` or a model zip."""
+    demos_noise: float = 0.0
+    """While an ``ai:`` / model teacher records: standard deviation of the persistent noise added to
+    the actions it applies (its clean actions are the labels), so the demonstrations include
+    recoveries from the errors a clone makes (DART). 0: the teacher's own line only."""
     bc_epochs: int = 10
     """Behaviour cloning passes over the demonstrations (and over the aggregate in each DAgger round)."""
     dagger_rounds: int = 2

@@ -41,7 +41,7 @@ def pretrain(model: Any, cfg: Any, env_cfg: Any, *, mode_given: bool = True,
     n_karts = int(cfg.run.vector_envs)
     echo(f"Demonstrations: {cfg.pretrain.demos}" + (f" ({cfg.pretrain.demos_laps} laps)" if not Path(cfg.pretrain.demos).exists() else ""))
     demos, teacher = open_source(cfg.pretrain.demos, env_cfg, laps=cfg.pretrain.demos_laps, n_karts=n_karts, seed=cfg.run.seed,
-                                 device=str(model.device))
+                                 device=str(model.device), noise=cfg.pretrain.demos_noise)
     mode = cfg.pretrain.demos_mode
     if mode == "dagger" and teacher is None:
         if mode_given:

@@ -16,55 +16,18 @@ The karts nobody controls are driven by :class:`kartsim.drivers.opponents.Oppone
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
 from kartsim.errors import ConfigError
-from kartsim.sim.config import WEATHER, KartConfig, RaceConfig, RewardConfig
+from kartsim.sim.config import WEATHER, WEATHERS, KartConfig, RaceConfig, RaceRules, RewardConfig
 from kartsim.sim.race import Race
 from kartsim.sim.track import TrackStack
 
-__all__ = ["RaceRules", "GridRace", "WEATHER_CHOICES"]
+__all__ = ["GridRace"]
 
-WEATHER_CHOICES = ("dry", "damp", "wet", "random")
 MARK_SPACING_M = 2.0
-
-
-@dataclass
-class RaceRules:
-    """How a multi-kart race is run."""
-
-    laps: int = 3
-    """A kart finishes after this many laps."""
-    collisions: bool = True
-    """Karts collide with each other (one collision world); False = ghosts that drive through."""
-    grid_front_m: float = 4.0
-    """Distance of the pole position behind the start/finish line (m)."""
-    grid_row_m: float = 6.0
-    """Distance between grid rows of two karts (m)."""
-    grid_stagger_m: float = 3.0
-    """The second kart of a row starts this much further back (m)."""
-    grid_lateral_m: float = 2.0
-    """Sideways offset of the two grid columns from the centerline (m, capped at 30 % of the width)."""
-    weather: str = "dry"
-    """``dry``, ``damp``, ``wet`` or ``random`` (one drawn per race)."""
-    max_damage: float | None = None
-    """Retire a kart whose damage reaches this (None: never)."""
-
-    def validate(self) -> None:
-        if self.laps < 1:
-            raise ConfigError(f"race laps must be >= 1, got {self.laps}")
-        if self.weather not in WEATHER_CHOICES:
-            raise ConfigError(f"weather must be one of {', '.join(WEATHER_CHOICES)}, got {self.weather!r}")
-        if self.max_damage is not None and not 0.0 < self.max_damage <= 1.0:
-            raise ConfigError(f"max_damage must be in (0, 1] or None, got {self.max_damage}")
-        if self.grid_row_m < 2.0 or self.grid_front_m < 0.0:
-            raise ConfigError("grid_row_m must be >= 2 m and grid_front_m >= 0 m")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 class GridRace(Race):
@@ -73,9 +36,8 @@ class GridRace(Race):
     def __init__(self, stack: TrackStack, n_karts: int, race: RaceConfig | None = None,
                  reward: RewardConfig | None = None, kart: KartConfig | None = None,
                  rules: RaceRules | None = None) -> None:
-        rules = rules or RaceRules()
-        rules.validate()
         cfg = race or RaceConfig()
+        rules = (rules or RaceRules()).resolved(cfg)
         super().__init__(stack, n_karts, cfg, reward, kart)
         self.rules = rules
         n = n_karts
@@ -132,7 +94,7 @@ class GridRace(Race):
         if w == "random":
             w = str(rng.choice(["dry", "damp", "wet"]))
         if w not in WEATHER:
-            raise ConfigError(f"weather must be one of {', '.join(WEATHER_CHOICES)}, got {w!r}")
+            raise ConfigError(f"weather must be one of {', '.join(WEATHERS)}, got {w!r}")
         self.weather = w
         self.state.wetness[:] = WEATHER[w]
         self.state.world[:] = 0 if self.rules.collisions else idx

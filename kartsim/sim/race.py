@@ -30,7 +30,7 @@ from kartsim.sim.track import CenterlineStack, Surface, TrackStack, project_poin
 GATE_MARGIN_M = 3.0
 
 TERMINATION_REASONS = ("", "wrong_way", "stuck", "off_track", "damage")
-REWARD_TERMS = ("progress", "lap", "off_track", "wall", "termination", "lap_pace")
+REWARD_TERMS = ("progress", "lap", "off_track", "wall", "termination", "steer_change", "lap_pace")
 """The names of :func:`reward_terms`' entries, in order; each is a :class:`RewardConfig` weight."""
 
 
@@ -42,16 +42,20 @@ def reward_terms(
     terminated: np.ndarray,
     step_dt: float,
     lap_speed: np.ndarray | None = None,
+    steer_change: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """The raw reward terms per kart, named as the :class:`RewardConfig` weights. ``lap_speed``: the
-    mean speed (m/s) of the lap completed this step, 0 where none was."""
+    mean speed (m/s) of the lap completed this step, 0 where none was; ``steer_change``: |this
+    step's steering command - the previous one's|."""
+    zero = np.zeros_like(new_progress_m)
     return {
         "progress": new_progress_m,
         "lap": laps_completed.astype(np.float64),
         "off_track": on_grass * step_dt,
         "wall": impact_speed,
         "termination": terminated.astype(np.float64),
-        "lap_pace": np.zeros_like(new_progress_m) if lap_speed is None else lap_speed,
+        "steer_change": zero if steer_change is None else steer_change,
+        "lap_pace": zero if lap_speed is None else lap_speed,
     }
 
 
@@ -166,6 +170,7 @@ class Race:
         self.truncated = np.zeros(n, dtype=bool)
         self.termination_reason = np.zeros(n, dtype=np.int8)  # index into TERMINATION_REASONS
         self.terms: dict[str, np.ndarray] = {}
+        self.last_steer = np.zeros(n)  # the previous decision's steering command (0 after a reset)
         self.episode_terms = np.zeros((n, len(REWARD_TERMS)))  # per-episode sums of the raw terms
         self._step_terms = np.zeros((n, len(REWARD_TERMS)))  # this step's terms as one array
         self.stats = EpisodeStats(np.zeros(n), np.zeros(n, dtype=np.int64), np.zeros(n), [[] for _ in range(n)])
@@ -232,6 +237,7 @@ class Race:
         for i in idx:
             self.stats.lap_times[i] = []
         self.lap_started[idx] = False
+        self.last_steer[idx] = 0.0
         self.lap_time[idx] = 0.0
         self.laps[idx] = 0
         self.best_lap[idx] = np.inf
@@ -301,7 +307,10 @@ class Race:
         on_grass = st.surface == Surface.GRASS
         lapped = laps_done > 0
         lap_speed = np.where(lapped, self.lengths[st.track_idx] / np.where(lapped, self.new_lap_time, 1.0), 0.0)
-        self.terms = reward_terms(new_progress, laps_done, on_grass, impact, self.terminated, self.step_dt, lap_speed)
+        steer_change = np.abs(actions[:, 0] - self.last_steer)
+        self.last_steer[:] = actions[:, 0]
+        self.terms = reward_terms(new_progress, laps_done, on_grass, impact, self.terminated, self.step_dt, lap_speed,
+                                  steer_change)
         self.reward[:] = weighted_reward(self.terms, self.reward_cfg)
         # Two array ops for all karts: the terms as columns (REWARD_TERMS order), added to the episode sums.
         self.episode_terms += np.stack(tuple(self.terms.values()), axis=1, out=self._step_terms)

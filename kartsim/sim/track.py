@@ -57,8 +57,10 @@ Coordinates follow docs/ARCHITECTURE.md: metres, ``x = col * scale``, ``y = row 
 from __future__ import annotations
 
 import enum
+import hashlib
 import json
 import math
+import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -499,6 +501,57 @@ class Track:
                                  f"{exc.msg}); fix it, or delete it to place gates automatically") from None
         return cls.from_image(rgb, name=path.stem, legend=legend, checkpoints=checkpoints,
                               path=path, checkpoints_source=str(cp_path) if cp_path else None)
+
+    @classmethod
+    def load_cached(cls, path_or_name: str | Path, cache_dir: str | Path) -> "Track":
+        """`load`, through a disk cache of built tracks in `cache_dir` (compressed arrays and JSON,
+        nothing that runs code) keyed by the image, its legend and checkpoints files and this module's
+        code: a cached 1024-px track loads several times faster than it builds (a streamed pool
+        loads one per new episode)."""
+        path = resolve_track_path(path_or_name)
+        legend_path = path.with_suffix(".json")
+        parts = [path, legend_path, _find_checkpoints_file(path), Path(__file__)]
+        h = hashlib.sha256()
+        for part in parts:
+            h.update(part.read_bytes() if part is not None and part.is_file() else b"-")
+        file = Path(cache_dir) / f"{path.stem}-{h.hexdigest()[:24]}.npz"
+        if file.is_file():
+            try:
+                return cls._from_cache(file, path, legend_path)
+            except (OSError, ValueError, KeyError):
+                pass  # a damaged or partial entry is built again below
+        track = cls.load(path)
+        track._to_cache(file)
+        return track
+
+    def _to_cache(self, file: Path) -> None:
+        arrays, meta = {}, {}
+        for key, value in vars(self).items():
+            if isinstance(value, np.ndarray):
+                arrays[key] = value
+            elif isinstance(value, (str, float, int, type(None))) or key == "warnings":
+                meta[key] = value
+            elif key not in ("legend", "path"):  # re-made from the file; anything else: not cached
+                return
+        arrays["_meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+        file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = file.with_name(f"{file.stem}.{os.getpid()}.tmp.npz")
+        np.savez_compressed(tmp, **arrays)
+        tmp.replace(file)  # atomic: parallel workers never read a half-written entry
+
+    @classmethod
+    def _from_cache(cls, file: Path, path: Path, legend_path: Path) -> "Track":
+        self = cls.__new__(cls)
+        with np.load(file, allow_pickle=False) as data:
+            for key in data.files:
+                if key != "_meta":
+                    setattr(self, key, data[key])
+            meta = json.loads(data["_meta"].tobytes())
+        for key, value in meta.items():
+            setattr(self, key, value)
+        self.path = path
+        self.legend = TrackLegend.from_file(legend_path) if legend_path.is_file() else TrackLegend()
+        return self
 
     @classmethod
     def from_image(cls, rgb: np.ndarray, name: str = "track", legend: TrackLegend | None = None,

@@ -7,7 +7,10 @@ from kartsim.errors import ConfigError
 from kartsim.drivers.opponents import Opponents
 from kartsim.sim.multikart import GridRace, RaceRules
 from kartsim.sim.config import RaceConfig
+from kartsim.sim.physics import KART_COLUMNS
 from kartsim.sim.track import Track, TrackStack, is_road
+
+FLOAT_COLUMNS = [c.name for c in KART_COLUMNS.columns if c.dtype is np.float64]
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +89,7 @@ def test_collisions_in_a_race_are_sane(oval):
         a = np.column_stack([rng.uniform(-0.3, 0.3, 8), rng.uniform(0.5, 1.0, 8)])
         race.step(a)
         st = race.state
-        for name in st.FIELDS_F64:
+        for name in FLOAT_COLUMNS:
             assert np.all(np.isfinite(getattr(st, name))), name
         d = np.hypot(st.x[:, None] - st.x[None], st.y[:, None] - st.y[None])[np.triu_indices(8, 1)]
         assert d.min() >= 2 * race.kart_cfg.radius_m - 1e-3

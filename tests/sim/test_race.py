@@ -248,3 +248,16 @@ def test_corner_starts_land_before_the_sharpest_bends():
     assert 0.0 <= mixed.s[0] < track.length
     with pytest.raises(KartsimError):
         RaceConfig(start_corner_share=1.5)
+
+
+def test_steer_change_costs_weaving_not_a_steady_line():
+    cfg = RewardConfig(steer_change=-0.1)
+    weave = line_start_env()
+    weave.race.reward_cfg = cfg
+    _, _, weave_rewards = drive(weave, [[(-1.0) ** i * 0.5, 0.5] for i in range(20)])
+    steady = line_start_env()
+    steady.race.reward_cfg = cfg
+    _, _, steady_rewards = drive(steady, [[0.0, 0.5]] * 20)
+    assert weave.race.episode_terms[0, REWARD_TERMS.index("steer_change")] == pytest.approx(0.5 + 19 * 1.0)
+    assert steady.race.episode_terms[0, REWARD_TERMS.index("steer_change")] == 0.0
+    assert sum(weave_rewards) < sum(steady_rewards)
