@@ -80,7 +80,7 @@ def _undotted(cls: type, data: Mapping[str, Any], prefix: str) -> dict[str, Any]
                               f"{cls.__name__}")
         inner = out.get(head)
         if isinstance(inner, sub):
-            inner = dataclasses.asdict(inner)  # shallow fields suffice: from_dict rebuilds the nested ones
+            inner = dataclasses.asdict(inner)  # from_dict rebuilds it, the override included
         elif inner is None:
             inner = {}
         elif not isinstance(inner, Mapping):

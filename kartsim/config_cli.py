@@ -101,10 +101,12 @@ def flag_kwargs(cls: type, f: dataclasses.Field, hint: Any) -> tuple[str, dict[s
     """(flag, add_argument keyword arguments) for the field `f` of `cls` (its resolved type `hint`)."""
     meta = f.metadata.get("cli", {})
     base = _base(hint)
-    kwargs: dict[str, Any] = {"default": None, "metavar": meta.get("metavar") or f.name.upper()}
+    kwargs: dict[str, Any] = {"default": None}
     choices = getattr(cls, "CHOICES", {}).get(f.name)
     if choices:
-        kwargs["choices"] = list(choices)
+        kwargs["choices"] = list(choices)  # argparse shows them: {constant,linear}
+    else:
+        kwargs["metavar"] = meta.get("metavar") or f.name.upper()
     flag = flag_name(f)
     if base is bool:
         negated = f.default is True

@@ -27,7 +27,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from kartsim.config import from_dict
+from kartsim.config import coerce_nested, from_dict
 from kartsim.envs.config import CAMERAS, RAY_OBSERVATIONS, VEC_BACKENDS, EnvConfig, apply_env_options
 from kartsim.errors import ConfigError
 from kartsim.rl.transfer import INIT_PARTS
@@ -264,8 +264,6 @@ class TrainConfig:
     run: RunConfig = field(default_factory=RunConfig)
 
     def __post_init__(self) -> None:
-        from kartsim.config import coerce_nested
-
         coerce_nested(self)  # parts given as dicts
 
     @property
