@@ -50,6 +50,14 @@ MODE_DEFAULTS: dict[bool, dict[str, Any]] = {
            "log_std_init": -0.5, "demos_mode": "bc"},
 }
 
+# Vision with fewer karts than the default 16 (the guide's ``--vector-envs 4``): a rollout of 4 x 128
+# steps holds a quarter of the samples, so the minibatch is a quarter of the rollout (4 minibatches an
+# epoch, as 512 of 16 x 128), with twice the epochs and less action noise. Measured on circuit.png
+# with 4 karts, 100k steps (benchmarks/RESULTS.md): 16-kart settings (batch 512, 3 epochs) never
+# lapped (best 505 m); batch 128 alone 505 m; these lapped at the first evaluation (20k steps).
+FEW_KARTS_VISION: dict[str, Any] = {"n_epochs": 6, "log_std_init": -1.0}
+VISION_MINIBATCHES = 4
+
 MIN_EVAL_FREQ = 20_000
 DEFAULT_TRACK_POOL = 8
 DEFAULT_TIMESTEPS = 1_000_000
@@ -274,12 +282,18 @@ class TrainConfig:
     def resolved(self) -> "TrainConfig":
         """A copy with every None default filled in for this policy kind."""
         values = self.to_dict()
-        batch_given = values["ppo"]["batch_size"] is not None
-        for name, default in MODE_DEFAULTS[self.vision].items():
+        task, ppo, run, evaluation = values["task"], values["ppo"], values["run"], values["eval"]
+        batch_given = ppo["batch_size"] is not None
+        defaults = dict(MODE_DEFAULTS[self.vision])
+        few = self.vision and run["vector_envs"] is not None and run["vector_envs"] < defaults["vector_envs"]
+        if few:
+            defaults.update(FEW_KARTS_VISION)
+        for name, default in defaults.items():
             part = values[PART_OF[name]]
             if part[name] is None:
                 part[name] = default
-        task, ppo, run, evaluation = values["task"], values["ppo"], values["run"], values["eval"]
+        if few and not batch_given:
+            ppo["batch_size"] = max(2, int(ppo["n_steps"]) * int(run["vector_envs"]) // VISION_MINIBATCHES)
         if not batch_given:
             # The default minibatch must fit the rollout the user asked for (e.g. --vector-envs 2):
             # the largest divisor of n_steps x vector_envs not above the default.
@@ -499,5 +513,5 @@ def env_config_for(cfg: TrainConfig) -> EnvConfig:
 
 
 __all__ = ["TrainConfig", "TaskConfig", "PPOConfig", "PolicyConfig", "PretrainConfig", "EvalConfig", "RunConfig",
-           "MODE_DEFAULTS", "PARTS", "PART_OF", "dotted", "flat_train_dict", "validate", "env_config_for",
+           "MODE_DEFAULTS", "FEW_KARTS_VISION", "PARTS", "PART_OF", "dotted", "flat_train_dict", "validate", "env_config_for",
            "resolve_device"]

@@ -18,15 +18,21 @@ from kartsim.errors import ConfigError
 
 
 def _mode_default(dest: str) -> str | None:
-    """``64 rays, 16 vision`` for a field `MODE_DEFAULTS` fills per policy kind."""
-    from kartsim.rl.config import MODE_DEFAULTS
+    """``64 rays, 16 vision`` for a field `MODE_DEFAULTS` fills per policy kind (and
+    `FEW_KARTS_VISION`, with fewer vision karts than the default)."""
+    from kartsim.rl.config import FEW_KARTS_VISION, MODE_DEFAULTS
 
     name = dest.rpartition(".")[2]
     if name not in MODE_DEFAULTS[False]:
         return None
     rays, vision = (format(MODE_DEFAULTS[kind][name], "g" if isinstance(MODE_DEFAULTS[kind][name], float) else "")
                     for kind in (False, True))
-    return rays if rays == vision else f"{rays} rays, {vision} vision"
+    text = rays if rays == vision else f"{rays} rays, {vision} vision"
+    few = {**FEW_KARTS_VISION, "batch_size": "a quarter of the rollout"}.get(name)
+    if few is None:
+        return text
+    few_text = format(few, "g") if isinstance(few, float) else str(few)
+    return f"{text}; {few_text} with fewer than {MODE_DEFAULTS[True]['vector_envs']} vision karts"
 
 
 # Fields only the vision CNN / camera uses (a rays run that sets one is a mistake).

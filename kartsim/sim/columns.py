@@ -68,7 +68,7 @@ class ColumnOwner:
     _column_names: frozenset[str] = frozenset()
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if name in self._column_names:
+        if name in self._column_names and value is not self.__dict__[name]:  # `a |= b` sets a itself: fine
             raise AttributeError(f"{type(self).__name__}.{name} is a per-kart array that kernels hold: "
                                  f"write into it ({name}[...] = value) instead of rebinding it")
         object.__setattr__(self, name, value)

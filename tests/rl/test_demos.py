@@ -123,11 +123,11 @@ def test_npz_round_trip_and_rebuild_for_another_observation_kind(tmp_path):
 @pytest.fixture(scope="module")
 def human_csv(tmp_path_factory) -> Path:
     """Two laps of oval.png driven through `kartsim drive` by scripted key presses (dummy video driver)."""
-    from kartsim.apps.drive import drive
+    from kartsim.apps.drive import drive_yourself
     from conftest import KeyboardBot
 
     path = tmp_path_factory.mktemp("human") / "human_laps.csv"
-    res = drive("oval.png", telemetry=path, events=KeyboardBot(), realtime=False, window=False, laps=2, max_time_s=120)
+    res = drive_yourself("oval.png", telemetry=path, events=KeyboardBot(), realtime=False, window=False, laps=2, max_time_s=120)
     assert res.laps == 2
     return path
 

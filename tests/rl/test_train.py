@@ -350,3 +350,18 @@ def test_default_batch_size_fits_a_small_rollout(tmp_path):
     given = TrainConfig.from_dict(dict(vision=True, vector_envs=2, n_steps=100, batch_size=512)).resolved()
     with pytest.raises(ConfigError, match="larger than a rollout"):
         validate(given)
+
+
+def test_vision_defaults_follow_the_kart_count():
+    from kartsim.rl.train import TrainConfig, validate
+
+    guide = TrainConfig.from_dict(dict(vision=True, vector_envs=4)).resolved()  # the guide's --vector-envs 4
+    assert (guide.ppo.batch_size, guide.ppo.n_epochs, guide.policy.log_std_init) == (128, 6, -1.0)
+    validate(guide)
+    default = TrainConfig.from_dict(dict(vision=True)).resolved()  # 16 karts: unchanged
+    assert (default.run.vector_envs, default.ppo.batch_size, default.ppo.n_epochs, default.policy.log_std_init) == \
+        (16, 512, 3, -0.5)
+    given = TrainConfig.from_dict(dict(vision=True, vector_envs=4, n_epochs=2, batch_size=256, log_std_init=0.0)).resolved()
+    assert (given.ppo.batch_size, given.ppo.n_epochs, given.policy.log_std_init) == (256, 2, 0.0)  # flags win
+    rays = TrainConfig.from_dict(dict(vector_envs=4)).resolved()
+    assert (rays.ppo.n_epochs, rays.policy.log_std_init) == (5, -0.5)

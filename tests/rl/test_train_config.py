@@ -9,7 +9,7 @@ import dataclasses
 import pytest
 
 from kartsim.errors import ConfigError
-from kartsim.rl.config import MODE_DEFAULTS, PART_OF, PARTS, TrainConfig, validate
+from kartsim.rl.config import FEW_KARTS_VISION, MODE_DEFAULTS, PART_OF, PARTS, TrainConfig, validate
 from kartsim.rl.train_cmd import add_train_arguments, config_from_args
 
 
@@ -53,8 +53,9 @@ def test_every_field_is_a_flag_with_its_docstring_as_help():
 
 def test_help_states_the_defaults_of_the_fields():
     helps = {a.option_strings[0]: a.help for a in _parser()._actions if a.option_strings}
-    rays, vision = MODE_DEFAULTS[False]["n_epochs"], MODE_DEFAULTS[True]["n_epochs"]
-    assert f"(default {rays} rays, {vision} vision)" in helps["--n-epochs"]  # was "4 for vision" by hand
+    rays, vision, few = MODE_DEFAULTS[False]["n_epochs"], MODE_DEFAULTS[True]["n_epochs"], FEW_KARTS_VISION["n_epochs"]
+    karts = MODE_DEFAULTS[True]["vector_envs"]  # "4 for vision" when the help was written by hand
+    assert f"(default {rays} rays, {vision} vision; {few} with fewer than {karts} vision karts)" in helps["--n-epochs"]
     assert "(default 0.99)" in helps["--gamma"] and "(default circuit.png)" in helps["--track-name"]
     assert "(default 100,000)" in helps["--checkpoint-freq"]
     assert helps["--no-progress"].startswith("turn off: Show SB3's progress bar")

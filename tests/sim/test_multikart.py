@@ -45,7 +45,7 @@ def test_grid_start(oval):
     d = np.hypot(st.x[:, None] - st.x[None], st.y[:, None] - st.y[None])[np.triu_indices(6, 1)]
     assert d.min() > 2.5
     # everybody behind the line, pole closest to it, in the given order
-    assert np.all(race.unwrapped < 0)
+    assert np.all(race.total_progress < 0)
     assert race.position.tolist() == [3, 2, 4, 1, 6, 5]
     assert race.grid_slot.tolist() == [2, 1, 3, 0, 5, 4]
     assert np.all(st.speed == 0) and np.all(race.laps == 0)
