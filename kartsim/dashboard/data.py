@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from kartsim.rl.config import flat_train_dict
 from kartsim.telemetry.live import FEED_SUFFIX, LIVE_FILE, SESSIONS_DIR, read_live
 from kartsim.telemetry.devices import sample_text
 
@@ -435,7 +436,7 @@ class Library:
             warnings.append("no config.json yet (a run being created, or not a kartsim run folder)")
         if not isinstance(config, dict):
             config = {}
-        train = config.get("train") if isinstance(config.get("train"), dict) else {}
+        train = flat_train_dict(config.get("train"))  # either layout: flat (before the parts) or nested
         env = config.get("env") if isinstance(config.get("env"), dict) else {}
         live_path = run / LIVE_FILE
         live = read_live(live_path)

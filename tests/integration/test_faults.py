@@ -106,8 +106,8 @@ def test_a_second_trainer_of_the_same_run_is_refused(tmp_path):
 
     with RunLock(tmp_path / "runs", "f"):
         with pytest.raises(ConfigError, match=f"run 'f' is being trained by another process \\(pid {os.getpid()}\\)"):
-            train(TrainConfig(save_name="f", timesteps=64, runs_dir=str(tmp_path / "runs"), device="cpu",
-                              models_dir=str(tmp_path / "models"), progress_bar=False))
+            train(TrainConfig.from_dict(dict(save_name="f", timesteps=64, runs_dir=str(tmp_path / "runs"), device="cpu",
+                              models_dir=str(tmp_path / "models"), progress_bar=False)))
         assert not (tmp_path / "runs" / "f").exists()
     with RunLock(tmp_path / "runs", "f"):  # released: free again
         pass
