@@ -248,7 +248,7 @@ def create_app(runs_dir: str | Path = "runs", job_store: str | None = None, jobs
     lib = Library(runs_dir, job_store, jobs_settings, sweeps_dir)
 
     def runs(request: Request) -> dict[str, Any]:
-        return {"runs": lib.list_runs(), "jobs": lib.list_jobs(), "sweeps": lib.list_sweeps(),
+        return {"runs": lib.list_runs(), "jobs": lib.jobs.rows(), "sweeps": lib.list_sweeps(),
                 "roots": {k: r.label for k, r in lib.roots.items()},
                 "runs_dir_exists": lib.roots["runs"].path.is_dir()}
 
