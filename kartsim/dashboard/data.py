@@ -324,6 +324,65 @@ class TelemetryReader:
 # ----------------------------------------------------------------------------------------- library
 
 
+class TrackShelf:
+    """Tracks the dashboard draws and measures laps on, loaded once (bundled names or a run's own path)."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def get(self, name: str) -> Any:
+        """A track by bundled name or by the path a run's own files name (cached)."""
+        from kartsim.errors import KartsimError
+        from kartsim.sim.track import Track
+
+        with self._lock:
+            hit = self._cache.get(name)
+            if hit is not None:
+                return hit
+            try:
+                t = Track.load(name)
+            except KartsimError as exc:
+                raise DashboardError(f"cannot load track {name!r}: {exc}", 422) from None
+            except Exception as exc:
+                raise DashboardError(f"cannot load track {name!r} ({exc.__class__.__name__})", 422) from None
+            self._cache[name] = t
+            return t
+
+    def image(self, name: str, max_px: int = 900) -> dict[str, Any]:
+        """The track as a PNG data URI with its placement in metres (for a Plotly image trace)."""
+        key = f"img:{name}:{max_px}"
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit
+        import base64
+
+        from PIL import Image
+
+        t = self.get(name)
+        h, w = t.rgb.shape[:2]
+        f = min(1.0, max_px / max(h, w))
+        img = Image.fromarray(t.rgb)
+        if f < 1.0:
+            img = img.resize((max(1, int(round(w * f))), max(1, int(round(h * f)))), Image.Resampling.LANCZOS)
+        buf = io.BytesIO()
+        img.save(buf, format="PNG", optimize=True)
+        px = t.scale * w / img.width
+        out = {"name": t.name, "source": "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode(),
+               "dx": px, "dy": t.scale * h / img.height, "width_m": w * t.scale, "height_m": h * t.scale,
+               "length_m": t.length}
+        self._cache[key] = out
+        return out
+
+    @staticmethod
+    def bundled() -> list[str]:
+        """The bundled track images' names (circuit.png, ...)."""
+        import kartsim
+
+        folder = Path(kartsim.__file__).parent / "tracks"
+        return sorted(p.name for p in folder.glob("*.png"))
+
+
 class JobBoard:
     """The dashboard's view of a job store (none: an empty list): every job's state (a Ray cluster asked
     at most every 5 s a job), progress, device, last checkpoint and the runs root of its run folder."""
@@ -464,8 +523,7 @@ class Library:
         self.csv = TelemetryReader()
         self._tb: dict[str, Any] = {}
         self._tb_lock = threading.Lock()
-        self._tracks: dict[str, Any] = {}
-        self._track_lock = threading.Lock()
+        self.tracks = TrackShelf()
 
     # ------------------------------------------------------------------------------- paths
 
@@ -788,9 +846,9 @@ class Library:
         top = float(np.nanmax(df["progress"].to_numpy(dtype=float)))
         sample = df.iloc[np.linspace(0, len(df) - 1, min(len(df), 400)).astype(int)]
         x, y = sample["x"].to_numpy(dtype=float), sample["y"].to_numpy(dtype=float)
-        for name in self.bundled_tracks():
+        for name in self.tracks.bundled():
             try:
-                t = self.track(name)
+                t = self.tracks.get(name)
             except DashboardError:
                 continue
             if not 0.8 * t.length <= top <= 1.01 * t.length:
@@ -808,7 +866,7 @@ class Library:
         length = None
         if track_name:
             try:
-                length = self.track(track_name).length
+                length = self.tracks.get(track_name).length
             except DashboardError:
                 track_name = None
         return self.csv.laps(path, label, length), track_name, label, f"{key}/{rel}"
@@ -828,58 +886,6 @@ class Library:
             if lap.episode == int(episode) and lap.number == int(number):
                 return lap, track_name, label
         raise DashboardError(f"{label}: no lap {number} in episode {episode} (the file changed?)", 404)
-
-    # ------------------------------------------------------------------------------------ tracks
-
-    def track(self, name: str) -> Any:
-        """A track by bundled name or by the path a run's own files name (cached)."""
-        from kartsim.errors import KartsimError
-        from kartsim.sim.track import Track
-
-        with self._track_lock:
-            hit = self._tracks.get(name)
-            if hit is not None:
-                return hit
-            try:
-                t = Track.load(name)
-            except KartsimError as exc:
-                raise DashboardError(f"cannot load track {name!r}: {exc}", 422) from None
-            except Exception as exc:
-                raise DashboardError(f"cannot load track {name!r} ({exc.__class__.__name__})", 422) from None
-            self._tracks[name] = t
-            return t
-
-    def track_image(self, name: str, max_px: int = 900) -> dict[str, Any]:
-        """The track as a PNG data URI with its placement in metres (for a Plotly image trace)."""
-        key = f"img:{name}:{max_px}"
-        hit = self._tracks.get(key)
-        if hit is not None:
-            return hit
-        import base64
-
-        from PIL import Image
-
-        t = self.track(name)
-        h, w = t.rgb.shape[:2]
-        f = min(1.0, max_px / max(h, w))
-        img = Image.fromarray(t.rgb)
-        if f < 1.0:
-            img = img.resize((max(1, int(round(w * f))), max(1, int(round(h * f)))), Image.Resampling.LANCZOS)
-        buf = io.BytesIO()
-        img.save(buf, format="PNG", optimize=True)
-        px = t.scale * w / img.width
-        out = {"name": t.name, "source": "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode(),
-               "dx": px, "dy": t.scale * h / img.height, "width_m": w * t.scale, "height_m": h * t.scale,
-               "length_m": t.length}
-        self._tracks[key] = out
-        return out
-
-    @staticmethod
-    def bundled_tracks() -> list[str]:
-        import kartsim
-
-        folder = Path(kartsim.__file__).parent / "tracks"
-        return sorted(p.name for p in folder.glob("*.png"))
 
     # ------------------------------------------------------------------------------------ live
 
@@ -939,7 +945,7 @@ class Library:
         problems = []
         for cand in candidates:
             try:
-                return self.track_image(str(cand))
+                return self.tracks.image(str(cand))
             except DashboardError as exc:
                 problems.append(exc.message)
         size = track.get("size_m") or [0, 0]
