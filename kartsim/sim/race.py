@@ -24,7 +24,7 @@ from numba import njit
 from kartsim.errors import KartsimError
 from kartsim.sim.columns import Column, ColumnOwner, Columns
 from kartsim.sim.config import WEATHER, WEATHERS, KartConfig, RaceConfig, RewardConfig
-from kartsim.sim.physics import KartPhysics, KartState
+from kartsim.sim.physics import KartArrays, KartPhysics, KartState
 from kartsim.sim.track import Surface, TrackStack, project_point
 
 # A gate is widened by this much beyond each road edge so that a wheel on the kerb or grass
@@ -267,8 +267,8 @@ class Race(ColumnOwner):
         """The per-track tables of the kernels: centerlines, gates, lap lengths."""
         c, g = self.stack.centerlines(), _GateTable.build(self.stack)
         self.lengths = c.length
-        self._tables = TrackTables(c.points, c.s, c.heading, c.n_points, c.length, c.lookup, c.lookup_cell_m,
-                                   c.lookup_window, g.ends, g.forward, g.count)
+        self._tables = tuple(TrackTables(c.points, c.s, c.heading, c.n_points, c.length, c.lookup,
+                                         c.lookup_cell_m, c.lookup_window, g.ends, g.forward, g.count))
 
     def _track_loaded(self, slot: int) -> None:
         """A streamed stack put a new track into `slot`: rebuild the per-track tables (small arrays)."""
@@ -278,7 +278,7 @@ class Race(ColumnOwner):
 
     def _update_frame(self, idx: np.ndarray | slice = slice(None)) -> None:
         """Project karts ``idx`` onto their track's centerline."""
-        _project_karts(self._tables, self.state.arrays, np.arange(self.n)[idx], self.arrays)
+        _project_karts(self._tables, tuple(self.state.arrays), np.arange(self.n)[idx], tuple(self.arrays))
 
     # ------------------------------------------------------------------ a step
     def step(self, actions: np.ndarray) -> None:
@@ -289,9 +289,8 @@ class Race(ColumnOwner):
         self.physics.step(st, actions[:, 1], actions[:, 0], cfg.action_repeat)
         new_progress = np.empty(self.n)
         laps_done = np.empty(self.n, dtype=np.int64)
-        limits = EpisodeLimits(self.step_dt, cfg.stuck_time_s, cfg.wrong_way_m, cfg.off_track_time_s,
-                               cfg.max_episode_steps)
-        _race_step(self._tables, st.arrays, x0, y0, self.arrays, new_progress, laps_done, limits)
+        limits = (self.step_dt, cfg.stuck_time_s, cfg.wrong_way_m, cfg.off_track_time_s, cfg.max_episode_steps)
+        _race_step(self._tables, tuple(st.arrays), x0, y0, tuple(self.arrays), new_progress, laps_done, limits)
         if cfg.max_damage is not None:
             wrecked = (st.damage >= cfg.max_damage) & ~self.terminated
             self.termination_reason[wrecked] = 4
@@ -394,6 +393,7 @@ def check_actions(actions: np.ndarray, n: int) -> np.ndarray:
 def _project_karts(tt, ks, sel, rs):
     """Project karts ``sel`` (of the KartArrays ``ks``) onto their track's centerline (TrackTables ``tt``),
     into the RaceArrays ``rs``."""
+    tt, ks, rs = TrackTables(*tt), KartArrays(*ks), RaceArrays(*rs)
     for k in sel:
         t = ks.track_idx[k]
         rs.centerline_idx[k], rs.s[k], rs.lateral[k], rs.track_heading[k] = project_point(
@@ -422,6 +422,7 @@ def _race_step(tt, ks, x0, y0, rs, new_progress, laps_done, lim):  # noqa: C901 
     ``tt``: TrackTables; ``ks``: KartArrays after the physics step, the karts at ``x0``, ``y0`` before it;
     ``rs``: RaceArrays (written in place); ``lim``: EpisodeLimits; writes each kart's new progress (m)
     and laps completed into ``new_progress`` and ``laps_done``."""
+    tt, ks, rs, lim = TrackTables(*tt), KartArrays(*ks), RaceArrays(*rs), EpisodeLimits(*lim)
     points, s_tab, heading, n_points, length = tt.points, tt.s, tt.heading, tt.n_points, tt.length
     lookup, cell_m, window = tt.lookup, tt.lookup_cell_m, tt.lookup_window
     gate_ends, gate_fwd, gate_count = tt.gate_ends, tt.gate_forward, tt.gate_count
