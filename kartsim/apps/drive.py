@@ -24,7 +24,7 @@ import numpy as np
 
 from kartsim.errors import ConfigError
 
-__all__ = ["KeyboardControl", "PygameEvents", "ScriptedEvents", "DriveResult", "drive", "KEYS"]
+__all__ = ["KeyboardControl", "PygameEvents", "ScriptedEvents", "DriveResult", "drive_yourself", "KEYS"]
 
 # key names (pygame.key.name) -> control
 KEYS = {
@@ -383,7 +383,7 @@ def _event_source(events: EventSource | None, window: bool, race: Any) -> EventS
     return source
 
 
-def drive(
+def drive_yourself(
     track: str = "circuit.png",
     *,
     opponents: int = 0,

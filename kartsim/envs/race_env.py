@@ -308,14 +308,13 @@ class KartRaceEnv(gym.Env):
         return self.core.camera_image(0)
 
     def render(self) -> np.ndarray | None:
-        if self.render_mode is None:
-            gym.logger.warn("render() called without a render_mode; pass render_mode='rgb_array' or 'human'")
-            return None
+        return self.core.render(self.render_mode, lambda: self.core.frame(0, self._hud(), everyone=True), "kartsim race")
+
+    def _hud(self) -> list[str]:
         st, r = self.race.state, self.race
         laps = r.rules.laps
-        lines = [f"{st.speed[0] * 3.6:5.1f} km/h  lap {min(r.laps[0] + 1, laps)}/{laps}",
-                 f"P{r.position[0]}/{r.n}" + (f"  +{r.gap[0]:.1f} s" if r.position[0] > 1 else "")]
-        return self.core.present(self.core.frame(0, lines, everyone=True), self.render_mode, "kartsim race")
+        return [f"{st.speed[0] * 3.6:5.1f} km/h  lap {min(r.laps[0] + 1, laps)}/{laps}",
+                f"P{r.position[0]}/{r.n}" + (f"  +{r.gap[0]:.1f} s" if r.position[0] > 1 else "")]
 
     def close(self) -> None:
         self.core.close()
