@@ -30,16 +30,10 @@ TINY = ["--vector-envs", "2", "--n-steps", "64", "--batch-size", "64", "--n-epoc
 
 
 @pytest.fixture
-def jobs_env(tmp_path, monkeypatch):
-    """Run in tmp_path with a tmp_path job store and no user config; kill leftover job processes."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    for name in ("KARTSIM_JOBS_BACKEND", "KARTSIM_RAY_ADDRESS", "KARTSIM_JOBS_CONFIG"):
-        monkeypatch.delenv(name, raising=False)
-    store = tmp_path / "store"
-    monkeypatch.setenv("KARTSIM_JOB_STORE", str(store))
-    yield store
-    _kill_jobs(store)
+def jobs_env(job_store):
+    """conftest's job_store; kills the job processes a test leaves behind."""
+    yield job_store
+    _kill_jobs(job_store)
 
 
 def _kill_jobs(store: Path) -> None:
