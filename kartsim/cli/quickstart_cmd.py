@@ -20,7 +20,7 @@ from kartsim.errors import ConfigError
 
 QUICKSTART_NAME = "quickstart"
 QUICKSTART_TRACK = "circuit.png"
-QUICKSTART_MAX_STEPS = 2_000_000
+QUICKSTART_MAX_STEPS = 3_000_000
 QUICKSTART_EVAL_EVERY = 20_000
 QUICKSTART_STOP_RATIO = 1.10
 QUICKSTART_RECORD_LAPS = 2  # a standing and a flying lap, as the evaluation drives them
