@@ -86,17 +86,24 @@ class _GateTable:
     @classmethod
     def build(cls, stack: TrackStack) -> "_GateTable":
         g_max = max(len(t.gates) for t in stack.tracks)
-        ends = np.zeros((len(stack.tracks), g_max, 4))
-        forward = np.zeros((len(stack.tracks), g_max, 2))
+        n = len(stack.tracks)
+        table = cls(np.zeros((n, g_max, 4)), np.zeros((n, g_max, 2)), np.zeros(n, np.int64))
         for i, track in enumerate(stack.tracks):
-            g = np.asarray(track.gates, dtype=np.float64)
-            a, b = g[:, :2], g[:, 2:]
-            along = (b - a) / np.maximum(np.linalg.norm(b - a, axis=1, keepdims=True), 1e-9)
-            ends[i, : len(g), :2] = a - along * GATE_MARGIN_M
-            ends[i, : len(g), 2:] = b + along * GATE_MARGIN_M
-            heading = track.heading[track.locate(*((a + b) / 2).T)]
-            forward[i, : len(g)] = np.stack([np.cos(heading), np.sin(heading)], axis=1)
-        return cls(ends, forward, np.array([len(t.gates) for t in stack.tracks]))
+            table.put(i, track)
+        return table
+
+    def put(self, i: int, track) -> None:
+        """Track `track`'s gates into row `i` (it must have room for them)."""
+        g = np.asarray(track.gates, dtype=np.float64)
+        a, b = g[:, :2], g[:, 2:]
+        along = (b - a) / np.maximum(np.linalg.norm(b - a, axis=1, keepdims=True), 1e-9)
+        self.ends[i] = 0.0
+        self.forward[i] = 0.0
+        self.ends[i, : len(g), :2] = a - along * GATE_MARGIN_M
+        self.ends[i, : len(g), 2:] = b + along * GATE_MARGIN_M
+        heading = track.heading[track.locate(*((a + b) / 2).T)]
+        self.forward[i, : len(g)] = np.stack([np.cos(heading), np.sin(heading)], axis=1)
+        self.count[i] = len(g)
 
 
 @dataclass
@@ -256,8 +263,12 @@ class Race:
         return busy
 
     def _track_loaded(self, slot: int) -> None:
-        """A streamed stack put a new track into `slot`: rebuild the per-track tables (small arrays)."""
-        self.gates = _GateTable.build(self.stack)
+        """A streamed stack put a new track into `slot`: its rows of the per-track tables (small arrays)."""
+        track = self.stack.tracks[slot]
+        if len(track.gates) <= self.gates.ends.shape[1]:
+            self.gates.put(slot, track)
+        else:
+            self.gates = _GateTable.build(self.stack)
         self.centerlines = self.stack.centerlines()
         self.lengths = self.centerlines.length
         if self._corner_cdf:
