@@ -17,7 +17,6 @@ Per pool it prints the training steps, wall and CPU seconds (this process: train
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import statistics
@@ -89,10 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         ratio = [r for r in row["test_median_ratio"] if r is not None]
         print(f"{row['pool']:>6}  {statistics.median(comp) if comp else '-':>24}  "
               f"{statistics.median(ratio) if ratio else '-':>20}")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"argv": sys.argv[1:], "test_tracks": test_tracks, "curve": curve},
-                                              indent=2))
-        print(f"Wrote {args.json}")
+    learning.write_results(args.json, test_tracks, curve=curve)
     return 0
 
 

@@ -197,11 +197,15 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(runs_dir, ignore_errors=True)
     print_medians(summaries)
     print(f"load average at the end: {os.getloadavg()[0]:.1f}")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"argv": sys.argv[1:], "test_tracks": test_tracks, "runs": summaries},
-                                              indent=2))
-        print(f"Wrote {args.json}")
+    write_results(args.json, test_tracks, runs=summaries)
     return 0
+
+
+def write_results(path: str | None, test_tracks: list[str], **results: Any) -> None:
+    """The command line, the test tracks and ``results`` as JSON in ``path`` (None: nothing written)."""
+    if path:
+        Path(path).write_text(json.dumps({"argv": sys.argv[1:], "test_tracks": test_tracks, **results}, indent=2))
+        print(f"Wrote {path}")
 
 
 if __name__ == "__main__":

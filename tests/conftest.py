@@ -118,6 +118,18 @@ def wait_for(predicate, timeout: float, what: str) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+@pytest.fixture(scope="session")
+def trained_model(tmp_path_factory) -> Path:
+    """A model `kartsim train` saved after 64 steps (config, reward statistics and all), shared read-only."""
+    from kartsim.rl.train import TrainConfig, train
+
+    base = tmp_path_factory.mktemp("trained")
+    train(TrainConfig(timesteps=64, save_name="m", vector_envs=2, n_steps=32, batch_size=32, n_epochs=1,
+                      checkpoint_freq=0, telemetry_every=0, progress_bar=False, device="cpu",
+                      runs_dir=str(base / "runs"), models_dir=str(base / "models")), echo=lambda s: None)
+    return base / "models" / "m_final.zip"
+
+
 def tiny_rays_model(path, track: str = "oval.png"):
     """An untrained kartsim rays model saved the way `kartsim train` saves one (config inside, so it
     loads without --trust-model)."""

@@ -120,7 +120,7 @@ def _resolve_driver(spec: str, out_dir: Path, track, laps: int, trust_model: boo
 
 def _record_model(path: Path, out_dir: Path, track, laps: int, trust_model: bool = False) -> Path:
     from kartsim.envs import KartEnv
-    from kartsim.rl.play import drive, load_driver
+    from kartsim.rl.play import load_driver, run_episodes
 
     tr = None if track is None else (track if isinstance(track, str) else str(track.path))
     driver = load_driver(path, track=tr, evaluation=True, trust_model=trust_model)
@@ -128,7 +128,7 @@ def _record_model(path: Path, out_dir: Path, track, laps: int, trust_model: bool
     csv = out_dir / f"{path.stem}.csv"
     with TelemetryWriter(csv) as w:
         try:
-            drive(driver, env, episodes=1, on_step=lambda e, info, r: w.log(info, reward=r), stop_after_laps=laps)
+            run_episodes(driver, env, episodes=1, on_step=lambda e, info, r: w.log(info, reward=r), stop_after_laps=laps)
         finally:
             env.close()
     return csv
@@ -195,6 +195,7 @@ def compare(drivers: list[str], out_dir: str | Path = "compare_report", track=No
 
 
 def _figures(laps: list[Lap], out: Path, length: float, track) -> list[Path]:
+    """The report's PNGs in ``out``: speed, inputs, g-g, driven lines, delta (to the first lap)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -209,6 +210,15 @@ def _figures(laps: list[Lap], out: Path, length: float, track) -> list[Path]:
         plt.close(fig)
         paths.append(p)
 
+    save(_speed_figure(plt, laps, length), "speed.png")
+    save(_inputs_figure(plt, laps, length), "inputs.png")
+    save(_gg_figure(plt, laps), "gg.png")
+    save(_lines_figure(plt, laps, track), "lines.png")
+    save(_delta_figure(plt, laps, length), "delta.png")
+    return paths
+
+
+def _speed_figure(plt: Any, laps: list[Lap], length: float) -> Any:
     fig, ax = plt.subplots(figsize=(10, 3.6))
     for k, lap in enumerate(laps):
         ax.plot(lap.distance, lap.data["speed"], color=COLORS[k % len(COLORS)], lw=1.2,
@@ -219,8 +229,10 @@ def _figures(laps: list[Lap], out: Path, length: float, track) -> list[Path]:
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     ax.set_title("speed")
-    save(fig, "speed.png")
+    return fig
 
+
+def _inputs_figure(plt: Any, laps: list[Lap], length: float) -> Any:
     fig, axes = plt.subplots(2, 1, figsize=(10, 4.6), sharex=True)
     for k, lap in enumerate(laps):
         c = COLORS[k % len(COLORS)]
@@ -233,8 +245,10 @@ def _figures(laps: list[Lap], out: Path, length: float, track) -> list[Path]:
         ax.grid(alpha=0.3)
         ax.set_xlim(0, length)
     axes[0].legend(loc="lower right", fontsize=8)
-    save(fig, "inputs.png")
+    return fig
 
+
+def _gg_figure(plt: Any, laps: list[Lap]) -> Any:
     fig, ax = plt.subplots(figsize=(5, 5))
     for k, lap in enumerate(laps):
         ax.scatter(lap.data["lateral_g"], lap.data["longitudinal_g"], s=4, alpha=0.6,
@@ -247,8 +261,11 @@ def _figures(laps: list[Lap], out: Path, length: float, track) -> list[Path]:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title("g-g diagram")
-    save(fig, "gg.png")
+    return fig
 
+
+def _lines_figure(plt: Any, laps: list[Lap], track) -> Any:
+    """The driven lines on the track image (no track: on blank axes, y down like the image)."""
     fig, ax = plt.subplots(figsize=(7, 5.5))
     if track is not None:
         h, w = track.rgb.shape[:2]
@@ -260,8 +277,11 @@ def _figures(laps: list[Lap], out: Path, length: float, track) -> list[Path]:
     ax.set_aspect("equal")
     ax.legend(fontsize=8, loc="upper right")
     ax.set_title("driven lines")
-    save(fig, "lines.png")
+    return fig
 
+
+def _delta_figure(plt: Any, laps: list[Lap], length: float) -> Any:
+    """Time gained or lost along the lap against the first lap, the sector bounds dashed."""
     d = np.linspace(0.0, length, 600)
     base = time_at(laps[0], d)
     fig, ax = plt.subplots(figsize=(10, 3.2))
@@ -275,8 +295,7 @@ def _figures(laps: list[Lap], out: Path, length: float, track) -> list[Path]:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title("lap-time delta (> 0: behind)")
-    save(fig, "delta.png")
-    return paths
+    return fig
 
 
 def _html(table, figures, out: Path, track, ref_time) -> Path:

@@ -45,7 +45,10 @@ def _record(args: argparse.Namespace) -> int:
             return D.PolicyTeacher(model, args.source)
     print(f"Recording {args.laps} laps of {args.source} on {', '.join(cfg.track)} "
           f"({'vision' if cfg.vision else 'rays'} observations, {args.karts} karts)...", flush=True)
-    demos, rows = D.record(env_cfg, teacher, laps=args.laps, n_karts=args.karts, seed=args.seed, telemetry=True)
+    if not 0.0 <= args.noise <= 1.0:
+        raise ConfigError(f"--noise must be between 0 and 1 (a share of the full action range), not {args.noise}")
+    demos, rows = D.record(env_cfg, teacher, laps=args.laps, n_karts=args.karts, seed=args.seed, noise=args.noise,
+                           telemetry=True)
     D.save_demos(demos, npz)
     import csv
 
@@ -118,7 +121,7 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from kartsim.rl.train_cmd import _env_option, _int
+    from kartsim.rl.train_cmd import _env_option, _float, _int
 
     parser = subparsers.add_parser("demos", help="record and inspect demonstrations for kartsim train --demos",
                                    description=__doc__.splitlines()[0])
@@ -131,6 +134,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     rec.add_argument("--name", help="file name stem (default <source>_<track>)")
     rec.add_argument("--karts", type=_int, default=8, help="karts recorded side by side (default 8)")
     rec.add_argument("--seed", type=_int, default=0, help="random seed (default 0)")
+    rec.add_argument("--noise", type=_float, default=0.0,
+                     help="std of the persistent noise on the teacher's applied actions; the clean ones are recorded (default 0)")
     rec.add_argument("--force", action="store_true", help="overwrite existing files of the same name")
     rec.add_argument("--vision", action="store_true", help="record camera + telemetry observations (default rays)")
     rec.add_argument("--camera", choices=["chase", "driver"], default="chase")

@@ -792,7 +792,9 @@ class Library:
                 return name
         return None
 
-    def laps(self, ref: str) -> dict[str, Any]:
+    def _csv_laps(self, ref: str) -> tuple[list[Any], str | None, str, str]:
+        """The laps of a telemetry CSV, measured along its track when that is known (the run's own, or
+        guessed from the driven line); also the track name, the CSV's label and its key/rel name."""
         key, rel, path = self.csv_path(ref)
         label = self.csv_label(key, rel)
         track_name = self.track_for_csv(key, rel) or self.guess_track(path, label)
@@ -802,25 +804,20 @@ class Library:
                 length = self.track(track_name).length
             except DashboardError:
                 track_name = None
-        laps = self.csv.laps(path, label, length)
+        return self.csv.laps(path, label, length), track_name, label, f"{key}/{rel}"
+
+    def laps(self, ref: str) -> dict[str, Any]:
+        laps, track_name, label, name = self._csv_laps(ref)
         rows = [{"episode": lap.episode, "lap": lap.number, "time": round(lap.time, 3),
                  "top_speed": round(float(lap.data["speed"].max()), 2),
                  "off_track": round(float(lap.data["off_track"].mean()), 3) if "off_track" in lap.data else None}
                 for lap in laps]
         rows.sort(key=lambda r: r["time"])
-        return {"csv": f"{key}/{rel}", "label": label, "track": track_name, "laps": rows, "count": len(rows)}
+        return {"csv": name, "label": label, "track": track_name, "laps": rows, "count": len(rows)}
 
     def lap(self, ref: str, episode: int, number: int) -> tuple[Any, str | None, str]:
-        key, rel, path = self.csv_path(ref)
-        label = self.csv_label(key, rel)
-        track_name = self.track_for_csv(key, rel) or self.guess_track(path, label)
-        length = None
-        if track_name:
-            try:
-                length = self.track(track_name).length
-            except DashboardError:
-                track_name = None
-        for lap in self.csv.laps(path, label, length):
+        laps, track_name, label, _ = self._csv_laps(ref)
+        for lap in laps:
             if lap.episode == int(episode) and lap.number == int(number):
                 return lap, track_name, label
         raise DashboardError(f"{label}: no lap {number} in episode {episode} (the file changed?)", 404)

@@ -100,12 +100,16 @@ def learning_figures(curves: dict[str, Any]) -> list[dict[str, Any]]:
 def lap_figures(laps: list[Lap], length: float, track_img: dict[str, Any] | None) -> dict[str, Any]:
     """The ``kartsim compare`` figures for `laps` (the first one is the reference of the delta):
     speed, inputs, delta, driven lines on the map coloured by speed, g-g; plus the sector table."""
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
     names = [lap.driver for lap in laps]
     color = [COLORS[k % len(COLORS)] for k in range(len(laps))]
-    figs: dict[str, Any] = {}
+    figs = {"speed": _speed_plot(laps, names, color, length), "inputs": _inputs_plot(laps, names, color, length),
+            "delta": _delta_plot(laps, names, color, length), "lines": _lines_plot(laps, names, color, track_img),
+            "gg": _gg_plot(laps, names, color)}
+    return {"figures": figs, "table": _lap_table(laps, names, color, length), "length_m": round(length, 1)}
+
+
+def _speed_plot(laps: list[Lap], names: list[str], color: list[str], length: float) -> dict[str, Any]:
+    import plotly.graph_objects as go
 
     fig = go.Figure()
     for k, lap in enumerate(laps):
@@ -113,7 +117,13 @@ def lap_figures(laps: list[Lap], length: float, track_img: dict[str, Any] | None
                                  line=dict(color=color[k], width=1.6), name=f"{names[k]} ({lap.time:.2f} s)"))
     fig.update_layout(title="speed", height=330, xaxis_title="distance along the lap (m)",
                       yaxis_title="speed (m/s)", xaxis_range=[0, length], **_LAYOUT)
-    figs["speed"] = _json(fig)
+    return _json(fig)
+
+
+def _inputs_plot(laps: list[Lap], names: list[str], color: list[str], length: float) -> dict[str, Any]:
+    """Throttle/brake above steering, one legend entry per lap for both."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
 
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08)
     for k, lap in enumerate(laps):
@@ -126,7 +136,12 @@ def lap_figures(laps: list[Lap], length: float, track_img: dict[str, Any] | None
     fig.update_yaxes(title_text="steering (+ right)", row=2, col=1)
     fig.update_xaxes(title_text="distance along the lap (m)", range=[0, length], row=2, col=1)
     fig.update_layout(title="inputs", height=400, **_LAYOUT)
-    figs["inputs"] = _json(fig)
+    return _json(fig)
+
+
+def _delta_plot(laps: list[Lap], names: list[str], color: list[str], length: float) -> dict[str, Any]:
+    """Time gained or lost along the lap against the first lap, the sector bounds dashed."""
+    import plotly.graph_objects as go
 
     d = np.linspace(0.0, length, 600)
     base = time_at(laps[0], d)
@@ -139,7 +154,13 @@ def lap_figures(laps: list[Lap], length: float, track_img: dict[str, Any] | None
     fig.update_layout(title=f"lap-time delta to {names[0]} (> 0: behind)", height=300,
                       xaxis_title="distance along the lap (m)", yaxis_title="delta (s)", xaxis_range=[0, length],
                       **_LAYOUT)
-    figs["delta"] = _json(fig)
+    return _json(fig)
+
+
+def _lines_plot(laps: list[Lap], names: list[str], color: list[str], track_img: dict[str, Any] | None) -> dict[str, Any]:
+    """The driven lines over the track image, each as a thin line plus markers coloured by speed
+    (one colour scale for all laps; hovering a marker shows distance and speed)."""
+    import plotly.graph_objects as go
 
     fig = go.Figure()
     vmax = max(float(lap.data["speed"].max()) for lap in laps)
@@ -161,28 +182,32 @@ def lap_figures(laps: list[Lap], length: float, track_img: dict[str, Any] | None
     fig.update_layout(title="driven lines, coloured by speed", height=560, **_LAYOUT)
     fig.update_xaxes(title_text="x (m)", scaleanchor="y", showgrid=False, constrain="domain")
     fig.update_yaxes(title_text="y (m)", autorange="reversed", showgrid=False, constrain="domain")
-    figs["lines"] = _json(fig)
+    return _json(fig)
+
+
+def _gg_plot(laps: list[Lap], names: list[str], color: list[str]) -> dict[str, Any]:
+    import plotly.graph_objects as go
 
     fig = go.Figure()
     for k, lap in enumerate(laps):
         fig.add_trace(go.Scatter(x=lap.data["lateral_g"].to_numpy(dtype=float),
-                                   y=lap.data["longitudinal_g"].to_numpy(dtype=float), mode="markers",
-                                   marker=dict(size=4, color=color[k], opacity=0.6), name=names[k]))
+                                 y=lap.data["longitudinal_g"].to_numpy(dtype=float), mode="markers",
+                                 marker=dict(size=4, color=color[k], opacity=0.6), name=names[k]))
     fig.update_layout(title="g-g diagram", height=420, xaxis_title="lateral g (+ right)",
                       yaxis_title="longitudinal g (+ accelerating)", **_LAYOUT)
     fig.update_xaxes(scaleanchor="y", zeroline=True)
-    figs["gg"] = _json(fig)
+    return _json(fig)
 
-    table = []
-    for k, lap in enumerate(laps):
-        table.append({
-            "driver": names[k], "color": color[k], "episode": lap.episode, "lap": lap.number,
-            "lap_time": round(lap.time, 3), "sectors": [round(s, 3) for s in sector_times(lap, length)],
-            "gap": round(lap.time - laps[0].time, 3), "top_speed": round(float(lap.data["speed"].max()), 2),
-            "mean_speed": round(float(lap.data["speed"].mean()), 2),
-            "max_lateral_g": round(float(lap.data["lateral_g"].abs().max()), 2),
-        })
-    return {"figures": figs, "table": table, "length_m": round(length, 1)}
+
+def _lap_table(laps: list[Lap], names: list[str], color: list[str], length: float) -> list[dict[str, Any]]:
+    """One row per lap: lap and sector times, the gap to the first lap, speeds and peak lateral g."""
+    return [{
+        "driver": names[k], "color": color[k], "episode": lap.episode, "lap": lap.number,
+        "lap_time": round(lap.time, 3), "sectors": [round(s, 3) for s in sector_times(lap, length)],
+        "gap": round(lap.time - laps[0].time, 3), "top_speed": round(float(lap.data["speed"].max()), 2),
+        "mean_speed": round(float(lap.data["speed"].mean()), 2),
+        "max_lateral_g": round(float(lap.data["lateral_g"].abs().max()), 2),
+    } for k, lap in enumerate(laps)]
 
 
 __all__ = ["learning_figures", "lap_figures", "template"]

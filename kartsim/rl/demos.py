@@ -362,6 +362,28 @@ class PolicyTeacher:
         return np.array([True])  # every label (for all karts): the model acts on the observation alone
 
 
+class ActionNoise:
+    """Persistent action noise: an AR(1) process per kart and action with `MEMORY_S` of memory (a
+    driver's error lasts a few decisions, unlike white noise, which the kart's inertia averages out)."""
+
+    MEMORY_S = 0.5
+
+    def __init__(self, n: int, std: float, step_dt: float, seed: int | None) -> None:
+        self.std, self.rho = float(std), float(np.exp(-step_dt / self.MEMORY_S))
+        self.rng = np.random.default_rng(None if seed is None else seed + 7)
+        self.state = np.zeros((n, 2))
+
+    def __call__(self, actions: np.ndarray) -> np.ndarray:
+        if self.std <= 0.0:
+            return actions
+        e = self.rng.standard_normal(self.state.shape)
+        self.state = self.rho * self.state + np.sqrt(1.0 - self.rho ** 2) * e
+        return np.clip(actions + self.std * self.state, -1.0, 1.0).astype(np.float32)
+
+    def reset(self, idx: np.ndarray) -> None:
+        self.state[idx] = 0.0
+
+
 @dataclass
 class _Recorder:
     """Step buffers of one recording."""
@@ -377,12 +399,15 @@ class _Recorder:
 
 def record(env_cfg: Any, teacher: str | Callable[[Any], Teacher], *, laps: int | None = None,
            steps: int | None = None, n_karts: int = 8, seed: int | None = 0, driver: Any = None,
-           mix: float = 0.0, telemetry: bool = False) -> tuple[DemoSet, list[dict[str, Any]]]:
+           mix: float = 0.0, noise: float = 0.0, telemetry: bool = False) -> tuple[DemoSet, list[dict[str, Any]]]:
     """Drive `n_karts` karts of ``env_cfg``'s env and record every step's observation with the
     teacher's action, until `laps` laps are complete (all karts together) or `steps` steps are
     recorded. `teacher`: ``"ai:LEVEL"`` or a factory ``race -> Teacher``. `driver`: an SB3 model
     that drives instead of the teacher (DAgger: the teacher only labels the states it visits), except
     for a share `mix` of the steps (drawn per kart and step), where the teacher's action is applied.
+    `noise`: the applied action is the label plus persistent Gaussian noise of this standard deviation
+    (`ActionNoise`) while the clean label is recorded (DART: the demonstrations then show the teacher
+    recovering from the kind of errors a clone makes, instead of one perfect line).
     Returns the DemoSet and, with `telemetry`, the telemetry CSV rows (one drive after another)."""
     from kartsim.envs.sb3 import KartVecEnv
 
@@ -393,6 +418,7 @@ def record(env_cfg: Any, teacher: str | Callable[[Any], Teacher], *, laps: int |
     tutor = make_teacher(teacher, race, seed) if isinstance(teacher, str) else teacher(race)
     rec, ep_id = _Recorder(), np.arange(n_karts, dtype=np.int32)
     mixer = np.random.default_rng(seed)
+    perturb = ActionNoise(n_karts, noise, race.step_dt, seed)
     next_ep, n_steps, clock = n_karts, 0, np.zeros(n_karts, dtype=np.int64)
     cap = steps if steps is not None else 6000 * int(laps) + 4000 * n_karts  # a teacher that never laps
     obs = venv.reset()
@@ -408,6 +434,7 @@ def record(env_cfg: Any, teacher: str | Callable[[Any], Teacher], *, laps: int |
             act = np.asarray(driver.predict(obs, deterministic=True)[0], dtype=np.float32)
             keep = mixer.random(n_karts) < mix
             act[keep] = labels[keep]
+        act = perturb(act)
         obs, rewards, dones, infos = venv.step(act)
         n_steps += n_karts
         clock += 1
@@ -419,6 +446,7 @@ def record(env_cfg: Any, teacher: str | Callable[[Any], Teacher], *, laps: int |
         done = np.flatnonzero(dones)
         if len(done):
             tutor.reset(done)
+            perturb.reset(done)
             ep_id[done] = np.arange(next_ep, next_ep + len(done))
             next_ep += len(done)
             clock[done] = 0
@@ -535,13 +563,14 @@ def _expected_shapes(env_cfg: Any) -> dict[str, tuple[int, ...]]:
 
 
 def open_source(source: str, env_cfg: Any, *, laps: int = 20, n_karts: int = 8, seed: int | None = 0,
-                device: str = "cpu") -> tuple[DemoSet, str | Callable[[Any], Teacher] | None]:
+                device: str = "cpu", noise: float = 0.0) -> tuple[DemoSet, str | Callable[[Any], Teacher] | None]:
     """The demonstrations of `source` (see the module doc) in the observation layout of ``env_cfg``,
     and the teacher that can label more states for DAgger (``"ai:LEVEL"``, a factory ``race ->
-    Teacher`` for a model, or None for recorded driving such as human laps)."""
+    Teacher`` for a model, or None for recorded driving such as human laps). `noise`: `record`'s,
+    for a teacher that drives now (``ai:``, a model)."""
     if is_ai_source(source):
         check_ai_source(source)
-        return record(env_cfg, source, laps=laps, n_karts=n_karts, seed=seed)[0], source
+        return record(env_cfg, source, laps=laps, n_karts=n_karts, seed=seed, noise=noise)[0], source
     path = check_source_path(source)
     s = 0 if seed is None else int(seed)
     if path.suffix.lower() == ".zip":
@@ -550,7 +579,7 @@ def open_source(source: str, env_cfg: Any, *, laps: int = 20, n_karts: int = 8, 
         def factory(race: Any) -> Teacher:
             return PolicyTeacher(model, str(path))
 
-        return record(env_cfg, factory, laps=laps, n_karts=n_karts, seed=seed)[0], factory
+        return record(env_cfg, factory, laps=laps, n_karts=n_karts, seed=seed, noise=noise)[0], factory
     files = files_of(path) if path.is_dir() else [path]
     demos = concat([_load_file(f, env_cfg, s) for f in files])
     sources = {str(p) for p in demos.meta.get("parts") or [demos.meta.get("source")]}

@@ -42,7 +42,7 @@ def pretrain(model: Any, cfg: Any, env_cfg: Any, *, mode_given: bool = True,
     n_karts = int(cfg.vector_envs)
     echo(f"Demonstrations: {cfg.demos}" + (f" ({cfg.demos_laps} laps)" if not Path(cfg.demos).exists() else ""))
     demos, teacher = open_source(cfg.demos, env_cfg, laps=cfg.demos_laps, n_karts=n_karts, seed=cfg.seed,
-                                 device=str(model.device))
+                                 device=str(model.device), noise=cfg.demos_noise)
     mode = cfg.demos_mode
     if mode == "dagger" and teacher is None:
         if mode_given:
@@ -92,6 +92,8 @@ def validate_pretrain(cfg: Any) -> None:
                              ("--dagger-rounds", cfg.dagger_rounds, 0), ("--dagger-steps", cfg.dagger_steps, 1)):
         if value < low:
             raise ConfigError(f"{name} must be >= {low}, not {value}")
+    if not 0.0 <= cfg.demos_noise <= 1.0:
+        raise ConfigError(f"--demos-noise must be between 0 and 1 (a share of the full action range), not {cfg.demos_noise}")
     if cfg.resume:
         return  # the checkpoint already holds its weights; its sources are in its provenance
     if cfg.demos:

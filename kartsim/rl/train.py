@@ -52,6 +52,13 @@ MODE_DEFAULTS: dict[bool, dict[str, Any]] = {
     True: {"vector_envs": 16, "learning_rate": 3e-4, "n_steps": 128, "batch_size": 512, "n_epochs": 3,
            "log_std_init": -0.5, "demos_mode": "bc"},
 }
+# Vision with fewer karts than the default 16 (the guide's ``--vector-envs 4``): a rollout of 4 x 128
+# steps holds a quarter of the samples, so the minibatch is a quarter of the rollout (4 minibatches an
+# epoch, as 512 of 16 x 128), with twice the epochs and less action noise. Measured on circuit.png
+# with 4 karts, 100k steps (benchmarks/RESULTS.md): 16-kart settings (batch 512, 3 epochs) never
+# lapped (best 505 m); batch 128 alone 505 m; these lapped at the first evaluation (20k steps).
+FEW_KARTS_VISION: dict[str, Any] = {"n_epochs": 6, "log_std_init": -1.0}
+VISION_MINIBATCHES = 4
 
 
 @dataclass
@@ -182,6 +189,10 @@ class TrainConfig:
     (human laps) has no teacher and falls back to bc."""
     demos_laps: int = 20
     """Laps the teacher drives when ``demos`` is ``ai:LEVEL`` or a model zip."""
+    demos_noise: float = 0.0
+    """While an ``ai:`` / model teacher records: standard deviation of the persistent noise added to
+    the actions it applies (its clean actions are the labels), so the demonstrations include
+    recoveries from the errors a clone makes (DART). 0: the teacher's own line only."""
     bc_epochs: int = 10
     """Behaviour cloning passes over the demonstrations (and over the aggregate in each DAgger round)."""
     dagger_rounds: int = 2
@@ -203,9 +214,15 @@ class TrainConfig:
         """A copy with every None default filled in for this policy kind."""
         values = dataclasses.asdict(self)
         batch_given = values["batch_size"] is not None
-        for key, default in MODE_DEFAULTS[self.vision].items():
+        defaults = dict(MODE_DEFAULTS[self.vision])
+        few = self.vision and values["vector_envs"] is not None and values["vector_envs"] < defaults["vector_envs"]
+        if few:
+            defaults.update(FEW_KARTS_VISION)
+        for key, default in defaults.items():
             if values[key] is None:
                 values[key] = default
+        if few and not batch_given:
+            values["batch_size"] = max(2, int(values["n_steps"]) * int(values["vector_envs"]) // VISION_MINIBATCHES)
         if not batch_given:
             # The default minibatch must fit the rollout the user asked for (e.g. --vector-envs 2):
             # the largest divisor of n_steps x vector_envs not above the default.

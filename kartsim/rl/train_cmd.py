@@ -95,14 +95,14 @@ def add_train_arguments(parser: argparse.ArgumentParser, *, vision_flag: bool = 
                    help="rays: rich (default: 15 rays, slip, yaw rate, lateral offset, curvature ahead; 26 values) or basic (the guide's 10 values of kartsim/Kart-v0)")
     h.add_argument("--learning-rate", type=_float, help="Adam learning rate (default 1e-3 rays, 3e-4 vision)")
     h.add_argument("--lr-schedule", choices=["constant", "linear"], help="learning rate: constant (default) or linear to 0")
-    h.add_argument("--batch-size", type=_int, help="minibatch size (default 2048 rays, 512 vision); must divide n_steps x vector envs")
+    h.add_argument("--batch-size", type=_int, help="minibatch size (default 2048 rays, 512 vision, a quarter of the rollout with fewer than 16 vision karts); must divide n_steps x vector envs")
     h.add_argument("--n-steps", type=_int, help="steps per env per rollout (default 128 rays and vision)")
-    h.add_argument("--n-epochs", type=_int, help="epochs per update (default 5 rays, 4 vision)")
+    h.add_argument("--n-epochs", type=_int, help="epochs per update (default 5 rays, 3 vision, 6 with fewer than 16 vision karts)")
     h.add_argument("--gamma", type=_float, help="discount (default 0.99)")
     h.add_argument("--gae-lambda", type=_float, help="GAE lambda (default 0.95)")
     h.add_argument("--clip-range", type=_float, help="PPO clip range (default 0.2)")
     h.add_argument("--ent-coef", type=_float, help="entropy coefficient (default 0.0)")
-    h.add_argument("--log-std-init", type=_float, help="initial log std of the action noise (default -0.5)")
+    h.add_argument("--log-std-init", type=_float, help="initial log std of the action noise (default -0.5; -1.0 with fewer than 16 vision karts)")
     h.add_argument("--precision", choices=["auto", "bf16", "fp32"],
                    help="vision CNN arithmetic (default auto: bf16 where the hardware has it)")
     h.add_argument("--torch-threads", type=_int, help="torch CPU threads (default: the idle cores for vision, 1 for rays)")
@@ -122,6 +122,9 @@ def add_train_arguments(parser: argparse.ArgumentParser, *, vision_flag: bool = 
                    help="bc (vision default): clone the demonstrations; dagger (rays default; needs a teacher: ai:, a "
                    "model): then the policy drives and the teacher labels the states it visits")
     d.add_argument("--demos-laps", type=_int, help="laps the AI / model teacher drives (default 20)")
+    d.add_argument("--demos-noise", type=_float,
+                   help="std of the persistent noise on the actions an ai:/model teacher applies while recording "
+                   "(its clean actions are the labels: recoveries in the demonstrations; default 0)")
     d.add_argument("--bc-epochs", type=_int, help="behaviour cloning epochs (default 10)")
     d.add_argument("--dagger-rounds", type=_int, help="DAgger rounds (default 2)")
     d.add_argument("--dagger-steps", type=_int, help="states visited per DAgger round, all karts together (default 8000)")

@@ -405,7 +405,7 @@ def test_session_feeds_follow_the_environment(tmp_path, monkeypatch):
 
 
 def test_drive_publishes_kart_positions_to_a_live_file(tmp_path, monkeypatch):
-    from kartsim.apps.drive import ScriptedEvents, drive
+    from kartsim.apps.drive import ScriptedEvents, drive_yourself
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("KARTSIM_LIVE", raising=False)
@@ -421,7 +421,7 @@ def test_drive_publishes_kart_positions_to_a_live_file(tmp_path, monkeypatch):
             return super().poll(sim_time)
 
     monkeypatch.setenv("KARTSIM_LIVE_HZ", "50")
-    drive("oval.png", opponents=1, events=Spy([(0.0, "down", "up")]), window=False, realtime=False,
+    drive_yourself("oval.png", opponents=1, events=Spy([(0.0, "down", "up")]), window=False, realtime=False,
           telemetry=None, max_time_s=3.0)
     assert frames, "no live frame was written"
     last = frames[-1]

@@ -123,11 +123,11 @@ def test_npz_round_trip_and_rebuild_for_another_observation_kind(tmp_path):
 @pytest.fixture(scope="module")
 def human_csv(tmp_path_factory) -> Path:
     """Two laps of oval.png driven through `kartsim drive` by scripted key presses (dummy video driver)."""
-    from kartsim.apps.drive import drive
+    from kartsim.apps.drive import drive_yourself
     from conftest import KeyboardBot
 
     path = tmp_path_factory.mktemp("human") / "human_laps.csv"
-    res = drive("oval.png", telemetry=path, events=KeyboardBot(), realtime=False, window=False, laps=2, max_time_s=120)
+    res = drive_yourself("oval.png", telemetry=path, events=KeyboardBot(), realtime=False, window=False, laps=2, max_time_s=120)
     assert res.laps == 2
     return path
 
@@ -293,6 +293,32 @@ def test_labels_a_teacher_cannot_vouch_for_are_not_recorded():
 
     demos, _ = D.record(EnvConfig(track="oval.png"), lambda race: HalfTeacher(), steps=40, n_karts=2, seed=0)
     assert len(demos) == 20 and set(demos.episode.tolist()) == {0}
+
+
+def test_noisy_recording_labels_the_clean_action_of_the_state_reached():
+    class Straight:
+        name = "straight"
+
+        def act(self, obs, race):
+            return np.tile([0.0, 0.5], (race.n, 1))
+
+        def reset(self, idx):
+            pass
+
+        def usable(self):
+            return np.array([True])
+
+    cfg = EnvConfig(track="oval.png", sensor_noise=0.0)
+    clean, _ = D.record(cfg, lambda race: Straight(), steps=60, n_karts=2, seed=0)
+    noisy, _ = D.record(cfg, lambda race: Straight(), steps=60, n_karts=2, seed=0, noise=0.3)
+    np.testing.assert_array_equal(noisy.actions, clean.actions)  # the labels: the teacher's own action
+    steer = noisy.states[:, D.STATE_FIELDS.index("steer")]
+    assert np.abs(steer).max() > 0.01 and not np.allclose(noisy.states, clean.states)  # driven with the noise
+    with pytest.raises(ConfigError, match="--demos-noise"):
+        from kartsim.rl.pretrain import validate_pretrain
+        from kartsim.rl.train import TrainConfig
+
+        validate_pretrain(TrainConfig(demos_noise=2.0).resolved())
 
 
 def test_a_log_of_several_karts_is_split_by_kart(human_csv, tmp_path):

@@ -38,12 +38,12 @@ def test_old_model_acts_as_when_saved(kind, golden):
 def test_old_model_plays_in_todays_env(kind):
     """The env rebuilt from the model's kartsim_config.json fits the model and runs an episode."""
     from kartsim.envs import KartEnv
-    from kartsim.rl.play import drive, load_driver
+    from kartsim.rl.play import load_driver, run_episodes
 
     driver = load_driver(FIXTURES / f"model_{kind}_v0.zip", device="cpu")
     env = KartEnv(driver.env_config)
     try:
-        (result,) = drive(driver, env, episodes=1, max_steps=25, seed=3)
+        (result,) = run_episodes(driver, env, episodes=1, max_steps=25, seed=3)
     finally:
         env.close()
     assert result.steps == 25

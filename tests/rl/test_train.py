@@ -349,3 +349,17 @@ def test_default_batch_size_fits_a_small_rollout(tmp_path):
     given = TrainConfig(vision=True, vector_envs=2, n_steps=100, batch_size=512).resolved()
     with pytest.raises(ConfigError, match="larger than a rollout"):
         validate(given)
+
+
+def test_vision_defaults_follow_the_kart_count():
+    from kartsim.rl.train import TrainConfig, validate
+
+    guide = TrainConfig(vision=True, vector_envs=4).resolved()  # the guide's --vector-envs 4
+    assert (guide.batch_size, guide.n_epochs, guide.log_std_init) == (128, 6, -1.0)
+    validate(guide)
+    default = TrainConfig(vision=True).resolved()  # 16 karts: unchanged
+    assert (default.vector_envs, default.batch_size, default.n_epochs, default.log_std_init) == (16, 512, 3, -0.5)
+    given = TrainConfig(vision=True, vector_envs=4, n_epochs=2, batch_size=256, log_std_init=0.0).resolved()
+    assert (given.batch_size, given.n_epochs, given.log_std_init) == (256, 2, 0.0)  # flags win
+    rays = TrainConfig(vector_envs=4).resolved()
+    assert (rays.n_epochs, rays.log_std_init) == (5, -0.5)
