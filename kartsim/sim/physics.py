@@ -131,7 +131,8 @@ KartArrays = KART_COLUMNS.record  # module-level: pickle and numba's cache find 
 
 class KartState(ColumnOwner):
     """Struct of arrays for N karts (one per :data:`KART_COLUMNS` column, e.g. ``state.x``), allocated
-    once; kernels take ``state.arrays`` (the same arrays) and write into them in place."""
+    once; kernels take ``state.arrays`` (the same arrays, see :mod:`kartsim.sim.columns`) and write
+    into them in place."""
 
     def __init__(self, n: int):
         if n < 1:
@@ -258,6 +259,7 @@ def _command(c):
 def _step_kernel(params, surf, wd, scale, ks, throttle_cmd, steer_cmd, substeps):  # noqa: C901 (numba kernel)
     """``substeps`` integration steps of every kart of ``ks`` (a KartArrays record, written in place)
     with the commands held; ``params`` is :func:`_params`' record."""
+    ks = KartArrays(*ks)
     p = params[0]
     n = ks.x.shape[0]
     dt = p.dt
@@ -612,6 +614,7 @@ def _collide_kernel(params, ks, iterations):
     """Kart-to-kart contacts between circles of ``radius_m`` (equal masses) on the same track and in
     the same world: positional correction (no overlap left), a restitution impulse along the contact
     normal with Coulomb friction across it, contact flags, closing speeds and impact damage."""
+    ks = KartArrays(*ks)
     x, y, yaw, vx, vy, r = ks.x, ks.y, ks.yaw, ks.vx, ks.vy, ks.yaw_rate
     track_idx, world, hit_out, impact_out = ks.track_idx, ks.world, ks.kart_hit, ks.kart_impact_speed
     damage, steer_bias = ks.damage, ks.steer_bias
@@ -749,7 +752,7 @@ class KartPhysics:
         impact = np.zeros(n)
         for _ in range(substeps):
             self._kernel(state, throttle, steer_cmd, 1)
-            _collide_kernel(self._params, state.arrays, 8)
+            _collide_kernel(self._params, tuple(state.arrays), 8)
             ax += state.ax
             ay += state.ay
             hit |= state.wall_hit
@@ -761,7 +764,7 @@ class KartPhysics:
         np.hypot(state.vx, state.vy, out=state.speed)
 
     def _kernel(self, state: KartState, throttle, steer_cmd, substeps: int) -> None:
-        _step_kernel(self._params, self.surface, self.wall_distance, self.scale, state.arrays, throttle, steer_cmd,
+        _step_kernel(self._params, self.surface, self.wall_distance, self.scale, tuple(state.arrays), throttle, steer_cmd,
                      substeps)
 
     def surface_at(self, track_idx, x, y) -> np.ndarray:

@@ -24,7 +24,7 @@ from numba import njit
 from kartsim.errors import KartsimError
 from kartsim.sim.columns import Column, ColumnOwner, Columns
 from kartsim.sim.config import WEATHER, WEATHERS, KartConfig, RaceConfig, RewardConfig
-from kartsim.sim.physics import KartPhysics, KartState
+from kartsim.sim.physics import KartArrays, KartPhysics, KartState
 from kartsim.sim.track import Surface, TrackStack, project_point
 
 # A gate is widened by this much beyond each road edge so that a wheel on the kerb or grass
@@ -45,20 +45,21 @@ def reward_terms(
     step_dt: float,
     lap_speed: np.ndarray | None = None,
     steer_change: np.ndarray | None = None,
+    out: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """The raw reward terms per kart, named as the :class:`RewardConfig` weights. ``lap_speed``: the
     mean speed (m/s) of the lap completed this step, 0 where none was; ``steer_change``: |this
-    step's steering command - the previous one's|."""
-    zero = np.zeros_like(new_progress_m)
-    return {
-        "progress": new_progress_m,
-        "lap": laps_completed.astype(np.float64),
-        "off_track": on_grass * step_dt,
-        "wall": impact_speed,
-        "termination": terminated.astype(np.float64),
-        "steer_change": zero if steer_change is None else steer_change,
-        "lap_pace": zero if lap_speed is None else lap_speed,
-    }
+    step's steering command - the previous one's|. They are written as the columns of ``out``
+    (N, len(REWARD_TERMS)), in :data:`REWARD_TERMS` order, and returned as views of those columns."""
+    out = np.empty((len(new_progress_m), len(REWARD_TERMS))) if out is None else out
+    out[:, 0] = new_progress_m
+    out[:, 1] = laps_completed
+    np.multiply(on_grass, step_dt, out=out[:, 2])
+    out[:, 3] = impact_speed
+    out[:, 4] = terminated
+    out[:, 5] = 0.0 if steer_change is None else steer_change
+    out[:, 6] = 0.0 if lap_speed is None else lap_speed
+    return {name: out[:, k] for k, name in enumerate(REWARD_TERMS)}
 
 
 def corner_start_cdf(curvature: np.ndarray, length: float, lookahead_m: float) -> np.ndarray:
@@ -73,12 +74,10 @@ def corner_start_cdf(curvature: np.ndarray, length: float, lookahead_m: float) -
     return cdf / cdf[-1]
 
 
-def weighted_reward(terms: dict[str, np.ndarray], cfg: RewardConfig) -> np.ndarray:
+def term_weights(cfg: RewardConfig) -> np.ndarray:
+    """The :class:`RewardConfig` weights of :data:`REWARD_TERMS`, in that order."""
     weights = cfg.weights()
-    total = np.zeros_like(terms["progress"], dtype=np.float64)
-    for name, value in terms.items():
-        total += weights[name] * value
-    return total
+    return np.array([weights[name] for name in REWARD_TERMS])
 
 
 @dataclass
@@ -276,8 +275,8 @@ class Race(ColumnOwner):
         c, g = self.stack.centerlines(), _GateTable.build(self.stack)
         self._centerlines, self._gates = c, g  # a streamed slot's rows are rewritten in place
         self.lengths = c.length
-        self._tables = TrackTables(c.points, c.s, c.heading, c.n_points, c.length, c.lookup, c.lookup_cell_m,
-                                   c.lookup_window, g.ends, g.forward, g.count)
+        self._tables = tuple(TrackTables(c.points, c.s, c.heading, c.n_points, c.length, c.lookup,
+                                         c.lookup_cell_m, c.lookup_window, g.ends, g.forward, g.count))
 
     def _track_loaded(self, slot: int) -> None:
         """A streamed stack put a new track into `slot`: its rows of the per-track tables, in place (all
@@ -293,7 +292,7 @@ class Race(ColumnOwner):
 
     def _update_frame(self, idx: np.ndarray | slice = slice(None)) -> None:
         """Project karts ``idx`` onto their track's centerline."""
-        _project_karts(self._tables, self.state.arrays, np.arange(self.n)[idx], self.arrays)
+        _project_karts(self._tables, tuple(self.state.arrays), np.arange(self.n)[idx], tuple(self.arrays))
 
     # ------------------------------------------------------------------ a step
     def step(self, actions: np.ndarray) -> None:
@@ -304,27 +303,35 @@ class Race(ColumnOwner):
         self.physics.step(st, actions[:, 1], actions[:, 0], cfg.action_repeat)
         new_progress = np.empty(self.n)
         laps_done = np.empty(self.n, dtype=np.int64)
-        limits = EpisodeLimits(self.step_dt, cfg.stuck_time_s, cfg.wrong_way_m, cfg.off_track_time_s,
-                               cfg.max_episode_steps)
-        _race_step(self._tables, st.arrays, x0, y0, self.arrays, new_progress, laps_done, limits)
-        for i in np.flatnonzero(laps_done):
-            self.stats.lap_times[i].append(float(self.new_lap_time[i]))
+        limits = (self.step_dt, cfg.stuck_time_s, cfg.wrong_way_m, cfg.off_track_time_s, cfg.max_episode_steps)
+        _race_step(self._tables, tuple(st.arrays), x0, y0, tuple(self.arrays), new_progress, laps_done, limits)
         if cfg.max_damage is not None:
             wrecked = (st.damage >= cfg.max_damage) & ~self.terminated
             self.termination_reason[wrecked] = 4
             self.terminated |= wrecked
             self.truncated &= ~wrecked
         impact = np.where(st.wall_hit, st.impact_speed, 0.0)
-        on_grass = st.surface == Surface.GRASS
-        lapped = laps_done > 0
-        lap_speed = np.where(lapped, self.lengths[st.track_idx] / np.where(lapped, self.new_lap_time, 1.0), 0.0)
         steer_change = np.abs(actions[:, 0] - self.last_steer)
         self.last_steer[:] = actions[:, 0]
-        self.terms = reward_terms(new_progress, laps_done, on_grass, impact, self.terminated, self.step_dt, lap_speed,
-                                  steer_change)
-        self.reward[:] = weighted_reward(self.terms, self.reward_cfg)
-        # Two array ops for all karts: the terms as columns (REWARD_TERMS order), added to the episode sums.
-        self.episode_terms += np.stack(tuple(self.terms.values()), axis=1, out=self._step_terms)
+        self.terms = reward_terms(new_progress, laps_done, st.surface == Surface.GRASS, impact, self.terminated,
+                                  self.step_dt, self._record_laps(laps_done), steer_change, out=self._step_terms)
+        # The terms are the columns of one array: one matrix-vector product weighs them all and one add
+        # sums them into the episode, however many terms there are (a one-kart env's step is mostly
+        # numpy call overhead).
+        np.matmul(self._step_terms, term_weights(self.reward_cfg), out=self.reward)
+        self.episode_terms += self._step_terms
+
+    def _record_laps(self, laps_done: np.ndarray) -> np.ndarray | None:
+        """The lap times completed this step into the episode stats; returns each kart's mean speed
+        (m/s) over that lap (0 where none did; None when no kart completed one)."""
+        if not laps_done.any():
+            return None
+        lapped = np.flatnonzero(laps_done)
+        for i in lapped:
+            self.stats.lap_times[i].append(float(self.new_lap_time[i]))
+        speed = np.zeros(self.n)
+        speed[lapped] = self.lengths[self.state.track_idx[lapped]] / self.new_lap_time[lapped]
+        return speed
 
     # ------------------------------------------------------------------ summaries
     def episode_stats(self, i: int) -> dict[str, Any]:
@@ -400,6 +407,7 @@ def check_actions(actions: np.ndarray, n: int) -> np.ndarray:
 def _project_karts(tt, ks, sel, rs):
     """Project karts ``sel`` (of the KartArrays ``ks``) onto their track's centerline (TrackTables ``tt``),
     into the RaceArrays ``rs``."""
+    tt, ks, rs = TrackTables(*tt), KartArrays(*ks), RaceArrays(*rs)
     for k in sel:
         t = ks.track_idx[k]
         rs.centerline_idx[k], rs.s[k], rs.lateral[k], rs.track_heading[k] = project_point(
@@ -428,6 +436,7 @@ def _race_step(tt, ks, x0, y0, rs, new_progress, laps_done, lim):  # noqa: C901 
     ``tt``: TrackTables; ``ks``: KartArrays after the physics step, the karts at ``x0``, ``y0`` before it;
     ``rs``: RaceArrays (written in place); ``lim``: EpisodeLimits; writes each kart's new progress (m)
     and laps completed into ``new_progress`` and ``laps_done``."""
+    tt, ks, rs, lim = TrackTables(*tt), KartArrays(*ks), RaceArrays(*rs), EpisodeLimits(*lim)
     points, s_tab, heading, n_points, length = tt.points, tt.s, tt.heading, tt.n_points, tt.length
     lookup, cell_m, window = tt.lookup, tt.lookup_cell_m, tt.lookup_window
     gate_ends, gate_fwd, gate_count = tt.gate_ends, tt.gate_forward, tt.gate_count

@@ -219,7 +219,7 @@ def test_jobs_of_a_local_job_store_are_listed(tmp_path):
     from kartsim.jobs.store import Attempt, JobRecord, LocalStore, save_job
 
     store = LocalStore(tmp_path / "store")
-    job = JobRecord(id="j1-abcd", backend="local", argv=[], save_name="j1", timesteps=5000,
+    job = JobRecord(id="j1-abcd", backend="local", config={}, save_name="j1", timesteps=5000,
                     attempts=[Attempt(n=1, started="2026-01-01T00:00:00", pid=None)])
     save_job(store, job)
     store.write_json("jobs/j1-abcd/progress.json", {"num_timesteps": 1200, "total_timesteps": 5000,
@@ -243,7 +243,7 @@ def test_ray_jobs_with_an_unreachable_cluster_are_listed_as_unknown(tmp_path):
     from kartsim.jobs.store import Attempt, JobRecord, LocalStore, save_job
 
     store = LocalStore(tmp_path / "store")
-    save_job(store, JobRecord(id="r1-abcd", backend="ray", argv=[], save_name="r1", timesteps=5000,
+    save_job(store, JobRecord(id="r1-abcd", backend="ray", config={}, save_name="r1", timesteps=5000,
                               address="http://127.0.0.1:9", options={"num_gpus_used": 1.0},
                               attempts=[Attempt(n=1, started="2026-01-01T00:00:00", submission_id="r1-abcd")]))
     (tmp_path / "runs").mkdir()

@@ -145,8 +145,8 @@ def test_resume_never_unpickles_vecnormalize_without_trust(model, tmp_path):
     marker = tmp_path / "pwned"
     evil = _old_format(model, tmp_path / "evil.zip", _evil_bytes(marker))
     lines: list[str] = []
-    result = train(TrainConfig(resume=str(evil), timesteps=128, save_name="other", progress_bar=False, device="cpu",
-                               runs_dir=str(tmp_path / "runs"), models_dir=str(tmp_path / "models")),
+    result = train(TrainConfig.from_dict(dict(resume=str(evil), timesteps=128, save_name="other", progress_bar=False, device="cpu",
+                               runs_dir=str(tmp_path / "runs"), models_dir=str(tmp_path / "models"))),
                    given={"timesteps", "save_name"}, echo=lines.append)
     assert result.num_timesteps == 128
     assert not marker.exists()

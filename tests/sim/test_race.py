@@ -6,7 +6,7 @@ import pytest
 from kartsim.envs import EnvConfig, KartEnv
 from kartsim.errors import KartsimError
 from kartsim.sim.config import RaceConfig, RewardConfig
-from kartsim.sim.race import RACE_COLUMNS, REWARD_TERMS, Race, reward_terms, weighted_reward
+from kartsim.sim.race import RACE_COLUMNS, REWARD_TERMS, Race, reward_terms, term_weights
 from kartsim.sim.track import Track, TrackStack
 
 
@@ -31,12 +31,18 @@ def drive(env, actions):
     return total_progress, laps, rewards
 
 
+def weighted_reward(terms, cfg):
+    """The reward as the docs define it: each term times the weight of its name, summed."""
+    return sum(weight * terms[name] for name, weight in cfg.weights().items())
+
+
 def test_reward_is_weighted_sum_of_named_terms():
     terms = reward_terms(np.array([2.0]), np.array([1]), np.array([True]), np.array([3.0]), np.array([False]), 0.1)
     cfg = RewardConfig()
     expected = cfg.progress * 2 + cfg.lap * 1 + cfg.off_track * 0.1 + cfg.wall * 3.0
     assert weighted_reward(terms, cfg)[0] == pytest.approx(expected)
     assert tuple(terms) == REWARD_TERMS and set(REWARD_TERMS) == set(cfg.weights())
+    assert term_weights(cfg).tolist() == [cfg.weights()[name] for name in REWARD_TERMS]  # the race's order
 
 
 def test_lap_pace_pays_a_faster_lap_more_and_is_off_by_default():
