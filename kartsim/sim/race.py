@@ -91,17 +91,24 @@ class _GateTable:
     @classmethod
     def build(cls, stack: TrackStack) -> "_GateTable":
         g_max = max(len(t.gates) for t in stack.tracks)
-        ends = np.zeros((len(stack.tracks), g_max, 4))
-        forward = np.zeros((len(stack.tracks), g_max, 2))
+        n = len(stack.tracks)
+        table = cls(np.zeros((n, g_max, 4)), np.zeros((n, g_max, 2)), np.zeros(n, np.int64))
         for i, track in enumerate(stack.tracks):
-            g = np.asarray(track.gates, dtype=np.float64)
-            a, b = g[:, :2], g[:, 2:]
-            along = (b - a) / np.maximum(np.linalg.norm(b - a, axis=1, keepdims=True), 1e-9)
-            ends[i, : len(g), :2] = a - along * GATE_MARGIN_M
-            ends[i, : len(g), 2:] = b + along * GATE_MARGIN_M
-            heading = track.heading[track.locate(*((a + b) / 2).T)]
-            forward[i, : len(g)] = np.stack([np.cos(heading), np.sin(heading)], axis=1)
-        return cls(ends, forward, np.array([len(t.gates) for t in stack.tracks]))
+            table.put(i, track)
+        return table
+
+    def put(self, i: int, track) -> None:
+        """Track `track`'s gates into row `i` (it must have room for them)."""
+        g = np.asarray(track.gates, dtype=np.float64)
+        a, b = g[:, :2], g[:, 2:]
+        along = (b - a) / np.maximum(np.linalg.norm(b - a, axis=1, keepdims=True), 1e-9)
+        self.ends[i] = 0.0
+        self.forward[i] = 0.0
+        self.ends[i, : len(g), :2] = a - along * GATE_MARGIN_M
+        self.ends[i, : len(g), 2:] = b + along * GATE_MARGIN_M
+        heading = track.heading[track.locate(*((a + b) / 2).T)]
+        self.forward[i, : len(g)] = np.stack([np.cos(heading), np.sin(heading)], axis=1)
+        self.count[i] = len(g)
 
 
 @dataclass
@@ -270,13 +277,20 @@ class Race(ColumnOwner):
     def _build_tables(self) -> None:
         """The per-track tables of the kernels: centerlines, gates, lap lengths."""
         c, g = self.stack.centerlines(), _GateTable.build(self.stack)
+        self._centerlines, self._gates = c, g  # a streamed slot's rows are rewritten in place
         self.lengths = c.length
         self._tables = tuple(TrackTables(c.points, c.s, c.heading, c.n_points, c.length, c.lookup,
                                          c.lookup_cell_m, c.lookup_window, g.ends, g.forward, g.count))
 
     def _track_loaded(self, slot: int) -> None:
-        """A streamed stack put a new track into `slot`: rebuild the per-track tables (small arrays)."""
-        self._build_tables()
+        """A streamed stack put a new track into `slot`: its rows of the per-track tables, in place (all
+        the tables again when it does not fit their padding)."""
+        track = self.stack.tracks[slot]
+        if self._centerlines.fits(track) and len(track.gates) <= self._gates.ends.shape[1]:
+            self._centerlines.put(slot, track)
+            self._gates.put(slot, track)
+        else:
+            self._build_tables()
         if self._corner_cdf:
             self._corner_cdf[slot] = self._corner_cdf_of(self.stack.tracks[slot])
 

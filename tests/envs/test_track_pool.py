@@ -106,3 +106,8 @@ def test_a_built_track_comes_back_from_the_cache_as_it_was_built(tmp_path, monke
     png.with_suffix(".json").write_text('{"scale_m_per_px": 0.3}')  # a new legend: a new entry
     assert Track.load_cached(png, tmp_path / "cache").scale == 0.3
     assert len(list((tmp_path / "cache").glob("*.npz"))) == 2
+
+
+def test_the_largest_pool_never_uses_a_held_out_seed():
+    largest = EnvConfig.LIMITS["random_pool_size"][1]
+    assert max(track_sources("random", int(largest))) < 50_000  # benchmarks hold out seeds 50000 on
