@@ -86,7 +86,7 @@ class TaskConfig:
     ``bundled`` (all bundled tracks). Several tracks are shared out among the vector envs."""
     track_pool: int | None = field(default=None, metadata=cli(metavar="N"))
     """With ``--track-name random``: how many generated tracks the pool holds (every style, 7-14 m
-    wide; default 8)."""
+    wide; default 8). A pool over 32 tracks is streamed: 32 (or one per vector env) in memory at a time."""
     observation: str | None = None
     """Rays only: ``rich`` (the default: 15 rays plus slip, yaw rate, steering, lateral offset and
     the curvature up to 80 m ahead, 26 values; on circuit.png it drives within 1.08 × the reference
