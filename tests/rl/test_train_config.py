@@ -121,3 +121,12 @@ def test_validation_names_the_flag(changes, message):
     cfg = TrainConfig.from_dict({"timesteps": 1000, "vision": True, **changes}).resolved()
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
         validate(cfg)
+
+
+def test_a_missing_evaluation_track_is_named_before_training():
+    from kartsim.errors import TrackError
+
+    cfg = TrainConfig.from_dict({"timesteps": 1000, "eval.eval_tracks": ["oval", "nosuch.png"]}).resolved()
+    with pytest.raises(TrackError, match="track 'nosuch.png' not found"):  # was only found at the first evaluation
+        validate(cfg)
+    validate(TrainConfig.from_dict({"timesteps": 1000, "eval.eval_tracks": ["oval", "random"]}).resolved())
