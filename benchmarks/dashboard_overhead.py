@@ -281,47 +281,10 @@ def main(argv: list[str] | None = None) -> int:
     dash = subprocess.Popen([sys.executable, "-m", "kartsim", "dashboard", "--runs", str(work / "runs"), "--port",
                              str(port), "--no-jobs"], cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     conditions = ["baseline", "dashboard"] + (["browser"] if args.browser else [])
-    play_feed: dict[str, float] = {"frames": 0.0, "frames_per_s": 0.0, "rollout_frames_per_s": 0.0}
-    rates: dict[str, list[float]] = {c: [] for c in conditions}
-    feeds: dict[str, list[dict[str, float]]] = {c: [] for c in conditions}
-    extra = args.train_args.split()
     try:
-        end = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(url + "/api/runs", timeout=2).read()
-                break
-            except OSError:
-                if time.monotonic() > end:
-                    raise SystemExit("the dashboard did not start")
-                time.sleep(0.3)
-        train_once(work, "warmup", 8192, False, extra)  # numba caches, torch import, disk; its model plays below
-        play_feed = session_rate(work, url, work / "runs" / "warmup" / "warmup_final.zip")
-        print(f"  kartsim play session: {play_feed['frames']:.0f} live frames in 10 s "
-              f"({play_feed['frames_per_s']:.1f}/s)", flush=True)
-        for r in range(args.repeats):
-            for cond in conditions:
-                name = f"{cond}{r}"
-                sub = None
-                if cond == "dashboard":
-                    sub = Subscriber(url, name)
-                elif cond == "browser":
-                    sub = BrowserSubscriber(url, name)
-                if sub is not None:
-                    time.sleep(3.0)  # the client's own start-up is not the training's slow-down
-                try:
-                    rate, _ = train_once(work, name, args.timesteps, cond != "baseline", extra)
-                finally:
-                    feed = sub.close() if sub is not None else None
-                rates[cond].append(rate)
-                if feed is not None:
-                    feeds[cond].append(feed)
-                print(f"  {cond:9s} run {r + 1}: {rate:,.0f} steps/s"
-                      + (f", {feed['frames']:.0f} live frames ({feed['frames_per_s']:.1f}/s overall, "
-                         f"{feed['rollout_frames_per_s']:.1f}/s during rollouts)" if feed else ""), flush=True)
-        rate, _ = train_once(work, "baseline_end", args.timesteps, False, extra)  # closes the last bracket
-        rates["baseline"].append(rate)
-        print(f"  baseline  run {args.repeats + 1}: {rate:,.0f} steps/s", flush=True)
+        wait_for_dashboard(url)
+        rates, feeds, play_feed = time_conditions(work, url, conditions, args.timesteps, args.repeats,
+                                                  args.train_args.split())
     finally:
         dash.send_signal(signal.SIGTERM)
         try:
@@ -329,7 +292,66 @@ def main(argv: list[str] | None = None) -> int:
         except subprocess.TimeoutExpired:
             dash.kill()
         shutil.rmtree(work, ignore_errors=True)
+    result = print_slowdown(args, conditions, rates, feeds, play_feed, costs)
+    print_side_channel(costs)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    return 0
 
+
+def wait_for_dashboard(url: str, timeout_s: float = 60.0) -> None:
+    end = time.monotonic() + timeout_s
+    while True:
+        try:
+            urllib.request.urlopen(url + "/api/runs", timeout=2).read()
+            return
+        except OSError:
+            if time.monotonic() > end:
+                raise SystemExit("the dashboard did not start")
+            time.sleep(0.3)
+
+
+def time_conditions(work: Path, url: str, conditions: list[str], timesteps: int, repeats: int,
+                    extra: list[str]) -> tuple[dict[str, list[float]], dict[str, list[dict[str, float]]], dict[str, float]]:
+    """A warm-up run and the `kartsim play` session's feed rate, then `repeats` rounds of one training
+    run per condition (interleaved, a baseline run closing the last round). Returns the steps/s and the
+    feeds received per condition, and the play session's feed."""
+    rates: dict[str, list[float]] = {c: [] for c in conditions}
+    feeds: dict[str, list[dict[str, float]]] = {c: [] for c in conditions}
+    train_once(work, "warmup", 8192, False, extra)  # numba caches, torch import, disk; its model plays below
+    play_feed = session_rate(work, url, work / "runs" / "warmup" / "warmup_final.zip")
+    print(f"  kartsim play session: {play_feed['frames']:.0f} live frames in 10 s "
+          f"({play_feed['frames_per_s']:.1f}/s)", flush=True)
+    for r in range(repeats):
+        for cond in conditions:
+            name = f"{cond}{r}"
+            sub = None
+            if cond == "dashboard":
+                sub = Subscriber(url, name)
+            elif cond == "browser":
+                sub = BrowserSubscriber(url, name)
+            if sub is not None:
+                time.sleep(3.0)  # the client's own start-up is not the training's slow-down
+            try:
+                rate, _ = train_once(work, name, timesteps, cond != "baseline", extra)
+            finally:
+                feed = sub.close() if sub is not None else None
+            rates[cond].append(rate)
+            if feed is not None:
+                feeds[cond].append(feed)
+            print(f"  {cond:9s} run {r + 1}: {rate:,.0f} steps/s"
+                  + (f", {feed['frames']:.0f} live frames ({feed['frames_per_s']:.1f}/s overall, "
+                     f"{feed['rollout_frames_per_s']:.1f}/s during rollouts)" if feed else ""), flush=True)
+    rate, _ = train_once(work, "baseline_end", timesteps, False, extra)  # closes the last bracket
+    rates["baseline"].append(rate)
+    print(f"  baseline  run {repeats + 1}: {rate:,.0f} steps/s", flush=True)
+    return rates, feeds, play_feed
+
+
+def print_slowdown(args: argparse.Namespace, conditions: list[str], rates: dict[str, list[float]],
+                   feeds: dict[str, list[dict[str, float]]], play_feed: dict[str, float],
+                   costs: dict[str, float]) -> dict:
+    """The slow-down table (each run paired with the baseline runs around it); returns the JSON result."""
     base = statistics.median(rates["baseline"])
     print()
     print(f"Training slow-down with the dashboard open ({args.timesteps:,} steps per run, {args.repeats} interleaved "
@@ -357,6 +379,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"A `kartsim play` session (headless, as fast as it can drive) streams {play_feed['frames_per_s']:.1f} "
           "frames/s to a websocket client. A training run streams while it drives (\"during rollouts\") and "
           "pauses while PPO updates the network (\"overall\" counts those pauses too).")
+    return result
+
+
+def print_side_channel(costs: dict[str, float]) -> None:
     print()
     print(f"Side channel, per frame of 64 karts ({costs['frame_bytes']:.0f} bytes of JSON, encoded in "
           f"{costs['json_us']:.0f} us):")
@@ -369,9 +395,6 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(f"One whole publish (build + encode + feed file): {costs['publish_us']:.0f} us; the rate check paid by "
           f"every step: {costs['due_check_ns']:.0f} ns.")
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
-    return 0
 
 
 if __name__ == "__main__":

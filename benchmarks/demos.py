@@ -95,9 +95,9 @@ def run_variant(args: argparse.Namespace, variant: str, seed: int, runs_dir: Pat
         values["demos"] = args.demos
     if variant == "init":
         values["init_from"] = args.init_from
-    cfg = TrainConfig(**values).resolved()
+    cfg = TrainConfig.from_dict(values).resolved()
     env_cfg = env_config_for(cfg)
-    reference = reference_lap_time(Track.load(cfg.track[0]))
+    reference = reference_lap_time(Track.load(cfg.task.track[0]))
     started = time.perf_counter()
     callback = make_eval_callback(env_cfg, args.eval_every, started, reference, args.eval_max_steps,
                                   lambda row: print(f"  [{variant} seed {seed}] " + "  ".join(f"{k}={v}" for k, v in row.items()), flush=True))

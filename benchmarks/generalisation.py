@@ -7,17 +7,21 @@ against the pool size.
     python benchmarks/generalisation.py --pools 10 100 --timesteps 1000000 --seeds 0 1 2 \\
         --test-seeds 50000-50049 --json gen.json
 
-Pool tracks are seeds 10000 on (`kartsim.envs.tracks.random_pool`); the default test set is seeds
-50000-50049 plus the bundled tracks. Each 1024-px track takes ~30 MB in the batched env, so a pool
-of 1,000 needs ~30 GB of memory. Every other flag is benchmarks/learning.py's (--set, --env, ...).
+Pool tracks are seeds 10000 on (`kartsim.envs.tracks.track_sources`), never a test seed (checked);
+the default test set is seeds 50000-50049 plus the bundled tracks. A pool over the env's
+``resident_tracks`` (32) streams through that many slots, so a pool of 1,000 runs in the memory of
+32 tracks (benchmarks/track_pool.py). Every other flag is benchmarks/learning.py's (--set, --env, ...).
+Per pool it prints the training steps, wall and CPU seconds (this process: training and evaluation).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import os
+import resource
 import statistics
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -48,9 +52,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     import tempfile
 
+    from kartsim.envs.tracks import RANDOM_POOL_FIRST_SEED
+
+    train_seeds = range(RANDOM_POOL_FIRST_SEED, RANDOM_POOL_FIRST_SEED + max(args.pools))
+    if set(train_seeds) & set(args.test_seeds):
+        raise SystemExit(f"test seeds {args.test_seeds.start}-{args.test_seeds.stop - 1} overlap the pool's seeds "
+                         f"{train_seeds.start}-{train_seeds.stop - 1}; pick held-out seeds outside them")
     test_tracks = learning.test_track_list(base)
+    print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} cores, load "
+          f"{os.getloadavg()[0]:.1f}; {len(test_tracks)} test tracks", flush=True)
     curve: list[dict[str, Any]] = []
     for pool in args.pools:
+        cpu0, wall0 = _cpu_s(), time.perf_counter()
         run = argparse.Namespace(**{**vars(base), "set": [*args.set, ("track_pool", pool)]})
         with tempfile.TemporaryDirectory(prefix="kartsim-gen-") as tmp:
             summaries = [learning.run_one(run, seed, Path(tmp), test_tracks) for seed in args.seeds]
@@ -59,10 +72,15 @@ def main(argv: list[str] | None = None) -> int:
                "test_completion": [f["completion"] for f in finals],
                "test_median_ratio": [f["median_ratio"] for f in finals],
                "train_ratio": [s["final"]["median_ratio"] for s in summaries if s["final"]],
-               "runs": summaries}
+               "cpu_s": round(_cpu_s() - cpu0), "wall_s": round(time.perf_counter() - wall0),
+               "load": round(os.getloadavg()[0], 1), "runs": summaries}
         curve.append(row)
         print(f"pool {pool}: test completion {row['test_completion']}, test median ratio {row['test_median_ratio']}, "
-              f"train ratio {row['train_ratio']}", flush=True)
+              f"train ratio {row['train_ratio']}; {row['cpu_s']} CPU-s, {row['wall_s']} s wall (training + "
+              f"evaluation), load {row['load']}", flush=True)
+        not_lapped = [Path(t["track"]).stem for s in summaries if s["final"] for t in s["curve"][-1]["tracks"]
+                      if t["completion"] < 1.0]
+        print(f"  not lapped: {', '.join(not_lapped) or 'none'}", flush=True)
 
     print(f"\n{'pool':>6}  {'test completion (median)':>24}  {'test ratio (median)':>20}  ({len(test_tracks)} test tracks)")
     for row in curve:
@@ -70,11 +88,14 @@ def main(argv: list[str] | None = None) -> int:
         ratio = [r for r in row["test_median_ratio"] if r is not None]
         print(f"{row['pool']:>6}  {statistics.median(comp) if comp else '-':>24}  "
               f"{statistics.median(ratio) if ratio else '-':>20}")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"argv": sys.argv[1:], "test_tracks": test_tracks, "curve": curve},
-                                              indent=2))
-        print(f"Wrote {args.json}")
+    learning.write_results(args.json, test_tracks, curve=curve)
     return 0
+
+
+def _cpu_s() -> float:
+    """User + system CPU seconds of this process and its finished children."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 if __name__ == "__main__":

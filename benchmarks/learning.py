@@ -88,7 +88,7 @@ def train_config(args: argparse.Namespace, seed: int, runs_dir: Path) -> Any:
             raise SystemExit("use --env KEY=VALUE for env options")
         values[key] = value
     values["env_options"] = dict(args.env)
-    return TrainConfig(**values).resolved()
+    return TrainConfig.from_dict(values).resolved()
 
 
 def run_one(args: argparse.Namespace, seed: int, runs_dir: Path, test_tracks: list[str]) -> dict[str, Any]:
@@ -112,9 +112,9 @@ def run_one(args: argparse.Namespace, seed: int, runs_dir: Path, test_tracks: li
     callback = LapEvalCallback(env_cfg, args.eval_every, tracks=own + test_tracks, episodes=args.eval_episodes,
                                max_steps=args.eval_max_steps, max_laps=EVAL_LAPS, report=report,
                                evaluate_final=True)
-    print(f"seed {seed}: {'vision' if cfg.vision else 'rays'} on {cfg.track} (pool {env_cfg.random_pool_size} if random), "
-          f"{cfg.timesteps:,} steps, {cfg.vector_envs} envs, n_steps {cfg.n_steps}, batch {cfg.batch_size}, "
-          f"epochs {cfg.n_epochs}, lr {cfg.learning_rate}; evaluation on {n_own} training + {len(test_tracks)} test "
+    print(f"seed {seed}: {'vision' if cfg.vision else 'rays'} on {cfg.task.track} (pool {env_cfg.random_pool_size} if random), "
+          f"{cfg.run.timesteps:,} steps, {cfg.run.vector_envs} envs, n_steps {cfg.ppo.n_steps}, batch {cfg.ppo.batch_size}, "
+          f"epochs {cfg.ppo.n_epochs}, lr {cfg.ppo.learning_rate}; evaluation on {n_own} training + {len(test_tracks)} test "
           f"tracks every {args.eval_every:,} steps", flush=True)
     started = time.perf_counter()
     result = train(cfg, callbacks=[callback], echo=lambda s: None)
@@ -197,11 +197,15 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(runs_dir, ignore_errors=True)
     print_medians(summaries)
     print(f"load average at the end: {os.getloadavg()[0]:.1f}")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"argv": sys.argv[1:], "test_tracks": test_tracks, "runs": summaries},
-                                              indent=2))
-        print(f"Wrote {args.json}")
+    write_results(args.json, test_tracks, runs=summaries)
     return 0
+
+
+def write_results(path: str | None, test_tracks: list[str], **results: Any) -> None:
+    """The command line, the test tracks and ``results`` as JSON in ``path`` (None: nothing written)."""
+    if path:
+        Path(path).write_text(json.dumps({"argv": sys.argv[1:], "test_tracks": test_tracks, **results}, indent=2))
+        print(f"Wrote {path}")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import resource, sys
 sys.path.insert(0, {here!r})
 from train_speed import _model_and_env
 model, cfg, *_ = _model_and_env({envs})
-model.learn(max({steps}, cfg.n_steps * cfg.vector_envs * 2))
+model.learn(max({steps}, cfg.ppo.n_steps * cfg.run.vector_envs * 2))
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 """
 

@@ -30,16 +30,16 @@ def _model_and_env(n_envs: int | None = None):
     from kartsim.rl.policies import policy_for, resolve_precision
     from kartsim.rl.train import TrainConfig, build_vec_env, configure_threads, env_config_for, resolve_device
 
-    cfg = TrainConfig(vision=True, vector_envs=n_envs, seed=0).resolved()
-    device = resolve_device(cfg.device)
+    cfg = TrainConfig.from_dict(dict(vision=True, vector_envs=n_envs, seed=0)).resolved()
+    device = resolve_device(cfg.run.device)
     threads = configure_threads(cfg, device)
-    precision = resolve_precision(cfg.precision, device)
-    venv = build_vec_env(env_config_for(cfg), cfg.vector_envs, cfg.seed, telemetry_envs=[],
-                         normalize_reward_gamma=cfg.gamma)
-    policy, kwargs = policy_for(True, cfg.features_dim, precision)
-    kwargs["log_std_init"] = cfg.log_std_init
-    model = PPO(policy, venv, learning_rate=cfg.learning_rate, n_steps=cfg.n_steps, batch_size=cfg.batch_size,
-                n_epochs=cfg.n_epochs, policy_kwargs=kwargs, device=device, seed=0, verbose=0)
+    precision = resolve_precision(cfg.policy.precision, device)
+    venv = build_vec_env(env_config_for(cfg), cfg.run.vector_envs, cfg.run.seed, telemetry_envs=[],
+                         normalize_reward_gamma=cfg.ppo.gamma)
+    policy, kwargs = policy_for(True, cfg.policy.features_dim, precision)
+    kwargs["log_std_init"] = cfg.policy.log_std_init
+    model = PPO(policy, venv, learning_rate=cfg.ppo.learning_rate, n_steps=cfg.ppo.n_steps, batch_size=cfg.ppo.batch_size,
+                n_epochs=cfg.ppo.n_epochs, policy_kwargs=kwargs, device=device, seed=0, verbose=0)
     return model, cfg, precision, threads
 
 
@@ -53,7 +53,7 @@ def ours(steps: int) -> tuple[float, float, float, str]:
     updates after the run) is printed for reference.
     """
     model, cfg, precision, threads = _model_and_env()
-    rollout = cfg.n_steps * cfg.vector_envs
+    rollout = cfg.ppo.n_steps * cfg.run.vector_envs
     update_s: list[float] = []
     update = model.train
 
@@ -75,7 +75,7 @@ def ours(steps: int) -> tuple[float, float, float, str]:
     for _ in range(repeats):
         update()
     standalone = repeats * rollout / (time.perf_counter() - t0)
-    desc = (f"{cfg.vector_envs} envs x {cfg.n_steps} steps, batch {cfg.batch_size}, {cfg.n_epochs} epochs, "
+    desc = (f"{cfg.run.vector_envs} envs x {cfg.ppo.n_steps} steps, batch {cfg.ppo.batch_size}, {cfg.ppo.n_epochs} epochs, "
             f"{precision}, {threads} torch thread(s)")
     model.get_env().close()
     return train_rate, in_run, standalone, desc
@@ -114,7 +114,7 @@ def main() -> None:
     rate_a, ceiling_a, standalone, desc = ours(args.steps)
     from kartsim.rl.train import TrainConfig
 
-    n_envs = TrainConfig(vision=True).resolved().vector_envs
+    n_envs = TrainConfig.from_dict(dict(vision=True)).resolved().run.vector_envs
     peer_envs = args.peer_envs or n_envs
     peer_rate = None if args.no_peer else peer(peer_envs, args.peer_steps)
     rate_b, ceiling_b, _, _ = ours(args.steps) if peer_rate else (rate_a, ceiling_a, None, None)

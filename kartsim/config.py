@@ -4,6 +4,8 @@ Configs are dataclasses; users and files hand them over as dicts (JSON in a mode
 options of ``gym.make``, ``race={"weather": "wet"}``). `from_dict` builds the dataclass, nested
 dataclass fields included, and names the offending key (``race.wether``) when one is unknown, so a
 typo is a one-line error instead of a silently ignored option or an ``AttributeError`` deep inside.
+A dotted key (``"ppo.gamma": 0.995``, as ``--set`` and overrides write it) sets one field of a nested
+config and wins over the same field given inside that config's mapping.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ def from_dict(cls: type[T], data: Any, prefix: str = "") -> T:
         raise ConfigError(f"{what} must be a {cls.__name__} or a dict of its fields, got {type(data).__name__}")
     fields = {f.name for f in dataclasses.fields(cls) if f.init}
     kwargs: dict[str, Any] = {}
-    for key, value in data.items():
+    for key, value in _undotted(cls, data, prefix).items():
         if key not in fields:
             raise ConfigError(f"unknown config key {_key(prefix, str(key))!r}; "
                               f"{cls.__name__} keys: {', '.join(sorted(fields))}")
@@ -63,6 +65,28 @@ def from_dict(cls: type[T], data: Any, prefix: str = "") -> T:
         return cls(**kwargs)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"invalid {what}: {exc}") from None
+
+
+def _undotted(cls: type, data: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    """`data` with its dotted keys (``ppo.gamma``) moved into the mapping of their nested config."""
+    out = {k: v for k, v in data.items() if not (isinstance(k, str) and "." in k)}
+    for key, value in data.items():
+        if key in out:
+            continue
+        head, rest = key.split(".", 1)
+        sub = dataclass_type(_hints(cls).get(head))
+        if sub is None:
+            raise ConfigError(f"unknown config key {_key(prefix, key)!r}; {head!r} is not a nested config of "
+                              f"{cls.__name__}")
+        inner = out.get(head)
+        if isinstance(inner, sub):
+            inner = dataclasses.asdict(inner)  # from_dict rebuilds it, the override included
+        elif inner is None:
+            inner = {}
+        elif not isinstance(inner, Mapping):
+            raise ConfigError(f"{_key(prefix, head)} must be a {sub.__name__} or a dict of its fields")
+        out[head] = {**inner, rest: value}
+    return out
 
 
 def nested_value(cls: type, name: str, value: Any, prefix: str = "") -> Any:

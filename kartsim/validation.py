@@ -1,7 +1,8 @@
 """One check for every typed config dataclass (`EnvConfig`, `RaceConfig`, `RewardConfig`,
 `KartConfig`, `TrainConfig`): each field holds its annotated type (``bool``, ``int``, ``float``,
 ``str``, optional, a list of strings), every number is finite, and the fields a class names in its
-``LIMITS`` (``{field: (low, high)}``, inclusive) lie in range. A wrong value is a ConfigError naming
+``LIMITS`` (``{field: (low, high)}``, inclusive) lie in range, and those in its ``CHOICES``
+(``{field: (allowed, ...)}``) hold one of the allowed values. A wrong value is a ConfigError naming
 the field, the allowed values and the value given, whatever way it came in (a CLI flag, an
 ``--env-option``, a saved JSON config, ``gym.make`` keywords)."""
 
@@ -59,14 +60,25 @@ def _expected(kinds: set[str]) -> str:
                                      if k in kinds))
 
 
+def _one_of(choices: tuple[Any, ...]) -> str:
+    words = [str(c) for c in choices]
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} or {words[-1]}"
+
+
+def flag_name(f: dataclasses.Field) -> str:
+    """The CLI flag of a config field: its ``metadata["cli"]["flag"]``, else ``--field-name``."""
+    return f.metadata.get("cli", {}).get("flag") or f"--{f.name.replace('_', '-')}"
+
+
 def check_config(obj: Any, section: str = "", flags: bool = False) -> None:
     """Check (and normalise: 3 -> 3.0 for a float, 2.0 -> 2 for an int) every field of the dataclass
     `obj` in place; ConfigError on the first bad one. `section` prefixes the names (``race.``);
     `flags` names them as CLI flags (``--clip-range``)."""
     limits: dict[str, tuple[float, float]] = getattr(type(obj), "LIMITS", {})
+    choices: dict[str, tuple[Any, ...]] = getattr(type(obj), "CHOICES", {})
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
-        name = f"--{f.name.replace('_', '-')}" if flags else (f"{section}.{f.name}" if section else f.name)
+        name = flag_name(f) if flags else (f"{section}.{f.name}" if section else f.name)
         kinds = _kinds(f.type)
         ok, value = _checked(value, kinds)
         if not ok:
@@ -79,4 +91,6 @@ def check_config(obj: Any, section: str = "", flags: bool = False) -> None:
             low, high = limits[f.name]
             if not low <= value <= high:
                 raise ConfigError(f"{name} must be between {low:g} and {high:g}, not {value!r}")
+        if f.name in choices and value is not None and value not in choices[f.name]:
+            raise ConfigError(f"{name} must be {_one_of(choices[f.name])}, not {value!r}")
         object.__setattr__(obj, f.name, value)

@@ -44,6 +44,21 @@ def follower():
     return follow_centerline
 
 
+# ------------------------------------------------------------------ jobs
+
+@pytest.fixture
+def job_store(tmp_path, monkeypatch) -> Path:
+    """Run in tmp_path with a job store of its own (tmp_path/store) and no user jobs config, backend,
+    Ray address or fault injection from the environment."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    for name in ("KARTSIM_JOBS_BACKEND", "KARTSIM_RAY_ADDRESS", "KARTSIM_JOBS_CONFIG", "KARTSIM_FAULT"):
+        monkeypatch.delenv(name, raising=False)
+    store = tmp_path / "store"
+    monkeypatch.setenv("KARTSIM_JOB_STORE", str(store))
+    return store
+
+
 # ------------------------------------------------------------------ a real Ray head (jobs, sweeps)
 
 def free_port() -> int:
@@ -116,6 +131,19 @@ def wait_for(predicate, timeout: float, what: str) -> None:
             return
         time.sleep(0.2)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture(scope="session")
+def trained_model(tmp_path_factory) -> Path:
+    """A model `kartsim train` saved after 64 steps (config, reward statistics and all), shared read-only."""
+    from kartsim.rl.train import TrainConfig, train
+
+    base = tmp_path_factory.mktemp("trained")
+    train(TrainConfig.from_dict(dict(timesteps=64, save_name="m", vector_envs=2, n_steps=32, batch_size=32, n_epochs=1,
+                                     checkpoint_freq=0, telemetry_every=0, progress_bar=False, device="cpu",
+                                     runs_dir=str(base / "runs"), models_dir=str(base / "models"))),
+          echo=lambda s: None)
+    return base / "models" / "m_final.zip"
 
 
 def tiny_rays_model(path, track: str = "oval.png"):

@@ -21,3 +21,4 @@ final_model  # TrainResult.final_model
 final_eval  # TrainResult.final_eval: the final model's evaluation (tests, callers of train())
 best_eval  # TrainResult.best_eval: the best evaluation (tests, callers of train())
 angle_deg  # Corner.angle_deg
+lap_pace  # RewardConfig.lap_pace: a reward weight read by name (REWARD_TERMS)

@@ -120,7 +120,7 @@ def _resolve_driver(spec: str, out_dir: Path, track, laps: int, trust_model: boo
 
 def _record_model(path: Path, out_dir: Path, track, laps: int, trust_model: bool = False) -> Path:
     from kartsim.envs import KartEnv
-    from kartsim.rl.play import drive, load_driver
+    from kartsim.rl.play import load_driver, run_episodes
 
     tr = None if track is None else (track if isinstance(track, str) else str(track.path))
     driver = load_driver(path, track=tr, evaluation=True, trust_model=trust_model)
@@ -128,7 +128,7 @@ def _record_model(path: Path, out_dir: Path, track, laps: int, trust_model: bool
     csv = out_dir / f"{path.stem}.csv"
     with TelemetryWriter(csv) as w:
         try:
-            drive(driver, env, episodes=1, on_step=lambda e, info, r: w.log(info, reward=r), stop_after_laps=laps)
+            run_episodes(driver, env, episodes=1, on_step=lambda e, info, r: w.log(info, reward=r), stop_after_laps=laps)
         finally:
             env.close()
     return csv

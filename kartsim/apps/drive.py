@@ -24,7 +24,7 @@ import numpy as np
 
 from kartsim.errors import ConfigError
 
-__all__ = ["KeyboardControl", "PygameEvents", "ScriptedEvents", "DriveResult", "drive", "KEYS"]
+__all__ = ["KeyboardControl", "PygameEvents", "ScriptedEvents", "DriveResult", "drive_yourself", "KEYS"]
 
 # key names (pygame.key.name) -> control
 KEYS = {
@@ -302,8 +302,8 @@ def _make_session(trk: Any, opponents: int, ai_level: str, ghost: str | None, la
                   seed: int, grid_position: int | None, trust_model: bool) -> tuple[_Session, Any]:
     """Builds the race (you, the opponents, the ghost), puts it on the grid; returns it and its track stack."""
     from kartsim.drivers.opponents import Opponents
-    from kartsim.sim.config import RaceConfig
-    from kartsim.sim.multikart import GridRace, RaceRules
+    from kartsim.sim.config import RaceConfig, RaceRules
+    from kartsim.sim.multikart import GridRace
     from kartsim.sim.track import TrackStack
 
     stack = TrackStack.from_tracks([trk])
@@ -383,7 +383,7 @@ def _event_source(events: EventSource | None, window: bool, race: Any) -> EventS
     return source
 
 
-def drive(
+def drive_yourself(
     track: str = "circuit.png",
     *,
     opponents: int = 0,

@@ -20,15 +20,16 @@ from kartsim.errors import ConfigError
 
 def _record(args: argparse.Namespace) -> int:
     from kartsim.rl import demos as D
-    from kartsim.rl.train import TrainConfig, env_config_for
+    from kartsim.config_cli import given_values
+    from kartsim.rl.config import TaskConfig, TrainConfig, env_config_for
     from kartsim.telemetry import TELEMETRY_COLUMNS
 
     if args.laps < 1:
         raise ConfigError(f"--laps must be >= 1, not {args.laps}")
-    cfg = TrainConfig(vision=args.vision, track=args.track_name, camera=args.camera, image_size=args.image_size,
-                      grayscale=args.grayscale, frame_stack=args.frame_stack, env_options=dict(args.env_options or [])).resolved()
+    task = given_values(args, {f"task.{name}" for name in TaskConfig.__dataclass_fields__})
+    cfg = TrainConfig.from_dict(task).resolved()
     env_cfg = env_config_for(cfg)
-    tracks = "-".join(Path(t).stem for t in cfg.track)
+    tracks = "-".join(Path(t).stem for t in cfg.task.track)
     name = args.name or f"{args.source.replace(':', '-') if D.is_ai_source(args.source) else Path(args.source).stem}_{tracks}"
     out = Path(args.out)
     npz, csv_path = out / f"{name}.npz", out / f"{name}_telemetry.csv"
@@ -43,7 +44,7 @@ def _record(args: argparse.Namespace) -> int:
 
         def teacher(race: Any) -> D.PolicyTeacher:
             return D.PolicyTeacher(model, args.source)
-    print(f"Recording {args.laps} laps of {args.source} on {', '.join(cfg.track)} "
+    print(f"Recording {args.laps} laps of {args.source} on {', '.join(cfg.task.track)} "
           f"({'vision' if cfg.vision else 'rays'} observations, {args.karts} karts)...", flush=True)
     if not 0.0 <= args.noise <= 1.0:
         raise ConfigError(f"--noise must be between 0 and 1 (a share of the full action range), not {args.noise}")
@@ -58,7 +59,7 @@ def _record(args: argparse.Namespace) -> int:
         writer.writerows(rows)
     _print_summary(npz, D.summary(demos))
     print(f"Wrote {npz} and {csv_path}")
-    print(f"Train on them: kartsim train{' --vision' if cfg.vision else ''} --demos {out} --track-name {' '.join(cfg.track)}")
+    print(f"Train on them: kartsim train{' --vision' if cfg.vision else ''} --demos {out} --track-name {' '.join(cfg.task.track)}")
     return 0
 
 
@@ -121,7 +122,8 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from kartsim.rl.train_cmd import _env_option, _float, _int
+    from kartsim.config_cli import add_dataclass_arguments, number as _float, whole_number as _int
+    from kartsim.rl.config import TaskConfig
 
     parser = subparsers.add_parser("demos", help="record and inspect demonstrations for kartsim train --demos",
                                    description=__doc__.splitlines()[0])
@@ -129,7 +131,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     rec = sub.add_parser("record", help="let the AI (or a model) drive and record observations + actions")
     rec.add_argument("source", metavar="SOURCE", help="ai:hard|medium|easy, or a model .zip")
     rec.add_argument("--laps", type=_int, default=20, help="laps to record, all karts together (default 20)")
-    rec.add_argument("--track-name", nargs="+", default=["circuit.png"], metavar="TRACK", help="track(s) (default circuit.png)")
     rec.add_argument("--out", default="demos", help="folder for the files (default demos/)")
     rec.add_argument("--name", help="file name stem (default <source>_<track>)")
     rec.add_argument("--karts", type=_int, default=8, help="karts recorded side by side (default 8)")
@@ -137,12 +138,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     rec.add_argument("--noise", type=_float, default=0.0,
                      help="std of the persistent noise on the teacher's applied actions; the clean ones are recorded (default 0)")
     rec.add_argument("--force", action="store_true", help="overwrite existing files of the same name")
-    rec.add_argument("--vision", action="store_true", help="record camera + telemetry observations (default rays)")
-    rec.add_argument("--camera", choices=["chase", "driver"], default="chase")
-    rec.add_argument("--image-size", type=_int, default=84)
-    rec.add_argument("--grayscale", action="store_true")
-    rec.add_argument("--frame-stack", type=_int, default=1)
-    rec.add_argument("--env-option", dest="env_options", action="append", type=_env_option, metavar="KEY=VALUE")
+    # the observations the demonstrations are recorded with: the training run's flags
+    add_dataclass_arguments(rec.add_argument_group("observations (as kartsim train)"), TaskConfig, prefix="task.",
+                            skip=("track_pool",))
     rec.set_defaults(func=_record)
     info = sub.add_parser("info", help="laps, steps and lap times of demonstration files")
     info.add_argument("path", help="a demos folder, .npz or telemetry .csv")

@@ -33,7 +33,7 @@ def register(subparsers) -> None:
 
 
 def _cmd(args: argparse.Namespace) -> int:
-    from kartsim.apps.drive import DEFAULT_TELEMETRY, ScriptedEvents, drive
+    from kartsim.apps.drive import DEFAULT_TELEMETRY, ScriptedEvents, drive_yourself
     from kartsim.errors import ConfigError
 
     events = None
@@ -48,7 +48,7 @@ def _cmd(args: argparse.Namespace) -> int:
         if not isinstance(script, list) or not all(isinstance(e, list) and len(e) >= 2 for e in script):
             raise ConfigError(f'--script {path}: expected a list like [[0.0, "down", "up"], [5.0, "quit"]]')
         events = ScriptedEvents(script)
-    res = drive(args.track, opponents=args.opponents, ai_level=args.ai_level, ghost=args.ghost,
+    res = drive_yourself(args.track, opponents=args.opponents, ai_level=args.ai_level, ghost=args.ghost,
                 telemetry=args.telemetry or DEFAULT_TELEMETRY, laps=args.laps, max_time_s=args.max_time, events=events,
                 realtime=events is None, render_every=1 if events is None else 5, weather=args.weather,
                 seed=args.seed, grid_position=args.grid_position, force=args.force, verbose=True,

@@ -114,7 +114,7 @@ def _started(args: argparse.Namespace, job, backend, store) -> None:
     print(f"  status:  {_hint(args, f'status {job.id}')}")
     print(f"  fetch:   {_hint(args, f'fetch --path {job.save_name}_final.zip --out {job.save_name}.zip')} "
           "(and the run's telemetry_log.csv beside it)")
-    tb = f", tensorboard --logdir {store.display(f'runs/{job.save_name}/tb')}" if "--tensorboard" in job.argv else ""
+    tb = f", tensorboard --logdir {store.display(f'runs/{job.save_name}/tb')}" if job.config.get("run.tensorboard") else ""
     print(f"  monitor: {_hint(args, 'status')} (steps/s, ETA, GPU/CPU use), kartsim dashboard{tb}")
     sys.stdout.flush()
 
@@ -192,14 +192,20 @@ def _print_end(args: argparse.Namespace, job, st, store) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from kartsim.rl.train_cmd import add_train_arguments
     from kartsim.jobs import service
 
     settings = _settings(args)
-    train_parser = argparse.ArgumentParser(add_help=False)
-    add_train_arguments(train_parser)
-    (job, backend), interrupted = _start(lambda: service.submit(settings, args, train_parser))
+    (job, backend), interrupted = _start(lambda: service.submit(settings, args))
     return _stream(args, job, backend, lambda: _started(args, job, backend, backend.store), interrupted=interrupted)
+
+
+def _train_command(job: Any) -> str:
+    """The ``kartsim train`` command line of the job's recorded train settings."""
+    import shlex
+
+    from kartsim.rl.train_cmd import train_flags
+
+    return shlex.join(["kartsim", "train", *train_flags(job.config)])
 
 
 def _fmt_progress(p: dict[str, Any] | None, running: bool) -> str:
@@ -237,7 +243,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     st = service.wait(backend, job, args.timeout) if args.wait else backend.state(job)
     a = job.attempt
     rows = [("job", job.id), ("state", _state_text(st)), ("backend", backend.describe(job)), ("store", store.location),
-            ("command", "kartsim train " + " ".join(job.argv)), ("run folder", store.display(f"runs/{job.save_name}")),
+            ("command", _train_command(job)), ("run folder", store.display(f"runs/{job.save_name}")),
             ("progress", _fmt_progress(service.progress_of(store, job), not st.terminal)),
             ("attempt", f"{a.n}" + (f" (resumed from {a.resume_from})" if a.resume_from else "")),
             ("started", a.started)]
@@ -421,7 +427,7 @@ def add_job_commands(sub: argparse._SubParsersAction, prog: str) -> None:
     p.description = TRAIN_DESCRIPTION
     add_train_arguments(p)
     for action in p._actions:  # set by the job itself: hidden (and refused when given)
-        if action.dest in ("runs_dir", "models_dir", "resume"):
+        if action.dest in ("run.runs_dir", "run.models_dir", "run.resume"):
             action.help = argparse.SUPPRESS
     p.add_argument("--detach", action="store_true",
                    help="print the job id and return (default: stream the job's log until it ends)")

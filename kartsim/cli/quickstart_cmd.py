@@ -20,7 +20,7 @@ from kartsim.errors import ConfigError
 
 QUICKSTART_NAME = "quickstart"
 QUICKSTART_TRACK = "circuit.png"
-QUICKSTART_MAX_STEPS = 2_000_000
+QUICKSTART_MAX_STEPS = 3_000_000
 QUICKSTART_EVAL_EVERY = 20_000
 QUICKSTART_STOP_RATIO = 1.10
 QUICKSTART_RECORD_LAPS = 2  # a standing and a flying lap, as the evaluation drives them
@@ -70,11 +70,11 @@ def quickstart(args: argparse.Namespace) -> int:
             stop_at_ratio=args.stop_at_ratio,
             progress_bar=False,  # the evaluation lines show the progress
         )
-        cfg = TrainConfig(**{**values, **QUICKSTART_TRAIN}).resolved()
+        cfg = TrainConfig.from_dict({**values, **QUICKSTART_TRAIN}).resolved()
         print(
             f"Training the default rays driver on {QUICKSTART_TRACK}: it stops as soon as its best lap from the "
             f"start line is within {args.stop_at_ratio:.2f} x the reference lap (checked every "
-            f"{QUICKSTART_EVAL_EVERY:,} steps), at most {cfg.timesteps:,} steps."
+            f"{QUICKSTART_EVAL_EVERY:,} steps), at most {cfg.run.timesteps:,} steps."
         )
         result = train(cfg)
         if result.interrupted:

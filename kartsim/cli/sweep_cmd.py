@@ -104,23 +104,24 @@ def _eval_tracks(names: list[str]) -> dict[str, dict[str, float]]:
 
 
 def _spec(args: argparse.Namespace, sweep_dir: Path) -> Any:
+    from kartsim.rl.config import dotted, flat_train_dict, validate
     from kartsim.rl.train_cmd import config_from_args
-    from kartsim.rl.train import validate
     from kartsim.sweep.space import parse_seeds
     from kartsim.sweep.study import SweepSpec, default_storage, now_iso
 
     cfg, given = config_from_args(args)
     for name, hint in OWN_FIELDS.items():
-        if name in given:
+        if dotted(name) in given:
             raise ConfigError(f"--{name.replace('_', '-')} does not apply to a sweep ({hint})")
-    validate(cfg.resolved())  # a base config that cannot train fails here, not in every trial
+    resolved = cfg.resolved()
+    validate(resolved)  # a base config that cannot train fails here, not in every trial
     dims = _dims(args)
     seeds = parse_seeds(args.seeds) if args.seeds else [0]
-    timesteps = cfg.resolved().timesteps
+    timesteps = resolved.run.timesteps
     # sweep trials: no progress bars, no checkpoints or telemetry unless asked (they cost time and disk)
-    train = cfg.to_dict()
+    train = flat_train_dict(cfg.to_dict())
     for key, default in (("checkpoint_freq", 0), ("telemetry_every", 0)):
-        if key not in given:
+        if dotted(key) not in given:
             train[key] = default
     spec = SweepSpec(
         name=args.name, train=train, given=sorted(given), dims=dims, seeds=seeds,
@@ -129,17 +130,17 @@ def _spec(args: argparse.Namespace, sweep_dir: Path) -> Any:
         eval_max_steps=args.eval_max_steps, storage=args.storage or default_storage(sweep_dir),
         backend=args.backend, heartbeat_s=args.heartbeat, sampler_seed=args.sampler_seed, created=now_iso())
     spec.validate()
-    spec.eval_tracks = _eval_tracks(args.eval_track or list(cfg.resolved().track))
+    spec.eval_tracks = _eval_tracks(args.eval_track or list(resolved.task.track))
     return spec
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from kartsim.sweep.study import create_study, save_spec
 
-    if args.seed is not None:
+    if getattr(args, "run.seed") is not None:
         raise ConfigError("--seed does not apply to a sweep; give --seeds 0-7 (or --seeds 3 for one seed)")
     sweep_dir = Path(args.sweeps_dir) / args.name
-    from kartsim.rl.train import _NAME_RE
+    from kartsim.rl.config import _NAME_RE
 
     if not _NAME_RE.match(args.name):
         raise ConfigError(f"sweep name {args.name!r} must be a plain name (letters, digits, '.', '_', '-')")
@@ -148,10 +149,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         from kartsim.sweep.ray_tune import prepare
 
         prepare(spec, args, storage_given=bool(args.storage))
-    if sweep_dir.exists() and not args.force:
+    force = bool(getattr(args, "run.force"))  # the train flag --force: start the sweep over
+    if sweep_dir.exists() and not force:
         raise ConfigError(f"sweep folder {sweep_dir} already exists; continue it with `kartsim sweep resume "
                           f"{args.name}`, pass --force to delete it and start over, or choose another name")
-    if args.force:
+    if force:
         _delete_sweep(spec, sweep_dir)
     baseline = None
     if args.baseline:

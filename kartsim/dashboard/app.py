@@ -129,10 +129,10 @@ def _compare(lib: Library, body: Any) -> dict[str, Any]:
     track_name = body.get("track") or next((t for t in tracks if t), None)
     track_img, problem = None, None
     if track_name:
-        if track_name not in lib.bundled_tracks() and track_name not in tracks:
+        if track_name not in lib.tracks.bundled() and track_name not in tracks:
             raise DashboardError(f"track {track_name!r}: pick a bundled track or the run's own", 403)
         try:
-            track_img = lib.track_image(track_name)
+            track_img = lib.tracks.image(track_name)
         except DashboardError as exc:
             problem = exc.message
     length = track_img["length_m"] if track_img else float(max(np.nanmax(lap.distance) for lap in picked))
@@ -248,7 +248,7 @@ def create_app(runs_dir: str | Path = "runs", job_store: str | None = None, jobs
     lib = Library(runs_dir, job_store, jobs_settings, sweeps_dir)
 
     def runs(request: Request) -> dict[str, Any]:
-        return {"runs": lib.list_runs(), "jobs": lib.list_jobs(), "sweeps": lib.list_sweeps(),
+        return {"runs": lib.list_runs(), "jobs": lib.jobs.rows(), "sweeps": lib.list_sweeps(),
                 "roots": {k: r.label for k, r in lib.roots.items()},
                 "runs_dir_exists": lib.roots["runs"].path.is_dir()}
 
@@ -274,7 +274,7 @@ def create_app(runs_dir: str | Path = "runs", job_store: str | None = None, jobs
         return lib.live_track(p["kind"], p["root"], p["name"])
 
     def csvs(request: Request) -> dict[str, Any]:
-        return {"csvs": lib.list_csvs(), "tracks": lib.bundled_tracks()}
+        return {"csvs": lib.list_csvs(), "tracks": lib.tracks.bundled()}
 
     def laps(request: Request) -> dict[str, Any]:
         ref = request.query_params.get("csv", "")

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from kartsim.rl.config import flat_train_dict
 from kartsim.telemetry.live import FEED_SUFFIX, LIVE_FILE, SESSIONS_DIR, read_live
 from kartsim.telemetry.devices import sample_text
 
@@ -324,6 +325,192 @@ class TelemetryReader:
 # ----------------------------------------------------------------------------------------- library
 
 
+class TrackShelf:
+    """Tracks the dashboard draws and measures laps on, loaded once (bundled names or a run's own path)."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def get(self, name: str) -> Any:
+        """A track by bundled name or by the path a run's own files name (cached)."""
+        from kartsim.errors import KartsimError
+        from kartsim.sim.track import Track
+
+        with self._lock:
+            hit = self._cache.get(name)
+            if hit is not None:
+                return hit
+            try:
+                t = Track.load(name)
+            except KartsimError as exc:
+                raise DashboardError(f"cannot load track {name!r}: {exc}", 422) from None
+            except Exception as exc:
+                raise DashboardError(f"cannot load track {name!r} ({exc.__class__.__name__})", 422) from None
+            self._cache[name] = t
+            return t
+
+    def image(self, name: str, max_px: int = 900) -> dict[str, Any]:
+        """The track as a PNG data URI with its placement in metres (for a Plotly image trace)."""
+        key = f"img:{name}:{max_px}"
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit
+        import base64
+
+        from PIL import Image
+
+        t = self.get(name)
+        h, w = t.rgb.shape[:2]
+        f = min(1.0, max_px / max(h, w))
+        img = Image.fromarray(t.rgb)
+        if f < 1.0:
+            img = img.resize((max(1, int(round(w * f))), max(1, int(round(h * f)))), Image.Resampling.LANCZOS)
+        buf = io.BytesIO()
+        img.save(buf, format="PNG", optimize=True)
+        px = t.scale * w / img.width
+        out = {"name": t.name, "source": "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode(),
+               "dx": px, "dy": t.scale * h / img.height, "width_m": w * t.scale, "height_m": h * t.scale,
+               "length_m": t.length}
+        self._cache[key] = out
+        return out
+
+    @staticmethod
+    def bundled() -> list[str]:
+        """The bundled track images' names (circuit.png, ...)."""
+        import kartsim
+
+        folder = Path(kartsim.__file__).parent / "tracks"
+        return sorted(p.name for p in folder.glob("*.png"))
+
+
+class JobBoard:
+    """The dashboard's view of a job store (none: an empty list): every job's state (a Ray cluster asked
+    at most every 5 s a job), progress, device, last checkpoint and the runs root of its run folder."""
+
+    def __init__(self, roots: dict[str, Root], location: str | None, settings: Any = None) -> None:
+        self.roots = roots  # the library's: a local store's runs folder is added to them as "jobs"
+        self.store = None
+        self.problem: str | None = None
+        self.settings = settings
+        self._ray_cache: dict[str, tuple[float, Any]] = {}
+        if location:
+            self._open(location)
+
+    def _open(self, location: str) -> None:
+        from kartsim.jobs.store import LocalStore, open_store
+
+        try:
+            store = open_store(location)
+        except Exception as exc:
+            self.problem = f"cannot open the job store {location}: {exc}"
+            return
+        self.store = store
+        if isinstance(store, LocalStore):
+            if (store.root / "runs").resolve() != self.roots["runs"].path:
+                self.roots["jobs"] = Root("jobs", (store.root / "runs").resolve(), store.display("runs"))
+
+    def rows(self) -> dict[str, Any]:
+        """Jobs of the job store with their state and progress (``{"jobs": [...], "problem": str|None}``)."""
+        if self.store is None:
+            return {"jobs": [], "problem": self.problem, "store": None}
+        from kartsim.jobs.service import progress_of
+        from kartsim.jobs.store import JobError, checkpoints_of, job_ids, load_job
+
+        store = self.store
+        out = []
+        try:
+            ids = job_ids(store)
+        except Exception as exc:
+            return {"jobs": [], "problem": f"cannot list jobs in {store.location}: {exc}", "store": store.location}
+        for jid in reversed(ids[-200:]):
+            try:
+                job = load_job(store, jid)
+            except (JobError, Exception):
+                continue
+            st, reason = self._state(job)
+            progress = progress_of(store, job) or {}
+            try:
+                ckpts = checkpoints_of(store, job.save_name)
+            except Exception:
+                ckpts = []
+            device = None
+            if job.backend == "ray":
+                used = job.options.get("num_gpus_used")
+                device = None if used is None else ("GPU" if used else "CPU")
+            run_key = self._runs_key()
+            if run_key and (self.roots[run_key].path / job.save_name).is_dir():
+                live = read_live(self.roots[run_key].path / job.save_name / LIVE_FILE) or {}
+                device = device or (live.get("progress") or {}).get("device")
+            else:
+                run_key = None
+            running = st in ("running", "pending", "starting")
+            out.append({
+                "id": job.id, "backend": job.backend, "state": st, "reason": reason, "save_name": job.save_name,
+                "steps": progress.get("num_timesteps"), "total": progress.get("total_timesteps") or job.timesteps,
+                "steps_per_second": progress.get("steps_per_second"),
+                "eta_s": progress.get("eta_s") if running else None,
+                "device": device, "created": job.created, "attempts": len(job.attempts),
+                "usage": sample_text(progress.get("utilisation")) if running else None,
+                "last_checkpoint": ckpts[-1][1].rsplit("/", 1)[-1] if ckpts else None,
+                "run": {"root": run_key, "name": job.save_name} if run_key else None,
+                "address": job.address,
+            })
+        return {"jobs": out, "problem": None, "store": store.location}
+
+    def _runs_key(self) -> str | None:
+        """The root holding the job store's run folders: "jobs", or "runs" when --runs is that very
+        folder; None for a remote store."""
+        if "jobs" in self.roots:
+            return "jobs"
+        root = getattr(self.store, "root", None)
+        if root is not None and (root / "runs").resolve() == self.roots["runs"].path:
+            return "runs"
+        return None
+
+    def _state(self, job: Any) -> tuple[str, str]:
+        from kartsim.jobs.service import make_backend
+
+        try:
+            if job.backend == "ray":
+                return self._ray_state(job)
+            st = make_backend(job.backend, self.store, self._settings(), job.address).state(job)
+            return st.state, st.reason
+        except Exception as exc:
+            return "unknown", str(exc).splitlines()[0][:200] if str(exc) else exc.__class__.__name__
+
+    def _settings(self) -> Any:
+        if self.settings is None:
+            from kartsim.jobs.config import Settings
+
+            self.settings = Settings()
+        return self.settings
+
+    def _ray_state(self, job: Any) -> tuple[str, str]:
+        """Ray job states, asked at most every 5 s per job; an unreachable cluster is remembered for 15 s."""
+        from kartsim.jobs.service import make_backend
+
+        now = time.monotonic()
+        address = job.address or ""
+        down = self._ray_cache.get("down:" + address)
+        if down and now - down[0] < 15.0:
+            return "unknown", down[1]
+        hit = self._ray_cache.get(job.id)
+        if hit and now - hit[0] < 5.0:
+            return hit[1]
+        try:
+            backend = make_backend("ray", self.store, self._settings(), job.address)
+            backend.timeout_s = 2.0
+            st = backend.state(job)
+            value = (st.state, st.reason)
+        except Exception as exc:
+            msg = str(exc).splitlines()[0][:200] if str(exc) else exc.__class__.__name__
+            self._ray_cache["down:" + address] = (now, msg)
+            return "unknown", msg
+        self._ray_cache[job.id] = (now, value)
+        return value
+
+
 class Library:
     """The dashboard's read-only view of the runs folder and (optionally) a job store."""
 
@@ -333,30 +520,11 @@ class Library:
         self.sweeps_dir = Path(sweeps_dir).expanduser()
         self._sweep_cache: dict[str, tuple[Any, dict[str, Any]]] = {}
         self.roots: dict[str, Root] = {"runs": Root("runs", self.runs_dir.resolve(), str(runs_dir))}
-        self.store = None
-        self.store_problem: str | None = None
-        self.settings = jobs_settings
-        if job_store:
-            self._open_store(job_store)
+        self.jobs = JobBoard(self.roots, job_store, jobs_settings)
         self.csv = TelemetryReader()
         self._tb: dict[str, Any] = {}
         self._tb_lock = threading.Lock()
-        self._tracks: dict[str, Any] = {}
-        self._track_lock = threading.Lock()
-        self._ray_cache: dict[str, tuple[float, Any]] = {}
-
-    def _open_store(self, location: str) -> None:
-        from kartsim.jobs.store import LocalStore, open_store
-
-        try:
-            store = open_store(location)
-        except Exception as exc:
-            self.store_problem = f"cannot open the job store {location}: {exc}"
-            return
-        self.store = store
-        if isinstance(store, LocalStore):
-            if (store.root / "runs").resolve() != self.roots["runs"].path:
-                self.roots["jobs"] = Root("jobs", (store.root / "runs").resolve(), store.display("runs"))
+        self.tracks = TrackShelf()
 
     # ------------------------------------------------------------------------------- paths
 
@@ -435,7 +603,7 @@ class Library:
             warnings.append("no config.json yet (a run being created, or not a kartsim run folder)")
         if not isinstance(config, dict):
             config = {}
-        train = config.get("train") if isinstance(config.get("train"), dict) else {}
+        train = flat_train_dict(config.get("train"))  # either layout: flat (before the parts) or nested
         env = config.get("env") if isinstance(config.get("env"), dict) else {}
         live_path = run / LIVE_FILE
         live = read_live(live_path)
@@ -528,108 +696,6 @@ class Library:
         data = summary(spec, load_study(spec))
         self._sweep_cache[str(spec_file)] = (stamp, data)
         return data
-
-    # -------------------------------------------------------------------------------- jobs
-
-    def list_jobs(self) -> dict[str, Any]:
-        """Jobs of the job store with their state and progress (``{"jobs": [...], "problem": str|None}``)."""
-        if self.store is None:
-            return {"jobs": [], "problem": self.store_problem, "store": None}
-        from kartsim.jobs.service import progress_of
-        from kartsim.jobs.store import JobError, checkpoints_of, job_ids, load_job
-
-        store = self.store
-        out = []
-        try:
-            ids = job_ids(store)
-        except Exception as exc:
-            return {"jobs": [], "problem": f"cannot list jobs in {store.location}: {exc}", "store": store.location}
-        for jid in reversed(ids[-200:]):
-            try:
-                job = load_job(store, jid)
-            except (JobError, Exception):
-                continue
-            st, reason = self._job_state(job)
-            progress = progress_of(store, job) or {}
-            try:
-                ckpts = checkpoints_of(store, job.save_name)
-            except Exception:
-                ckpts = []
-            device = None
-            if job.backend == "ray":
-                used = job.options.get("num_gpus_used")
-                device = None if used is None else ("GPU" if used else "CPU")
-            run_key = self._store_runs_key()
-            if run_key and (self.roots[run_key].path / job.save_name).is_dir():
-                live = read_live(self.roots[run_key].path / job.save_name / LIVE_FILE) or {}
-                device = device or (live.get("progress") or {}).get("device")
-            else:
-                run_key = None
-            running = st in ("running", "pending", "starting")
-            out.append({
-                "id": job.id, "backend": job.backend, "state": st, "reason": reason, "save_name": job.save_name,
-                "steps": progress.get("num_timesteps"), "total": progress.get("total_timesteps") or job.timesteps,
-                "steps_per_second": progress.get("steps_per_second"),
-                "eta_s": progress.get("eta_s") if running else None,
-                "device": device, "created": job.created, "attempts": len(job.attempts),
-                "usage": sample_text(progress.get("utilisation")) if running else None,
-                "last_checkpoint": ckpts[-1][1].rsplit("/", 1)[-1] if ckpts else None,
-                "run": {"root": run_key, "name": job.save_name} if run_key else None,
-                "address": job.address,
-            })
-        return {"jobs": out, "problem": None, "store": store.location}
-
-    def _store_runs_key(self) -> str | None:
-        """The root holding the job store's run folders: "jobs", or "runs" when --runs is that very
-        folder; None for a remote store."""
-        if "jobs" in self.roots:
-            return "jobs"
-        root = getattr(self.store, "root", None)
-        if root is not None and (root / "runs").resolve() == self.roots["runs"].path:
-            return "runs"
-        return None
-
-    def _job_state(self, job: Any) -> tuple[str, str]:
-        from kartsim.jobs.service import make_backend
-
-        try:
-            if job.backend == "ray":
-                return self._ray_state(job)
-            st = make_backend(job.backend, self.store, self._settings(), job.address).state(job)
-            return st.state, st.reason
-        except Exception as exc:
-            return "unknown", str(exc).splitlines()[0][:200] if str(exc) else exc.__class__.__name__
-
-    def _settings(self) -> Any:
-        if self.settings is None:
-            from kartsim.jobs.config import Settings
-
-            self.settings = Settings()
-        return self.settings
-
-    def _ray_state(self, job: Any) -> tuple[str, str]:
-        """Ray job states, asked at most every 5 s per job; an unreachable cluster is remembered for 15 s."""
-        from kartsim.jobs.service import make_backend
-
-        now = time.monotonic()
-        address = job.address or ""
-        down = self._ray_cache.get("down:" + address)
-        if down and now - down[0] < 15.0:
-            return "unknown", down[1]
-        hit = self._ray_cache.get(job.id)
-        if hit and now - hit[0] < 5.0:
-            return hit[1]
-        try:
-            backend = make_backend("ray", self.store, self._settings(), job.address)
-            backend.timeout_s = 2.0
-            st = backend.state(job)
-            value = (st.state, st.reason)
-        except Exception as exc:
-            msg = str(exc).splitlines()[0][:200] if str(exc) else exc.__class__.__name__
-            self._ray_cache["down:" + address] = (now, msg)
-            return "unknown", msg
-        self._ray_cache[job.id] = (now, value)
-        return value
 
     # ------------------------------------------------------------------------ learning curves
 
@@ -781,9 +847,9 @@ class Library:
         top = float(np.nanmax(df["progress"].to_numpy(dtype=float)))
         sample = df.iloc[np.linspace(0, len(df) - 1, min(len(df), 400)).astype(int)]
         x, y = sample["x"].to_numpy(dtype=float), sample["y"].to_numpy(dtype=float)
-        for name in self.bundled_tracks():
+        for name in self.tracks.bundled():
             try:
-                t = self.track(name)
+                t = self.tracks.get(name)
             except DashboardError:
                 continue
             if not 0.8 * t.length <= top <= 1.01 * t.length:
@@ -792,90 +858,35 @@ class Library:
                 return name
         return None
 
-    def laps(self, ref: str) -> dict[str, Any]:
+    def _csv_laps(self, ref: str) -> tuple[list[Any], str | None, str, str]:
+        """The laps of a telemetry CSV, measured along its track when that is known (the run's own, or
+        guessed from the driven line); also the track name, the CSV's label and its key/rel name."""
         key, rel, path = self.csv_path(ref)
         label = self.csv_label(key, rel)
         track_name = self.track_for_csv(key, rel) or self.guess_track(path, label)
         length = None
         if track_name:
             try:
-                length = self.track(track_name).length
+                length = self.tracks.get(track_name).length
             except DashboardError:
                 track_name = None
-        laps = self.csv.laps(path, label, length)
+        return self.csv.laps(path, label, length), track_name, label, f"{key}/{rel}"
+
+    def laps(self, ref: str) -> dict[str, Any]:
+        laps, track_name, label, name = self._csv_laps(ref)
         rows = [{"episode": lap.episode, "lap": lap.number, "time": round(lap.time, 3),
                  "top_speed": round(float(lap.data["speed"].max()), 2),
                  "off_track": round(float(lap.data["off_track"].mean()), 3) if "off_track" in lap.data else None}
                 for lap in laps]
         rows.sort(key=lambda r: r["time"])
-        return {"csv": f"{key}/{rel}", "label": label, "track": track_name, "laps": rows, "count": len(rows)}
+        return {"csv": name, "label": label, "track": track_name, "laps": rows, "count": len(rows)}
 
     def lap(self, ref: str, episode: int, number: int) -> tuple[Any, str | None, str]:
-        key, rel, path = self.csv_path(ref)
-        label = self.csv_label(key, rel)
-        track_name = self.track_for_csv(key, rel) or self.guess_track(path, label)
-        length = None
-        if track_name:
-            try:
-                length = self.track(track_name).length
-            except DashboardError:
-                track_name = None
-        for lap in self.csv.laps(path, label, length):
+        laps, track_name, label, _ = self._csv_laps(ref)
+        for lap in laps:
             if lap.episode == int(episode) and lap.number == int(number):
                 return lap, track_name, label
         raise DashboardError(f"{label}: no lap {number} in episode {episode} (the file changed?)", 404)
-
-    # ------------------------------------------------------------------------------------ tracks
-
-    def track(self, name: str) -> Any:
-        """A track by bundled name or by the path a run's own files name (cached)."""
-        from kartsim.errors import KartsimError
-        from kartsim.sim.track import Track
-
-        with self._track_lock:
-            hit = self._tracks.get(name)
-            if hit is not None:
-                return hit
-            try:
-                t = Track.load(name)
-            except KartsimError as exc:
-                raise DashboardError(f"cannot load track {name!r}: {exc}", 422) from None
-            except Exception as exc:
-                raise DashboardError(f"cannot load track {name!r} ({exc.__class__.__name__})", 422) from None
-            self._tracks[name] = t
-            return t
-
-    def track_image(self, name: str, max_px: int = 900) -> dict[str, Any]:
-        """The track as a PNG data URI with its placement in metres (for a Plotly image trace)."""
-        key = f"img:{name}:{max_px}"
-        hit = self._tracks.get(key)
-        if hit is not None:
-            return hit
-        import base64
-
-        from PIL import Image
-
-        t = self.track(name)
-        h, w = t.rgb.shape[:2]
-        f = min(1.0, max_px / max(h, w))
-        img = Image.fromarray(t.rgb)
-        if f < 1.0:
-            img = img.resize((max(1, int(round(w * f))), max(1, int(round(h * f)))), Image.Resampling.LANCZOS)
-        buf = io.BytesIO()
-        img.save(buf, format="PNG", optimize=True)
-        px = t.scale * w / img.width
-        out = {"name": t.name, "source": "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode(),
-               "dx": px, "dy": t.scale * h / img.height, "width_m": w * t.scale, "height_m": h * t.scale,
-               "length_m": t.length}
-        self._tracks[key] = out
-        return out
-
-    @staticmethod
-    def bundled_tracks() -> list[str]:
-        import kartsim
-
-        folder = Path(kartsim.__file__).parent / "tracks"
-        return sorted(p.name for p in folder.glob("*.png"))
 
     # ------------------------------------------------------------------------------------ live
 
@@ -935,7 +946,7 @@ class Library:
         problems = []
         for cand in candidates:
             try:
-                return self.track_image(str(cand))
+                return self.tracks.image(str(cand))
             except DashboardError as exc:
                 problems.append(exc.message)
         size = track.get("size_m") or [0, 0]

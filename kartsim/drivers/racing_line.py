@@ -43,6 +43,7 @@ from scipy.sparse.linalg import spsolve
 from kartsim.errors import ConfigError, TrackError
 from kartsim.sim.config import KartConfig
 from kartsim.sim.physics import ASPHALT, KartPhysics, KartState
+from kartsim.sim.track import closed_geometry
 
 G = 9.81
 
@@ -450,20 +451,6 @@ def _periodic_second_difference(K: int) -> sparse.csr_matrix:
     return sparse.csr_matrix((vals, (rows, cols)), shape=(K, K))
 
 
-def _closed_geometry(xy: np.ndarray, smooth_m: float, spacing: float):
-    nxt = np.roll(xy, -1, axis=0)
-    seg = np.hypot(*(nxt - xy).T)
-    s = np.concatenate([[0.0], np.cumsum(seg[:-1])])
-    length = float(seg.sum())
-    d = np.roll(xy, -1, axis=0) - np.roll(xy, 1, axis=0)
-    heading = np.arctan2(d[:, 1], d[:, 0])
-    dh = np.angle(np.exp(1j * (np.roll(heading, -1) - np.roll(heading, 1))))
-    curv = dh / np.maximum(seg + np.roll(seg, 1), 1e-9)
-    if smooth_m > 0:
-        curv = ndimage.gaussian_filter1d(curv, max(smooth_m / spacing, 0.5), mode="wrap")
-    return s, length, heading, curv
-
-
 def _resample(xy: np.ndarray, spacing: float, extra: np.ndarray | None = None):
     closed = np.vstack([xy, xy[:1]])
     seg = np.hypot(*np.diff(closed, axis=0).T)
@@ -570,7 +557,7 @@ def _station_speeds(track, idx: np.ndarray, n: np.ndarray, limits: KartLimits) -
     """Speed profile of the polyline through the stations (warm start of the minimum-time solve)."""
     right, _, _ = _track_edges(track)
     pts = track.centerline[idx] + right[idx] * n[:, None]
-    s, length, _, curv = _closed_geometry(pts, 0.0, 1.0)
+    s, length, _, curv = closed_geometry(pts, 0.0, 1.0)
     return speed_profile(np.diff(np.append(s, length)), curv, limits)
 
 
@@ -842,7 +829,7 @@ def line_from_offsets(track, limits: KartLimits, idx: np.ndarray, n: np.ndarray,
     _, off = _resample(pts, spacing_m, n_full)
     # keep centerline station monotonic across the wrap
     cs = np.mod(cs, track.length)
-    s, length, heading, curv = _closed_geometry(xy, 1.0, spacing_m)
+    s, length, heading, curv = closed_geometry(xy, 1.0, spacing_m)
     seg = np.diff(np.append(s, length))
     speed = speed_profile(seg, curv, limits)
     dt = 2.0 * seg / np.maximum(speed + np.roll(speed, -1), 1e-6)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
+import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 from gymnasium.utils import seeding
@@ -116,8 +117,13 @@ class EnvCore:
         picture = self.maps[int(st.track_idx[i])].draw(karts, None if trail is None else [np.asarray(trail)])
         return compose_frame(picture, self.observer.camera_frame(i) if camera else None, list(lines))
 
-    def present(self, frame: np.ndarray, render_mode: str, title: str = "kartsim") -> np.ndarray | None:
-        """``rgb_array``: the frame; ``human``: shown in a window (at the env's rate), None."""
+    def render(self, render_mode: str | None, draw: Callable[[], np.ndarray], title: str = "kartsim") -> np.ndarray | None:
+        """An env's ``render()``: ``rgb_array``: the frame ``draw()`` makes; ``human``: shown in a window
+        (at the env's rate), None; no render mode: a warning, None."""
+        if render_mode is None:
+            gym.logger.warn("render() called without a render_mode; pass render_mode='rgb_array' or 'human'")
+            return None
+        frame = draw()
         if render_mode == "rgb_array":
             return frame
         if self._window is None:

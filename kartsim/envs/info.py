@@ -16,9 +16,9 @@ def step_infos(race: Race, telemetry: np.ndarray) -> list[dict[str, Any]]:
     the simulation itself with hundreds of karts.
     """
     # Dict literals: dict(zip(...)) per kart costs twice as much.
-    progress, lap, off_track, wall, termination, lap_pace = (race.terms[name].tolist() for name in REWARD_TERMS)
-    terms = [{"progress": p, "lap": la, "off_track": o, "wall": w, "termination": t, "lap_pace": lp}
-             for p, la, o, w, t, lp in zip(progress, lap, off_track, wall, termination, lap_pace)]
+    progress, lap, off_track, wall, termination, steer, pace = (race.terms[name].tolist() for name in REWARD_TERMS)
+    terms = [{"progress": p, "lap": la, "off_track": o, "wall": w, "termination": t, "steer_change": sc, "lap_pace": lp}
+             for p, la, o, w, t, sc, lp in zip(progress, lap, off_track, wall, termination, steer, pace)]
     best = [None if b == np.inf else b for b in race.best_lap.tolist()]
     new_lap = [None if t != t else t for t in race.new_lap_time.tolist()]  # t != t: NaN
     lap_times = [list(times) for times in race.stats.lap_times]

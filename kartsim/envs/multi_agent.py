@@ -16,7 +16,6 @@ An agent is done when it finishes (``laps``), retires (``max_damage``) or its ti
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from typing import Any
 
@@ -25,13 +24,9 @@ from gymnasium import spaces
 from pettingzoo import ParallelEnv
 
 from kartsim.envs.config import EnvConfig
-from kartsim.envs.observations import make_observer
-from kartsim.envs.race_env import RaceOptions, RaceTerms, kart_info, mixed_levels, split_options
-from kartsim.envs.render import TrackMaps
-from kartsim.envs.tracks import load_track_stack
+from kartsim.envs.core import check_render_mode
+from kartsim.envs.race_env import RaceCore, RaceOptions, kart_info, race_setup
 from kartsim.errors import ConfigError
-from kartsim.drivers.opponents import Opponents
-from kartsim.sim.multikart import GridRace
 from kartsim.sim.race import check_actions
 
 __all__ = ["KartRaceParallelEnv", "parallel_env"]
@@ -44,53 +39,32 @@ class KartRaceParallelEnv(ParallelEnv):
 
     def __init__(self, config: EnvConfig | None = None, n_agents: int = 4, ai_opponents: int = 0,
                  race_options: RaceOptions | None = None, render_mode: str | None = None, **fields: Any) -> None:
-        env_fields, race_fields = split_options(fields)
-        cfg = config if config is not None else EnvConfig()
-        if env_fields:
-            cfg = cfg.replace(**env_fields)
-        opts = race_options or RaceOptions(opponents=0)
-        if race_fields:
-            opts = dataclasses.replace(opts, **race_fields)
         if not 1 <= n_agents <= 12 or not 0 <= ai_opponents <= 11 or n_agents + ai_opponents > 12:
             raise ConfigError(f"n_agents (1-12) + ai_opponents (0-11) must be at most 12 karts, got "
                               f"{n_agents} + {ai_opponents}")
-        opts = dataclasses.replace(opts, opponents=ai_opponents)
-        opts.validate()
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}, got {render_mode!r}")
-        self.render_mode = render_mode
-        self.config = cfg
-        self.options = opts
+        self.config, self.options = race_setup(config, race_options or RaceOptions(opponents=0), fields,
+                                               opponents=ai_opponents)
+        self.render_mode = check_render_mode(render_mode, self.metadata["render_modes"])
         self.n_agents = n_agents
-        stack = load_track_stack(cfg.track, cfg.random_pool_size)
         n = n_agents + ai_opponents
-        rules = opts.rules(cfg.race)
-        self.race = GridRace(stack, n, dataclasses.replace(cfg.race, random_start=False), cfg.reward, cfg.kart, rules)
-        self.observer = make_observer(cfg, self.race)
-        self._obs_space = self.observer.space
-        self._act_space = spaces.Box(-1.0, 1.0, (2,), np.float32)
+        self.core = RaceCore(self.config, self.options, n)
+        self.race, self.observer = self.core.race, self.core.observer
         self.possible_agents = [f"kart_{i}" for i in range(n_agents)]
         self.agent_index = {a: i for i, a in enumerate(self.possible_agents)}
         self.agents: list[str] = []
-        self._opp_rng = np.random.default_rng(0)
-        self.opp = None
         if ai_opponents:
-            idx = np.arange(n_agents, n)
-            levels = mixed_levels(ai_opponents) if opts.ai_level == "mixed" else opts.ai_level
-            self.opp = Opponents(self.race, idx, "ai", levels, rng=self._opp_rng)
+            self.core.drive_opponents(n_agents)
         self._np_random = np.random.default_rng()
-        self.race_terms = RaceTerms(n, opts)
         self._live = np.zeros(n, bool)
-        self._maps = TrackMaps(self.race.stack.tracks)
 
     # ------------------------------------------------------------------------------ spaces
     @functools.lru_cache(maxsize=None)
     def observation_space(self, agent: str) -> spaces.Space:
-        return self._obs_space
+        return self.core.observation_space
 
     @functools.lru_cache(maxsize=None)
     def action_space(self, agent: str) -> spaces.Space:
-        return self._act_space
+        return self.core.action_space
 
     # ------------------------------------------------------------------------------ API
     def reset(self, seed: int | None = None, options: dict | None = None):
@@ -98,13 +72,8 @@ class KartRaceParallelEnv(ParallelEnv):
             self._np_random = np.random.default_rng(seed)
         rng = self._np_random
         n = self.race.n
-        self.race.start(rng, order=rng.permutation(n))
-        self._opp_rng.bit_generator.state = np.random.default_rng(int(rng.integers(2 ** 31))).bit_generator.state
-        if self.opp is not None:
-            self.opp.reset()
-        self.observer.reset(np.arange(n), [rng] * n)
+        self.core.start(rng, rng.permutation(n))
         self.agents = list(self.possible_agents)
-        self.race_terms.reset(self.race)
         obs = {a: self.observer.single(self.agent_index[a]) for a in self.agents}
         infos = {a: {"position": int(self.race.position[self.agent_index[a]]), "n_karts": n,
                      "weather": self.race.weather} for a in self.agents}
@@ -120,31 +89,22 @@ class KartRaceParallelEnv(ParallelEnv):
         acts[:, 1] = -1.0  # parked karts brake
         for a in self.agents:
             acts[self.agent_index[a]] = check_actions(actions[a], 1)[0]
-        if self.opp is not None:
-            acts[self.opp.idx] = self.opp.act()
-        race.step(acts)
-        self.observer.observe()
         live = self._live
         live[:] = False
         live[[self.agent_index[a] for a in self.agents]] = True
-        reward = self.race_terms.step(race, live).tolist()
+        reward = self.core.step_race(acts, live).tolist()
         obs, rewards, terms, truncs, infos = {}, {}, {}, {}, {}
         for a in self.agents:
             i = self.agent_index[a]
-            r = reward[i]
             finished = bool(race.finished[i])
-            term = bool(race.terminated[i]) or finished or bool(race.retired[i])
-            trunc = bool(race.truncated[i]) and not term
-            info = kart_info(race, i, telemetry=False, terms=self.race_terms)
+            terms[a] = bool(race.terminated[i]) or finished or bool(race.retired[i])
+            truncs[a] = bool(race.truncated[i]) and not terms[a]
+            info = kart_info(race, i, telemetry=False, terms=self.core.race_terms)
             if finished:
                 info["termination"] = "finished"
             elif race.retired[i]:
                 info["termination"] = "damage"
-            obs[a] = self.observer.single(i)
-            rewards[a] = r
-            terms[a] = term
-            truncs[a] = trunc
-            infos[a] = info
+            obs[a], rewards[a], infos[a] = self.observer.single(i), reward[i], info
         done = [a for a in self.agents if terms[a] or truncs[a]]
         for a in done:
             i = self.agent_index[a]
@@ -157,12 +117,10 @@ class KartRaceParallelEnv(ParallelEnv):
     def render(self):
         if self.render_mode is None:
             return None
-        st = self.race.state
-        t = int(st.track_idx[0])
-        return self._maps[t].draw(np.column_stack([st.x, st.y, st.yaw]))
+        return self.core.frame(0, everyone=True, camera=False)
 
     def close(self) -> None:
-        pass
+        self.core.close()
 
     def state(self) -> np.ndarray:
         """Global state: x, y, yaw, speed, position of every kart (N, 5)."""

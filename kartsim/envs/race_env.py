@@ -21,24 +21,23 @@ the reward here too.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
-from gymnasium import spaces
 
-from kartsim.envs.config import EnvConfig
-from kartsim.envs.observations import make_observer
-from kartsim.envs.render import TrackMaps, compose_frame
-from kartsim.envs.tracks import load_track_stack
+from kartsim.config import coerce_nested
 from kartsim.drivers.opponents import Opponents
+from kartsim.envs.config import EnvConfig
+from kartsim.envs.core import EnvCore, check_render_mode
 from kartsim.errors import ConfigError, ModelFileError
-from kartsim.sim.config import RaceConfig
-from kartsim.sim.multikart import GridRace, RaceRules
+from kartsim.sim.config import RaceRules
+from kartsim.sim.multikart import GridRace
 from kartsim.sim.race import TERMINATION_REASONS, check_actions
+from kartsim.validation import check_config
 
-__all__ = ["RaceOptions", "KartRaceEnv", "RACE_TERMS", "RaceTerms"]
+__all__ = ["RaceOptions", "KartRaceEnv", "RACE_TERMS", "RaceTerms", "RaceCore"]
 
 RACE_TERMS = ("position", "finish")
 """The race envs' reward terms on top of :data:`kartsim.sim.race.REWARD_TERMS`, weighted by the
@@ -47,7 +46,9 @@ RACE_TERMS = ("position", "finish")
 
 @dataclass
 class RaceOptions:
-    """What makes a time-trial env a race."""
+    """What makes a time-trial env a race: who the opponents are, where the agent starts, the race
+    reward, and the race's `RaceRules` (laps, collisions, weather, max_damage, the grid). The race envs
+    take every field of both as a keyword (``KartRaceEnv(opponents=2, laps=1)``)."""
 
     opponents: int = 3
     """Number of opponent karts (0-11)."""
@@ -55,65 +56,49 @@ class RaceOptions:
     """``"ai"`` (the AI driver) or the path of a trained model .zip (frozen self-play)."""
     ai_level: str = "medium"
     """AI opponents' level: easy, medium, hard, or ``"mixed"`` (a spread of the three)."""
-    laps: int = 3
-    """Race distance in laps."""
-    collisions: bool = True
-    weather: str | None = None
-    """dry, damp, wet or random (one per race: domain randomisation). None: the env config's
-    ``race.weather`` (dry by default), so ``race=RaceConfig(weather="wet")`` works here too."""
     grid_position: str | int = "random"
     """The agent's grid slot: ``"random"`` per race, ``"last"``, ``"pole"`` or 1..N."""
-    max_damage: float | None = None
-    """Retire (end the episode) when the agent's damage reaches this (None: the env config's
-    ``race.max_damage``, never by default)."""
     position_reward: float = 1.0
     """Reward per place gained (and minus per place lost)."""
     finish_reward: float = 10.0
     """Reward at the finish × (karts beaten + 1) / karts."""
+    rules: RaceRules = field(default_factory=RaceRules)
+    """Laps, collisions, weather, max_damage and the grid of the race."""
 
-    def validate(self) -> None:
-        if not 0 <= int(self.opponents) <= 11:
-            raise ConfigError(f"opponents must be between 0 and 11, got {self.opponents}")
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {
+        "opponents": (0, 11), "position_reward": (-1e6, 1e6), "finish_reward": (-1e6, 1e6)}
+
+    def __post_init__(self) -> None:
+        coerce_nested(self)  # rules given as a dict
+        check_config(self)
         if self.ai_level not in ("easy", "medium", "hard", "mixed"):
             raise ConfigError(f"ai_level must be easy, medium, hard or mixed, got {self.ai_level!r}")
         if isinstance(self.grid_position, str):
             if self.grid_position not in ("random", "last", "pole"):
                 raise ConfigError(f"grid_position must be random, last, pole or a number, got {self.grid_position!r}")
-        elif not 1 <= int(self.grid_position) <= int(self.opponents) + 1:
-            raise ConfigError(f"grid_position must be between 1 and {int(self.opponents) + 1}, got {self.grid_position}")
-        RaceRules(laps=self.laps, weather=self.weather or "dry", max_damage=self.max_damage).validate()
-
-    def rules(self, race: RaceConfig) -> RaceRules:
-        """The race's rules; weather and max_damage come from the env's `race` config unless given
-        here (both given and different: ConfigError, rather than one of them silently ignored)."""
-        merged = {}
-        for name in ("weather", "max_damage"):
-            mine, theirs, default = getattr(self, name), getattr(race, name), getattr(RaceConfig(), name)
-            if mine is not None and theirs != default and mine != theirs:
-                raise ConfigError(f"{name}={mine!r} conflicts with race.{name}={theirs!r}; give only one of them")
-            merged[name] = theirs if mine is None else mine
-        rules = RaceRules(laps=self.laps, collisions=self.collisions, **merged)
-        rules.validate()
-        return rules
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        elif not 1 <= self.grid_position <= self.opponents + 1:
+            raise ConfigError(f"grid_position must be between 1 and {self.opponents + 1}, got {self.grid_position}")
 
 
-def split_options(fields: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Keyword options -> (EnvConfig fields, RaceOptions fields); unknown names raise ConfigError."""
-    race_names = {f.name for f in dataclasses.fields(RaceOptions)}
-    env_names = {f.name for f in dataclasses.fields(EnvConfig)}
-    env, race = {}, {}
+def race_setup(config: EnvConfig | None, race_options: RaceOptions | None, fields: dict[str, Any],
+               **forced: Any) -> tuple[EnvConfig, RaceOptions]:
+    """The env config and race options of a race env from its arguments: keyword ``fields`` are
+    EnvConfig, RaceOptions or RaceRules fields (unknown names: ConfigError), ``forced`` set last."""
+    names = {kind: {f.name for f in dataclasses.fields(kind)} for kind in (EnvConfig, RaceOptions, RaceRules)}
+    names[RaceOptions].discard("rules")
+    given: dict[type, dict[str, Any]] = {kind: {} for kind in names}
     for k, v in fields.items():
-        if k in race_names:
-            race[k] = v
-        elif k in env_names:
-            env[k] = v
-        else:
-            raise ConfigError(f"unknown race env option {k!r}; env options: {', '.join(sorted(env_names))}; "
-                              f"race options: {', '.join(sorted(race_names))}")
-    return env, race
+        kind = next((kind for kind, known in names.items() if k in known), None)
+        if kind is None:
+            raise ConfigError(f"unknown race env option {k!r}; env options: {', '.join(sorted(names[EnvConfig]))}; "
+                              f"race options: {', '.join(sorted(names[RaceOptions] | names[RaceRules]))}")
+        given[kind][k] = v
+    cfg = config if config is not None else EnvConfig()
+    if given[EnvConfig]:
+        cfg = cfg.replace(**given[EnvConfig])
+    opts = race_options or RaceOptions()
+    rules = dataclasses.replace(opts.rules, **given[RaceRules])
+    return cfg, dataclasses.replace(opts, rules=rules, **{**given[RaceOptions], **forced})
 
 
 class RaceTerms:
@@ -188,6 +173,51 @@ def mixed_levels(n: int) -> list[str]:
     return [("hard", "medium", "easy")[k % 3] for k in range(n)]
 
 
+class RaceCore(EnvCore):
+    """The env core of the race envs: a :class:`GridRace` of ``n_karts`` on one track (grid start, no
+    random starts), its opponents (:meth:`drive_opponents`), the race terms and the race start."""
+
+    def __init__(self, config: EnvConfig, options: RaceOptions, n_karts: int) -> None:
+        race_cfg = dataclasses.replace(config.race, random_start=False)
+        super().__init__(config, n_karts, lambda stack: GridRace(stack, n_karts, race_cfg, config.reward,
+                                                                 config.kart, options.rules))
+        self.race_terms = RaceTerms(n_karts, options)
+        self.opp: Opponents | None = None
+        self._options = options
+        self._opp_rng = np.random.default_rng(0)
+
+    def drive_opponents(self, first: int, model: Any = None) -> None:
+        """Karts ``first``.. are opponents: driven by the frozen ``model`` if given, else by the AI at the
+        options' level."""
+        idx = np.arange(first, self.race.n)
+        if model is not None:
+            self.opp = Opponents(self.race, idx, "model", model=model)
+        else:
+            level = self._options.ai_level
+            self.opp = Opponents(self.race, idx, "ai", mixed_levels(len(idx)) if level == "mixed" else level,
+                                 rng=self._opp_rng)
+
+    def start(self, rng: np.random.Generator, order: np.ndarray) -> None:
+        """A new race from the grid in ``order``; every draw (weather, opponents, noise) from ``rng``."""
+        n = self.race.n
+        self.race.start(rng, order=order)
+        self._opp_rng.bit_generator.state = np.random.default_rng(int(rng.integers(2 ** 31))).bit_generator.state
+        if self.opp is not None:
+            self.opp.reset()
+        self.observer.reset(np.arange(n), [rng] * n)
+        self.race_terms.reset(self.race)
+
+    def step_race(self, actions: np.ndarray, live: np.ndarray, observe: np.ndarray | None = None) -> np.ndarray:
+        """One step: the opponents' actions into ``actions`` (N, 2), the race, the observations of karts
+        ``observe`` (all when None) and the race terms of the karts in mask ``live``; returns every
+        kart's reward."""
+        if self.opp is not None:
+            obs_all = self.observer.observe() if self.opp.kind == "model" else None
+            actions[self.opp.idx] = self.opp.act(obs_all)
+        self.step(actions, observe)
+        return self.race_terms.step(self.race, live)
+
+
 class KartRaceEnv(gym.Env):
     """Race against ``opponents`` karts (see the module docstring)."""
 
@@ -195,40 +225,20 @@ class KartRaceEnv(gym.Env):
 
     def __init__(self, config: EnvConfig | None = None, race_options: RaceOptions | None = None,
                  render_mode: str | None = None, **fields: Any) -> None:
-        env_fields, race_fields = split_options(fields)
-        cfg = config if config is not None else EnvConfig()
-        if env_fields:
-            cfg = cfg.replace(**env_fields)
-        opts = race_options or RaceOptions()
-        if race_fields:
-            opts = dataclasses.replace(opts, **race_fields)
-        opts.validate()
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}, got {render_mode!r}")
-        self.render_mode = render_mode
-        self.config = cfg
-        self.options = opts
-        stack = load_track_stack(cfg.track, cfg.random_pool_size)
-        n = 1 + int(opts.opponents)
-        rules = opts.rules(cfg.race)
-        race_cfg = dataclasses.replace(cfg.race, random_start=False)
-        self.race = GridRace(stack, n, race_cfg, cfg.reward, cfg.kart, rules)
-        self.observer = make_observer(cfg, self.race)
-        self.observation_space = self.observer.space
-        self.action_space = spaces.Box(-1.0, 1.0, (2,), np.float32)
-        self.metadata = dict(self.metadata, render_fps=round(1.0 / self.race.step_dt))
-        self.opp: Opponents | None = None
-        self._opp_rng = np.random.default_rng(0)
-        if opts.opponents:
-            idx = np.arange(1, n)
-            if opts.opponent == "ai":
-                levels = mixed_levels(len(idx)) if opts.ai_level == "mixed" else opts.ai_level
-                self.opp = Opponents(self.race, idx, "ai", levels, rng=self._opp_rng)
-            else:
-                self.opp = Opponents(self.race, idx, "model", model=self._opponent_model(opts.opponent))
-        self._maps = TrackMaps(self.race.stack.tracks)
-        self._window = None
-        self.race_terms = RaceTerms(n, opts)
+        self.config, self.options = race_setup(config, race_options, fields)
+        self.render_mode = check_render_mode(render_mode, self.metadata["render_modes"])
+        n = 1 + self.options.opponents
+        self.core = RaceCore(self.config, self.options, n)
+        self.race, self.observer = self.core.race, self.core.observer
+        self.observation_space = self.core.observation_space
+        self.action_space = self.core.action_space
+        self.metadata = dict(self.metadata, render_fps=self.core.fps)
+        if self.options.opponents:
+            model = None if self.options.opponent == "ai" else self._opponent_model(self.options.opponent)
+            self.core.drive_opponents(1, model)
+        self.opp = self.core.opp
+        # the model opponents observe every kart; otherwise only the agent's observation is needed
+        self._observe = None if self.opp is not None and self.opp.kind == "model" else np.array([0])
         self._agent = np.zeros(n, bool)
         self._agent[0] = True
 
@@ -248,15 +258,7 @@ class KartRaceEnv(gym.Env):
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
-        rng = self.np_random
-        n = self.race.n
-        order = self._grid_order(rng, n)
-        self.race.start(rng, order=order)
-        self._opp_rng.bit_generator.state = np.random.default_rng(int(rng.integers(2 ** 31))).bit_generator.state
-        if self.opp is not None:
-            self.opp.reset()
-        self.observer.reset(np.arange(n), [rng] * n)
-        self.race_terms.reset(self.race)
+        self.core.start(self.np_random, self._grid_order(self.np_random, self.race.n))
         return self.observer.single(0), self._info(reset=True)
 
     def _grid_order(self, rng, n):
@@ -277,14 +279,7 @@ class KartRaceEnv(gym.Env):
         race = self.race
         actions = np.zeros((race.n, 2))
         actions[0] = check_actions(action, 1)[0]
-        if self.opp is not None:
-            obs_all = None
-            if self.opp.kind == "model":
-                obs_all = self.observer.observe()
-            actions[self.opp.idx] = self.opp.act(obs_all)
-        race.step(actions)
-        self.observer.observe(None if (self.opp is not None and self.opp.kind == "model") else np.array([0]))
-        reward = float(self.race_terms.step(race, self._agent)[0])
+        reward = float(self.core.step_race(actions, self._agent, self._observe)[0])
         finished = bool(race.finished[0])
         retired = bool(race.retired[0])
         terminated = bool(race.terminated[0]) or finished or retired
@@ -302,7 +297,7 @@ class KartRaceEnv(gym.Env):
 
     def _info(self, reset: bool = False) -> dict[str, Any]:
         r = self.race
-        info = kart_info(r, 0, terms=self.race_terms) if not reset else {
+        info = kart_info(r, 0, terms=self.core.race_terms) if not reset else {
             "lap": 0, "lap_times": [], "best_lap": None, "progress": float(r.s[0])}
         info.update({"position": int(r.position[0]), "gap": float(r.gap[0]),
                      "gap_to_leader": float(r.gap_to_leader[0]), "n_karts": int(r.n),
@@ -310,29 +305,16 @@ class KartRaceEnv(gym.Env):
         return info
 
     def camera_image(self) -> np.ndarray | None:
-        frame = self.observer.camera_frame(0)
-        return None if frame is None else frame.copy()
+        return self.core.camera_image(0)
 
     def render(self) -> np.ndarray | None:
-        if self.render_mode is None:
-            gym.logger.warn("render() called without a render_mode; pass render_mode='rgb_array' or 'human'")
-            return None
-        st, r = self.race.state, self.race
-        t = int(st.track_idx[0])
-        frame = self._maps[t].draw(np.column_stack([st.x, st.y, st.yaw]))
-        lines = [f"{st.speed[0] * 3.6:5.1f} km/h  lap {min(r.laps[0] + 1, self.options.laps)}/{self.options.laps}",
-                 f"P{r.position[0]}/{r.n}" + (f"  +{r.gap[0]:.1f} s" if r.position[0] > 1 else "")]
-        frame = compose_frame(frame, self.camera_image(), lines)
-        if self.render_mode == "rgb_array":
-            return frame
-        from kartsim.envs.render import Window
+        return self.core.render(self.render_mode, lambda: self.core.frame(0, self._hud(), everyone=True), "kartsim race")
 
-        if self._window is None:
-            self._window = Window("kartsim race")
-        self._window.show(frame, self.metadata["render_fps"])
-        return None
+    def _hud(self) -> list[str]:
+        st, r = self.race.state, self.race
+        laps = r.rules.laps
+        return [f"{st.speed[0] * 3.6:5.1f} km/h  lap {min(r.laps[0] + 1, laps)}/{laps}",
+                f"P{r.position[0]}/{r.n}" + (f"  +{r.gap[0]:.1f} s" if r.position[0] > 1 else "")]
 
     def close(self) -> None:
-        if self._window is not None:
-            self._window.close()
-            self._window = None
+        self.core.close()

@@ -106,14 +106,13 @@ class KartEnv(gym.Env):
         return self.core.camera_image(0)
 
     def render(self) -> np.ndarray | None:
-        if self.render_mode is None:
-            gym.logger.warn("render() called without a render_mode; pass render_mode='rgb_array' or 'human'")
-            return None
+        return self.core.render(self.render_mode, lambda: self.core.frame(0, self._hud(), trail=self._trail))
+
+    def _hud(self) -> list[str]:
         st, r = self.race.state, self.race
         best = r.best_lap[0]
-        lines = [f"{st.speed[0] * 3.6:5.1f} km/h  lap {r.laps[0] + 1}  {r.lap_time[0]:6.2f} s",
-                 f"best {best:6.2f} s" if np.isfinite(best) else "best  --"]
-        return self.core.present(self.core.frame(0, lines, trail=self._trail), self.render_mode)
+        return [f"{st.speed[0] * 3.6:5.1f} km/h  lap {r.laps[0] + 1}  {r.lap_time[0]:6.2f} s",
+                f"best {best:6.2f} s" if np.isfinite(best) else "best  --"]
 
     def close(self) -> None:
         self.core.close()

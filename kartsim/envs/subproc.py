@@ -17,6 +17,7 @@ from gymnasium import spaces
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices
 
 from kartsim.envs.config import EnvConfig
+from kartsim.envs.core import EnvCore
 from kartsim.envs.sb3 import KartVecEnv
 from kartsim.errors import ConfigError
 
@@ -57,6 +58,43 @@ class _Shared:
                 shm.unlink()
 
 
+class _Commands:
+    """What a worker does for the parent: its block of karts is one :class:`KartVecEnv` (the env core
+    behind SB3's API), whose observations, rewards and dones go straight into the shared arrays."""
+
+    def __init__(self, env: KartVecEnv, arrays: dict[str, np.ndarray], start: int) -> None:
+        self.env, self.arrays, self.start = env, arrays, start
+        self.block = slice(start, start + env.num_envs)
+
+    def _publish(self, obs) -> None:
+        for key, value in (obs.items() if isinstance(obs, dict) else [("obs", obs)]):
+            self.arrays[key][self.block] = value
+
+    def step(self, _) -> list[dict]:
+        obs, rewards, dones, infos = self.env.step(self.arrays["actions"][self.block])
+        self._publish(obs)
+        self.arrays["rewards"][self.block] = rewards
+        self.arrays["dones"][self.block] = dones
+        return infos
+
+    def reset(self, _) -> list[dict]:
+        self._publish(self.env.reset())
+        return self.env.reset_infos
+
+    def seed(self, seed: int) -> Sequence[int | None]:
+        return self.env.seed(seed + self.start)
+
+    def getattr(self, name: str) -> Any:
+        return getattr(self.env, name)
+
+    def setattr(self, name_value: tuple[str, Any]) -> None:
+        setattr(self.env, *name_value)
+
+    def method(self, data: tuple) -> list[Any]:
+        name, local_indices, args, kwargs = data
+        return self.env.env_method(name, *args, indices=local_indices, **kwargs)
+
+
 def _worker(remote, config_dict, start, count, seed, telemetry_envs, specs, names) -> None:
     import signal
 
@@ -65,44 +103,17 @@ def _worker(remote, config_dict, start, count, seed, telemetry_envs, specs, name
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     shared = _Shared(specs, names)
-    arrays = shared.arrays
-    block = slice(start, start + count)
     try:
         env = KartVecEnv(EnvConfig.from_dict(config_dict), count, seed=None if seed is None else seed + start,
                          telemetry_envs=telemetry_envs)
-
-        def publish(obs):
-            if isinstance(obs, dict):
-                for key, value in obs.items():
-                    arrays[key][block] = value
-            else:
-                arrays["obs"][block] = obs
-
+        commands = _Commands(env, shared.arrays, start)
         remote.send(("ready", None))
         while True:
             cmd, data = remote.recv()
-            if cmd == "step":
-                obs, rewards, dones, infos = env.step(arrays["actions"][block])
-                publish(obs)
-                arrays["rewards"][block] = rewards
-                arrays["dones"][block] = dones
-                remote.send(("ok", infos))
-            elif cmd == "reset":
-                publish(env.reset())
-                remote.send(("ok", env.reset_infos))
-            elif cmd == "seed":
-                remote.send(("ok", env.seed(data + start)))
-            elif cmd == "getattr":
-                remote.send(("ok", getattr(env, data)))
-            elif cmd == "setattr":
-                setattr(env, data[0], data[1])
-                remote.send(("ok", None))
-            elif cmd == "method":
-                name, local_indices, args, kwargs = data
-                remote.send(("ok", env.env_method(name, *args, indices=local_indices, **kwargs)))
-            elif cmd == "close":
+            if cmd == "close":
                 remote.send(("ok", None))
                 break
+            remote.send(("ok", getattr(commands, cmd)(data)))
     except KeyboardInterrupt:
         pass
     except Exception as exc:  # report instead of hanging the parent
@@ -126,7 +137,7 @@ class SubprocKartVecEnv(VecEnv):
     ) -> None:
         if not 1 <= n_workers <= n_envs:
             raise ConfigError(f"need 1 <= workers <= envs, got {n_workers} workers for {n_envs} envs")
-        probe = KartVecEnv(config, 1)  # spaces, built once in the parent
+        probe = EnvCore(config, 1)  # the spaces (and a track that loads), once in the parent
         self.config = config
         self.render_mode = None
         super().__init__(n_envs, probe.observation_space, probe.action_space)

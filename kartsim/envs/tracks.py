@@ -118,5 +118,6 @@ def load_track_stack(spec: str | list[str], random_pool_size: int = 8,
         return _load_stack(tuple(source_path(s) for s in sources))
     shapes = {_source_shape(s) for s in sources}
     shape = (max(h for h, _ in shapes), max(w for _, w in shapes))
-    pool = TrackPool(len(sources), lambda i: Track.load(source_path(sources[i])), shape)
+    folder = CACHE_DIR / "built-tracks"
+    pool = TrackPool(len(sources), lambda i: Track.load_cached(source_path(sources[i]), folder), shape)
     return TrackStack.streamed(pool, resident_tracks)

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import argparse
 import collections
+import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -123,14 +125,16 @@ def _prepare_work(store: Store, job: JobRecord, attempt: Attempt) -> tuple[Path,
 
 
 def _train_cmd(job: JobRecord, attempt: Attempt, work: Path, progress: Path) -> list[str]:
-    cmd = [sys.executable, "-u", "-m", "kartsim.jobs.worker", "--progress-file", str(progress), "--",
-           *job.argv, "--runs-dir", str(work / "runs"), "--models-dir", str(work / "models"), "--no-progress",
-           "--no-telemetry-link"]
+    """The training process: the job's train config plus what this attempt sets (its folders, no
+    progress bar or ./telemetry_log.csv link, the checkpoint it resumes and the new total)."""
+    config = {**job.config, "run.runs_dir": str(work / "runs"), "run.models_dir": str(work / "models"),
+              "run.progress_bar": False, "run.telemetry_link": False}
     if attempt.resume_from:
-        cmd += ["--resume", str(work / attempt.resume_from)]
+        config["run.resume"] = str(work / attempt.resume_from)
     if attempt.timesteps:
-        cmd += ["--timesteps", str(attempt.timesteps)]
-    return cmd
+        config["run.timesteps"] = attempt.timesteps
+    return [sys.executable, "-u", "-m", "kartsim.jobs.worker", "--progress-file", str(progress),
+            "--config", json.dumps(config)]
 
 
 def _start_pump(child: subprocess.Popen, log_file: BinaryIO, tail: collections.deque[str]) -> threading.Thread:
@@ -231,7 +235,10 @@ def main(argv: list[str] | None = None) -> int:
             log_file.write(line)
             log_file.flush()
 
-    what = f"resuming from {attempt.resume_from}" if attempt.resume_from else "kartsim train " + " ".join(job.argv)
+    from kartsim.rl.train_cmd import train_flags
+
+    what = f"resuming from {attempt.resume_from}" if attempt.resume_from else shlex.join(["kartsim", "train",
+                                                                                           *train_flags(job.config)])
     say(f"=== job {job.id} attempt {attempt.n} started {now_iso()} on {host} ({job.backend} backend): {what} ===")
 
     env = dict(os.environ, PYTHONUNBUFFERED="1", KARTSIM_JOB_RUNNER_PID=str(os.getpid()))

@@ -8,7 +8,6 @@ A backend (`kartsim.jobs.local.LocalBackend`, `kartsim.jobs.ray_backend.RayBacke
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import signal
 import sys
@@ -84,52 +83,22 @@ def backend_of(store: Store, settings: Settings, job: JobRecord):
 
 # ---------------------------------------------------------------------------------- train flags
 
-# Flags a job sets itself (they name folders on the machine that runs it).
-JOB_OWNED = {"runs_dir": "--runs-dir", "models_dir": "--models-dir", "resume": "--resume"}
+# Settings a job sets itself (they name folders on the machine that runs it).
+JOB_OWNED = {"run.runs_dir": "--runs-dir", "run.models_dir": "--models-dir", "run.resume": "--resume"}
 
 
-def train_argv(args: argparse.Namespace, train_parser: argparse.ArgumentParser) -> list[str]:
-    """The `kartsim train` command line that gives the same parse as `args` (the train flags that were
-    set). `train_parser` is a parser built with `kartsim.rl.train_cmd.add_train_arguments`."""
-    out: list[str] = []
-    for action in train_parser._actions:
-        if not action.option_strings or action.dest == "help":
-            continue
-        value = getattr(args, action.dest, None)
-        if value is None:
-            continue
-        if action.dest in JOB_OWNED:
-            hint = "use `resume JOB`" if action.dest == "resume" else "the job store holds the run folders"
-            raise ConfigError(f"{JOB_OWNED[action.dest]} cannot be used with jobs ({hint})")
-        flag = next((o for o in action.option_strings if o.startswith("--")), action.option_strings[0])
-        if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction, argparse._StoreConstAction)):
-            if value == action.const:
-                out.append(flag)
-        elif isinstance(action, argparse._AppendAction):
-            for item in value:
-                if action.dest == "env_options":
-                    key, val = item
-                    out += [flag, f"{key}={json.dumps(val)}"]
-                else:
-                    out += [flag, str(item)]
-        elif action.nargs in ("+", "*") or isinstance(value, list):
-            out += [flag, *map(str, value)]
-        else:
-            out += [flag, str(value)]
-    return out
+def given_train_values(args: argparse.Namespace) -> dict[str, Any]:
+    """The train settings `args` (parsed with `kartsim.rl.train_cmd.add_train_arguments`) set, as
+    {dotted TrainConfig path: value}: what a job records; ConfigError for one the job sets itself."""
+    from kartsim.config_cli import given_values
+    from kartsim.rl.train_cmd import train_dests
 
-
-def _replace_tracks(argv: list[str], tracks: list[str]) -> list[str]:
-    out, i = [], 0
-    while i < len(argv):
-        if argv[i] == "--track-name":
-            i += 1
-            while i < len(argv) and not argv[i].startswith("--"):
-                i += 1
-            continue
-        out.append(argv[i])
-        i += 1
-    return out + ["--track-name", *tracks]
+    values = given_values(args, train_dests())
+    for dest, flag in JOB_OWNED.items():
+        if dest in values:
+            hint = "use `resume JOB`" if dest == "run.resume" else "the job store holds the run folders"
+            raise ConfigError(f"{flag} cannot be used with jobs ({hint})")
+    return values
 
 
 def _running_with_save_name(store: Store, settings: Settings, save_name: str) -> str | None:
@@ -149,43 +118,39 @@ def _running_with_save_name(store: Store, settings: Settings, save_name: str) ->
     return None
 
 
-def submit(settings: Settings, args: argparse.Namespace, train_parser: argparse.ArgumentParser,
-           echo: Callable[[str], None] = print) -> tuple[JobRecord, Any]:
-    """Validate the train flags, sync the job's tracks, record the job and start it."""
-    from kartsim.rl.train_cmd import config_from_args
-    from kartsim.rl.train import validate
+def submit(settings: Settings, args: argparse.Namespace, echo: Callable[[str], None] = print) -> tuple[JobRecord, Any]:
+    """Validate the train flags, sync the job's tracks, record the job (with the train settings
+    given, as a dict) and start it."""
+    from kartsim.rl.train_cmd import config_from_values
+    from kartsim.rl.config import validate
     from kartsim.jobs.tracks import job_inputs, job_tracks
 
     store = open_settings_store(settings)
-    argv = train_argv(args, train_parser)
+    values = given_train_values(args)
     backend = make_backend(settings.backend, store, settings)
     backend.check()  # e.g. the Ray cluster is reachable, before anything is written
-    cfg, _ = config_from_args(args)
+    cfg, _ = config_from_values(values)
     resolved = cfg.resolved()
-    if settings.backend == "ray" and resolved.device != "cpu":
-        resolved.device = "cpu"  # the GPU is the cluster's business; checked there
-    validate(resolved)
-    from kartsim.rl.train import env_config_for
+    if settings.backend == "ray" and resolved.run.device != "cpu":
+        resolved.run.device = "cpu"  # the GPU is the cluster's business; checked there
+    validate(resolved)  # with the EnvConfig: --env-option keys and values fail here, not minutes later in the job
 
-    env_config_for(resolved)  # --env-option keys and values fail here, not minutes later in the job
-
-    save_name = resolved.save_name
+    save_name = resolved.run.save_name
     other = _running_with_save_name(store, settings, save_name)
     if other:
         raise JobError(f"job {other} is still running with --save-name {save_name}; cancel it or pick another --save-name")
-    if not resolved.force:
+    if not resolved.run.force:
         for rel in (f"runs/{save_name}", f"models/{save_name}_final.zip"):
             if store.exists(rel):
                 raise JobError(f"{store.display(rel)} already exists in the job store; pass --force to overwrite it, "
                                "another --save-name, or `resume` its job")
-    tracks = job_tracks(store, list(resolved.track), echo=echo)
-    argv = _replace_tracks(argv, tracks)
+    tracks = job_tracks(store, list(resolved.task.track), echo=echo)
     job_id = new_job_id(store, save_name)
-    argv, inputs = job_inputs(store, argv, job_id, echo=echo)
+    values, inputs = job_inputs(store, {**values, "task.track": tracks}, job_id, echo=echo)
 
     # `tracks`: what the job's working folder holds (staged from the store's tracks/): tracks and inputs
-    job = JobRecord(id=job_id, backend=settings.backend, argv=argv, save_name=save_name,
-                    timesteps=int(resolved.timesteps), vision=bool(resolved.vision), tracks=tracks + inputs,
+    job = JobRecord(id=job_id, backend=settings.backend, config=values, save_name=save_name,
+                    timesteps=int(resolved.run.timesteps), vision=resolved.vision, tracks=tracks + inputs,
                     address=settings.address if settings.backend == "ray" else None,
                     options={k: getattr(settings, k) for k in ("num_gpus", "num_cpus") if getattr(settings, k) is not None})
     job.attempts.append(Attempt(n=1, started=now_iso()))

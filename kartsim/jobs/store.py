@@ -298,7 +298,8 @@ class Attempt:
 class JobRecord:
     id: str
     backend: str
-    argv: list[str]                  # the `kartsim train` flags (tracks rewritten to synced names)
+    config: dict[str, Any]           # the `kartsim train` settings given: {dotted TrainConfig path: value}
+    #                                  (tracks rewritten to synced names, input files to staged ones)
     save_name: str
     timesteps: int
     vision: bool = False
@@ -335,14 +336,29 @@ class JobRecord:
                 raise damaged("an attempt without 'n' and 'started'")
             _check_types(attempt, damaged)
             records.append(attempt)
-        if not {"id", "backend", "argv", "save_name", "timesteps"} <= set(data):
-            raise damaged("missing id, backend, argv, save_name or timesteps")
+        if not {"id", "backend", "save_name", "timesteps"} <= set(data) or not {"config", "argv"} & set(data):
+            raise damaged("missing id, backend, config, save_name or timesteps")
         names = {f.name for f in dataclasses.fields(cls)}
-        job = cls(**{k: v for k, v in data.items() if k in names and k != "attempts"}, attempts=records)
+        values = {k: v for k, v in data.items() if k in names and k != "attempts"}
+        if "config" not in values:  # a job recorded before jobs kept the config dict: its command line
+            values["config"] = _config_of_argv(data["argv"], damaged)
+        job = cls(**values, attempts=records)
         _check_types(job, damaged)
-        if not all(isinstance(v, str) for v in job.argv + job.tracks):
-            raise damaged("'argv' and 'tracks' must be lists of strings")
+        if not all(isinstance(v, str) for v in job.tracks) or not all(isinstance(k, str) for k in job.config):
+            raise damaged("'tracks' must be a list of strings, 'config' an object of TrainConfig paths")
         return job
+
+
+def _config_of_argv(argv: Any, damaged: Any) -> dict[str, Any]:
+    from kartsim.errors import ConfigError
+    from kartsim.rl.train_cmd import values_from_argv
+
+    if not isinstance(argv, list) or not all(isinstance(v, str) for v in argv):
+        raise damaged("'argv' must be a list of strings")
+    try:
+        return values_from_argv(argv)
+    except ConfigError as exc:
+        raise damaged(f"'argv': {exc}") from None
 
 
 def _check_types(record: Any, damaged: Any) -> None:

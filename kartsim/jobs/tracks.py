@@ -15,6 +15,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from kartsim.errors import TrackError
 from kartsim.jobs.store import Store
@@ -129,22 +130,23 @@ def stage_tracks(store: Store, names: list[str], into: Path) -> None:
                 store.download(f"tracks/{f}", into / f)
 
 
-# Train flags that name a file or folder the job reads (demonstrations, initial weights).
-INPUT_FLAGS = ("--demos", "--init-from")
+# Train settings that name a file or folder the job reads (demonstrations, initial weights).
+INPUT_FIELDS = {"pretrain.demos": "--demos", "pretrain.init_from": "--init-from"}
 
 
-def job_inputs(store: Store, argv: list[str], job_id: str, echo=print) -> tuple[list[str], list[str]]:
-    """Upload the files that `argv`'s ``--demos`` / ``--init-from`` name (when they are paths on this
-    machine: ``ai:hard`` is not) to the store's ``tracks/inputs/<job_id>/`` and point the flags at
-    them, relative to the folder a job runs in. Returns (new argv, the paths to stage with the tracks)."""
-    out, staged = list(argv), []
-    for i, flag in enumerate(argv[:-1]):
-        src = Path(argv[i + 1]).expanduser()
-        if flag not in INPUT_FLAGS or not src.exists():
+def job_inputs(store: Store, config: dict[str, Any], job_id: str, echo=print) -> tuple[dict[str, Any], list[str]]:
+    """Upload the files that the job's ``--demos`` / ``--init-from`` (`config`: dotted TrainConfig
+    paths) name, when they are paths on this machine (``ai:hard`` is not), to the store's
+    ``tracks/inputs/<job_id>/`` and point the settings at them, relative to the folder a job runs in.
+    Returns (the new config, the paths to stage with the tracks)."""
+    out, staged = dict(config), []
+    for key, flag in INPUT_FIELDS.items():
+        if not isinstance(config.get(key), str) or not Path(config[key]).expanduser().exists():
             continue
+        src = Path(config[key]).expanduser()
         rel = f"inputs/{job_id}/{src.name}"
         store.upload(src, f"tracks/{rel}")
-        out[i + 1] = rel
+        out[key] = rel
         staged.append(rel)
         echo(f"synced {flag} {src} to the job store")
     return out, staged

@@ -1,6 +1,8 @@
-"""The training process of a job: ``python -m kartsim.jobs.worker --progress-file F -- <train flags>``.
+"""The training process of a job: ``python -m kartsim.jobs.worker --progress-file F --config JSON``.
 
-It is `kartsim train` (same flags, same `kartsim.rl.train.train`) plus a callback that writes
+``JSON`` is the job's train settings, {dotted TrainConfig path: value} (the job record's ``config``
+plus the attempt's folders and resume). It is `kartsim train` (same config, same
+`kartsim.rl.train.train`) plus a callback that writes
 ``progress.json`` and prints a progress line every few seconds (a progress bar makes no sense in a
 log file). SIGTERM (Ray stopping the job, ``kill``) is handled like Ctrl-C: train saves
 ``checkpoints/<name>_interrupted.zip`` and exits with 130. So is the death of the job's wrapper
@@ -119,16 +121,14 @@ def stop_when_orphaned(runner_pid: int, poll_s: float = 0.5) -> threading.Thread
 
 
 def main(argv: list[str] | None = None) -> int:
-    from kartsim.rl.train_cmd import add_train_arguments, config_from_args
+    from kartsim.rl.train_cmd import config_from_values
     from kartsim.errors import KartsimError
 
-    argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="kartsim.jobs.worker")
     parser.add_argument("--progress-file", type=Path, required=True)
-    add_train_arguments(parser)
-    args = parser.parse_args([a for a in argv if a != "--"])
+    parser.add_argument("--config", type=json.loads, required=True, help="the train settings, {dotted path: value}")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     progress_file = args.progress_file
-    del args.progress_file
 
     def on_term(signum, frame):  # Ray's stop / kill: save a checkpoint like Ctrl-C does
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from kartsim.rl.train import train
 
-        cfg, given = config_from_args(args)
+        cfg, given = config_from_values(args.config)
         progress = make_progress_callback(progress_file)
         result = train(cfg, given=given, callbacks=[progress], echo=lambda s: print(s, flush=True))
         if result.interrupted and getattr(progress, "model", None) is not None:

@@ -337,13 +337,13 @@ class LapEvalCallback(BaseCallback):
                 and row["ref_ratio"] <= self.stop_at_ratio)
 
     def evaluate(self) -> dict[str, Any]:
-        from kartsim.rl.play import Driver, drive
+        from kartsim.rl.play import Driver, run_episodes
 
         t0 = time.perf_counter()
         driver = Driver(model=self.model, env_config=self.env_config, path=Path("<training>"), payload=None)
         runs, ratios, laps, per_track = [], [], [], []
         for track, env, ref in zip(self.tracks, self._envs, self.refs):
-            results = drive(driver, env, episodes=self.episodes, max_steps=self.max_steps, seed=0,
+            results = run_episodes(driver, env, episodes=self.episodes, max_steps=self.max_steps, seed=0,
                             stop_after_laps=self.max_laps)
             runs.extend(results)
             track_laps = [t for r in results for t in r.lap_times]

@@ -16,7 +16,7 @@ from typing import Any, Callable
 import numpy as np
 
 from kartsim.errors import ConfigError
-from kartsim.rl.play import EpisodeResult, drive, end_text, load_driver, track_value
+from kartsim.rl.play import EpisodeResult, end_text, load_driver, run_episodes, track_value
 
 
 @dataclass
@@ -83,7 +83,7 @@ def evaluate_model(
     driver = load_driver(model_path, track=track, vision=vision, evaluation=True, trust_model=trust_model)
     env = KartEnv(driver.env_config, render_mode=None)
     try:
-        results = drive(driver, env, episodes=episodes, deterministic=deterministic, max_steps=max_steps, seed=seed)
+        results = run_episodes(driver, env, episodes=episodes, deterministic=deterministic, max_steps=max_steps, seed=seed)
         ref = _reference_lap(env)
     finally:
         env.close()

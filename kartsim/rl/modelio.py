@@ -231,6 +231,16 @@ def _pickled_entries(path: Path) -> list[str]:
     return sorted(k for k, v in data.items() if isinstance(v, dict) and ":serialized:" in v)
 
 
+def _policy_fields(train: Any) -> dict[str, Any]:
+    """The saved train config's fields that rebuild the policy, from either layout: nested by part
+    (``{"policy": {"features_dim": ...}, "ppo": {...}}``) or flat (models saved before the parts).
+    (`kartsim.rl.config.flat_train_dict` reads the whole of it; the trainer's config is above this module.)"""
+    if not isinstance(train, dict):
+        return {}
+    nested = {k: v for part in ("policy", "ppo") if isinstance(train.get(part), dict) for k, v in train[part].items()}
+    return nested or train
+
+
 def safe_objects(payload: dict[str, Any], pickled: list[str], device: str, path: Path) -> dict[str, Any]:
     """SB3 ``custom_objects`` that replace every pickled `data` entry of a kartsim model with one
     rebuilt from its `payload` (kartsim_config.json): spaces from a probe env of the saved config,
@@ -239,7 +249,7 @@ def safe_objects(payload: dict[str, Any], pickled: list[str], device: str, path:
     from kartsim.errors import KartsimError
     from kartsim.rl.policies import policy_for, resolve_precision
 
-    train = dict(payload.get("train") or {})
+    train = _policy_fields(payload.get("train"))
     env_dict = dict(payload["env"], track="circuit.png")  # spaces do not depend on the track
     try:
         probe = KartEnv(EnvConfig.from_dict(env_dict), render_mode=None)

@@ -2,7 +2,7 @@
 
 `load_driver` opens a model zip, rebuilds the env it was trained on from the ``kartsim_config.json``
 inside (optionally on another track), checks that the model fits that env, and returns both.
-`drive` runs episodes and reports laps through callbacks; `play` is ``kartsim play`` /
+`run_episodes` runs episodes and reports laps through callbacks; `play` is ``kartsim play`` /
 ``play_ppo.py``.
 """
 
@@ -166,7 +166,7 @@ class EpisodeResult:
         return min(self.lap_times) if self.lap_times else None
 
 
-def drive(
+def run_episodes(
     driver: Driver,
     env: Any,
     *,
@@ -438,7 +438,7 @@ def play(
 
     results: list[EpisodeResult] = []
     try:
-        results = drive(driver, env, episodes=episodes, deterministic=deterministic, max_steps=max_steps,
+        results = run_episodes(driver, env, episodes=episodes, deterministic=deterministic, max_steps=max_steps,
                         on_step=on_step, on_lap=on_lap, on_episode=on_episode, stop_after_laps=stop_after_laps)
     except KeyboardInterrupt:
         echo("Stopped.")

@@ -15,7 +15,6 @@ from typing import Any
 
 from kartsim.errors import ConfigError
 
-DEMOS_MODES = ("bc", "dagger")
 
 
 def _source_record(source: str, demos: Any) -> dict[str, Any]:
@@ -34,32 +33,32 @@ def _source_record(source: str, demos: Any) -> dict[str, Any]:
 
 def pretrain(model: Any, cfg: Any, env_cfg: Any, *, mode_given: bool = True,
              echo: Callable[[str], None] = print) -> dict[str, Any]:
-    """Clone `cfg.demos` into ``model.policy`` (and DAgger rounds in mode dagger); the provenance."""
+    """Clone `cfg.pretrain.demos` into ``model.policy`` (and DAgger rounds in mode dagger); the provenance."""
     from kartsim.rl.bc import behaviour_clone, dagger
     from kartsim.rl.demos import DemoError, open_source
 
     started = time.perf_counter()
-    n_karts = int(cfg.vector_envs)
-    echo(f"Demonstrations: {cfg.demos}" + (f" ({cfg.demos_laps} laps)" if not Path(cfg.demos).exists() else ""))
-    demos, teacher = open_source(cfg.demos, env_cfg, laps=cfg.demos_laps, n_karts=n_karts, seed=cfg.seed,
-                                 device=str(model.device), noise=cfg.demos_noise)
-    mode = cfg.demos_mode
+    n_karts = int(cfg.run.vector_envs)
+    echo(f"Demonstrations: {cfg.pretrain.demos}" + (f" ({cfg.pretrain.demos_laps} laps)" if not Path(cfg.pretrain.demos).exists() else ""))
+    demos, teacher = open_source(cfg.pretrain.demos, env_cfg, laps=cfg.pretrain.demos_laps, n_karts=n_karts, seed=cfg.run.seed,
+                                 device=str(model.device), noise=cfg.pretrain.demos_noise)
+    mode = cfg.pretrain.demos_mode
     if mode == "dagger" and teacher is None:
         if mode_given:
             raise DemoError(f"--demos-mode dagger needs a teacher to label the states the policy visits (ai:LEVEL, a "
-                            f"model zip, or an npz recorded from ai:LEVEL); {cfg.demos} is recorded driving: use --demos-mode bc")
-        echo(f"{cfg.demos} has no teacher to label new states: behaviour cloning only (bc)")
+                            f"model zip, or an npz recorded from ai:LEVEL); {cfg.pretrain.demos} is recorded driving: use --demos-mode bc")
+        echo(f"{cfg.pretrain.demos} has no teacher to label new states: behaviour cloning only (bc)")
         mode = "bc"
-    record = _source_record(cfg.demos, demos)
+    record = _source_record(cfg.pretrain.demos, demos)
     echo(f"  {record['steps']:,} steps, {record['laps']} laps" +
          (f", best {record['best_lap_s']:.2f} s" if record["best_lap_s"] else ""))
-    bc_args = dict(epochs=cfg.bc_epochs, batch_size=256, learning_rate=1e-3, seed=cfg.seed, echo=echo)
+    bc_args = dict(epochs=cfg.pretrain.bc_epochs, batch_size=256, learning_rate=1e-3, seed=cfg.run.seed, echo=echo)
     report = behaviour_clone(model.policy, demos, **bc_args)
     record.update(mode=mode, bc=vars(report))
-    if mode == "dagger" and cfg.dagger_rounds > 0:
-        demos, reports = dagger(model.policy, demos, env_cfg, teacher, rounds=cfg.dagger_rounds,
-                                steps=cfg.dagger_steps, n_karts=n_karts, **bc_args)
-        record["dagger"] = {"rounds": cfg.dagger_rounds, "steps_per_round": cfg.dagger_steps,
+    if mode == "dagger" and cfg.pretrain.dagger_rounds > 0:
+        demos, reports = dagger(model.policy, demos, env_cfg, teacher, rounds=cfg.pretrain.dagger_rounds,
+                                steps=cfg.pretrain.dagger_steps, n_karts=n_karts, **bc_args)
+        record["dagger"] = {"rounds": cfg.pretrain.dagger_rounds, "steps_per_round": cfg.pretrain.dagger_steps,
                             "samples": len(demos), "reports": [vars(r) for r in reports]}
     record["seconds"] = round(time.perf_counter() - started, 1)
     return record
@@ -71,30 +70,24 @@ def prepare_policy(model: Any, cfg: Any, env_cfg: Any, *, given: set[str],
     from kartsim.rl.transfer import init_from
 
     provenance: dict[str, Any] = {}
-    if cfg.init_from:
-        provenance["init_from"] = init_from(model.policy, cfg.init_from, cfg.init_parts, vision=cfg.vision)
-        echo(f"Initial weights: {cfg.init_parts} of {cfg.init_from} ({provenance['init_from']['tensors']} tensors)")
-    if cfg.demos:
-        provenance["demos"] = pretrain(model, cfg, env_cfg, mode_given="demos_mode" in given, echo=echo)
+    if cfg.pretrain.init_from:
+        provenance["init_from"] = init_from(model.policy, cfg.pretrain.init_from, cfg.pretrain.init_parts, vision=cfg.vision)
+        echo(f"Initial weights: {cfg.pretrain.init_parts} of {cfg.pretrain.init_from} ({provenance['init_from']['tensors']} tensors)")
+    if cfg.pretrain.demos:
+        provenance["demos"] = pretrain(model, cfg, env_cfg, mode_given="pretrain.demos_mode" in given, echo=echo)
     return provenance
 
 
-def validate_pretrain(cfg: Any) -> None:
-    """ConfigError (one line naming the flag) for demonstration / init flags that cannot work."""
+def validate_pretrain(cfg: Any, resume: str | None = None) -> None:
+    """ConfigError (one line naming the flag) for demonstration / init flags (`cfg`: a resolved
+    `PretrainConfig`; its choices are checked with its other fields) that cannot work."""
     from kartsim.rl.demos import check_ai_source, check_source_path, is_ai_source
-    from kartsim.rl.transfer import INIT_PARTS
 
-    if cfg.demos_mode not in DEMOS_MODES:
-        raise ConfigError(f"--demos-mode must be {' or '.join(DEMOS_MODES)}, not {cfg.demos_mode!r}")
-    if cfg.init_parts not in INIT_PARTS:
-        raise ConfigError(f"--init-parts must be one of {', '.join(INIT_PARTS)}, not {cfg.init_parts!r}")
     for name, value, low in (("--demos-laps", cfg.demos_laps, 1), ("--bc-epochs", cfg.bc_epochs, 1),
                              ("--dagger-rounds", cfg.dagger_rounds, 0), ("--dagger-steps", cfg.dagger_steps, 1)):
         if value < low:
             raise ConfigError(f"{name} must be >= {low}, not {value}")
-    if not 0.0 <= cfg.demos_noise <= 1.0:
-        raise ConfigError(f"--demos-noise must be between 0 and 1 (a share of the full action range), not {cfg.demos_noise}")
-    if cfg.resume:
+    if resume:
         return  # the checkpoint already holds its weights; its sources are in its provenance
     if cfg.demos:
         if is_ai_source(cfg.demos):

@@ -125,7 +125,7 @@ def record_config(path: Path, doc: dict[str, Any], resume_from: Path | None) -> 
         if isinstance(old, dict):
             resumes = old.get("resumes") if isinstance(old.get("resumes"), list) else []
             resumes.append({"command": doc["command"], "started": doc["started"], "resume": str(resume_from),
-                            "timesteps": doc["train"].get("timesteps")})
+                            "timesteps": doc["train"]["run"]["timesteps"]})
             doc = dict(doc, command=old.get("command", doc["command"]), started=old.get("started", doc["started"]),
                        resumes=resumes)
     tmp = path.with_name(f".{path.name}.tmp")

@@ -1,4 +1,5 @@
-"""The simulation's configuration dataclasses: the kart's physical figures and a race's rules and rewards.
+"""The simulation's configuration dataclasses: the kart's physical figures, an episode's rules and rewards
+(`RaceConfig`, `RewardConfig`) and the rules of a multi-kart race (`RaceRules`).
 
 Light on purpose (no numba, no numpy): ``from kartsim.envs import EnvConfig`` reads these without
 loading the simulator. The kernels that use them live in :mod:`kartsim.sim.physics` and
@@ -8,13 +9,13 @@ loading the simulator. The kernels that use them live in :mod:`kartsim.sim.physi
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from typing import ClassVar
 
 from kartsim.errors import ConfigError
 from kartsim.validation import check_config
 
-__all__ = ["KartConfig", "RaceConfig", "RewardConfig", "WEATHER", "WEATHERS"]
+__all__ = ["KartConfig", "RaceConfig", "RaceRules", "RewardConfig", "WEATHER", "WEATHERS"]
 
 # Weather: wetness of the track under a kart (KartState.wetness).
 WEATHER = {"dry": 0.0, "damp": 0.5, "wet": 1.0}
@@ -187,13 +188,19 @@ class RewardConfig:
     """Per m/s of impact speed into a wall."""
     termination: float = -10.0
     """Once, when the episode ends early (wrong way, stuck, off the track for good)."""
+    steer_change: float = -0.02
+    """Per unit change of the steering command from one decision to the next (a flick from full
+    left to full right is 2): a cost on weaving. Without it PPO's deterministic policy steers
+    bang-bang on the straights (sign changes ~8 times a second) and scrubs ~10 % of its speed there;
+    with it the rays agent's best lap on circuit.png at 1.5M steps is 1.06 instead of 1.16 × the
+    reference (benchmarks/RESULTS.md; -0.05 did no better). 0: off."""
     lap_pace: float = 0.0
     """Per m/s of a completed lap's mean speed (lap length ÷ lap time), paid when the lap completes: a
     faster lap pays more, so it rewards speed itself rather than only distance (0: off). Paid only for
     a real lap (every gate in order), so it opens no farming hole the progress term closes."""
 
     LIMITS: ClassVar[dict[str, tuple[float, float]]] = {
-        name: (-1e6, 1e6) for name in ("progress", "lap", "off_track", "wall", "termination", "lap_pace")}
+        name: (-1e6, 1e6) for name in ("progress", "lap", "off_track", "wall", "termination", "steer_change", "lap_pace")}
 
     def __post_init__(self) -> None:
         check_config(self, "reward")
@@ -248,3 +255,52 @@ class RaceConfig:
         check_config(self, "race")
         if self.weather not in WEATHERS:
             raise ConfigError(f"race.weather must be one of {', '.join(WEATHERS)}, not {self.weather!r}")
+
+
+@dataclass
+class RaceRules:
+    """How a multi-kart race (:class:`kartsim.sim.multikart.GridRace`) is run: its distance, contacts and
+    grid, and its weather and retirement unless the `RaceConfig` sets them. The race envs take every
+    field as a keyword too (``gym.make("kartsim/KartRace-v0", laps=1, weather="wet")``)."""
+
+    laps: int = 3
+    """Race distance in laps: a kart finishes after this many."""
+    collisions: bool = True
+    """Karts collide with each other (one collision world); False = ghosts that drive through."""
+    grid_front_m: float = 4.0
+    """Distance of the pole position behind the start/finish line (m)."""
+    grid_row_m: float = 6.0
+    """Distance between grid rows of two karts (m)."""
+    grid_stagger_m: float = 3.0
+    """The second kart of a row starts this much further back (m)."""
+    grid_lateral_m: float = 2.0
+    """Sideways offset of the two grid columns from the centerline (m, capped at 30 % of the width)."""
+    weather: str | None = None
+    """dry, damp, wet or random (one per race: domain randomisation). None: the race config's
+    ``weather`` (dry by default), so ``race=RaceConfig(weather="wet")`` works here too."""
+    max_damage: float | None = None
+    """Retire a kart whose damage reaches this, in (0, 1] (None: the race config's ``max_damage``,
+    never by default)."""
+
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {
+        "laps": (1, 1e12), "grid_front_m": (0.0, 1000.0), "grid_row_m": (2.0, 1000.0), "grid_stagger_m": (0.0, 1000.0),
+        "grid_lateral_m": (0.0, 100.0), "max_damage": (0.0, 1.0)}
+
+    def __post_init__(self) -> None:
+        check_config(self)
+        if self.weather is not None and self.weather not in WEATHERS:
+            raise ConfigError(f"weather must be one of {', '.join(WEATHERS)}, got {self.weather!r}")
+        if self.max_damage == 0.0:
+            raise ConfigError("max_damage must be in (0, 1] or None, got 0")
+
+    def resolved(self, race: RaceConfig) -> "RaceRules":
+        """These rules with ``weather`` and ``max_damage`` taken from `race` unless given here (both
+        given and different: ConfigError, rather than one of them silently ignored)."""
+        defaults = {f.name: f.default for f in fields(RaceConfig)}
+        merged = {}
+        for name in ("weather", "max_damage"):
+            mine, theirs = getattr(self, name), getattr(race, name)
+            if mine is not None and theirs != defaults[name] and mine != theirs:
+                raise ConfigError(f"{name}={mine!r} conflicts with race.{name}={theirs!r}; give only one of them")
+            merged[name] = theirs if mine is None else mine
+        return replace(self, **merged)

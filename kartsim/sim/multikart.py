@@ -16,55 +16,36 @@ The karts nobody controls are driven by :class:`kartsim.drivers.opponents.Oppone
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
 from kartsim.errors import ConfigError
-from kartsim.sim.config import WEATHER, KartConfig, RaceConfig, RewardConfig
+from kartsim.sim.columns import Column, Columns
+from kartsim.sim.config import WEATHER, WEATHERS, KartConfig, RaceConfig, RaceRules, RewardConfig
 from kartsim.sim.race import Race
 from kartsim.sim.track import TrackStack
 
-__all__ = ["RaceRules", "GridRace", "WEATHER_CHOICES"]
+__all__ = ["GridRace"]
 
-WEATHER_CHOICES = ("dry", "damp", "wet", "random")
 MARK_SPACING_M = 2.0
 
 
-@dataclass
-class RaceRules:
-    """How a multi-kart race is run."""
-
-    laps: int = 3
-    """A kart finishes after this many laps."""
-    collisions: bool = True
-    """Karts collide with each other (one collision world); False = ghosts that drive through."""
-    grid_front_m: float = 4.0
-    """Distance of the pole position behind the start/finish line (m)."""
-    grid_row_m: float = 6.0
-    """Distance between grid rows of two karts (m)."""
-    grid_stagger_m: float = 3.0
-    """The second kart of a row starts this much further back (m)."""
-    grid_lateral_m: float = 2.0
-    """Sideways offset of the two grid columns from the centerline (m, capped at 30 % of the width)."""
-    weather: str = "dry"
-    """``dry``, ``damp``, ``wet`` or ``random`` (one drawn per race)."""
-    max_damage: float | None = None
-    """Retire a kart whose damage reaches this (None: never)."""
-
-    def validate(self) -> None:
-        if self.laps < 1:
-            raise ConfigError(f"race laps must be >= 1, got {self.laps}")
-        if self.weather not in WEATHER_CHOICES:
-            raise ConfigError(f"weather must be one of {', '.join(WEATHER_CHOICES)}, got {self.weather!r}")
-        if self.max_damage is not None and not 0.0 < self.max_damage <= 1.0:
-            raise ConfigError(f"max_damage must be in (0, 1] or None, got {self.max_damage}")
-        if self.grid_row_m < 2.0 or self.grid_front_m < 0.0:
-            raise ConfigError("grid_row_m must be >= 2 m and grid_front_m >= 0 m")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+F8, I8, B1 = np.float64, np.int64, np.bool_
+GRID_COLUMNS = Columns("GridArrays", __name__, [
+    # name, dtype, value written by GridRace.start (None: computed there or by a step), init, doc
+    Column("position", I8, None, lambda n: np.arange(1, n + 1), doc="Race position, 1 = leading (0: not classified)."),
+    Column("gap", F8, doc="Seconds behind the kart ahead."),
+    Column("gap_to_leader", F8, doc="Seconds behind the leader."),
+    Column("finished", B1, False, doc="Completed ``rules.laps`` laps."),
+    Column("finish_time", F8, np.inf, doc="Race time at the finish (s), inf before."),
+    Column("finish_order", I8, 0, doc="1 = won, 0 = not finished."),
+    Column("retired", B1, False, doc="Retired by damage (``rules.max_damage``)."),
+    Column("in_race", B1, True, doc="Classified; False: a ghost or spectator kart."),
+    Column("grid_slot", I8, None, np.arange, doc="Grid slot, 0 = pole."),
+    Column("prev_best", F8, doc="``best`` at the previous step (for the timing marks)."),
+])
+GridArrays = GRID_COLUMNS.record  # module-level: pickle finds the class by name
 
 
 class GridRace(Race):
@@ -73,24 +54,15 @@ class GridRace(Race):
     def __init__(self, stack: TrackStack, n_karts: int, race: RaceConfig | None = None,
                  reward: RewardConfig | None = None, kart: KartConfig | None = None,
                  rules: RaceRules | None = None) -> None:
-        rules = rules or RaceRules()
-        rules.validate()
         cfg = race or RaceConfig()
+        rules = (rules or RaceRules()).resolved(cfg)
         super().__init__(stack, n_karts, cfg, reward, kart)
         self.rules = rules
         n = n_karts
         self.state.world[:] = 0 if rules.collisions else np.arange(n)
-        self.position = np.arange(1, n + 1)
-        self.gap = np.zeros(n)  # seconds behind the kart ahead
-        self.gap_to_leader = np.zeros(n)
-        self.finished = np.zeros(n, bool)
-        self.finish_time = np.full(n, np.inf)
-        self.finish_order = np.zeros(n, np.int64)  # 1 = won, 0 = not finished
-        self.retired = np.zeros(n, bool)
-        self.in_race = np.ones(n, bool)  # False: not classified (a ghost, a spectator kart)
-        self.grid_slot = np.arange(n)
+        self.grid_arrays: GridArrays = GRID_COLUMNS.allocate(n)
+        GRID_COLUMNS.attach(self, self.grid_arrays)
         self.weather = "dry"
-        self._prev_best = np.zeros(n)
         self._prev_time = 0.0
         self._mark0 = 0.0
         self._marks = np.zeros((n, 1))
@@ -124,7 +96,7 @@ class GridRace(Race):
         poses = self.grid_poses(t)
         slot = np.empty(n, np.int64)
         slot[order] = np.arange(n)
-        self.grid_slot = slot
+        self.grid_slot[:] = slot
         self.state.track_idx[:] = t
         self.state.reset(idx, poses[slot, 0], poses[slot, 1], poses[slot, 2],
                          tyre_condition=self.kart_cfg.tyre_start_condition)
@@ -132,27 +104,23 @@ class GridRace(Race):
         if w == "random":
             w = str(rng.choice(["dry", "damp", "wet"]))
         if w not in WEATHER:
-            raise ConfigError(f"weather must be one of {', '.join(WEATHER_CHOICES)}, got {w!r}")
+            raise ConfigError(f"weather must be one of {', '.join(WEATHERS)}, got {w!r}")
         self.weather = w
         self.state.wetness[:] = WEATHER[w]
         self.state.world[:] = 0 if self.rules.collisions else idx
         self._update_frame(idx)
         L = self.lengths[t]
         start = np.where(self.s > L / 2, self.s - L, self.s)
-        self.unwrapped[:] = start
+        self.total_progress[:] = start
         self.best[:] = start
-        self.stats.start_progress[:] = start
+        self.start_progress[:] = start
         self.next_gate[:] = 0
-        self.in_race[:] = True
-        self.finished[:] = False
-        self.retired[:] = False
-        self.finish_time[:] = np.inf
-        self.finish_order[:] = 0
+        GRID_COLUMNS.reset(self.grid_arrays, idx)
         # timing marks from the last grid slot to the end of the race (+ a lap of slack)
         self._mark0 = float(start.min()) - MARK_SPACING_M
         n_marks = int(math.ceil(((min(self.rules.laps, 3) + 1) * L - self._mark0) / MARK_SPACING_M)) + 2
         self._marks = np.full((n, n_marks), np.nan)
-        self._prev_best = self.best.copy()
+        self.prev_best[:] = self.best
         self._prev_time = 0.0
         self._rank()
 
@@ -181,7 +149,7 @@ class GridRace(Race):
             self._marks = grow
         M = self._marks.shape[1]
         for i in range(self.n):
-            b0, b1 = self._prev_best[i], self.best[i]
+            b0, b1 = self.prev_best[i], self.best[i]
             if b1 <= b0:
                 continue
             m0 = max(int(math.floor((b0 - self._mark0) / sp)) + 1, 0)
@@ -191,7 +159,7 @@ class GridRace(Race):
             d = self._mark0 + np.arange(m0, m1 + 1) * sp
             f = (d - b0) / (b1 - b0)
             self._marks[i, m0:m1 + 1] = self._prev_time + f * (t_now - self._prev_time)
-        self._prev_best[:] = self.best
+        self.prev_best[:] = self.best
 
     def passing_time(self, i: int, distance: float) -> float:
         """When kart ``i`` reached race ``distance`` (s), NaN if it has not (yet)."""
@@ -264,8 +232,8 @@ class GridRace(Race):
         self._update_frame(np.array([i]))
         L = self.lengths[int(st.track_idx[i])]
         start = self.s[i] - L if self.s[i] > L / 2 else self.s[i]
-        self.unwrapped[i] = self.best[i] = self.stats.start_progress[i] = start
-        self._prev_best[i] = start
+        self.total_progress[i] = self.best[i] = self.start_progress[i] = start
+        self.prev_best[i] = start
         self._rank()
 
     # ------------------------------------------------------------------------------ reports

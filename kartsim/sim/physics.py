@@ -29,12 +29,14 @@ within reach of the step):
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
 from numba import njit
 
 from kartsim.errors import ConfigError
+from kartsim.sim.columns import Column, ColumnOwner, Columns
 from kartsim.sim.config import KartConfig
 
 G = 9.81
@@ -42,14 +44,7 @@ G = 9.81
 # Surface codes (same numbers as kartsim.sim.track.Surface; physics does not import track).
 WALL, ASPHALT, KERB, GRASS = 0, 1, 2, 3
 
-__all__ = ["KartState", "KartPhysics", "WALL", "ASPHALT", "KERB", "GRASS", "weather_grip"]
-
-# Indices into the packed parameter vector handed to the kernel.
-(P_DT, P_M, P_IZ, P_A, P_B, P_H, P_RAD, P_MAXSTEER, P_STEERRATE, P_POWER, P_FDRIVE, P_FBRAKE,
- P_FREV, P_VREV, P_VREVTH, P_DRAG, P_TB, P_TC, P_REST, P_WFRIC, P_TRAVEL, P_SLIPV, P_FRONTMU, P_BFRONT, P_LOADSENS, P_TN,
- P_WEAR, P_SLIDEWEAR, P_WORNLOSS, P_DAMP, P_WET, P_WETBRAKE, P_DMGTH, P_DMGK, P_DMGPOWER, P_DMGPULL,
- P_KREST, P_KFRIC, P_PEAKTAN, P_COUNT) = range(40)
-
+__all__ = ["KART_COLUMNS", "KartState", "KartPhysics", "WALL", "ASPHALT", "KERB", "GRASS", "weather_grip"]
 
 def _tyre_curve(x, A):
     return x * (A + x * x) / (1.0 + x * x) ** 1.5
@@ -73,150 +68,99 @@ def _tyre_shape(ratio: float) -> tuple[float, float, float]:
     return A, xp, _tyre_curve(xp, A)
 
 
-def _pack(cfg: KartConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    p = np.zeros(P_COUNT, np.float64)
-    p[P_DT] = cfg.dt
-    p[P_M] = cfg.mass_kg
-    p[P_IZ] = cfg.yaw_inertia_kgm2
-    p[P_A] = cfg.cg_to_front_m
-    p[P_B] = cfg.wheelbase_m - cfg.cg_to_front_m
-    p[P_H] = cfg.cg_height_m
-    p[P_RAD] = cfg.radius_m
-    p[P_MAXSTEER] = cfg.max_steer_rad
-    p[P_STEERRATE] = cfg.steer_rate_rad_s
-    p[P_POWER] = cfg.engine_power_w
-    p[P_FDRIVE] = cfg.max_drive_force_n
-    p[P_FBRAKE] = cfg.brake_force_n
-    p[P_FREV] = cfg.reverse_force_n
-    p[P_VREV] = cfg.max_reverse_speed
-    p[P_VREVTH] = cfg.reverse_threshold_speed
-    p[P_DRAG] = cfg.drag_coeff
+def _params(cfg: KartConfig) -> np.ndarray:
+    """The kernels' parameters as one named record (a structured array of one element): every number
+    of ``cfg`` under its field name, then what the kernels derive from them once."""
     A, x_peak, peak = _tyre_shape(cfg.tyre_sliding_ratio)
-    p[P_TC] = A
-    p[P_TB] = x_peak / math.tan(cfg.tyre_peak_slip_rad)
-    p[P_TN] = 1.0 / peak
-    p[P_REST] = cfg.wall_restitution
-    p[P_WFRIC] = cfg.wall_friction
-    p[P_TRAVEL] = cfg.max_travel_fraction * cfg.radius_m
-    p[P_SLIPV] = cfg.slip_min_speed
-    p[P_FRONTMU] = cfg.front_grip_factor
-    p[P_BFRONT] = cfg.brake_front_share
-    p[P_LOADSENS] = cfg.load_sensitivity
-    p[P_WEAR] = cfg.tyre_wear_per_mj * 1e-6
-    p[P_SLIDEWEAR] = cfg.tyre_slide_wear_factor
-    p[P_WORNLOSS] = cfg.tyre_worn_grip_loss
-    p[P_DAMP] = cfg.damp_grip
-    p[P_WET] = cfg.wet_grip
-    p[P_WETBRAKE] = cfg.wet_brake_factor
-    p[P_DMGTH] = cfg.damage_threshold_mps
-    p[P_DMGK] = cfg.damage_per_mps
-    p[P_DMGPOWER] = cfg.damage_power_loss
-    p[P_DMGPULL] = cfg.damage_steer_pull_rad
-    p[P_KREST] = cfg.kart_restitution
-    p[P_KFRIC] = cfg.kart_friction
-    p[P_PEAKTAN] = math.tan(cfg.tyre_peak_slip_rad)
-    # Per-surface tables indexed by surface code (WALL uses asphalt figures: the kart is pushed out).
-    mu = np.array([cfg.mu_asphalt, cfg.mu_asphalt, cfg.mu_kerb, cfg.mu_grass], np.float64)
-    rr = np.array([cfg.rolling_asphalt, cfg.rolling_asphalt, cfg.rolling_kerb, cfg.rolling_grass], np.float64)
-    return p, mu, rr
+    derived = {
+        "cg_to_rear_m": cfg.wheelbase_m - cfg.cg_to_front_m,
+        "tyre_A": A,
+        "tyre_B": x_peak / math.tan(cfg.tyre_peak_slip_rad),
+        "tyre_norm": 1.0 / peak,
+        "peak_slip_tan": math.tan(cfg.tyre_peak_slip_rad),
+        "max_travel_m": cfg.max_travel_fraction * cfg.radius_m,
+        "wear_per_j": cfg.tyre_wear_per_mj * 1e-6,
+        # per-surface tables indexed by surface code (WALL uses asphalt figures: the kart is pushed out)
+        "mu": (cfg.mu_asphalt, cfg.mu_asphalt, cfg.mu_kerb, cfg.mu_grass),
+        "rolling": (cfg.rolling_asphalt, cfg.rolling_asphalt, cfg.rolling_kerb, cfg.rolling_grass),
+    }
+    values = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)
+              if isinstance(getattr(cfg, f.name), (int, float)) and not isinstance(getattr(cfg, f.name), bool)}
+    values.update(derived)
+    record = np.zeros(1, np.dtype([(name, np.float64, np.shape(v)) for name, v in values.items()], align=True))
+    for name, v in values.items():
+        record[name] = v
+    return record
 
 
-class KartState:
-    """Struct of arrays for N karts, allocated once; kernels write into the arrays in place."""
+F8, U8, B1, I32 = np.float64, np.uint8, np.bool_, np.int32
+KART_COLUMNS = Columns("KartArrays", __name__, [
+    # name, dtype, value written by KartState.reset (None: kept or set from its arguments), init, doc
+    Column("x", F8, None, doc="Centre position (m), image x axis."),
+    Column("y", F8, None, doc="Centre position (m), image y axis (points down)."),
+    Column("yaw", F8, None, doc="Heading atan2(dy, dx) (rad), wrapped to [-pi, pi)."),
+    Column("vx", F8, 0.0, doc="Body-frame forward velocity (m/s)."),
+    Column("vy", F8, 0.0, doc="Body-frame velocity to the driver's right (m/s)."),
+    Column("yaw_rate", F8, 0.0, doc="Yaw rate (rad/s), positive = turning right."),
+    Column("steer", F8, 0.0, doc="Front wheel angle (rad), positive = right."),
+    Column("throttle", F8, 0.0, doc="Applied throttle in [-1, 1] (negative = brake / reverse)."),
+    Column("ax", F8, 0.0, doc="Body-frame longitudinal acceleration from tyres and drag, mean over the last "
+                              "step (m/s^2)."),
+    Column("ay", F8, 0.0, doc="Body-frame lateral acceleration (to the right), mean over the last step (m/s^2)."),
+    Column("slip_angle", F8, 0.0, doc="Body slip angle atan2(vy, vx) (rad), 0 below cfg.slip_min_speed."),
+    Column("speed", F8, 0.0, doc="hypot(vx, vy) (m/s)."),
+    Column("impact_speed", F8, 0.0, doc="Largest speed into a wall during the last step (m/s), 0 without contact."),
+    Column("tyre_condition", F8, None, 1.0,
+           doc="Tyre condition, 1.0 = new, falling with tyre work (sliding wears faster); 0 = worn out."),
+    Column("wetness", F8, None, doc="Wetness of the track under the kart: 0 dry, 0.5 damp, 1 wet (``WEATHER``)."),
+    Column("damage", F8, 0.0, doc="Accumulated damage in [0, 1] from impacts above ``cfg.damage_threshold_mps``."),
+    Column("steer_bias", F8, 0.0, doc="Bent steering: wheel angle added to every steering input (rad, > 0 pulls "
+                                      "right)."),
+    Column("kart_impact_speed", F8, 0.0, doc="Largest closing speed of a kart-to-kart contact during the last step "
+                                             "(m/s)."),
+    Column("surface", U8, None, doc="Surface code under the kart centre (0 wall, 1 asphalt, 2 kerb, 3 grass)."),
+    Column("wall_hit", B1, False, doc="True if the kart touched a wall during the last step."),
+    Column("kart_hit", B1, False, doc="True if the kart touched another kart during the last step."),
+    Column("track_idx", I32, None, doc="Index of the kart's track in the stacked grids."),
+    Column("world", I32, None, np.arange,
+           doc="Collision world: karts collide only with karts of the same world on the same track. "
+               "Defaults to ``arange(n)``: every kart alone (the independent karts of a batched env)."),
+])
+KartArrays = KART_COLUMNS.record  # module-level: pickle and numba's cache find the class by name
 
-    FIELDS_F64 = ("x", "y", "yaw", "vx", "vy", "yaw_rate", "steer", "throttle", "ax", "ay",
-                  "slip_angle", "speed", "impact_speed", "tyre_condition", "wetness", "damage", "steer_bias",
-                  "kart_impact_speed")
-    OTHER_FIELDS = ("surface", "wall_hit", "kart_hit", "track_idx", "world")
+
+class KartState(ColumnOwner):
+    """Struct of arrays for N karts (one per :data:`KART_COLUMNS` column, e.g. ``state.x``), allocated
+    once; kernels take ``state.arrays`` (the same arrays, see :mod:`kartsim.sim.columns`) and write
+    into them in place."""
 
     def __init__(self, n: int):
         if n < 1:
             raise ConfigError(f"KartState needs at least one kart, got n={n}")
         self.n = int(n)
-        for name in self.FIELDS_F64:
-            setattr(self, name, np.zeros(self.n, np.float64))
-        self.tyre_condition[:] = 1.0
-        self.surface = np.zeros(self.n, np.uint8)
-        self.wall_hit = np.zeros(self.n, np.bool_)
-        self.kart_hit = np.zeros(self.n, np.bool_)
-        self.track_idx = np.zeros(self.n, np.int32)
-        self.world = np.arange(self.n, dtype=np.int32)
+        self.arrays: KartArrays = KART_COLUMNS.allocate(self.n)
+        KART_COLUMNS.attach(self, self.arrays)
         self._own_worlds = self.world.copy()
-
-    x: np.ndarray
-    """Centre position (m), image x axis."""
-    y: np.ndarray
-    """Centre position (m), image y axis (points down)."""
-    yaw: np.ndarray
-    """Heading atan2(dy, dx) (rad), wrapped to [-pi, pi)."""
-    vx: np.ndarray
-    """Body-frame forward velocity (m/s)."""
-    vy: np.ndarray
-    """Body-frame velocity to the driver's right (m/s)."""
-    yaw_rate: np.ndarray
-    """Yaw rate (rad/s), positive = turning right."""
-    steer: np.ndarray
-    """Front wheel angle (rad), positive = right."""
-    throttle: np.ndarray
-    """Applied throttle in [-1, 1] (negative = brake / reverse)."""
-    ax: np.ndarray
-    """Body-frame longitudinal acceleration from tyres and drag, mean over the last step (m/s^2)."""
-    ay: np.ndarray
-    """Body-frame lateral acceleration (to the right), mean over the last step (m/s^2)."""
-    slip_angle: np.ndarray
-    """Body slip angle atan2(vy, vx) (rad), 0 below cfg.slip_min_speed."""
-    speed: np.ndarray
-    """hypot(vx, vy) (m/s)."""
-    impact_speed: np.ndarray
-    """Largest speed into a wall during the last step (m/s), 0 without contact."""
-    surface: np.ndarray
-    """Surface code under the kart centre (uint8: 0 wall, 1 asphalt, 2 kerb, 3 grass)."""
-    wall_hit: np.ndarray
-    """True if the kart touched a wall during the last step."""
-    track_idx: np.ndarray
-    """Index of the kart's track in the stacked grids (int32)."""
-    tyre_condition: np.ndarray
-    """Tyre condition, 1.0 = new, falling with tyre work (sliding wears faster); 0 = worn out."""
-    wetness: np.ndarray
-    """Wetness of the track under the kart: 0 dry, 0.5 damp, 1 wet (``WEATHER``); kept by ``reset``."""
-    damage: np.ndarray
-    """Accumulated damage in [0, 1] from impacts above ``cfg.damage_threshold_mps``."""
-    steer_bias: np.ndarray
-    """Bent steering: wheel angle added to every steering input (rad, > 0 pulls right)."""
-    kart_hit: np.ndarray
-    """True if the kart touched another kart during the last step."""
-    kart_impact_speed: np.ndarray
-    """Largest closing speed of a kart-to-kart contact during the last step (m/s)."""
-    world: np.ndarray
-    """Collision world (int32): karts collide only with karts of the same world on the same track.
-    Defaults to ``arange(n)``: every kart alone (the independent karts of a batched env)."""
 
     def reset(self, idx, x, y, yaw, tyre_condition=1.0) -> None:
         """Place karts ``idx`` at (x, y) facing ``yaw`` with zero velocity, steering and telemetry,
-        no damage and tyres of ``tyre_condition`` (wetness, world and track are kept)."""
+        no damage and tyres of ``tyre_condition`` (wetness, surface, world and track are kept)."""
         idx = np.atleast_1d(np.asarray(idx))
         self.x[idx] = x
         self.y[idx] = y
         self.yaw[idx] = np.mod(np.asarray(yaw, np.float64) + np.pi, 2 * np.pi) - np.pi
-        for name in ("vx", "vy", "yaw_rate", "steer", "throttle", "ax", "ay", "slip_angle", "speed",
-                     "impact_speed", "damage", "steer_bias", "kart_impact_speed"):
-            getattr(self, name)[idx] = 0.0
+        KART_COLUMNS.reset(self.arrays, idx)
         self.tyre_condition[idx] = tyre_condition
-        self.wall_hit[idx] = False
-        self.kart_hit[idx] = False
 
     def copy(self) -> "KartState":
-        s = KartState(self.n)
-        for name in self.FIELDS_F64 + self.OTHER_FIELDS:
-            getattr(s, name)[:] = getattr(self, name)
-        return s
+        return self.subset(slice(None))
 
     def subset(self, idx) -> "KartState":
         """A new KartState holding copies of karts ``idx`` (for tests and tools)."""
-        idx = np.atleast_1d(np.asarray(idx))
+        idx = np.arange(self.n)[idx] if isinstance(idx, slice) else np.atleast_1d(np.asarray(idx))
         s = KartState(len(idx))
-        for name in self.FIELDS_F64 + self.OTHER_FIELDS:
-            getattr(s, name)[:] = getattr(self, name)[idx]
+        for mine, theirs in zip(self.arrays, s.arrays):
+            theirs[:] = mine[idx]
         return s
 
     def collisions_possible(self) -> bool:
@@ -299,53 +243,67 @@ def _tyre(tan_alpha, B, A, norm):
     return -norm * x * (A + x * x) / (q * math.sqrt(q))
 
 
+@njit(cache=True, fastmath=True, inline="always")
+def _command(c):
+    """A command clipped to [-1, 1]; NaN reads as 0."""
+    if c > 1.0:
+        c = 1.0
+    elif c < -1.0:
+        c = -1.0
+    if not (c == c):
+        c = 0.0
+    return c
+
+
 @njit(cache=True, fastmath=True)
-def _step_kernel(p, mu_tab, rr_tab, surf, wd, scale,  # noqa: C901 (numba kernel)
-                 x, y, yaw, vx, vy, r, steer, thr_state, ax_out, ay_out, slip_out, speed_out,
-                 surf_out, hit_out, impact_out, track_idx,
-                 tyre_cond, wetness, damage, steer_bias,
-                 throttle_cmd, steer_cmd, substeps):
-    n = x.shape[0]
-    dt = p[P_DT]
-    m = p[P_M]
+def _step_kernel(params, surf, wd, scale, ks, throttle_cmd, steer_cmd, substeps):  # noqa: C901 (numba kernel)
+    """``substeps`` integration steps of every kart of ``ks`` (a KartArrays record, written in place)
+    with the commands held; ``params`` is :func:`_params`' record."""
+    ks = KartArrays(*ks)
+    p = params[0]
+    n = ks.x.shape[0]
+    dt = p.dt
+    m = p.mass_kg
     inv_m = 1.0 / m
-    Iz = p[P_IZ]
+    Iz = p.yaw_inertia_kgm2
     inv_I = 1.0 / Iz
-    a = p[P_A]
-    b = p[P_B]
+    a = p.cg_to_front_m
+    b = p.cg_to_rear_m
     L = a + b
-    hcg = p[P_H]
-    rad = p[P_RAD]
-    max_steer = p[P_MAXSTEER]
-    steer_rate = p[P_STEERRATE]
-    power = p[P_POWER]
-    f_drive = p[P_FDRIVE]
-    f_brake = p[P_FBRAKE]
-    f_rev = p[P_FREV]
-    v_rev = p[P_VREV]
-    v_rev_th = p[P_VREVTH]
-    drag = p[P_DRAG]
-    tB = p[P_TB]
-    tC = p[P_TC]
-    tN = p[P_TN]
-    rest = p[P_REST]
-    wfric = p[P_WFRIC]
-    travel = p[P_TRAVEL]
-    slip_v = p[P_SLIPV]
-    front_mu = p[P_FRONTMU]
-    b_front = p[P_BFRONT]
-    load_sens = p[P_LOADSENS]
-    wear_k = p[P_WEAR]
-    slide_wear = p[P_SLIDEWEAR]
-    worn_loss = p[P_WORNLOSS]
-    damp_g = p[P_DAMP]
-    wet_g = p[P_WET]
-    wet_brake = p[P_WETBRAKE]
-    dmg_th = p[P_DMGTH]
-    dmg_k = p[P_DMGK]
-    dmg_power = p[P_DMGPOWER]
-    dmg_pull = p[P_DMGPULL]
-    peak_tan = p[P_PEAKTAN]
+    hcg = p.cg_height_m
+    rad = p.radius_m
+    max_steer = p.max_steer_rad
+    steer_rate = p.steer_rate_rad_s
+    power = p.engine_power_w
+    f_drive = p.max_drive_force_n
+    f_brake = p.brake_force_n
+    f_rev = p.reverse_force_n
+    v_rev = p.max_reverse_speed
+    v_rev_th = p.reverse_threshold_speed
+    drag = p.drag_coeff
+    tB = p.tyre_B
+    tC = p.tyre_A
+    tN = p.tyre_norm
+    rest = p.wall_restitution
+    wfric = p.wall_friction
+    travel = p.max_travel_m
+    slip_v = p.slip_min_speed
+    front_mu = p.front_grip_factor
+    b_front = p.brake_front_share
+    load_sens = p.load_sensitivity
+    wear_k = p.wear_per_j
+    slide_wear = p.tyre_slide_wear_factor
+    worn_loss = p.tyre_worn_grip_loss
+    damp_g = p.damp_grip
+    wet_g = p.wet_grip
+    wet_brake = p.wet_brake_factor
+    dmg_th = p.damage_threshold_mps
+    dmg_k = p.damage_per_mps
+    dmg_power = p.damage_power_loss
+    dmg_pull = p.damage_steer_pull_rad
+    peak_tan = p.peak_slip_tan
+    mu_tab = p.mu
+    rr_tab = p.rolling
     mg = m * G
     fz_f_static = mg * b / L
     fz_r_static = mg * a / L
@@ -354,26 +312,14 @@ def _step_kernel(p, mu_tab, rr_tab, surf, wd, scale,  # noqa: C901 (numba kernel
     T_total = dt * substeps
 
     for k in range(n):
-        t = track_idx[k]
+        t = ks.track_idx[k]
         s = scale[t]
         inv_s = 1.0 / s
-        thr = throttle_cmd[k]
-        if thr > 1.0:
-            thr = 1.0
-        elif thr < -1.0:
-            thr = -1.0
-        if not (thr == thr):
-            thr = 0.0
-        sc = steer_cmd[k]
-        if sc > 1.0:
-            sc = 1.0
-        elif sc < -1.0:
-            sc = -1.0
-        if not (sc == sc):
-            sc = 0.0
+        thr = _command(throttle_cmd[k])
+        sc = _command(steer_cmd[k])
         # kart condition: weather and tyre wear scale the grip; damage costs power and bends the steering
-        cond = tyre_cond[k]
-        wet = wetness[k]
+        cond = ks.tyre_condition[k]
+        wet = ks.wetness[k]
         if wet < 0.0:
             wet = 0.0
         elif wet > 1.0:
@@ -383,10 +329,10 @@ def _step_kernel(p, mu_tab, rr_tab, surf, wd, scale,  # noqa: C901 (numba kernel
         else:
             wgrip = damp_g + (wet_g - damp_g) * (wet - 0.5) * 2.0
         brake_grip = 1.0 - (1.0 - wet_brake) * wet
-        dmg = damage[k]
+        dmg = ks.damage[k]
         power_k = power * (1.0 - dmg_power * dmg)
         f_drive_k = f_drive * (1.0 - dmg_power * dmg)
-        bias = steer_bias[k]
+        bias = ks.steer_bias[k]
         target = sc * max_steer + bias
         if target > max_steer:
             target = max_steer
@@ -396,14 +342,14 @@ def _step_kernel(p, mu_tab, rr_tab, surf, wd, scale,  # noqa: C901 (numba kernel
         hit_nx = 0.0
         hit_ny = 0.0
 
-        px = x[k]
-        py = y[k]
-        psi = yaw[k]
-        u = vx[k]
-        v = vy[k]
-        w = r[k]
-        dlt = steer[k]
-        ax_prev = ax_out[k]
+        px = ks.x[k]
+        py = ks.y[k]
+        psi = ks.yaw[k]
+        u = ks.vx[k]
+        v = ks.vy[k]
+        w = ks.yaw_rate[k]
+        dlt = ks.steer[k]
+        ax_prev = ks.ax[k]
         ax_acc = 0.0
         ay_acc = 0.0
         hit = False
@@ -642,40 +588,44 @@ def _step_kernel(p, mu_tab, rr_tab, surf, wd, scale,  # noqa: C901 (numba kernel
 
         # wrap yaw to [-pi, pi)
         psi = (psi + math.pi) % (2.0 * math.pi) - math.pi
-        tyre_cond[k] = cond
-        damage[k] = dmg
-        steer_bias[k] = bias
-        x[k] = px
-        y[k] = py
-        yaw[k] = psi
-        vx[k] = u
-        vy[k] = v
-        r[k] = w
-        steer[k] = dlt
-        thr_state[k] = thr
-        ax_out[k] = ax_acc / T_total
-        ay_out[k] = ay_acc / T_total
+        ks.tyre_condition[k] = cond
+        ks.damage[k] = dmg
+        ks.steer_bias[k] = bias
+        ks.x[k] = px
+        ks.y[k] = py
+        ks.yaw[k] = psi
+        ks.vx[k] = u
+        ks.vy[k] = v
+        ks.yaw_rate[k] = w
+        ks.steer[k] = dlt
+        ks.throttle[k] = thr
+        ks.ax[k] = ax_acc / T_total
+        ks.ay[k] = ay_acc / T_total
         spd = math.sqrt(u * u + v * v)
-        speed_out[k] = spd
-        slip_out[k] = math.atan2(v, u) if spd > slip_v else 0.0
-        surf_out[k] = _surface_at(surf, t, px, py, inv_s)
-        hit_out[k] = hit
-        impact_out[k] = impact
+        ks.speed[k] = spd
+        ks.slip_angle[k] = math.atan2(v, u) if spd > slip_v else 0.0
+        ks.surface[k] = _surface_at(surf, t, px, py, inv_s)
+        ks.wall_hit[k] = hit
+        ks.impact_speed[k] = impact
 
 
 @njit(cache=True, fastmath=True)
-def _collide_kernel(p, x, y, yaw, vx, vy, r, track_idx, world, hit_out, impact_out, damage, steer_bias,
-                    iterations):
+def _collide_kernel(params, ks, iterations):
     """Kart-to-kart contacts between circles of ``radius_m`` (equal masses) on the same track and in
     the same world: positional correction (no overlap left), a restitution impulse along the contact
     normal with Coulomb friction across it, contact flags, closing speeds and impact damage."""
+    ks = KartArrays(*ks)
+    x, y, yaw, vx, vy, r = ks.x, ks.y, ks.yaw, ks.vx, ks.vy, ks.yaw_rate
+    track_idx, world, hit_out, impact_out = ks.track_idx, ks.world, ks.kart_hit, ks.kart_impact_speed
+    damage, steer_bias = ks.damage, ks.steer_bias
     n = x.shape[0]
-    rad = p[P_RAD]
-    e = p[P_KREST]
-    fr = p[P_KFRIC]
-    dmg_th = p[P_DMGTH]
-    dmg_k = p[P_DMGK]
-    dmg_pull = p[P_DMGPULL]
+    p = params[0]
+    rad = p.radius_m
+    e = p.kart_restitution
+    fr = p.kart_friction
+    dmg_th = p.damage_threshold_mps
+    dmg_k = p.damage_per_mps
+    dmg_pull = p.damage_steer_pull_rad
     min_d = 2.0 * rad
     for _ in range(iterations):
         touched = False
@@ -777,7 +727,7 @@ class KartPhysics:
         self.surface = np.ascontiguousarray(surface, np.uint8)
         self.wall_distance = np.ascontiguousarray(wall_distance, np.float32)
         self.scale = np.ascontiguousarray(scale)
-        self._p, self._mu, self._rr = _pack(cfg)
+        self._params = _params(cfg)
 
     def step(self, state: KartState, throttle, steer_cmd, substeps: int = 1) -> None:
         """Advance all karts by ``substeps * cfg.dt`` seconds with constant inputs, in place.
@@ -800,12 +750,9 @@ class KartPhysics:
         ay = np.zeros(n)
         hit = np.zeros(n, np.bool_)
         impact = np.zeros(n)
-        world = np.ascontiguousarray(state.world, np.int32)
         for _ in range(substeps):
             self._kernel(state, throttle, steer_cmd, 1)
-            _collide_kernel(self._p, state.x, state.y, state.yaw, state.vx, state.vy, state.yaw_rate,
-                            state.track_idx, world, state.kart_hit, state.kart_impact_speed, state.damage,
-                            state.steer_bias, 8)
+            _collide_kernel(self._params, tuple(state.arrays), 8)
             ax += state.ax
             ay += state.ay
             hit |= state.wall_hit
@@ -817,12 +764,8 @@ class KartPhysics:
         np.hypot(state.vx, state.vy, out=state.speed)
 
     def _kernel(self, state: KartState, throttle, steer_cmd, substeps: int) -> None:
-        _step_kernel(self._p, self._mu, self._rr, self.surface, self.wall_distance, self.scale,
-                     state.x, state.y, state.yaw, state.vx, state.vy, state.yaw_rate, state.steer,
-                     state.throttle, state.ax, state.ay, state.slip_angle, state.speed, state.surface,
-                     state.wall_hit, state.impact_speed, state.track_idx,
-                     state.tyre_condition, state.wetness, state.damage, state.steer_bias,
-                     throttle, steer_cmd, substeps)
+        _step_kernel(self._params, self.surface, self.wall_distance, self.scale, tuple(state.arrays), throttle, steer_cmd,
+                     substeps)
 
     def surface_at(self, track_idx, x, y) -> np.ndarray:
         """Surface codes under points (vectorised; outside the grid = WALL)."""

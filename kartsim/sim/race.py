@@ -4,7 +4,8 @@ Every env is a view of a :class:`Race`: the single-kart env is a race of one kar
 a race of N independent karts (each may be on its own track of the pool). All per-kart state is a
 1-D array allocated once; a step is array operations over all karts.
 
-Progress is measured along the track's centerline and *unwrapped* across the finish line. Only new
+Progress is measured along the track's centerline and unwrapped across the finish line
+(``total_progress``). Only new
 forward progress pays (a high-water mark), so spinning, zig-zagging, reversing and re-crossing the
 start line earn nothing. Laps are counted by gates crossed forwards, in order; a lap counts only
 when the kart crosses the start/finish gate after every other gate of that lap.
@@ -12,25 +13,26 @@ when the kart crosses the start/finish gate after every other gate of that lap.
 
 from __future__ import annotations
 
+import collections
+import math
 from dataclasses import dataclass, field
 from typing import Any
-
-import math
 
 import numpy as np
 from numba import njit
 
 from kartsim.errors import KartsimError
+from kartsim.sim.columns import Column, ColumnOwner, Columns, View
 from kartsim.sim.config import WEATHER, WEATHERS, KartConfig, RaceConfig, RewardConfig
 from kartsim.sim.physics import KartPhysics, KartState
-from kartsim.sim.track import CenterlineStack, Surface, TrackStack, project_point
+from kartsim.sim.track import Surface, TrackStack, project_point
 
 # A gate is widened by this much beyond each road edge so that a wheel on the kerb or grass
 # still counts as crossing it; cutting across the infield still misses it.
 GATE_MARGIN_M = 3.0
 
 TERMINATION_REASONS = ("", "wrong_way", "stuck", "off_track", "damage")
-REWARD_TERMS = ("progress", "lap", "off_track", "wall", "termination", "lap_pace")
+REWARD_TERMS = ("progress", "lap", "off_track", "wall", "termination", "steer_change", "lap_pace")
 """The names of :func:`reward_terms`' entries, in order; each is a :class:`RewardConfig` weight."""
 
 
@@ -42,17 +44,22 @@ def reward_terms(
     terminated: np.ndarray,
     step_dt: float,
     lap_speed: np.ndarray | None = None,
+    steer_change: np.ndarray | None = None,
+    out: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """The raw reward terms per kart, named as the :class:`RewardConfig` weights. ``lap_speed``: the
-    mean speed (m/s) of the lap completed this step, 0 where none was."""
-    return {
-        "progress": new_progress_m,
-        "lap": laps_completed.astype(np.float64),
-        "off_track": on_grass * step_dt,
-        "wall": impact_speed,
-        "termination": terminated.astype(np.float64),
-        "lap_pace": np.zeros_like(new_progress_m) if lap_speed is None else lap_speed,
-    }
+    mean speed (m/s) of the lap completed this step, 0 where none was; ``steer_change``: |this
+    step's steering command - the previous one's|. They are written as the columns of ``out``
+    (N, len(REWARD_TERMS)), in :data:`REWARD_TERMS` order, and returned as views of those columns."""
+    out = np.empty((len(new_progress_m), len(REWARD_TERMS))) if out is None else out
+    out[:, 0] = new_progress_m
+    out[:, 1] = laps_completed
+    np.multiply(on_grass, step_dt, out=out[:, 2])
+    out[:, 3] = impact_speed
+    out[:, 4] = terminated
+    out[:, 5] = 0.0 if steer_change is None else steer_change
+    out[:, 6] = 0.0 if lap_speed is None else lap_speed
+    return {name: out[:, k] for k, name in enumerate(REWARD_TERMS)}
 
 
 def corner_start_cdf(curvature: np.ndarray, length: float, lookahead_m: float) -> np.ndarray:
@@ -67,12 +74,10 @@ def corner_start_cdf(curvature: np.ndarray, length: float, lookahead_m: float) -
     return cdf / cdf[-1]
 
 
-def weighted_reward(terms: dict[str, np.ndarray], cfg: RewardConfig) -> np.ndarray:
+def term_weights(cfg: RewardConfig) -> np.ndarray:
+    """The :class:`RewardConfig` weights of :data:`REWARD_TERMS`, in that order."""
     weights = cfg.weights()
-    total = np.zeros_like(terms["progress"], dtype=np.float64)
-    for name, value in terms.items():
-        total += weights[name] * value
-    return total
+    return np.array([weights[name] for name in REWARD_TERMS])
 
 
 @dataclass
@@ -86,36 +91,87 @@ class _GateTable:
     @classmethod
     def build(cls, stack: TrackStack) -> "_GateTable":
         g_max = max(len(t.gates) for t in stack.tracks)
-        ends = np.zeros((len(stack.tracks), g_max, 4))
-        forward = np.zeros((len(stack.tracks), g_max, 2))
+        n = len(stack.tracks)
+        table = cls(np.zeros((n, g_max, 4)), np.zeros((n, g_max, 2)), np.zeros(n, np.int64))
         for i, track in enumerate(stack.tracks):
-            g = np.asarray(track.gates, dtype=np.float64)
-            a, b = g[:, :2], g[:, 2:]
-            along = (b - a) / np.maximum(np.linalg.norm(b - a, axis=1, keepdims=True), 1e-9)
-            ends[i, : len(g), :2] = a - along * GATE_MARGIN_M
-            ends[i, : len(g), 2:] = b + along * GATE_MARGIN_M
-            heading = track.heading[track.locate(*((a + b) / 2).T)]
-            forward[i, : len(g)] = np.stack([np.cos(heading), np.sin(heading)], axis=1)
-        return cls(ends, forward, np.array([len(t.gates) for t in stack.tracks]))
+            table.put(i, track)
+        return table
+
+    def put(self, i: int, track) -> None:
+        """Track `track`'s gates into row `i` (it must have room for them)."""
+        g = np.asarray(track.gates, dtype=np.float64)
+        a, b = g[:, :2], g[:, 2:]
+        along = (b - a) / np.maximum(np.linalg.norm(b - a, axis=1, keepdims=True), 1e-9)
+        self.ends[i] = 0.0
+        self.forward[i] = 0.0
+        self.ends[i, : len(g), :2] = a - along * GATE_MARGIN_M
+        self.ends[i, : len(g), 2:] = b + along * GATE_MARGIN_M
+        heading = track.heading[track.locate(*((a + b) / 2).T)]
+        self.forward[i, : len(g)] = np.stack([np.cos(heading), np.sin(heading)], axis=1)
+        self.count[i] = len(g)
 
 
 @dataclass
 class EpisodeStats:
-    """Per-kart accumulators for the end-of-episode summary."""
+    """Per-kart lists for the end-of-episode summary (the per-kart sums are columns of the race)."""
 
-    speed_sum: np.ndarray
-    grass_steps: np.ndarray
-    start_progress: np.ndarray
     lap_times: list[list[float]] = field(default_factory=list)
 
 
-class Race:
+F8, I8, B1 = np.float64, np.int64, np.bool_
+RACE_COLUMNS = Columns("RaceArrays", __name__, [
+    # name, dtype, value written by Race.reset_karts (None: computed there or by a step), init, doc
+    Column("s", F8, doc="Position along the lap (m), [0, length)."),
+    Column("lateral", F8, doc="Metres right of the centerline."),
+    Column("track_heading", F8, doc="The centerline's heading at the kart (rad)."),
+    Column("centerline_idx", I8, doc="Index of the nearest centerline point."),
+    Column("total_progress", F8, doc="Continuous progress (m) along the centerline from the start line, unwrapped "
+                                     "across it: negative behind it, one track length more per lap."),
+    Column("best", F8, doc="High-water mark of ``total_progress`` (only new progress pays)."),
+    Column("start_progress", F8, doc="``total_progress`` at the reset."),
+    Column("next_gate", I8, 0, doc="The gate to cross next (0: the start/finish line)."),
+    Column("lap_started", B1, False, doc="Crossed the line: the lap timer is running."),
+    Column("lap_time", F8, 0.0, doc="Time on the running lap (s)."),
+    Column("laps", I8, 0, doc="Laps completed."),
+    Column("best_lap", F8, np.inf, doc="Fastest lap of the episode (s), inf without one."),
+    Column("new_lap_time", F8, np.nan, doc="The time of the lap completed this step (s), NaN without one."),
+    Column("episode_time", F8, 0.0, doc="Time since the reset (s)."),
+    Column("steps", I8, 0, doc="Env steps since the reset."),
+    Column("since_progress", F8, 0.0, doc="Time since the last new progress (s): ends the episode as stuck."),
+    Column("grass_time", F8, 0.0, doc="Time on the grass without a break (s): ends the episode as off track."),
+    Column("speed_sum", F8, 0.0, doc="Sum of the speeds after each step (for the episode's mean speed)."),
+    Column("grass_steps", I8, 0, doc="Steps that ended on the grass."),
+    Column("last_steer", F8, 0.0, doc="The previous decision's steering command (0 after a reset)."),
+    Column("reward", F8, doc="This step's reward."),
+    Column("terminated", B1, False, doc="The episode ended this step (``termination_reason``)."),
+    Column("truncated", B1, False, doc="The episode reached ``max_episode_steps`` this step."),
+    Column("termination_reason", np.int8, 0, doc="Index into TERMINATION_REASONS."),
+    Column("episode_terms", F8, 0.0, shape=(len(REWARD_TERMS),),
+           doc="Per-episode sums of the raw reward terms, columns in REWARD_TERMS order."),
+])
+RaceArrays = RACE_COLUMNS.record  # module-level: pickle and numba's cache find the class by name
+
+RACE_KART_VIEW = View("RaceKart", __name__, ("track_idx", "x", "y", "speed", "surface"))
+RaceKart = RACE_KART_VIEW.record
+"""The KartState columns the race kernels read."""
+
+TrackTables = collections.namedtuple("TrackTables", [
+    "points", "s", "heading", "n_points", "length", "lookup", "lookup_cell_m", "lookup_window",  # centerlines
+    "gate_ends", "gate_forward", "gate_count"])
+"""The per-track tables the kernels read, from a :class:`CenterlineStack` and a :class:`_GateTable`."""
+
+EpisodeLimits = collections.namedtuple("EpisodeLimits", [
+    "dt", "stuck_time_s", "wrong_way_m", "off_track_time_s", "max_episode_steps"])
+
+
+class Race(ColumnOwner):
     """N karts racing (independently) on a pool of tracks.
 
-    After :meth:`step`, the arrays ``reward``, ``terminated``, ``truncated``, ``new_lap_time`` and
-    ``terms`` hold that step's outcome per kart; the karts' physical state is in ``state``.
-    ``episode_terms`` (N, len(REWARD_TERMS)) holds each kart's sums of the raw reward terms since its
-    reset, columns in :data:`REWARD_TERMS` order (:meth:`episode_stats` reports them, raw and weighted).
+    The per-kart bookkeeping is one array per :data:`RACE_COLUMNS` column (``race.laps``, ...; the
+    kernels take them as ``race.arrays``); the karts' physical state is in ``state``. After :meth:`step`,
+    ``reward``, ``terminated``, ``truncated``, ``new_lap_time`` and ``terms`` hold that step's outcome
+    per kart. ``episode_terms`` (N, len(REWARD_TERMS)) holds each kart's sums of the raw reward terms
+    since its reset (:meth:`episode_stats` reports them, raw and weighted).
     """
 
     def __init__(
@@ -138,37 +194,15 @@ class Race:
         self.physics = KartPhysics(self.kart_cfg, stack.surface, stack.wall_distance, stack.scale)
         self.state = KartState(n_karts)
         self.step_dt = self.kart_cfg.dt * self.cfg.action_repeat
-        self.gates = _GateTable.build(stack)
-        self.centerlines: CenterlineStack = stack.centerlines()
-        self.lengths = self.centerlines.length
+        self._build_tables()
         if stack.pool is not None:
             stack.listeners.append(self._track_loaded)
 
-        n = n_karts
-        self.s = np.zeros(n)  # progress along the lap, [0, length)
-        self.lateral = np.zeros(n)  # metres right of the centerline
-        self.track_heading = np.zeros(n)
-        self.centerline_idx = np.zeros(n, dtype=np.int64)
-        self.unwrapped = np.zeros(n)  # continuous progress (metres), negative when behind the start
-        self.best = np.zeros(n)  # high-water mark of `unwrapped`
-        self.next_gate = np.zeros(n, dtype=np.int64)
-        self.lap_started = np.zeros(n, dtype=bool)  # crossed the line: the lap timer is running
-        self.lap_time = np.zeros(n)
-        self.laps = np.zeros(n, dtype=np.int64)
-        self.best_lap = np.full(n, np.inf)
-        self.new_lap_time = np.full(n, np.nan)
-        self.episode_time = np.zeros(n)
-        self.steps = np.zeros(n, dtype=np.int64)
-        self.since_progress = np.zeros(n)
-        self.grass_time = np.zeros(n)
-        self.reward = np.zeros(n)
-        self.terminated = np.zeros(n, dtype=bool)
-        self.truncated = np.zeros(n, dtype=bool)
-        self.termination_reason = np.zeros(n, dtype=np.int8)  # index into TERMINATION_REASONS
+        self.arrays: RaceArrays = RACE_COLUMNS.allocate(n_karts)
+        RACE_COLUMNS.attach(self, self.arrays)
         self.terms: dict[str, np.ndarray] = {}
-        self.episode_terms = np.zeros((n, len(REWARD_TERMS)))  # per-episode sums of the raw terms
-        self._step_terms = np.zeros((n, len(REWARD_TERMS)))  # this step's terms as one array
-        self.stats = EpisodeStats(np.zeros(n), np.zeros(n, dtype=np.int64), np.zeros(n), [[] for _ in range(n)])
+        self._step_terms = np.zeros((n_karts, len(REWARD_TERMS)))  # this step's terms as one array
+        self.stats = EpisodeStats([[] for _ in range(n_karts)])
         self._corner_cdf = ([self._corner_cdf_of(t) for t in stack.tracks]
                             if self.cfg.random_start and self.cfg.start_corner_share > 0 else [])
 
@@ -216,14 +250,14 @@ class Race:
         self.state.wetness[idx] = wetness
 
         self._update_frame(idx)
+        RACE_COLUMNS.reset(self.arrays, idx)
         # Progress starts at the start position; behind the line counts as negative progress.
         start = np.where(self.s[idx] > self.lengths[self.state.track_idx[idx]] / 2,
                          self.s[idx] - self.lengths[self.state.track_idx[idx]], self.s[idx])
-        self.unwrapped[idx] = start
+        self.total_progress[idx] = start
         self.best[idx] = start
-        self.stats.start_progress[idx] = start
+        self.start_progress[idx] = start
         # Mid-lap starts wait for the next gate ahead; the first line crossing starts the lap timer.
-        self.next_gate[idx] = 0
         if cfg.random_start:
             for t in np.unique(track_of):
                 sel = idx[track_of == t]
@@ -231,21 +265,6 @@ class Race:
                 self.next_gate[sel] = np.where(ahead.any(axis=1), ahead.argmax(axis=1), 0)
         for i in idx:
             self.stats.lap_times[i] = []
-        self.lap_started[idx] = False
-        self.lap_time[idx] = 0.0
-        self.laps[idx] = 0
-        self.best_lap[idx] = np.inf
-        self.new_lap_time[idx] = np.nan
-        self.episode_time[idx] = 0.0
-        self.steps[idx] = 0
-        self.since_progress[idx] = 0.0
-        self.grass_time[idx] = 0.0
-        self.terminated[idx] = False
-        self.truncated[idx] = False
-        self.termination_reason[idx] = 0
-        self.stats.speed_sum[idx] = 0.0
-        self.stats.grass_steps[idx] = 0
-        self.episode_terms[idx] = 0.0
 
     def _busy_slots(self, idx: np.ndarray) -> np.ndarray:
         """Per slot of the stack: whether a kart other than ``idx`` is on it (its track must stay)."""
@@ -255,56 +274,68 @@ class Race:
         busy[self.state.track_idx[rest]] = True
         return busy
 
+    def _build_tables(self) -> None:
+        """The per-track tables of the kernels: centerlines, gates, lap lengths."""
+        c, g = self.stack.centerlines(), _GateTable.build(self.stack)
+        self._centerlines, self._gates = c, g  # a streamed slot's rows are rewritten in place
+        self.lengths = c.length
+        self._tables = tuple(TrackTables(c.points, c.s, c.heading, c.n_points, c.length, c.lookup,
+                                         c.lookup_cell_m, c.lookup_window, g.ends, g.forward, g.count))
+
     def _track_loaded(self, slot: int) -> None:
-        """A streamed stack put a new track into `slot`: rebuild the per-track tables (small arrays)."""
-        self.gates = _GateTable.build(self.stack)
-        self.centerlines = self.stack.centerlines()
-        self.lengths = self.centerlines.length
+        """A streamed stack put a new track into `slot`: its rows of the per-track tables, in place (all
+        the tables again when it does not fit their padding)."""
+        track = self.stack.tracks[slot]
+        if self._centerlines.fits(track) and len(track.gates) <= self._gates.ends.shape[1]:
+            self._centerlines.put(slot, track)
+            self._gates.put(slot, track)
+        else:
+            self._build_tables()
         if self._corner_cdf:
             self._corner_cdf[slot] = self._corner_cdf_of(self.stack.tracks[slot])
 
     def _update_frame(self, idx: np.ndarray | slice = slice(None)) -> None:
         """Project karts ``idx`` onto their track's centerline."""
-        sel = np.arange(self.n)[idx]
-        c, st = self.centerlines, self.state
-        _project_karts(c.points, c.s, c.heading, c.n_points, c.length, c.lookup, c.lookup_cell_m, c.lookup_window,
-                       st.track_idx, st.x, st.y, sel, self.centerline_idx, self.s, self.lateral, self.track_heading)
+        _project_karts(self._tables, RACE_KART_VIEW.of(self.state), np.arange(self.n)[idx], tuple(self.arrays))
 
     # ------------------------------------------------------------------ a step
     def step(self, actions: np.ndarray) -> None:
         """Advance every kart by one env step with ``actions[:, 0]`` = steering, ``[:, 1]`` = throttle."""
         actions = check_actions(actions, self.n)
-        st, c, g, cfg = self.state, self.centerlines, self.gates, self.cfg
+        st, cfg = self.state, self.cfg
         x0, y0 = st.x.copy(), st.y.copy()
         self.physics.step(st, actions[:, 1], actions[:, 0], cfg.action_repeat)
         new_progress = np.empty(self.n)
         laps_done = np.empty(self.n, dtype=np.int64)
-        _race_step(
-            c.points, c.s, c.heading, c.n_points, c.length, c.lookup, c.lookup_cell_m, c.lookup_window,
-            g.ends, g.forward, g.count,
-            st.track_idx, x0, y0, st.x, st.y, st.speed, st.surface,
-            self.centerline_idx, self.s, self.lateral, self.track_heading, self.unwrapped, self.best,
-            self.next_gate, self.lap_started, self.lap_time, self.laps, self.best_lap, self.new_lap_time,
-            self.episode_time, self.steps, self.since_progress, self.grass_time,
-            self.stats.speed_sum, self.stats.grass_steps, self.termination_reason, self.terminated, self.truncated,
-            new_progress, laps_done,
-            self.step_dt, cfg.stuck_time_s, cfg.wrong_way_m, cfg.off_track_time_s, cfg.max_episode_steps,
-        )
-        for i in np.flatnonzero(laps_done):
-            self.stats.lap_times[i].append(float(self.new_lap_time[i]))
+        limits = (self.step_dt, cfg.stuck_time_s, cfg.wrong_way_m, cfg.off_track_time_s, cfg.max_episode_steps)
+        _race_step(self._tables, RACE_KART_VIEW.of(st), x0, y0, tuple(self.arrays), new_progress, laps_done, limits)
         if cfg.max_damage is not None:
             wrecked = (st.damage >= cfg.max_damage) & ~self.terminated
             self.termination_reason[wrecked] = 4
             self.terminated |= wrecked
             self.truncated &= ~wrecked
         impact = np.where(st.wall_hit, st.impact_speed, 0.0)
-        on_grass = st.surface == Surface.GRASS
-        lapped = laps_done > 0
-        lap_speed = np.where(lapped, self.lengths[st.track_idx] / np.where(lapped, self.new_lap_time, 1.0), 0.0)
-        self.terms = reward_terms(new_progress, laps_done, on_grass, impact, self.terminated, self.step_dt, lap_speed)
-        self.reward[:] = weighted_reward(self.terms, self.reward_cfg)
-        # Two array ops for all karts: the terms as columns (REWARD_TERMS order), added to the episode sums.
-        self.episode_terms += np.stack(tuple(self.terms.values()), axis=1, out=self._step_terms)
+        steer_change = np.abs(actions[:, 0] - self.last_steer)
+        self.last_steer[:] = actions[:, 0]
+        self.terms = reward_terms(new_progress, laps_done, st.surface == Surface.GRASS, impact, self.terminated,
+                                  self.step_dt, self._record_laps(laps_done), steer_change, out=self._step_terms)
+        # The terms are the columns of one array: one matrix-vector product weighs them all and one add
+        # sums them into the episode, however many terms there are (a one-kart env's step is mostly
+        # numpy call overhead).
+        np.matmul(self._step_terms, term_weights(self.reward_cfg), out=self.reward)
+        np.add(self.episode_terms, self._step_terms, out=self.episode_terms)  # `+=` would rebind: a setattr
+
+    def _record_laps(self, laps_done: np.ndarray) -> np.ndarray | None:
+        """The lap times completed this step into the episode stats; returns each kart's mean speed
+        (m/s) over that lap (0 where none did; None when no kart completed one)."""
+        if not laps_done.any():
+            return None
+        lapped = np.flatnonzero(laps_done)
+        for i in lapped:
+            self.stats.lap_times[i].append(float(self.new_lap_time[i]))
+        speed = np.zeros(self.n)
+        speed[lapped] = self.lengths[self.state.track_idx[lapped]] / self.new_lap_time[lapped]
+        return speed
 
     # ------------------------------------------------------------------ summaries
     def episode_stats(self, i: int) -> dict[str, Any]:
@@ -320,9 +351,9 @@ class Race:
         return {
             "laps": int(self.laps[i]),
             "best_lap": float(self.best_lap[i]) if np.isfinite(self.best_lap[i]) else None,
-            "mean_speed": float(self.stats.speed_sum[i] / steps),
-            "off_track_share": float(self.stats.grass_steps[i] / steps),
-            "progress_m": float(self.best[i] - self.stats.start_progress[i]),
+            "mean_speed": float(self.speed_sum[i] / steps),
+            "off_track_share": float(self.grass_steps[i] / steps),
+            "progress_m": float(self.best[i] - self.start_progress[i]),
             "steps": int(self.steps[i]),
             "termination": TERMINATION_REASONS[int(self.termination_reason[i])],
             "reward_terms": {name: weights[name] * value for name, value in raw.items()},
@@ -377,12 +408,15 @@ def check_actions(actions: np.ndarray, n: int) -> np.ndarray:
 
 # ---------------------------------------------------------------------- compiled per-kart bookkeeping
 @njit(cache=True)
-def _project_karts(points, s_tab, heading, n_points, length, lookup, cell_m, window,
-                   track_idx, x, y, sel, out_idx, out_s, out_lat, out_head):
+def _project_karts(tt, ks, sel, rs):
+    """Project karts ``sel`` (of the RaceKart ``ks``) onto their track's centerline (TrackTables ``tt``),
+    into the RaceArrays ``rs``."""
+    tt, ks, rs = TrackTables(*tt), RaceKart(*ks), RaceArrays(*rs)
     for k in sel:
-        t = track_idx[k]
-        out_idx[k], out_s[k], out_lat[k], out_head[k] = project_point(
-            points[t], s_tab[t], heading[t], n_points[t], length[t], lookup[t], cell_m[t], window[t], x[k], y[k])
+        t = ks.track_idx[k]
+        rs.centerline_idx[k], rs.s[k], rs.lateral[k], rs.track_heading[k] = project_point(
+            tt.points[t], tt.s[t], tt.heading[t], tt.n_points[t], tt.length[t], tt.lookup[t], tt.lookup_cell_m[t],
+            tt.lookup_window[t], ks.x[k], ks.y[k])
 
 
 @njit(cache=True)
@@ -400,16 +434,26 @@ def _segments_cross(p0x, p0y, p1x, p1y, ax, ay, bx, by):
 
 
 @njit(cache=True)
-def _race_step(points, s_tab, heading, n_points, length, lookup, cell_m, window,
-               gate_ends, gate_fwd, gate_count,
-               track_idx, x0, y0, x, y, speed, surface,
-               cidx, s, lateral, theading, unwrapped, best,
-               next_gate, lap_started, lap_time, laps, best_lap, new_lap_time,
-               episode_time, steps, since_progress, grass_time,
-               speed_sum, grass_steps, reason, terminated, truncated,
-               new_progress, laps_done,
-               dt, stuck_time_s, wrong_way_m, off_track_time_s, max_steps):
-    """One env step of race bookkeeping for every kart: progress, gates and laps, timers, episode ends."""
+def _race_step(tt, ks, x0, y0, rs, new_progress, laps_done, lim):  # noqa: C901 (numba kernel)
+    """One env step of race bookkeeping for every kart: progress, gates and laps, timers, episode ends.
+
+    ``tt``: TrackTables; ``ks``: RaceKart after the physics step, the karts at ``x0``, ``y0`` before it;
+    ``rs``: RaceArrays (written in place); ``lim``: EpisodeLimits; writes each kart's new progress (m)
+    and laps completed into ``new_progress`` and ``laps_done``."""
+    tt, ks, rs, lim = TrackTables(*tt), RaceKart(*ks), RaceArrays(*rs), EpisodeLimits(*lim)
+    points, s_tab, heading, n_points, length = tt.points, tt.s, tt.heading, tt.n_points, tt.length
+    lookup, cell_m, window = tt.lookup, tt.lookup_cell_m, tt.lookup_window
+    gate_ends, gate_fwd, gate_count = tt.gate_ends, tt.gate_forward, tt.gate_count
+    track_idx, x, y, speed, surface = ks.track_idx, ks.x, ks.y, ks.speed, ks.surface
+    cidx, s, lateral, theading, progress, best = rs.centerline_idx, rs.s, rs.lateral, rs.track_heading, \
+        rs.total_progress, rs.best
+    next_gate, lap_started, lap_time, laps = rs.next_gate, rs.lap_started, rs.lap_time, rs.laps
+    best_lap, new_lap_time, episode_time, steps = rs.best_lap, rs.new_lap_time, rs.episode_time, rs.steps
+    since_progress, grass_time, speed_sum, grass_steps = rs.since_progress, rs.grass_time, rs.speed_sum, \
+        rs.grass_steps
+    reason, terminated, truncated = rs.termination_reason, rs.terminated, rs.truncated
+    dt, stuck_time_s, wrong_way_m = lim.dt, lim.stuck_time_s, lim.wrong_way_m
+    off_track_time_s, max_steps = lim.off_track_time_s, lim.max_episode_steps
     for k in range(x.shape[0]):
         t = track_idx[k]
         L = length[t]
@@ -420,8 +464,8 @@ def _race_step(points, s_tab, heading, n_points, length, lookup, cell_m, window,
         # Unwrapped progress; a jump (a shortcut across the infield) is capped at the distance moved.
         moved = math.hypot(x[k] - x0[k], y[k] - y0[k]) + 1.0
         delta = (s[k] - s_old + 0.5 * L) % L - 0.5 * L
-        unwrapped[k] += min(max(delta, -moved), moved)
-        gain = max(unwrapped[k] - best[k], 0.0)
+        progress[k] += min(max(delta, -moved), moved)
+        gain = max(progress[k] - best[k], 0.0)
         best[k] += gain
         new_progress[k] = gain
 
@@ -459,7 +503,7 @@ def _race_step(points, s_tab, heading, n_points, length, lookup, cell_m, window,
             r = 3
         if since_progress[k] >= stuck_time_s:
             r = 2
-        if best[k] - unwrapped[k] >= wrong_way_m:
+        if best[k] - progress[k] >= wrong_way_m:
             r = 1
         reason[k] = r
         terminated[k] = r > 0

@@ -345,6 +345,12 @@ def _draw_self_kernel(pix_i, pix_j, col, out):
                 out[k, pix_i[q], pix_j[q], ch] = col[q, ch]
 
 
+@njit(cache=True, fastmath=True, inline="always")
+def _clip_box(i0, i1, j0, j1, size):
+    """The pixel box rows [i0, i1) x columns [j0, j1) cut to a size x size image."""
+    return max(i0, 0), min(i1, size), max(j0, 0), min(j1, size)
+
+
 @njit(cache=True, fastmath=True)
 def _draw_others_kernel(driver, S, cam, track_idx, x, y, yaw, others, others_track, self_rows,  # noqa: C901 (numba kernel)
                         half_len, half_wid, height, body_col, nose_col, out):
@@ -423,14 +429,7 @@ def _draw_others_kernel(driver, S, cam, track_idx, x, y, yaw, others, others_tra
                     j1 = j0 + 1
                 if i1 <= i0:
                     i1 = i0 + 1
-                if j0 < 0:
-                    j0 = 0
-                if i0 < 0:
-                    i0 = 0
-                if j1 > S:
-                    j1 = S
-                if i1 > S:
-                    i1 = S
+                i0, i1, j0, j1 = _clip_box(i0, i1, j0, j1, S)
                 for i in range(i0, i1):
                     for j in range(j0, j1):
                         for ch in range(C):
@@ -450,14 +449,7 @@ def _draw_others_kernel(driver, S, cam, track_idx, x, y, yaw, others, others_tra
                 i1 = int(ci + ri) + 1
                 j0 = int(cj - ri)
                 j1 = int(cj + ri) + 1
-                if i0 < 0:
-                    i0 = 0
-                if j0 < 0:
-                    j0 = 0
-                if i1 > S:
-                    i1 = S
-                if j1 > S:
-                    j1 = S
+                i0, i1, j0, j1 = _clip_box(i0, i1, j0, j1, S)
                 for i in range(i0, i1):
                     pf = cam[0] - (i + 0.5) / cam[1] - f
                     for j in range(j0, j1):

@@ -57,9 +57,12 @@ Coordinates follow docs/ARCHITECTURE.md: metres, ``x = col * scale``, ``y = row 
 from __future__ import annotations
 
 import enum
+import hashlib
 import json
 import math
+import os
 import warnings
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -88,6 +91,8 @@ __all__ = [
 ]
 
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "tracks"
+# The code that builds tracks, as imported: a cached built track is only reused by the same code.
+_SOURCE_HASH = hashlib.sha256(Path(__file__).read_bytes()).digest()
 MIN_SIZE = 256
 MAX_SIZE = 4096
 DEFAULT_SCALE = 0.25
@@ -173,21 +178,9 @@ class TrackLegend:
     @classmethod
     def from_file(cls, path: str | Path) -> "TrackLegend":
         path = Path(path)
-        try:
-            if path.is_file() and path.stat().st_size > MAX_JSON_BYTES:
-                raise TrackError(f"legend file {path} is over {MAX_JSON_BYTES // 1000} kB; a legend takes a few "
-                                 "lines: fix it or delete it to use the default colours")
-            data = json.loads(path.read_text())
-        except RecursionError:
-            raise TrackError(f"legend file {path} is nested too deeply to be a legend; fix it or delete it") from None
-        except FileNotFoundError:
-            raise TrackError(f"legend file {path} not found; remove the legend argument or "
-                             "create the file") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise TrackError(f"cannot read legend file {path}: {exc}") from None
-        except json.JSONDecodeError as exc:
-            raise TrackError(f"legend file {path} is not valid JSON (line {exc.lineno}: {exc.msg}); "
-                             "fix it or delete it to use the default colours") from None
+        data = _read_json_file(path, "legend file", "legend", "a legend takes a few lines",
+                               "fix it or delete it to use the default colours",
+                               missing="remove the legend argument or create the file")
         return cls.from_dict(data, source=f"legend file {path}")
 
     def classify(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -276,6 +269,24 @@ MAX_GATES = 2000
 MAX_JSON_BYTES = 2_000_000  # legends and checkpoints files are a few kB
 
 
+def _read_json_file(path: Path, what: str, kind: str, size_hint: str, fix: str, missing: str | None = None) -> object:
+    """A user's small JSON file (a legend, a checkpoints file) with one-line errors naming ``what`` it is
+    and how to ``fix`` it: too big, nested too deeply, unreadable (``missing``: what to do when absent)
+    or not JSON."""
+    try:
+        if path.is_file() and path.stat().st_size > MAX_JSON_BYTES:
+            raise TrackError(f"{what} {path} is over {MAX_JSON_BYTES // 1000} kB; {size_hint}: {fix}")
+        return json.loads(path.read_text())
+    except RecursionError:
+        raise TrackError(f"{what} {path} is nested too deeply to be a {kind}; {fix}") from None
+    except FileNotFoundError as exc:
+        raise TrackError(f"{what} {path} not found; {missing}" if missing else f"cannot read {what} {path}: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TrackError(f"cannot read {what} {path}: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise TrackError(f"{what} {path} is not valid JSON (line {exc.lineno}: {exc.msg}); {fix}") from None
+
+
 def _read_image(path: Path) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
@@ -328,8 +339,9 @@ def _smooth_closed(pts: np.ndarray, sigma_pts: float) -> np.ndarray:
     return ndimage.gaussian_filter1d(pts, sigma_pts, axis=0, mode="wrap")
 
 
-def _closed_geometry(c: np.ndarray, curv_sigma_m: float = 1.5):
-    """s, length, heading, curvature of a closed centerline (M, 2)."""
+def closed_geometry(c: np.ndarray, smooth_m: float = 1.5, spacing: float | None = None):
+    """s, length, heading, curvature of a closed polyline (M, 2) (last != first); the curvature is
+    smoothed over ``smooth_m`` metres (0: raw) of points ``spacing`` apart (None: length / M)."""
     nxt = np.roll(c, -1, axis=0)
     seg = np.hypot(*(nxt - c).T)
     s = np.concatenate([[0.0], np.cumsum(seg[:-1])])
@@ -337,10 +349,10 @@ def _closed_geometry(c: np.ndarray, curv_sigma_m: float = 1.5):
     d = np.roll(c, -1, axis=0) - np.roll(c, 1, axis=0)
     heading = np.arctan2(d[:, 1], d[:, 0])
     dh = np.angle(np.exp(1j * (np.roll(heading, -1) - np.roll(heading, 1))))
-    ds = np.roll(seg, 0) + np.roll(seg, 1)
-    curv = dh / np.maximum(ds, 1e-9)
-    spacing = length / len(c)
-    curv = ndimage.gaussian_filter1d(curv, max(curv_sigma_m / spacing, 0.5), mode="wrap")
+    curv = dh / np.maximum(seg + np.roll(seg, 1), 1e-9)
+    if smooth_m > 0:
+        spacing = length / len(c) if spacing is None else spacing
+        curv = ndimage.gaussian_filter1d(curv, max(smooth_m / spacing, 0.5), mode="wrap")
     return s, length, heading, curv
 
 
@@ -484,21 +496,64 @@ class Track:
         cp_path = _find_checkpoints_file(path) if use_checkpoints_file else None
         checkpoints = None
         if cp_path is not None:
-            try:
-                if cp_path.stat().st_size > MAX_JSON_BYTES:
-                    raise TrackError(f"checkpoints file {cp_path} is over {MAX_JSON_BYTES // 1000} kB; a track's "
-                                     "gates take a few kB: fix it, or delete it to place gates automatically")
-                checkpoints = json.loads(cp_path.read_text())
-            except RecursionError:
-                raise TrackError(f"checkpoints file {cp_path} is nested too deeply to be a gates file; fix it, "
-                                 "or delete it to place gates automatically") from None
-            except (OSError, UnicodeDecodeError) as exc:
-                raise TrackError(f"cannot read checkpoints file {cp_path}: {exc}") from None
-            except json.JSONDecodeError as exc:
-                raise TrackError(f"checkpoints file {cp_path} is not valid JSON (line {exc.lineno}: "
-                                 f"{exc.msg}); fix it, or delete it to place gates automatically") from None
+            checkpoints = _read_json_file(cp_path, "checkpoints file", "gates file", "a track's gates take a few kB",
+                                          "fix it, or delete it to place gates automatically")
         return cls.from_image(rgb, name=path.stem, legend=legend, checkpoints=checkpoints,
                               path=path, checkpoints_source=str(cp_path) if cp_path else None)
+
+    @classmethod
+    def load_cached(cls, path_or_name: str | Path, cache_dir: str | Path) -> "Track":
+        """`load`, through a disk cache of built tracks in `cache_dir` (compressed arrays and JSON,
+        nothing that runs code) keyed by the image, its legend and checkpoints files and this module's
+        code: a cached 1024-px track loads several times faster than it builds (a streamed pool
+        loads one per new episode)."""
+        path = resolve_track_path(path_or_name)
+        legend_path = path.with_suffix(".json")
+        h = hashlib.sha256(_SOURCE_HASH)
+        for part in (path, legend_path, _find_checkpoints_file(path)):
+            h.update(part.read_bytes() if part is not None and part.is_file() else b"-")
+        file = Path(cache_dir) / f"{path.stem}-{h.hexdigest()[:24]}.npz"
+        if file.is_file():
+            try:
+                return cls._from_cache(file, path, legend_path)
+            except (OSError, ValueError, KeyError):
+                pass  # a damaged or partial entry is built again below
+        track = cls.load(path)
+        track._to_cache(file)
+        return track
+
+    def _to_cache(self, file: Path) -> None:
+        arrays, meta = {}, {}
+        for key, value in vars(self).items():
+            if isinstance(value, np.ndarray):
+                arrays[key] = value
+            elif isinstance(value, (str, float, int, type(None))) or key == "warnings":
+                meta[key] = value
+            elif key not in ("legend", "path"):  # re-made from the file; anything else: not cached
+                return
+        arrays["_meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+        file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = file.with_name(f"{file.stem}.{os.getpid()}.tmp.npz")
+        # an .npz (what np.load reads) at zlib level 1: a fifth of np.savez_compressed's time, files ~1.5x
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+            for key, value in arrays.items():
+                with zf.open(f"{key}.npy", "w", force_zip64=True) as out:
+                    np.lib.format.write_array(out, np.asanyarray(value), allow_pickle=False)
+        tmp.replace(file)  # atomic: parallel workers never read a half-written entry
+
+    @classmethod
+    def _from_cache(cls, file: Path, path: Path, legend_path: Path) -> "Track":
+        self = cls.__new__(cls)
+        with np.load(file, allow_pickle=False) as data:
+            for key in data.files:
+                if key != "_meta":
+                    setattr(self, key, data[key])
+            meta = json.loads(data["_meta"].tobytes())
+        for key, value in meta.items():
+            setattr(self, key, value)
+        self.path = path
+        self.legend = TrackLegend.from_file(legend_path) if legend_path.is_file() else TrackLegend()
+        return self
 
     @classmethod
     def from_image(cls, rgb: np.ndarray, name: str = "track", legend: TrackLegend | None = None,
@@ -660,7 +715,7 @@ class Track:
 
     def _auto_start(self, c: np.ndarray) -> int:
         """Index of the start/finish: middle of a white line across the road, else of the longest straight."""
-        _, length, heading, curv = _closed_geometry(c)
+        _, length, heading, curv = closed_geometry(c)
         right, t_l, t_r = self._edges(c, heading)
         n = 24
         u = np.linspace(0.05, 0.95, n)[None, :]
@@ -696,7 +751,7 @@ class Track:
                 raise TrackError(f"{src}: gate {i} (point at pixel {p[0] / self.scale:.0f}, "
                                  f"{p[1] / self.scale:.0f}) is not on the road; move it onto the road or "
                                  "delete the file to place gates automatically")
-        _, _, heading, _ = _closed_geometry(c)
+        _, _, heading, _ = closed_geometry(c)
         idx = self._nearest_index(c, pts)
         right = np.column_stack([-np.sin(heading[idx]), np.cos(heading[idx])])
         max_d = min(MAX_HALF_WIDTH, max(self.surface.shape) * self.scale)
@@ -739,7 +794,7 @@ class Track:
 
     def _set_centerline(self, c: np.ndarray) -> None:
         self.centerline = np.ascontiguousarray(c, dtype=np.float64)
-        s, length, heading, curv = _closed_geometry(self.centerline)
+        s, length, heading, curv = closed_geometry(self.centerline)
         self.s, self.length, self.heading, self.curvature = s, length, heading, curv
         right, t_l, t_r = self._edges(self.centerline, heading)
         self.width = t_l + t_r
@@ -1070,13 +1125,23 @@ class CenterlineStack:
         out = cls(np.zeros((n, m, 2)), np.zeros((n, m)), np.zeros((n, m)), np.zeros(n, np.int64), np.zeros(n),
                   np.zeros((n, gh, gw), np.int32), np.zeros(n), np.zeros(n, np.int64))
         for k, t in enumerate(tracks):
-            c = len(t.centerline)
-            out.points[k, :c], out.s[k, :c], out.heading[k, :c] = t.centerline, t.s, t.heading
-            out.n_points[k], out.length[k] = c, t.length
-            lh, lw = t._lookup.shape
-            out.lookup[k, :lh, :lw] = t._lookup
-            # padding cells (a smaller track in a larger stack) point at the nearest edge cell's seed
-            out.lookup[k, lh:, :lw] = t._lookup[-1:, :]
-            out.lookup[k, :, lw:] = out.lookup[k, :, lw - 1: lw]
-            out.lookup_cell_m[k], out.lookup_window[k] = t._lookup_cell_m, t._lookup_window
+            out.put(k, t)
         return out
+
+    def fits(self, track) -> bool:
+        """Whether `track`'s centerline and lookup grid fit a row of these padded arrays."""
+        lh, lw = track._lookup.shape
+        return len(track.centerline) <= self.points.shape[1] and lh <= self.lookup.shape[1] and lw <= self.lookup.shape[2]
+
+    def put(self, k: int, t) -> None:
+        """Track `t` into row `k` (it must `fit`)."""
+        c = len(t.centerline)
+        self.points[k, c:], self.s[k, c:], self.heading[k, c:] = 0.0, 0.0, 0.0
+        self.points[k, :c], self.s[k, :c], self.heading[k, :c] = t.centerline, t.s, t.heading
+        self.n_points[k], self.length[k] = c, t.length
+        lh, lw = t._lookup.shape
+        self.lookup[k, :lh, :lw] = t._lookup
+        # padding cells (a smaller track in a larger stack) point at the nearest edge cell's seed
+        self.lookup[k, lh:, :lw] = t._lookup[-1:, :]
+        self.lookup[k, :, lw:] = self.lookup[k, :, lw - 1: lw]
+        self.lookup_cell_m[k], self.lookup_window[k] = t._lookup_cell_m, t._lookup_window

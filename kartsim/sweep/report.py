@@ -5,10 +5,7 @@ and of the top trials' learning curves)."""
 
 from __future__ import annotations
 
-import argparse
 import csv
-import functools
-import json
 import shlex
 import statistics
 from pathlib import Path
@@ -22,51 +19,23 @@ REF_LEVELS = (2.0, 1.5, 1.3, 1.2, 1.1)
 
 # ----------------------------------------------------------------------------- command lines
 
-@functools.cache
-def _train_actions() -> dict[str, argparse.Action]:
-    from kartsim.rl.train_cmd import _FIELD, add_train_arguments
-
-    parser = argparse.ArgumentParser(add_help=False)
-    add_train_arguments(parser)
-    return {_FIELD.get(a.dest, a.dest): a for a in parser._actions if a.option_strings}
-
-
-def _fmt(value: Any) -> str:
-    return format(value, ".6g") if isinstance(value, float) else str(value)
-
-
-def train_flags(name: str, value: Any) -> list[str]:
-    """The ``kartsim train`` flags that set TrainConfig field `name` to `value`."""
-    if name == "env_options":
-        return [x for k, v in (value or {}).items() for x in ("--env-option", f"{k}={json.dumps(v)}")]
-    action = _train_actions()[name]
-    flag = action.option_strings[0]
-    if isinstance(action, argparse._StoreTrueAction):
-        return [flag] if value else []
-    if isinstance(action, argparse._StoreFalseAction):
-        return [flag] if value is False else []
-    if action.nargs == "+":
-        return [flag, *(str(v) for v in (value if isinstance(value, list) else [value]))]
-    return [flag, _fmt(value)]
-
-
 def best_command(spec: SweepSpec, trial: Any) -> str:
     """``kartsim train ...`` that trains the trial's config (the sweep's flags plus its values)."""
-    from kartsim.rl.train import TrainConfig
+    from kartsim.rl.config import PART_OF
+    from kartsim.rl.train_cmd import train_flags
     from kartsim.sweep.trial import trial_config
 
     params = {k: v for k, v in trial.params.items() if k != "seed"}
     base, seeds = trial_config(spec, params)
     seed = trial.params.get("seed", seeds[0])
-    names = set(spec.given) | {d.name for d in spec.dims if not d.env_key} | {"seed", "save_name"}
+    names = {n.rpartition(".")[2] for n in [*spec.given, *(d.name for d in spec.dims if not d.env_key)]}
+    names |= {"seed", "save_name"}
     values = {**base, "seed": seed, "save_name": f"{spec.name}-best"}
     if values.get("env_options"):
         names.add("env_options")
-    argv = ["kartsim", "train"]
-    for f in TrainConfig.__dataclass_fields__:  # a stable order: the config's
-        if f in names and f not in ("runs_dir", "models_dir", "progress_bar"):
-            argv += train_flags(f, values[f])
-    return shlex.join(argv)
+    order = sorted(PART_OF, key=lambda name: PART_OF[name] != "run")  # a stable order: the run part, then the rest
+    shown = {f: values[f] for f in order if f in names and f not in ("runs_dir", "models_dir", "progress_bar")}
+    return shlex.join(["kartsim", "train", *train_flags(shown)])
 
 
 # ------------------------------------------------------------------------------------- table

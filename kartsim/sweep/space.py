@@ -1,4 +1,5 @@
-"""The search space of a sweep: ``--set FIELD=DIST`` over `TrainConfig` fields, ``--env KEY=DIST``
+"""The search space of a sweep: ``--set FIELD=DIST`` over `TrainConfig` fields (``ppo.gamma``, or
+the bare field name ``gamma``), ``--env KEY=DIST``
 over env options, and ``--seeds 0-7``.
 
 A distribution is ``loguniform:A:B`` / ``uniform:A:B`` (floats), ``int:A:B`` (whole numbers, both
@@ -73,10 +74,16 @@ class Dimension:
 
 
 def _field_types() -> dict[str, Any]:
-    from kartsim.rl.train import TrainConfig
+    """{dotted path (``ppo.gamma``): type} of every TrainConfig field, and the same under the bare
+    field names of the layout before the parts (``gamma``), which ``--set`` still accepts."""
+    from kartsim.rl.config import PARTS
 
-    hints = typing.get_type_hints(TrainConfig)
-    return {f.name: hints[f.name] for f in dataclasses.fields(TrainConfig)}
+    out: dict[str, Any] = {}
+    for part, cls in PARTS.items():
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            out[f"{part}.{f.name}"] = out[f.name] = hints[f.name]
+    return out
 
 
 def _base_type(tp: Any) -> Any:
@@ -160,13 +167,14 @@ def parse_set(text: str) -> Dimension:
         raise ConfigError(f"--set {text!r}: expected FIELD=DISTRIBUTION, e.g. --set learning_rate=loguniform:1e-4:3e-3")
     types = _field_types()
     if name not in types:
-        near = [n for n in types if n not in NOT_SWEPT]
+        near = [n for n in types if "." in n and n.partition(".")[2] not in NOT_SWEPT]
         raise ConfigError(f"--set {name}: unknown TrainConfig field; sweepable fields: {', '.join(near)}")
-    if name == "seed":
+    field_name = name.rpartition(".")[2]
+    if field_name == "seed":
         raise ConfigError("--set seed: give seeds with --seeds 0-7 (every trial then runs each seed)")
-    if name == "env_options":
+    if field_name == "env_options":
         raise ConfigError("--set env_options: sweep env options with --env KEY=DISTRIBUTION")
-    if name in NOT_SWEPT:
+    if field_name in NOT_SWEPT:
         raise ConfigError(f"--set {name}: the sweep sets {name} itself; it cannot be searched")
     return parse_distribution(name, dist.strip(), _base_type(types[name]), "--set")
 
@@ -213,7 +221,7 @@ def parse_seeds(text: str) -> list[int]:
 def baseline_point(dims: list[Dimension], train: dict[str, Any]) -> dict[str, Any]:
     """The values the base config (resolved for its policy kind) has for each dimension: the point
     ``--baseline`` queues as the first trial. ConfigError when one lies outside its distribution."""
-    from kartsim.rl.train import TrainConfig, env_config_for
+    from kartsim.rl.config import TrainConfig, env_config_for
 
     cfg = TrainConfig.from_dict(train).resolved()
     env = env_config_for(cfg).to_dict()
@@ -225,8 +233,8 @@ def baseline_point(dims: list[Dimension], train: dict[str, Any]) -> dict[str, An
             if value is None:  # a bare nested name (max_episode_steps): the one sub-config that has it
                 value = next(v[d.env_key] for v in env.values() if isinstance(v, dict) and d.env_key in v)
         else:
-            value = getattr(cfg, d.name)
-            value = value[0] if d.name == "track" and len(value) == 1 else value
+            value = cfg.get(d.name)
+            value = value[0] if d.name.endswith("track") and len(value) == 1 else value
         if not d.contains(value):
             raise ConfigError(f"--baseline: the base config has {d.name}={value!r}, outside the searched "
                               f"{d.kind} range; widen it or drop --baseline")

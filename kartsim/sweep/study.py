@@ -32,9 +32,11 @@ class SweepSpec:
 
     name: str
     train: dict[str, Any]
-    """The base TrainConfig (as ``to_dict()``; None fields resolve per policy kind) every trial starts from."""
+    """The base TrainConfig every trial starts from, as ``{field name: value}`` (`flat_train_dict`;
+    `TrainConfig.from_dict` reads it; None fields resolve per policy kind)."""
     given: list[str] = field(default_factory=list)
-    """The TrainConfig fields given on the command line (the best config's command line repeats them)."""
+    """The TrainConfig fields given on the command line, dotted (``ppo.gamma``; bare field names in
+    sweeps made before the parts); the best config's command line repeats them."""
     dims: list[Dimension] = field(default_factory=list)
     seeds: list[int] = field(default_factory=lambda: [0])
     metric: str = "ref_ratio"

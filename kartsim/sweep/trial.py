@@ -118,8 +118,9 @@ def trial_config(spec: SweepSpec, params: dict[str, Any]) -> tuple[dict[str, Any
             seeds = [int(value)]
         elif name.startswith("env."):
             env_options[name[4:]] = value
-        else:
-            base[name] = [value] if name == "track" else value
+        else:  # a dotted path (ppo.gamma) or a bare field name: spec.train is keyed by field names
+            field_name = name.rpartition(".")[2]
+            base[field_name] = [value] if field_name == "track" else value
     base["env_options"] = env_options
     return base, seeds
 
@@ -127,7 +128,8 @@ def trial_config(spec: SweepSpec, params: dict[str, Any]) -> tuple[dict[str, Any
 def run_trial(spec: SweepSpec, params: dict[str, Any], number: int, report: Report, *, runs_dir: str,
               models_dir: str, threads: int | None, log: Callable[[str], None]) -> Outcome:
     """Train and score trial `number`; raises KeyboardInterrupt when training was interrupted."""
-    from kartsim.rl.train import TrainConfig, env_config_for, train
+    from kartsim.rl.config import TrainConfig, env_config_for
+    from kartsim.rl.train import train
 
     base, seeds = trial_config(spec, params)
     # eval_freq 0: the trial's own evaluation (TrialScorer) scores it; train's would only cost time

@@ -10,7 +10,7 @@ os.environ["SDL_VIDEODRIVER"] = "dummy"
 os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
 
 from kartsim.cli import main  # noqa: E402
-from kartsim.apps.drive import KeyboardControl, ScriptedEvents, drive  # noqa: E402
+from kartsim.apps.drive import KeyboardControl, ScriptedEvents, drive_yourself  # noqa: E402
 from kartsim.errors import ConfigError  # noqa: E402
 from kartsim.telemetry import TELEMETRY_COLUMNS  # noqa: E402
 from conftest import KeyboardBot, tiny_rays_model  # noqa: E402
@@ -42,7 +42,7 @@ def test_drive_headless_with_scripted_keys_writes_a_csv(tmp_path):
     csv = tmp_path / "human_laps.csv"
     script = [(0.0, "down", "up"), (3.0, "down", "d"), (3.6, "up", "d"), (5.0, "up", "up"),
               (5.0, "down", "down"), (6.0, "up", "down"), (7.0, "down", "escape")]
-    res = drive("oval.png", opponents=2, ai_level="easy", telemetry=csv, events=ScriptedEvents(script),
+    res = drive_yourself("oval.png", opponents=2, ai_level="easy", telemetry=csv, events=ScriptedEvents(script),
                 realtime=False, render_every=10)
     assert res.quit and res.steps == pytest.approx(350, abs=2)  # 7 s at 50 Hz
     df = pd.read_csv(csv)
@@ -57,12 +57,12 @@ def test_drive_headless_with_scripted_keys_writes_a_csv(tmp_path):
     assert set(df["position"].dropna().astype(int)) <= {1, 2, 3}
     assert len(res.standings) == 3
     with pytest.raises(ConfigError, match="already exists"):
-        drive("oval.png", telemetry=csv, events=ScriptedEvents([(0.0, "quit")]), realtime=False)
+        drive_yourself("oval.png", telemetry=csv, events=ScriptedEvents([(0.0, "quit")]), realtime=False)
 
 
 def test_drive_records_laps_and_compares(tmp_path):
     csv = tmp_path / "human_laps.csv"
-    res = drive("oval.png", telemetry=csv, events=KeyboardBot(), realtime=False, render_every=25, laps=2,
+    res = drive_yourself("oval.png", telemetry=csv, events=KeyboardBot(), realtime=False, render_every=25, laps=2,
                 max_time_s=120)
     assert res.laps == 2 and len(res.lap_times) == 2 and res.best_lap < 40
     df = pd.read_csv(csv)
@@ -92,7 +92,7 @@ def test_drive_cli_script(tmp_path, capsys):
 
 def test_drive_with_a_model_ghost(tmp_path):
     model = tiny_rays_model(tmp_path / "ghost.zip")
-    res = drive("oval.png", opponents=1, ghost=str(model), telemetry=tmp_path / "g.csv",
+    res = drive_yourself("oval.png", opponents=1, ghost=str(model), telemetry=tmp_path / "g.csv",
                 events=ScriptedEvents([(0, "down", "up"), (3, "quit")]), realtime=False, render_every=10)
     assert [row["kart"] for row in res.standings] != [] and len(res.standings) == 2  # the ghost is not classified
     assert {row["kart"] for row in res.standings} == {0, 1}

@@ -219,7 +219,7 @@ def test_jobs_of_a_local_job_store_are_listed(tmp_path):
     from kartsim.jobs.store import Attempt, JobRecord, LocalStore, save_job
 
     store = LocalStore(tmp_path / "store")
-    job = JobRecord(id="j1-abcd", backend="local", argv=[], save_name="j1", timesteps=5000,
+    job = JobRecord(id="j1-abcd", backend="local", config={}, save_name="j1", timesteps=5000,
                     attempts=[Attempt(n=1, started="2026-01-01T00:00:00", pid=None)])
     save_job(store, job)
     store.write_json("jobs/j1-abcd/progress.json", {"num_timesteps": 1200, "total_timesteps": 5000,
@@ -243,7 +243,7 @@ def test_ray_jobs_with_an_unreachable_cluster_are_listed_as_unknown(tmp_path):
     from kartsim.jobs.store import Attempt, JobRecord, LocalStore, save_job
 
     store = LocalStore(tmp_path / "store")
-    save_job(store, JobRecord(id="r1-abcd", backend="ray", argv=[], save_name="r1", timesteps=5000,
+    save_job(store, JobRecord(id="r1-abcd", backend="ray", config={}, save_name="r1", timesteps=5000,
                               address="http://127.0.0.1:9", options={"num_gpus_used": 1.0},
                               attempts=[Attempt(n=1, started="2026-01-01T00:00:00", submission_id="r1-abcd")]))
     (tmp_path / "runs").mkdir()
@@ -405,7 +405,7 @@ def test_session_feeds_follow_the_environment(tmp_path, monkeypatch):
 
 
 def test_drive_publishes_kart_positions_to_a_live_file(tmp_path, monkeypatch):
-    from kartsim.apps.drive import ScriptedEvents, drive
+    from kartsim.apps.drive import ScriptedEvents, drive_yourself
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("KARTSIM_LIVE", raising=False)
@@ -421,7 +421,7 @@ def test_drive_publishes_kart_positions_to_a_live_file(tmp_path, monkeypatch):
             return super().poll(sim_time)
 
     monkeypatch.setenv("KARTSIM_LIVE_HZ", "50")
-    drive("oval.png", opponents=1, events=Spy([(0.0, "down", "up")]), window=False, realtime=False,
+    drive_yourself("oval.png", opponents=1, events=Spy([(0.0, "down", "up")]), window=False, realtime=False,
           telemetry=None, max_time_s=3.0)
     assert frames, "no live frame was written"
     last = frames[-1]

@@ -62,7 +62,7 @@ def test_ai_drives_the_gym_env():
         _, _, term, trunc, info = env.step(ai.act(race.state)[0])
         assert not term
         progress = max(progress, race.best[0])
-    assert race.best[0] - race.stats.start_progress[0] > 400.0  # 30 s of driving from a random start
+    assert race.best[0] - race.start_progress[0] > 400.0  # 30 s of driving from a random start
 
 
 def test_bad_level_is_a_config_error():

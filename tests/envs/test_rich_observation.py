@@ -54,8 +54,8 @@ def test_the_basic_observation_stays_the_guides_ten_values():
 def test_train_observation_flag_builds_the_rich_env(tmp_path):
     from kartsim.rl.train import TrainConfig, env_config_for, validate
 
-    cfg = TrainConfig(observation="rich", runs_dir=str(tmp_path)).resolved()
+    cfg = TrainConfig.from_dict(dict(observation="rich", runs_dir=str(tmp_path))).resolved()
     env_cfg = env_config_for(cfg)
     assert env_cfg.ray_observation == "rich" and tuple(env_cfg.ray_angles_deg) == RICH_RAY_ANGLES_DEG
     with pytest.raises(ConfigError, match="--observation rich is a rays observation"):
-        validate(TrainConfig(observation="rich", vision=True).resolved())
+        validate(TrainConfig.from_dict(dict(observation="rich", vision=True)).resolved())

@@ -34,7 +34,10 @@ def _episodes(resident: int, corner_share: float, steps: int = 150) -> tuple[lis
 
 
 @pytest.mark.parametrize("corner_share", [0.0, 0.5])  # uniform random starts / the corner curriculum
-def test_a_streamed_pool_drives_exactly_like_the_whole_pool_in_memory(corner_share):
+def test_a_streamed_pool_drives_exactly_like_the_whole_pool_in_memory(corner_share, tmp_path, monkeypatch):
+    import kartsim.envs.tracks as tracks
+
+    monkeypatch.setattr(tracks, "CACHE_DIR", tmp_path)  # the streamed pool's built-track cache
     all_names, all_obs = _episodes(32, corner_share)
     names, obs = _episodes(1, corner_share)  # one slot: every new track is loaded into it
     assert len(set(names)) == 3 and len(names) > 5  # episodes on every track, switching between them
@@ -80,3 +83,31 @@ def test_a_large_random_pool_generates_only_the_tracks_it_draws(tmp_path, monkey
 def test_vision_refuses_a_streamed_pool():
     with pytest.raises(ConfigError, match="track-pool"):
         KartEnv(EnvConfig(track=BUNDLED, resident_tracks=1, vision=True))
+
+
+def test_a_built_track_comes_back_from_the_cache_as_it_was_built(tmp_path, monkeypatch):
+    import shutil
+
+    png = tmp_path / "t.png"
+    shutil.copy(Track.load("oval.png").path, png)
+    built = Track.load_cached(png, tmp_path / "cache")
+    (entry,) = (tmp_path / "cache").glob("*.npz")
+    monkeypatch.setattr(Track, "load", classmethod(lambda cls, *a, **k: pytest.fail("built again")))
+    cached = Track.load_cached(png, tmp_path / "cache")
+    for key, value in vars(built).items():
+        if isinstance(value, np.ndarray):
+            np.testing.assert_array_equal(getattr(cached, key), value, err_msg=key)
+            assert getattr(cached, key).dtype == value.dtype
+        elif key != "legend":
+            assert getattr(cached, key) == value, key
+    monkeypatch.undo()
+    entry.write_bytes(b"not an npz")  # a damaged entry is built again
+    assert Track.load_cached(png, tmp_path / "cache").length == built.length
+    png.with_suffix(".json").write_text('{"scale_m_per_px": 0.3}')  # a new legend: a new entry
+    assert Track.load_cached(png, tmp_path / "cache").scale == 0.3
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 2
+
+
+def test_the_largest_pool_never_uses_a_held_out_seed():
+    largest = EnvConfig.LIMITS["random_pool_size"][1]
+    assert max(track_sources("random", int(largest))) < 50_000  # benchmarks hold out seeds 50000 on

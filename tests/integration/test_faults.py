@@ -106,8 +106,8 @@ def test_a_second_trainer_of_the_same_run_is_refused(tmp_path):
 
     with RunLock(tmp_path / "runs", "f"):
         with pytest.raises(ConfigError, match=f"run 'f' is being trained by another process \\(pid {os.getpid()}\\)"):
-            train(TrainConfig(save_name="f", timesteps=64, runs_dir=str(tmp_path / "runs"), device="cpu",
-                              models_dir=str(tmp_path / "models"), progress_bar=False))
+            train(TrainConfig.from_dict(dict(save_name="f", timesteps=64, runs_dir=str(tmp_path / "runs"), device="cpu",
+                              models_dir=str(tmp_path / "models"), progress_bar=False)))
         assert not (tmp_path / "runs" / "f").exists()
     with RunLock(tmp_path / "runs", "f"):  # released: free again
         pass
@@ -116,14 +116,10 @@ def test_a_second_trainer_of_the_same_run_is_refused(tmp_path):
 # ------------------------------------------------------------------------------------------ jobs
 
 @pytest.fixture
-def jobs_env(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    for name in ("KARTSIM_JOBS_BACKEND", "KARTSIM_RAY_ADDRESS", "KARTSIM_JOBS_CONFIG", "KARTSIM_FAULT"):
-        monkeypatch.delenv(name, raising=False)
+def jobs_env(job_store, monkeypatch):
+    """conftest's job_store without the live feed; kills the job processes a test leaves behind."""
     monkeypatch.setenv("KARTSIM_LIVE", "0")
-    store = tmp_path / "store"
-    monkeypatch.setenv("KARTSIM_JOB_STORE", str(store))
+    store = job_store
     yield store
     for runner in store.glob("jobs/*/attempt-*.runner.json"):  # leftovers of a failed test: ours only
         for key in ("pid", "child_pid"):

@@ -36,6 +36,19 @@ def _one_line_error(exc: KartsimError) -> None:
     assert str(exc) and "\n" not in str(exc), repr(exc)
 
 
+def _load_track(path: Path):
+    """The track at `path`, or None after checking the KartsimError it raised is one line."""
+    from kartsim.sim.track import Track
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return Track.load(path)
+        except KartsimError as exc:
+            _one_line_error(exc)
+            return None
+
+
 # ------------------------------------------------------------------------------------ track images
 
 # surface colours (asphalt grey, kerb red/white, grass green, wall black) plus anything else
@@ -65,20 +78,14 @@ def track_images(draw) -> np.ndarray:
 def test_track_images(tmp_path_factory, image, mode):
     from PIL import Image
 
-    from kartsim.sim.track import Track
 
     path = tmp_path_factory.mktemp("img") / "t.png"
     picture = Image.fromarray(image)
     picture = picture.convert("I;16") if mode == "I;16" else picture.convert(mode)
     picture.save(path)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            track = Track.load(path)
-        except KartsimError as exc:
-            _one_line_error(exc)
-            return
-    assert track.length > 0 and len(track.gates) >= 4 and np.isfinite(track.width).all()
+    track = _load_track(path)
+    if track is not None:
+        assert track.length > 0 and len(track.gates) >= 4 and np.isfinite(track.width).all()
 
 
 @FUZZ
@@ -127,7 +134,6 @@ def checkpoints(draw):
 @FUZZ
 @given(legend=legends(), cps=checkpoints(), which=st.sampled_from(["legend", "checkpoints", "both"]))
 def test_sidecar_json(circuit, legend, cps, which):
-    from kartsim.sim.track import Track
 
     legend_path = circuit.with_suffix(".json")
     cp_path = circuit.with_name("c.checkpoints.json")
@@ -137,27 +143,16 @@ def test_sidecar_json(circuit, legend, cps, which):
         legend_path.write_text(json.dumps(legend))
     if which in ("checkpoints", "both"):
         cp_path.write_text(json.dumps(cps))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            track = Track.load(circuit)
-        except KartsimError as exc:
-            _one_line_error(exc)
-            return
-    assert track.length > 0 and len(track.gates) >= 4
+    track = _load_track(circuit)
+    if track is not None:
+        assert track.length > 0 and len(track.gates) >= 4
 
 
 # ------------------------------------------------------------------ a model zip's kartsim_config.json
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory) -> Path:
-    from kartsim.rl.train import TrainConfig, train
-
-    base = tmp_path_factory.mktemp("fuzzmodel")
-    train(TrainConfig(timesteps=64, save_name="m", vector_envs=2, n_steps=32, batch_size=32, n_epochs=1,
-                      checkpoint_freq=0, telemetry_every=0, progress_bar=False, device="cpu",
-                      runs_dir=str(base / "runs"), models_dir=str(base / "models")), echo=lambda s: None)
-    return base / "models" / "m_final.zip"
+def model(trained_model) -> Path:
+    return trained_model
 
 
 _CONFIG_PATHS = ["env", "train", "num_timesteps", "env.track", "env.vision", "env.frame_stack", "env.image_size",

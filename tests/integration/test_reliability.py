@@ -37,7 +37,7 @@ def _train_cfg(tmp_path: Path, **kw):
     values = dict(TINY, runs_dir=str(tmp_path / "runs"), models_dir=str(tmp_path / "models"), telemetry_every=0,
                   checkpoint_freq=0)
     values.update(kw)
-    return TrainConfig(**values)
+    return TrainConfig.from_dict(values)
 
 
 # ------------------------------------------------------------------ 1. fetch --force deletes nothing else
@@ -141,7 +141,7 @@ def test_5_resume_keeps_the_first_command_and_lists_the_resumes(tmp_path):
     doc = json.loads(config.read_text())
     assert doc["started"] == first["started"] and doc["command"] == first["command"]
     assert [r["resume"] for r in doc["resumes"]] == [str(final)]
-    assert doc["train"]["timesteps"] == 128
+    assert doc["train"]["run"]["timesteps"] == 128
 
 
 # ------------------------------------------------------------------------------- 11. every value checked

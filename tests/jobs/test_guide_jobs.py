@@ -9,21 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 from kartsim.cli.jobs_cmd import main as jobs_main
 from kartsim.jobs.store import now_iso
-
-
-@pytest.fixture
-def store(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    for name in ("KARTSIM_JOBS_BACKEND", "KARTSIM_RAY_ADDRESS", "KARTSIM_JOBS_CONFIG"):
-        monkeypatch.delenv(name, raising=False)
-    root = tmp_path / "store"
-    monkeypatch.setenv("KARTSIM_JOB_STORE", str(root))
-    return root
 
 
 def put(root: Path, rel: str, text: str | None = None) -> None:
@@ -51,11 +39,11 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
     return code, out, err
 
 
-def test_fetch_takes_the_latest_jobs_file_and_says_so(store, tmp_path, capsys):
+def test_fetch_takes_the_latest_jobs_file_and_says_so(job_store, tmp_path, capsys):
     for name in ("old", "new"):
-        put(store, f"runs/{name}/telemetry_log.csv")
-    fake_job(store, "new-0001", "new", "2026-01-02T00:00:00")
-    fake_job(store, "old-0002", "old", "2026-01-01T00:00:00")
+        put(job_store, f"runs/{name}/telemetry_log.csv")
+    fake_job(job_store, "new-0001", "new", "2026-01-02T00:00:00")
+    fake_job(job_store, "old-0002", "old", "2026-01-01T00:00:00")
     code, out, err = run(capsys, "fetch", "--path", "telemetry_log.csv")
     assert code == 0, err
     assert (tmp_path / "telemetry_log.csv").read_text() == "runs/new/telemetry_log.csv"
@@ -64,11 +52,11 @@ def test_fetch_takes_the_latest_jobs_file_and_says_so(store, tmp_path, capsys):
     assert code == 0 and (tmp_path / "old.csv").read_text() == "runs/old/telemetry_log.csv"
 
 
-def test_fetching_a_final_model_brings_its_telemetry_beside_it(store, tmp_path, capsys):
-    put(store, "models/v1_final.zip")
-    put(store, "runs/v1/v1_final.zip")
-    put(store, "runs/v1/telemetry_log.csv")
-    fake_job(store, "v1-0001", "v1", "2026-01-01T00:00:00")
+def test_fetching_a_final_model_brings_its_telemetry_beside_it(job_store, tmp_path, capsys):
+    put(job_store, "models/v1_final.zip")
+    put(job_store, "runs/v1/v1_final.zip")
+    put(job_store, "runs/v1/telemetry_log.csv")
+    fake_job(job_store, "v1-0001", "v1", "2026-01-01T00:00:00")
     # local training left a link to its own run's CSV: the link is replaced, the local CSV kept
     local = tmp_path / "runs" / "local" / "telemetry_log.csv"
     put(tmp_path, "runs/local/telemetry_log.csv", "local")
@@ -89,11 +77,11 @@ def test_fetching_a_final_model_brings_its_telemetry_beside_it(store, tmp_path, 
     assert code == 0 and link.read_text() == "mine" and "kept" in out
 
 
-def test_fetch_of_a_running_jobs_model_says_it_is_running(store, capsys):
+def test_fetch_of_a_running_jobs_model_says_it_is_running(job_store, capsys):
     # a process that looks like the job's runner (the local backend checks the command line)
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "kartsim.jobs.runner", "run-0001"])
     try:
-        fake_job(store, "run-0001", "run", now_iso(), pid=proc.pid, exit_code=None)
+        fake_job(job_store, "run-0001", "run", now_iso(), pid=proc.pid, exit_code=None)
         code, _, err = run(capsys, "fetch", "--path", "run_final.zip")
         assert code == 2 and "nothing to fetch" in err
         assert "job run-0001 is still running" in err and "status run-0001" in err
@@ -103,8 +91,8 @@ def test_fetch_of_a_running_jobs_model_says_it_is_running(store, capsys):
         proc.wait()
 
 
-def test_a_finished_jobs_status_reads_finished(store, capsys):
-    fake_job(store, "done-0001", "done", "2026-01-01T00:00:00",
+def test_a_finished_jobs_status_reads_finished(job_store, capsys):
+    fake_job(job_store, "done-0001", "done", "2026-01-01T00:00:00",
              progress={"num_timesteps": 1024, "total_timesteps": 1000, "steps_per_second": 500.0, "eta_s": 0})
     code, out, _ = run(capsys, "status")
     assert code == 0
@@ -126,9 +114,9 @@ def test_train_help_says_local_or_ray_not_modal():
     assert "not on Modal" in text
 
 
-def test_fetch_of_a_run_name_zip_takes_its_final_model(store, tmp_path, capsys):
+def test_fetch_of_a_run_name_zip_takes_its_final_model(job_store, tmp_path, capsys):
     """The guide's `fetch --path ppo_50m_master.zip --force`: kartsim names it ppo_50m_master_final.zip."""
-    put(store, "models/ppo_50m_master_final.zip")
+    put(job_store, "models/ppo_50m_master_final.zip")
     code, out, err = run(capsys, "fetch", "--path", "ppo_50m_master.zip", "--force")
     assert code == 0, err
     assert (tmp_path / "ppo_50m_master.zip").read_text() == "models/ppo_50m_master_final.zip"

@@ -30,16 +30,10 @@ TINY = ["--vector-envs", "2", "--n-steps", "64", "--batch-size", "64", "--n-epoc
 
 
 @pytest.fixture
-def jobs_env(tmp_path, monkeypatch):
-    """Run in tmp_path with a tmp_path job store and no user config; kill leftover job processes."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    for name in ("KARTSIM_JOBS_BACKEND", "KARTSIM_RAY_ADDRESS", "KARTSIM_JOBS_CONFIG"):
-        monkeypatch.delenv(name, raising=False)
-    store = tmp_path / "store"
-    monkeypatch.setenv("KARTSIM_JOB_STORE", str(store))
-    yield store
-    _kill_jobs(store)
+def jobs_env(job_store):
+    """conftest's job_store; kills the job processes a test leaves behind."""
+    yield job_store
+    _kill_jobs(job_store)
 
 
 def _kill_jobs(store: Path) -> None:
@@ -115,7 +109,8 @@ def test_local_workflow_sync_train_status_fetch_play(jobs_env, tmp_path, capsys)
     assert job_id.startswith("wf-")
     rec = job_record(store, job_id)
     assert rec["backend"] == "local" and rec["attempts"][0]["pid"]
-    assert rec["argv"][-2:] == ["--track-name", "circuit.png"]
+    assert rec["config"]["task.track"] == ["circuit.png"] and rec["config"]["run.timesteps"] == 256
+    assert "argv" not in rec  # the train settings as a dict, not a command line
 
     code, out, _ = run(capsys, "status", job_id, "--wait", "--timeout", "180")
     assert code == 0, out
@@ -287,7 +282,7 @@ def test_unknown_job_lists_recent_ids(jobs_env, capsys):
 
     s = open_store(jobs_env)
     for name in ("alpha-0001", "beta-0002"):
-        job = JobRecord(id=name, backend="local", argv=[], save_name=name[:-5], timesteps=10)
+        job = JobRecord(id=name, backend="local", config={}, save_name=name[:-5], timesteps=10)
         job.attempts.append(Attempt(n=1, started="2026-01-01T00:00:00"))
         save_job(s, job)
     for cmd in (["status", "nope"], ["logs", "nope"], ["cancel", "nope"], ["resume", "nope"]):
@@ -344,11 +339,14 @@ def test_train_flag_errors_start_nothing(jobs_env, capsys):
     assert not list(jobs_env.glob("jobs/*"))
 
 
-def test_train_argv_round_trips_every_train_flag():
+def test_train_flags_round_trip_every_train_flag():
+    """A job's recorded settings (given_train_values) give back the command line that set them
+    (train_flags: what `status` shows), and a job record of the old argv layout reads as the same dict."""
     import argparse
 
-    from kartsim.rl.train_cmd import add_train_arguments
-    from kartsim.jobs.service import train_argv
+    from kartsim.jobs.service import given_train_values
+    from kartsim.jobs.store import JobRecord
+    from kartsim.rl.train_cmd import add_train_arguments, train_flags
 
     argv = ["--vision", "--track-name", "circuit.png", "oval", "--timesteps", "5_000_000", "--save-name", "v1",
             "--vector-envs", "16", "--checkpoint-freq", "500000", "--tensorboard", "--learning-rate", "0.0001",
@@ -357,8 +355,16 @@ def test_train_argv_round_trips_every_train_flag():
     p = argparse.ArgumentParser()
     add_train_arguments(p)
     args = p.parse_args(argv)
-    again = p.parse_args(train_argv(args, p))
+    values = given_train_values(args)
+    assert values["task.track"] == ["circuit.png", "oval"] and values["run.timesteps"] == 5_000_000
+    assert values["task.env_options"] == {"max_episode_steps": 3000, "camera": "driver"}
+    again = p.parse_args(train_flags(values))
     assert vars(again) == vars(args)
+    old = {"id": "j", "backend": "local", "argv": argv, "save_name": "v1", "timesteps": 5_000_000,
+           "attempts": [{"n": 1, "started": "now"}]}
+    assert JobRecord.from_dict(old).config == values
+    with pytest.raises(Exception, match="job.json is damaged"):
+        JobRecord.from_dict(dict(old, argv=["--no-such-flag"]))
 
 
 def test_config_precedence_and_backend_errors(jobs_env, tmp_path, monkeypatch, capsys):
@@ -484,7 +490,7 @@ def test_ctrl_c_while_a_job_is_launched_keeps_its_record_and_pid(jobs_env, monke
     add_train_arguments(p)
     args = p.parse_args(["--timesteps", "1000000", "--save-name", "sigint2", *TINY])
     with pytest.raises(KeyboardInterrupt) as info:
-        service.submit(resolve_settings(), args, p, echo=lambda _: None)
+        service.submit(resolve_settings(), args, echo=lambda _: None)
     job, _ = info.value.result
     a = job_record(jobs_env, job.id)["attempts"][0]
     assert a["pid"] == job.attempt.pid and process_alive(a["pid"], a["start_token"], job.id)

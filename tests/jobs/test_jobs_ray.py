@@ -18,7 +18,7 @@ import pytest
 
 pytest.importorskip("ray.job_submission", reason="Ray is not installed: pip install 'kartsim[ray]'")
 
-from conftest import free_port
+from conftest import free_port, wait_for
 
 from kartsim.cli.jobs_cmd import main as jobs_main
 
@@ -50,15 +50,6 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
     code = jobs_main(list(argv))
     out, err = capsys.readouterr()
     return code, out, err
-
-
-def wait_for(predicate, timeout: float, what: str) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.mark.slow

@@ -35,7 +35,7 @@ def one_thread():
 def _cfg(tmp_path: Path, **kw):
     from kartsim.rl.train import TrainConfig
 
-    return TrainConfig(**dict(TINY, runs_dir=str(tmp_path / "runs"), models_dir=str(tmp_path / "models"), **kw))
+    return TrainConfig.from_dict(dict(TINY, runs_dir=str(tmp_path / "runs"), models_dir=str(tmp_path / "models"), **kw))
 
 
 def _payload(path: Path) -> dict:
@@ -123,11 +123,11 @@ def test_npz_round_trip_and_rebuild_for_another_observation_kind(tmp_path):
 @pytest.fixture(scope="module")
 def human_csv(tmp_path_factory) -> Path:
     """Two laps of oval.png driven through `kartsim drive` by scripted key presses (dummy video driver)."""
-    from kartsim.apps.drive import drive
+    from kartsim.apps.drive import drive_yourself
     from conftest import KeyboardBot
 
     path = tmp_path_factory.mktemp("human") / "human_laps.csv"
-    res = drive("oval.png", telemetry=path, events=KeyboardBot(), realtime=False, window=False, laps=2, max_time_s=120)
+    res = drive_yourself("oval.png", telemetry=path, events=KeyboardBot(), realtime=False, window=False, laps=2, max_time_s=120)
     assert res.laps == 2
     return path
 
@@ -281,12 +281,13 @@ def test_jobs_upload_demonstration_and_init_files(tmp_path):
     folder.mkdir()
     (folder / "a.npz").write_bytes(b"x")
     store = LocalStore(tmp_path / "store")
-    argv, staged = job_inputs(store, ["--demos", str(folder), "--init-from", str(laps), "--seed", "1"], "j-1",
-                              echo=lambda s: None)
-    assert argv == ["--demos", "inputs/j-1/demos", "--init-from", "inputs/j-1/laps.csv", "--seed", "1"]
+    config, staged = job_inputs(store, {"pretrain.demos": str(folder), "pretrain.init_from": str(laps), "run.seed": 1},
+                                "j-1", echo=lambda s: None)
+    assert config == {"pretrain.demos": "inputs/j-1/demos", "pretrain.init_from": "inputs/j-1/laps.csv", "run.seed": 1}
     assert staged == ["inputs/j-1/demos", "inputs/j-1/laps.csv"]
     assert (store.root / "tracks/inputs/j-1/demos/a.npz").is_file()  # the job runs in tracks/: relative paths work
-    assert job_inputs(store, ["--demos", "ai:hard"], "j-2", echo=lambda s: None) == (["--demos", "ai:hard"], [])
+    ai = {"pretrain.demos": "ai:hard"}
+    assert job_inputs(store, ai, "j-2", echo=lambda s: None) == (ai, [])
 
 
 def test_labels_a_teacher_cannot_vouch_for_are_not_recorded():
@@ -326,10 +327,9 @@ def test_noisy_recording_labels_the_clean_action_of_the_state_reached():
     steer = noisy.states[:, D.STATE_FIELDS.index("steer")]
     assert np.abs(steer).max() > 0.01 and not np.allclose(noisy.states, clean.states)  # driven with the noise
     with pytest.raises(ConfigError, match="--demos-noise"):
-        from kartsim.rl.pretrain import validate_pretrain
-        from kartsim.rl.train import TrainConfig
+        from kartsim.rl.config import TrainConfig, validate
 
-        validate_pretrain(TrainConfig(demos_noise=2.0).resolved())
+        validate(TrainConfig.from_dict({"demos_noise": 2.0}).resolved())
 
 
 def test_a_log_of_several_karts_is_split_by_kart(human_csv, tmp_path):

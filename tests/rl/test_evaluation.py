@@ -16,7 +16,7 @@ TINY = dict(vector_envs=2, n_steps=32, batch_size=32, n_epochs=1, progress_bar=F
 def _cfg(tmp_path: Path, **kw):
     from kartsim.rl.train import TrainConfig
 
-    return TrainConfig(**{**TINY, "runs_dir": str(tmp_path / "runs"), "models_dir": str(tmp_path / "models"), **kw})
+    return TrainConfig.from_dict({**TINY, "runs_dir": str(tmp_path / "runs"), "models_dir": str(tmp_path / "models"), **kw})
 
 
 def _row(completion, ratio=None, lap=None, progress=0.0):

@@ -8,7 +8,7 @@ import numpy as np
 from kartsim.envs import KartEnv
 from kartsim.sim.config import RaceConfig
 from kartsim.rl.evaluate import format_table, score
-from kartsim.rl.play import END_REASONS, drive, end_text
+from kartsim.rl.play import END_REASONS, end_text, run_episodes
 
 
 class Still:
@@ -28,9 +28,9 @@ class Driver:
 
 def test_episode_end_reasons_reach_play_and_the_eval_table():
     env = KartEnv(track="oval.png", race=RaceConfig(random_start=False, max_episode_steps=80, stuck_time_s=2.0))
-    stuck = drive(Driver(0.0), env, episodes=1)
-    moving = drive(Driver(0.6), env, episodes=1)
-    stopped = drive(Driver(0.6), env, episodes=1, max_steps=5)
+    stuck = run_episodes(Driver(0.0), env, episodes=1)
+    moving = run_episodes(Driver(0.6), env, episodes=1)
+    stopped = run_episodes(Driver(0.6), env, episodes=1, max_steps=5)
     assert [stuck[0].end, moving[0].end, stopped[0].end] == ["stuck", "time_limit", "stopped"]
     assert {"stuck", "time_limit", "wrong_way", "off_track", "damage"} <= set(END_REASONS)
     table = format_table([score("m.zip", "rays", "oval.png", stuck + moving + moving)])

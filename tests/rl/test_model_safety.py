@@ -58,14 +58,8 @@ def _serialized(marker: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory) -> Path:
-    from kartsim.rl.train import TrainConfig, train
-
-    base = tmp_path_factory.mktemp("safe")
-    train(TrainConfig(timesteps=64, save_name="m", vector_envs=2, n_steps=32, batch_size=32, n_epochs=1,
-                      checkpoint_freq=0, telemetry_every=0, progress_bar=False, device="cpu",
-                      runs_dir=str(base / "runs"), models_dir=str(base / "models")), echo=lambda s: None)
-    return base / "models" / "m_final.zip"
+def model(trained_model) -> Path:
+    return trained_model
 
 
 def test_kartsim_models_store_no_pickle_of_their_own(model):
@@ -151,8 +145,8 @@ def test_resume_never_unpickles_vecnormalize_without_trust(model, tmp_path):
     marker = tmp_path / "pwned"
     evil = _old_format(model, tmp_path / "evil.zip", _evil_bytes(marker))
     lines: list[str] = []
-    result = train(TrainConfig(resume=str(evil), timesteps=128, save_name="other", progress_bar=False, device="cpu",
-                               runs_dir=str(tmp_path / "runs"), models_dir=str(tmp_path / "models")),
+    result = train(TrainConfig.from_dict(dict(resume=str(evil), timesteps=128, save_name="other", progress_bar=False, device="cpu",
+                               runs_dir=str(tmp_path / "runs"), models_dir=str(tmp_path / "models"))),
                    given={"timesteps", "save_name"}, echo=lines.append)
     assert result.num_timesteps == 128
     assert not marker.exists()

@@ -26,8 +26,8 @@ def models(tmp_path_factory):
     base = tmp_path_factory.mktemp("models")
     common = dict(runs_dir=str(base / "runs"), models_dir=str(base / "models"), device="cpu", progress_bar=False,
                   vector_envs=2, n_steps=32, batch_size=32, n_epochs=1, telemetry_every=0)
-    train(TrainConfig(timesteps=128, save_name="rays", checkpoint_freq=64, **common), echo=lambda s: None)
-    train(TrainConfig(vision=True, timesteps=64, save_name="vis", features_dim=64, checkpoint_freq=0, **common),
+    train(TrainConfig.from_dict(dict(timesteps=128, save_name="rays", checkpoint_freq=64, **common)), echo=lambda s: None)
+    train(TrainConfig.from_dict(dict(vision=True, timesteps=64, save_name="vis", features_dim=64, checkpoint_freq=0, **common)),
           echo=lambda s: None)
     return {
         "rays": base / "models" / "rays_final.zip",

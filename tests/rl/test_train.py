@@ -36,7 +36,7 @@ def _cfg(tmp_path: Path, **kw):
 
     values = dict(TINY, runs_dir=str(tmp_path / "runs"), models_dir=str(tmp_path / "models"), device="cpu")
     values.update(kw)
-    return TrainConfig(**values)
+    return TrainConfig.from_dict(values)
 
 
 # ---------------------------------------------------------------- validation (no env needed)
@@ -129,10 +129,10 @@ def test_train_ppo_rays_script_end_to_end(tmp_path):
     assert model.observation_space.shape == (26,)  # the rich rays observation, kartsim train's default
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["rays_128_steps.zip", "rays_256_steps.zip"]
     payload = _config_in_zip(run / "checkpoints" / "rays_128_steps.zip")
-    assert payload["env"]["vision"] is False and payload["train"]["seed"] == 3
-    assert payload["env"]["ray_observation"] == "rich" and payload["train"]["observation"] == "rich"
+    assert payload["env"]["vision"] is False and payload["train"]["run"]["seed"] == 3
+    assert payload["env"]["ray_observation"] == "rich" and payload["train"]["task"]["observation"] == "rich"
     assert payload["num_timesteps"] == 128
-    assert json.loads((run / "config.json").read_text())["train"]["save_name"] == "rays"
+    assert json.loads((run / "config.json").read_text())["train"]["run"]["save_name"] == "rays"
 
     # TensorBoard with the racing metrics
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -188,7 +188,7 @@ def test_train_ppo_vision_script_every_flag_reaches_model_and_env(tmp_path):
     assert sorted(image.shape) == [2, 84, 84]  # 2 grayscale frames
     env = _config_in_zip(path)["env"]
     assert (env["track"], env["camera"], env["grayscale"], env["frame_stack"]) == ("oval.png", "driver", True, 2)
-    assert _config_in_zip(path)["train"]["seed"] == 7
+    assert _config_in_zip(path)["train"]["run"]["seed"] == 7
 
 
 # ---------------------------------------------------------------- resume, interrupt, overwrite
@@ -218,7 +218,7 @@ def test_resume_continues_the_step_count_in_the_same_run(tmp_path):
     assert any(l.startswith(f"Resuming model from {ckpt}") for l in lines)
     assert second.num_timesteps == 256
     payload = read_kartsim_config(tmp_path / "models" / "r_final.zip")
-    assert payload["num_timesteps"] == 256 and payload["train"]["n_epochs"] == 3
+    assert payload["num_timesteps"] == 256 and payload["train"]["ppo"]["n_epochs"] == 3
     names = sorted(p.name for p in (tmp_path / "runs" / "r" / "checkpoints").iterdir())
     assert "r_192_steps.zip" in names and "r_256_steps.zip" in names
     # telemetry of both parts in one CSV, the step column continuing
@@ -343,10 +343,11 @@ def test_real_ctrl_c_in_the_terminal(tmp_path):
 def test_default_batch_size_fits_a_small_rollout(tmp_path):
     from kartsim.rl.train import TrainConfig, validate
 
-    cfg = TrainConfig(vision=True, vector_envs=2, n_steps=100).resolved()
-    assert cfg.n_steps * cfg.vector_envs % cfg.batch_size == 0 and cfg.batch_size <= 200
+    cfg = TrainConfig.from_dict(dict(vision=True, vector_envs=2, n_steps=100)).resolved()
+    ppo = cfg.ppo
+    assert ppo.n_steps * cfg.run.vector_envs % ppo.batch_size == 0 and ppo.batch_size <= 200
     validate(cfg)
-    given = TrainConfig(vision=True, vector_envs=2, n_steps=100, batch_size=512).resolved()
+    given = TrainConfig.from_dict(dict(vision=True, vector_envs=2, n_steps=100, batch_size=512)).resolved()
     with pytest.raises(ConfigError, match="larger than a rollout"):
         validate(given)
 
@@ -354,12 +355,13 @@ def test_default_batch_size_fits_a_small_rollout(tmp_path):
 def test_vision_defaults_follow_the_kart_count():
     from kartsim.rl.train import TrainConfig, validate
 
-    guide = TrainConfig(vision=True, vector_envs=4).resolved()  # the guide's --vector-envs 4
-    assert (guide.batch_size, guide.n_epochs, guide.log_std_init) == (128, 6, -1.0)
+    guide = TrainConfig.from_dict(dict(vision=True, vector_envs=4)).resolved()  # the guide's --vector-envs 4
+    assert (guide.ppo.batch_size, guide.ppo.n_epochs, guide.policy.log_std_init) == (128, 6, -1.0)
     validate(guide)
-    default = TrainConfig(vision=True).resolved()  # 16 karts: unchanged
-    assert (default.vector_envs, default.batch_size, default.n_epochs, default.log_std_init) == (16, 512, 3, -0.5)
-    given = TrainConfig(vision=True, vector_envs=4, n_epochs=2, batch_size=256, log_std_init=0.0).resolved()
-    assert (given.batch_size, given.n_epochs, given.log_std_init) == (256, 2, 0.0)  # flags win
-    rays = TrainConfig(vector_envs=4).resolved()
-    assert (rays.n_epochs, rays.log_std_init) == (5, -0.5)
+    default = TrainConfig.from_dict(dict(vision=True)).resolved()  # 16 karts: unchanged
+    assert (default.run.vector_envs, default.ppo.batch_size, default.ppo.n_epochs, default.policy.log_std_init) == \
+        (16, 512, 3, -0.5)
+    given = TrainConfig.from_dict(dict(vision=True, vector_envs=4, n_epochs=2, batch_size=256, log_std_init=0.0)).resolved()
+    assert (given.ppo.batch_size, given.ppo.n_epochs, given.policy.log_std_init) == (256, 2, 0.0)  # flags win
+    rays = TrainConfig.from_dict(dict(vector_envs=4)).resolved()
+    assert (rays.ppo.n_epochs, rays.policy.log_std_init) == (5, -0.5)

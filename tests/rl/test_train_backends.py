@@ -33,7 +33,7 @@ def _cfg(tmp_path: Path, **kw):
 
     values = dict(TINY, runs_dir=str(tmp_path / "runs"), models_dir=str(tmp_path / "models"), device="cpu")
     values.update(kw)
-    return TrainConfig(**values)
+    return TrainConfig.from_dict(values)
 
 
 def _config_in_zip(path: Path) -> dict:
@@ -162,10 +162,10 @@ def test_subproc_train_run_saves_a_subproc_model_and_leaves_no_workers(tmp_path)
 
     final = tmp_path / "models" / "sp_final.zip"
     assert PPO.load(final, device="cpu").num_timesteps == 256
-    train_cfg = _config_in_zip(final)["train"]
-    assert (train_cfg["vec_backend"], train_cfg["vec_workers"], train_cfg["vector_envs"]) == ("subproc", 2, 4)
-    assert json.loads((tmp_path / "runs" / "sp" / "config.json").read_text())["train"]["vec_backend"] == "subproc"
-    assert _config_in_zip(tmp_path / "runs" / "sp" / "checkpoints" / "sp_128_steps.zip")["train"]["vec_backend"] == "subproc"
+    run_cfg = _config_in_zip(final)["train"]["run"]
+    assert (run_cfg["vec_backend"], run_cfg["vec_workers"], run_cfg["vector_envs"]) == ("subproc", 2, 4)
+    assert json.loads((tmp_path / "runs" / "sp" / "config.json").read_text())["train"]["run"]["vec_backend"] == "subproc"
+    assert _config_in_zip(tmp_path / "runs" / "sp" / "checkpoints" / "sp_128_steps.zip")["train"]["run"]["vec_backend"] == "subproc"
 
 
 @needs_proc
@@ -208,14 +208,14 @@ def test_resume_keeps_the_vec_backend_unless_given(tmp_path):
     lines.clear()
     train(_cfg(tmp_path, resume=str(final), timesteps=128), given={"timesteps"}, echo=lines.append)
     assert "Vector envs: 2 (subproc backend: 2 worker processes)" in lines
-    saved = read_kartsim_config(final)["train"]
+    saved = read_kartsim_config(final)["train"]["run"]
     assert (saved["vec_backend"], saved["vec_workers"]) == ("subproc", 2)
 
     lines.clear()
     train(_cfg(tmp_path, resume=str(final), timesteps=192, vec_backend="batched"), given={"timesteps", "vec_backend"},
           echo=lines.append)
     assert "Vector envs: 2 (batched backend: one process)" in lines
-    saved = read_kartsim_config(final)["train"]
+    saved = read_kartsim_config(final)["train"]["run"]
     assert (saved["vec_backend"], saved["vec_workers"]) == ("batched", None)
 
 

@@ -1,6 +1,7 @@
 """Acceptance tests of the kart physics on small synthetic grids (no kartsim.sim.track)."""
 
 import math
+import pickle
 
 import cv2
 import numpy as np
@@ -8,7 +9,9 @@ import pytest
 
 from kartsim.errors import ConfigError
 from kartsim.sim.config import KartConfig
-from kartsim.sim.physics import ASPHALT, GRASS, KERB, WALL, KartPhysics, KartState
+from kartsim.sim.physics import ASPHALT, GRASS, KART_COLUMNS, KERB, WALL, KartPhysics, KartState
+
+FLOAT_COLUMNS = [c.name for c in KART_COLUMNS.columns if c.dtype is np.float64]
 
 SCALE = 0.25
 G = 9.81
@@ -378,7 +381,7 @@ def test_batched_equals_one_at_a_time():
         ph.step(batch, thr, steer, 3)
         for k in range(n):
             ph.step(singles[k], thr[k:k + 1], steer[k:k + 1], 3)
-    for name in KartState.FIELDS_F64 + ("surface", "wall_hit", "track_idx"):
+    for name in [c.name for c in KART_COLUMNS.columns if c.name not in ("world", "kart_hit")]:
         got = np.concatenate([getattr(s, name) for s in singles])
         np.testing.assert_array_equal(getattr(batch, name), got, err_msg=name)
 
@@ -413,7 +416,7 @@ def test_no_nan_at_zero_speed_with_random_inputs():
     assert np.all(st.x == 25.0) and np.all(st.speed == 0.0) and np.all(st.slip_angle == 0.0)
     for _ in range(500):
         ph.step(st, rng.uniform(-1, 1, n) * (rng.random(n) < 0.5), rng.uniform(-1, 1, n), 1)
-        for name in KartState.FIELDS_F64:
+        for name in FLOAT_COLUMNS:
             assert np.all(np.isfinite(getattr(st, name))), name
     assert st.speed.max() < 15.0
     # NaN commands are treated as 0
@@ -440,3 +443,39 @@ def test_telemetry_fields(open_field):
     assert st.slip_angle[0] == pytest.approx(math.atan2(st.vy[0], st.vx[0]))
     assert st.throttle[0] == 0.5
     assert not st.wall_hit[0] and st.impact_speed[0] == 0.0
+
+
+# ------------------------------------------------------------------------------------ state and records
+
+
+def test_state_columns_are_the_kernel_record_and_cannot_be_rebound():
+    st = KartState(3)
+    assert st.x is st.arrays.x and st.world.tolist() == [0, 1, 2] and np.all(st.tyre_condition == 1.0)
+    with pytest.raises(AttributeError, match="write into it"):
+        st.x = np.ones(3)
+    st.vx[:] = 5.0
+    st.damage[:] = 0.5
+    st.wetness[:] = 1.0
+    st.reset([1], 2.0, 3.0, 4.0, tyre_condition=0.5)
+    assert st.vx.tolist() == [5.0, 0.0, 5.0] and st.damage.tolist() == [0.5, 0.0, 0.5]
+    assert st.wetness.tolist() == [1.0, 1.0, 1.0] and st.tyre_condition.tolist() == [1.0, 0.5, 1.0]
+    assert st.yaw[1] == pytest.approx(4.0 - 2 * math.pi)
+    back = pickle.loads(pickle.dumps(st))  # a pickled env's state: attributes and record still one set of arrays
+    assert back.x is back.arrays.x and np.array_equal(back.vx, st.vx)
+
+
+def test_kernels_take_every_config_number_by_name_and_compile_once():
+    from kartsim.sim.physics import _step_kernel
+
+    field = make_grid(100, 100)
+    cfg = KartConfig(mass_kg=200.0, wet_grip=0.5)
+    ph = make_physics(field, cfg)
+    params = ph._params[0]
+    for name, value in cfg.to_dict().items():
+        assert params[name] == value, name
+    assert params["cg_to_rear_m"] == cfg.wheelbase_m - cfg.cg_to_front_m
+    st = one_kart(10.0, 10.0, 0.0)
+    ph.step(st, 1.0, 0.0, 2)
+    n_sigs = len(_step_kernel.signatures)
+    make_physics(field, KartConfig(mass_kg=120.0)).step(KartState(4), np.ones(4), np.zeros(4), 3)
+    assert len(_step_kernel.signatures) == n_sigs  # another config and kart count: the same compiled kernel

@@ -6,7 +6,8 @@ import pytest
 from kartsim.envs import EnvConfig, KartEnv
 from kartsim.errors import KartsimError
 from kartsim.sim.config import RaceConfig, RewardConfig
-from kartsim.sim.race import REWARD_TERMS, reward_terms, weighted_reward
+from kartsim.sim.race import RACE_COLUMNS, REWARD_TERMS, Race, reward_terms, term_weights
+from kartsim.sim.track import Track, TrackStack
 
 
 def line_start_env(**race):
@@ -30,12 +31,18 @@ def drive(env, actions):
     return total_progress, laps, rewards
 
 
+def weighted_reward(terms, cfg):
+    """The reward as the docs define it: each term times the weight of its name, summed."""
+    return sum(weight * terms[name] for name, weight in cfg.weights().items())
+
+
 def test_reward_is_weighted_sum_of_named_terms():
     terms = reward_terms(np.array([2.0]), np.array([1]), np.array([True]), np.array([3.0]), np.array([False]), 0.1)
     cfg = RewardConfig()
     expected = cfg.progress * 2 + cfg.lap * 1 + cfg.off_track * 0.1 + cfg.wall * 3.0
     assert weighted_reward(terms, cfg)[0] == pytest.approx(expected)
     assert tuple(terms) == REWARD_TERMS and set(REWARD_TERMS) == set(cfg.weights())
+    assert term_weights(cfg).tolist() == [cfg.weights()[name] for name in REWARD_TERMS]  # the race's order
 
 
 def test_lap_pace_pays_a_faster_lap_more_and_is_off_by_default():
@@ -70,7 +77,7 @@ def test_steering_zigzag_pays_no_more_than_distance_along_track():
     steer = np.where(np.arange(300) // 5 % 2 == 0, 1.0, -1.0)
     actions = np.stack([steer, np.full(300, 0.3)], axis=1)
     progress, _, _ = drive(env, actions)
-    assert progress <= env.race.best[0] - env.race.stats.start_progress[0] + 1e-6
+    assert progress <= env.race.best[0] - env.race.start_progress[0] + 1e-6
 
 
 def test_reversing_over_the_start_line_counts_no_lap():
@@ -248,3 +255,32 @@ def test_corner_starts_land_before_the_sharpest_bends():
     assert 0.0 <= mixed.s[0] < track.length
     with pytest.raises(KartsimError):
         RaceConfig(start_corner_share=1.5)
+
+
+def test_race_columns_reset_and_cannot_be_rebound():
+    race = Race(TrackStack.from_tracks([Track.load("oval.png")]), 3)
+    assert race.laps is race.arrays.laps and np.isnan(race.new_lap_time).all() and np.isinf(race.best_lap).all()
+    race.reset_karts(np.arange(3), [np.random.default_rng(i) for i in range(3)])
+    for _ in range(5):
+        race.step(np.tile([0.0, 1.0], (3, 1)))
+    race.laps[:] = 2
+    race.reset_karts(np.array([1]), [np.random.default_rng(9)])
+    assert race.laps.tolist() == [2, 0, 2] and race.steps.tolist() == [5, 0, 5]
+    assert race.total_progress[1] == race.best[1] == race.start_progress[1]
+    resets = {c.name for c in RACE_COLUMNS.columns if c.reset is not None}
+    assert {"laps", "steps", "lap_time", "terminated", "episode_terms"} <= resets
+    with pytest.raises(AttributeError, match="write into it"):
+        race.laps = np.zeros(3, np.int64)
+
+
+def test_steer_change_costs_weaving_not_a_steady_line():
+    cfg = RewardConfig(steer_change=-0.1)
+    weave = line_start_env()
+    weave.race.reward_cfg = cfg
+    _, _, weave_rewards = drive(weave, [[(-1.0) ** i * 0.5, 0.5] for i in range(20)])
+    steady = line_start_env()
+    steady.race.reward_cfg = cfg
+    _, _, steady_rewards = drive(steady, [[0.0, 0.5]] * 20)
+    assert weave.race.episode_terms[0, REWARD_TERMS.index("steer_change")] == pytest.approx(0.5 + 19 * 1.0)
+    assert steady.race.episode_terms[0, REWARD_TERMS.index("steer_change")] == 0.0
+    assert sum(weave_rewards) < sum(steady_rewards)

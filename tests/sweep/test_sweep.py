@@ -87,7 +87,7 @@ def test_local_sweep_of_four_trials_with_report(tmp_path, monkeypatch, capfd):
     db = sqlite3.connect(tmp_path / "sweeps" / "lr" / "study.db")
     states = [s for (s,) in db.execute("select state from trials")]
     assert len(states) == 4 and set(states) <= {"COMPLETE", "PRUNED"}
-    baseline = json.loads((tmp_path / "runs" / "lr-0" / "config.json").read_text())["train"]
+    baseline = json.loads((tmp_path / "runs" / "lr-0" / "config.json").read_text())["train"]["ppo"]
     assert (baseline["learning_rate"], baseline["n_epochs"]) == (1e-3, 2)  # --baseline: the base config first
     for n in range(4):  # every trial trained its own run folder
         assert (tmp_path / "runs" / f"lr-{n}" / "config.json").is_file()

@@ -90,9 +90,9 @@ def test_tensorboard_gets_system_metrics(tmp_path):
 
     from kartsim.rl.train import TrainConfig, train
 
-    cfg = TrainConfig(vector_envs=2, n_steps=32, batch_size=32, n_epochs=1, progress_bar=False, device="cpu",
+    cfg = TrainConfig.from_dict(dict(vector_envs=2, n_steps=32, batch_size=32, n_epochs=1, progress_bar=False, device="cpu",
                       timesteps=128, save_name="tb", seed=0, tensorboard=True, checkpoint_freq=0, telemetry_link=False,
-                      runs_dir=str(tmp_path / "runs"), models_dir=str(tmp_path / "models"))
+                      runs_dir=str(tmp_path / "runs"), models_dir=str(tmp_path / "models")))
     train(cfg, echo=lambda line: None)
     events = next((tmp_path / "runs" / "tb" / "tb").rglob("events.out.tfevents.*"))
     acc = EventAccumulator(str(events.parent))

@@ -43,9 +43,9 @@ def test_training_logs_n_envs_and_links_the_csv_here(tmp_path, monkeypatch):
     from kartsim.rl.train import TrainConfig, train
 
     monkeypatch.chdir(tmp_path)
-    cfg = TrainConfig(vector_envs=3, n_steps=32, batch_size=32, n_epochs=1, progress_bar=False, device="cpu",
+    cfg = TrainConfig.from_dict(dict(vector_envs=3, n_steps=32, batch_size=32, n_epochs=1, progress_bar=False, device="cpu",
                       timesteps=96, save_name="tel", seed=0, telemetry_envs=2, checkpoint_freq=0,
-                      env_options={"race.max_episode_steps": 20})
+                      env_options={"race.max_episode_steps": 20}))
     lines: list[str] = []
     train(cfg, echo=lines.append)
     df = pd.read_csv("telemetry_log.csv")  # the guide's snippet, verbatim
@@ -58,12 +58,12 @@ def test_training_logs_n_envs_and_links_the_csv_here(tmp_path, monkeypatch):
     assert (tmp_path / "models/tel_final.zip").samefile(tmp_path / "runs/tel/tel_final.zip")
     assert any("the same file as runs/tel/tel_final.zip" in line for line in lines)
     # a second run re-points the link; a real file of that name is never touched
-    train(TrainConfig(**{**cfg.to_dict(), "save_name": "tel2", "telemetry_envs": 1}), echo=lines.append)
+    train(TrainConfig.from_dict({**cfg.to_dict(), "save_name": "tel2", "telemetry_envs": 1}), echo=lines.append)
     assert (tmp_path / "telemetry_log.csv").resolve() == (tmp_path / "runs/tel2/telemetry_log.csv").resolve()
     (tmp_path / "telemetry_log.csv").unlink()
     (tmp_path / "telemetry_log.csv").write_text("mine")
     lines.clear()
-    train(TrainConfig(**{**cfg.to_dict(), "save_name": "tel3"}), echo=lines.append)
+    train(TrainConfig.from_dict({**cfg.to_dict(), "save_name": "tel3"}), echo=lines.append)
     assert (tmp_path / "telemetry_log.csv").read_text() == "mine"
     assert any("Kept ./telemetry_log.csv" in line for line in lines)
 
@@ -73,7 +73,7 @@ def test_telemetry_envs_is_checked(tmp_path):
     from kartsim.rl.train import TrainConfig, validate
 
     with pytest.raises(ConfigError, match="--telemetry-envs"):
-        validate(TrainConfig(vector_envs=2, telemetry_envs=3).resolved())
+        validate(TrainConfig.from_dict(dict(vector_envs=2, telemetry_envs=3)).resolved())
 
 
 def test_readers_take_one_kart_of_a_several_kart_csv(tmp_path):
