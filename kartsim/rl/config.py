@@ -86,7 +86,7 @@ class TaskConfig:
     ``bundled`` (all bundled tracks). Several tracks are shared out among the vector envs."""
     track_pool: int | None = field(default=None, metadata=cli(metavar="N"))
     """With ``--track-name random``: how many generated tracks the pool holds (every style, 7-14 m
-    wide; default 8)."""
+    wide; default 8). A pool over 32 tracks is streamed: 32 (or one per vector env) in memory at a time."""
     observation: str | None = None
     """Rays only: ``rich`` (the default: 15 rays plus slip, yaw rate, steering, lateral offset and
     the curvature up to 80 m ahead, 26 values; on circuit.png it drives within 1.08 × the reference
@@ -380,6 +380,13 @@ def _validate_evaluation(ev: EvalConfig, task: TaskConfig) -> None:
         raise ConfigError(f"--eval-freq must be >= 0 (0 = no evaluation), not {ev.eval_freq}")
     if ev.eval_episodes < 1:
         raise ConfigError(f"--eval-episodes must be >= 1, not {ev.eval_episodes}")
+    if ev.eval_tracks:
+        from kartsim.envs.tracks import track_sources
+        from kartsim.sim.track import resolve_track_path
+
+        for source in track_sources(list(ev.eval_tracks)):
+            if isinstance(source, str):
+                resolve_track_path(source)  # TrackError now, not at the first evaluation hours in
     if ev.stop_at_ratio is not None:
         if not 0 < ev.stop_at_ratio < 10:
             raise ConfigError(f"--stop-at-ratio must be a ratio to the reference lap such as 1.10, not {ev.stop_at_ratio}")
