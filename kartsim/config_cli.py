@@ -17,6 +17,7 @@ import dataclasses
 import functools
 import inspect
 import json
+import re
 import textwrap
 import types
 import typing
@@ -92,9 +93,14 @@ def _default_text(f: dataclasses.Field) -> str | None:
     return " ".join(map(str, value)) if isinstance(value, list) else format(value, ",") if type(value) is int else str(value)
 
 
+def plain_text(doc: str) -> str:
+    """A docstring as help text: reST roles (``:class:`X```) and backtick quoting dropped."""
+    return re.sub(r":[a-z]+:`~?([^`]*)`", r"\1", doc).replace("`", "")
+
+
 def _help(doc: str, note: str | None, negated: bool) -> str:
     text = (f"turn off: {doc}" if negated else doc) + (f" (default {note})" if note else "")
-    return text.replace("``", "").replace("%", "%%")  # argparse formats help with %
+    return plain_text(text).replace("%", "%%")  # argparse formats help with %
 
 
 def flag_kwargs(cls: type, f: dataclasses.Field, hint: Any) -> tuple[str, dict[str, Any]]:
@@ -154,4 +160,5 @@ def given_values(args: argparse.Namespace, dests: set[str]) -> dict[str, Any]:
     return out
 
 
-__all__ = ["add_dataclass_arguments", "field_docs", "flag_kwargs", "given_values", "key_value", "number", "whole_number"]
+__all__ = ["add_dataclass_arguments", "field_docs", "flag_kwargs", "given_values", "key_value", "number", "plain_text",
+           "whole_number"]

@@ -81,3 +81,12 @@ def test_race_env_takes_the_weather_of_its_race_config(race):
 def test_race_env_refuses_two_different_weathers():
     with pytest.raises(ConfigError, match="conflicts with race.weather"):
         gym.make("kartsim/KartRace-v0", track="oval.png", opponents=1, race=RaceConfig(weather="wet"), weather="dry")
+
+
+def test_a_misspelt_dotted_env_option_lists_its_sections_keys():
+    from kartsim.envs.config import apply_env_options
+
+    with pytest.raises(ConfigError, match=r"unknown env option 'reward\.progres'; known: reward\.lap, .*reward\.progress"):
+        apply_env_options(EnvConfig().to_dict(), {"reward.progres": 2})
+    with pytest.raises(ConfigError, match=r"unknown env option 'rewards\.progress'; known: kart\., race\., reward\."):
+        apply_env_options(EnvConfig().to_dict(), {"rewards.progress": 2})

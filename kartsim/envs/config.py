@@ -117,7 +117,10 @@ def apply_env_options(env_dict: dict[str, Any], options: dict[str, Any]) -> dict
         if "." in key:
             section, name = key.split(".", 1)
             if not isinstance(env_dict.get(section), dict) or name not in env_dict[section]:
-                raise ConfigError(f"unknown env option {key!r}")
+                sub = env_dict.get(section)
+                known = (f"{section}.{k}" for k in sub) if isinstance(sub, dict) else (
+                    f"{k}." for k, v in env_dict.items() if isinstance(v, dict))
+                raise ConfigError(f"unknown env option {key!r}; known: {', '.join(sorted(known))}")
             env_dict[section][name] = value
         elif key in env_dict and not isinstance(env_dict[key], dict):
             env_dict[key] = value

@@ -86,6 +86,25 @@ def action_errors(policy: Any, demos: DemoSet) -> tuple[float, float]:
     return float(err[:, 0].mean()), float(err[:, 1].mean())
 
 
+def centre_action_bias(policy: Any, demos: DemoSet, idx: np.ndarray, rng: np.random.Generator,
+                       sample: int = 2048) -> None:
+    """Shift the action head's bias so the policy's mean action over the demonstrations is theirs.
+
+    A fresh policy acts ~0 while a driver's mean throttle is ~0.8: the first gradient steps of the
+    MSE then push every ReLU unit of the vision CNN's fusion layer off at once, and the clone
+    collapses to one constant action (train MSE = the actions' variance, measured). Starting at the
+    demonstrations' mean leaves only their variation to learn; an already cloned policy (DAgger
+    rounds) is barely moved."""
+    import torch as th
+
+    if not len(idx) or not hasattr(policy, "action_net"):
+        return
+    pick = np.sort(rng.choice(idx, min(sample, len(idx)), replace=False))
+    gap = np.clip(demos.actions[pick], -1.0, 1.0).mean(axis=0) - predict_mean(policy, _batch(demos.obs, pick)).mean(axis=0)
+    with th.no_grad():
+        policy.action_net.bias.add_(th.as_tensor(gap, dtype=policy.action_net.bias.dtype, device=policy.device))
+
+
 def behaviour_clone(policy: Any, demos: DemoSet, *, epochs: int = 10, batch_size: int = 256,
                     learning_rate: float = 1e-3, val_fraction: float = 0.1, seed: int | None = 0,
                     echo: Callable[[str], None] = print) -> BCReport:
@@ -101,6 +120,7 @@ def behaviour_clone(policy: Any, demos: DemoSet, *, epochs: int = 10, batch_size
     train_idx, val_idx = np.flatnonzero(~val_mask), np.flatnonzero(val_mask)
     device = policy.device
     target = th.as_tensor(np.clip(demos.actions, -1.0, 1.0), dtype=th.float32, device=device)
+    centre_action_bias(policy, demos, train_idx, rng)
     optimizer = th.optim.Adam(actor_parameters(policy), lr=learning_rate)
     train_mse = float("nan")
     for _ in range(epochs):

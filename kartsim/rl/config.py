@@ -380,6 +380,13 @@ def _validate_evaluation(ev: EvalConfig, task: TaskConfig) -> None:
         raise ConfigError(f"--eval-freq must be >= 0 (0 = no evaluation), not {ev.eval_freq}")
     if ev.eval_episodes < 1:
         raise ConfigError(f"--eval-episodes must be >= 1, not {ev.eval_episodes}")
+    if ev.eval_tracks:
+        from kartsim.envs.tracks import track_sources
+        from kartsim.sim.track import resolve_track_path
+
+        for source in track_sources(list(ev.eval_tracks)):
+            if isinstance(source, str):
+                resolve_track_path(source)  # TrackError now, not at the first evaluation hours in
     if ev.stop_at_ratio is not None:
         if not 0 < ev.stop_at_ratio < 10:
             raise ConfigError(f"--stop-at-ratio must be a ratio to the reference lap such as 1.10, not {ev.stop_at_ratio}")

@@ -281,8 +281,9 @@ def train(
     echo: Callable[[str], None] = print,
     callbacks: list[Any] | None = None,
 ) -> TrainResult:
-    """Run one training run. `given` names the TrainConfig fields the user set explicitly (used when
-    resuming: the checkpoint's values win for the rest); `callbacks` are extra SB3 callbacks
+    """Run one training run. `given` names the TrainConfig fields the user set explicitly, as dotted
+    paths (``ppo.gamma``) or bare field names (used when resuming: the checkpoint's values win for the
+    rest); `callbacks` are extra SB3 callbacks
     (benchmarks, tests). Raises KartsimError for bad input."""
     from kartsim.rl.modelio import read_kartsim_config
 

@@ -43,13 +43,14 @@ def add_train_arguments(parser: argparse.ArgumentParser, *, vision_flag: bool = 
     """The training flags, one per `TrainConfig` field, in a group per part (shared by `kartsim train`,
     the root scripts, jobs and sweeps; `kartsim sweep` has its own evaluation flags, so it leaves out
     the ``eval`` part with `eval_flags=False`, the root scripts ``--vision`` with `vision_flag=False`)."""
-    from kartsim.config_cli import add_dataclass_arguments
+    from kartsim.config_cli import add_dataclass_arguments, plain_text
     from kartsim.rl.config import PARTS
 
     for part, cls in PARTS.items():
         if part == "eval" and not eval_flags:
             continue
-        group = parser.add_argument_group(part, (cls.__doc__ or "").strip().partition(": ")[2] or None)
+        description = plain_text(" ".join((cls.__doc__ or "").split()).partition(": ")[2])
+        group = parser.add_argument_group(part, description or None)
         add_dataclass_arguments(group, cls, prefix=f"{part}.", skip=() if vision_flag else ("vision",),
                                 default_note=_mode_default)
 

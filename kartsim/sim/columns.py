@@ -10,19 +10,23 @@ field in the named record the numba kernels take.
 A record is a namedtuple of arrays: numba compiles a kernel taking it once (its type is the field
 types), and ``record.x`` in a kernel costs nothing. Kernels are called with ``tuple(record)`` and
 name it again on entry (``ks = KartArrays(*ks)``): numba checks a plain tuple's argument types in C,
-a namedtuple's in Python (a microsecond more per call of an env step's kernels). The attached attributes are plain instance
-attributes (the fastest to read) that :class:`ColumnOwner` refuses to rebind, so an array is never
-replaced behind a kernel's back (write into it: ``state.x[:] = ...``).
+a namedtuple's in Python (a microsecond more per call of an env step's kernels). Each array costs
+a call ~60 ns, so a kernel that reads a few columns of a big table takes a :class:`View` of them.
+
+The attached attributes are plain instance attributes (the fastest to read) that
+:class:`ColumnOwner` refuses to rebind, so an array is never replaced behind a kernel's back (write
+into it: ``state.x[:] = ...``).
 """
 
 from __future__ import annotations
 
 import collections
+import operator
 from typing import Any, Callable, Iterable, NamedTuple
 
 import numpy as np
 
-__all__ = ["Column", "Columns", "ColumnOwner"]
+__all__ = ["Column", "Columns", "ColumnOwner", "View"]
 
 
 class Column(NamedTuple):
@@ -60,8 +64,19 @@ class Columns:
 
     def attach(self, owner: "ColumnOwner", arrays: Any) -> None:
         """Make each of ``arrays`` an attribute of ``owner`` under its column's name."""
-        owner.__dict__.update(zip(self.names, arrays))
-        owner.__dict__["_column_names"] = owner._column_names | set(self.names)
+        # object.__setattr__, never owner.__dict__: touching the dict makes every attribute read slower
+        object.__setattr__(owner, "_column_names", owner._column_names | set(self.names))
+        for name, array in zip(self.names, arrays):
+            object.__setattr__(owner, name, array)
+
+
+class View:
+    """Some columns of a table as their own record type, for a kernel that reads only those."""
+
+    def __init__(self, record: str, module: str, names: Iterable[str]) -> None:
+        self.record = collections.namedtuple(record, tuple(names), module=module)
+        self.of: Callable[[Any], tuple] = operator.attrgetter(*self.record._fields)
+        """``view.of(owner)``: the owner's arrays of these columns, as the plain tuple a kernel takes."""
 
 
 class ColumnOwner:
@@ -70,7 +85,7 @@ class ColumnOwner:
     _column_names: frozenset[str] = frozenset()
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if name in self._column_names and value is not self.__dict__[name]:  # `a |= b` sets a itself: fine
+        if name in self._column_names and value is not getattr(self, name):  # `a |= b` sets a itself: fine
             raise AttributeError(f"{type(self).__name__}.{name} is a per-kart array that kernels hold: "
                                  f"write into it ({name}[...] = value) instead of rebinding it")
         object.__setattr__(self, name, value)

@@ -188,11 +188,12 @@ class RewardConfig:
     """Per m/s of impact speed into a wall."""
     termination: float = -10.0
     """Once, when the episode ends early (wrong way, stuck, off the track for good)."""
-    steer_change: float = 0.0
+    steer_change: float = -0.02
     """Per unit change of the steering command from one decision to the next (a flick from full
-    left to full right is 2): a cost on weaving. PPO's Gaussian exploration leaves the deterministic
-    policy steering bang-bang on the straights (sign changes ~8 times a second), which scrubs ~10 %
-    of the straight-line speed; a small cost here trades that away (0: off)."""
+    left to full right is 2): a cost on weaving. Without it PPO's deterministic policy steers
+    bang-bang on the straights (sign changes ~8 times a second) and scrubs ~10 % of its speed there;
+    with it the rays agent's best lap on circuit.png at 1.5M steps is 1.06 instead of 1.16 × the
+    reference (benchmarks/RESULTS.md; -0.05 did no better). 0: off."""
     lap_pace: float = 0.0
     """Per m/s of a completed lap's mean speed (lap length ÷ lap time), paid when the lap completes: a
     faster lap pays more, so it rewards speed itself rather than only distance (0: off). Paid only for

@@ -22,9 +22,9 @@ import numpy as np
 from numba import njit
 
 from kartsim.errors import KartsimError
-from kartsim.sim.columns import Column, ColumnOwner, Columns
+from kartsim.sim.columns import Column, ColumnOwner, Columns, View
 from kartsim.sim.config import WEATHER, WEATHERS, KartConfig, RaceConfig, RewardConfig
-from kartsim.sim.physics import KartArrays, KartPhysics, KartState
+from kartsim.sim.physics import KartPhysics, KartState
 from kartsim.sim.track import Surface, TrackStack, project_point
 
 # A gate is widened by this much beyond each road edge so that a wheel on the kerb or grass
@@ -150,6 +150,10 @@ RACE_COLUMNS = Columns("RaceArrays", __name__, [
            doc="Per-episode sums of the raw reward terms, columns in REWARD_TERMS order."),
 ])
 RaceArrays = RACE_COLUMNS.record  # module-level: pickle and numba's cache find the class by name
+
+RACE_KART_VIEW = View("RaceKart", __name__, ("track_idx", "x", "y", "speed", "surface"))
+RaceKart = RACE_KART_VIEW.record
+"""The KartState columns the race kernels read."""
 
 TrackTables = collections.namedtuple("TrackTables", [
     "points", "s", "heading", "n_points", "length", "lookup", "lookup_cell_m", "lookup_window",  # centerlines
@@ -292,7 +296,7 @@ class Race(ColumnOwner):
 
     def _update_frame(self, idx: np.ndarray | slice = slice(None)) -> None:
         """Project karts ``idx`` onto their track's centerline."""
-        _project_karts(self._tables, tuple(self.state.arrays), np.arange(self.n)[idx], tuple(self.arrays))
+        _project_karts(self._tables, RACE_KART_VIEW.of(self.state), np.arange(self.n)[idx], tuple(self.arrays))
 
     # ------------------------------------------------------------------ a step
     def step(self, actions: np.ndarray) -> None:
@@ -304,7 +308,7 @@ class Race(ColumnOwner):
         new_progress = np.empty(self.n)
         laps_done = np.empty(self.n, dtype=np.int64)
         limits = (self.step_dt, cfg.stuck_time_s, cfg.wrong_way_m, cfg.off_track_time_s, cfg.max_episode_steps)
-        _race_step(self._tables, tuple(st.arrays), x0, y0, tuple(self.arrays), new_progress, laps_done, limits)
+        _race_step(self._tables, RACE_KART_VIEW.of(st), x0, y0, tuple(self.arrays), new_progress, laps_done, limits)
         if cfg.max_damage is not None:
             wrecked = (st.damage >= cfg.max_damage) & ~self.terminated
             self.termination_reason[wrecked] = 4
@@ -319,7 +323,7 @@ class Race(ColumnOwner):
         # sums them into the episode, however many terms there are (a one-kart env's step is mostly
         # numpy call overhead).
         np.matmul(self._step_terms, term_weights(self.reward_cfg), out=self.reward)
-        self.episode_terms += self._step_terms
+        np.add(self.episode_terms, self._step_terms, out=self.episode_terms)  # `+=` would rebind: a setattr
 
     def _record_laps(self, laps_done: np.ndarray) -> np.ndarray | None:
         """The lap times completed this step into the episode stats; returns each kart's mean speed
@@ -405,9 +409,9 @@ def check_actions(actions: np.ndarray, n: int) -> np.ndarray:
 # ---------------------------------------------------------------------- compiled per-kart bookkeeping
 @njit(cache=True)
 def _project_karts(tt, ks, sel, rs):
-    """Project karts ``sel`` (of the KartArrays ``ks``) onto their track's centerline (TrackTables ``tt``),
+    """Project karts ``sel`` (of the RaceKart ``ks``) onto their track's centerline (TrackTables ``tt``),
     into the RaceArrays ``rs``."""
-    tt, ks, rs = TrackTables(*tt), KartArrays(*ks), RaceArrays(*rs)
+    tt, ks, rs = TrackTables(*tt), RaceKart(*ks), RaceArrays(*rs)
     for k in sel:
         t = ks.track_idx[k]
         rs.centerline_idx[k], rs.s[k], rs.lateral[k], rs.track_heading[k] = project_point(
@@ -433,10 +437,10 @@ def _segments_cross(p0x, p0y, p1x, p1y, ax, ay, bx, by):
 def _race_step(tt, ks, x0, y0, rs, new_progress, laps_done, lim):  # noqa: C901 (numba kernel)
     """One env step of race bookkeeping for every kart: progress, gates and laps, timers, episode ends.
 
-    ``tt``: TrackTables; ``ks``: KartArrays after the physics step, the karts at ``x0``, ``y0`` before it;
+    ``tt``: TrackTables; ``ks``: RaceKart after the physics step, the karts at ``x0``, ``y0`` before it;
     ``rs``: RaceArrays (written in place); ``lim``: EpisodeLimits; writes each kart's new progress (m)
     and laps completed into ``new_progress`` and ``laps_done``."""
-    tt, ks, rs, lim = TrackTables(*tt), KartArrays(*ks), RaceArrays(*rs), EpisodeLimits(*lim)
+    tt, ks, rs, lim = TrackTables(*tt), RaceKart(*ks), RaceArrays(*rs), EpisodeLimits(*lim)
     points, s_tab, heading, n_points, length = tt.points, tt.s, tt.heading, tt.n_points, tt.length
     lookup, cell_m, window = tt.lookup, tt.lookup_cell_m, tt.lookup_window
     gate_ends, gate_fwd, gate_count = tt.gate_ends, tt.gate_forward, tt.gate_count

@@ -205,6 +205,17 @@ def test_distil_a_model_and_refuse_the_other_kind(tmp_path):
         D.open_source(str(path), EnvConfig(track="oval.png", vision=True), laps=1)
 
 
+def test_cloning_starts_from_the_demonstrations_mean_action():
+    from kartsim.rl.bc import behaviour_clone, centre_action_bias, predict_mean
+
+    student, cfg = _model(True, image_size=40)
+    demos, _ = D.record(cfg, "ai:hard", steps=300, n_karts=2, seed=0)
+    centre_action_bias(student.policy, demos, np.arange(len(demos)), np.random.default_rng(0))
+    np.testing.assert_allclose(predict_mean(student.policy, demos.obs).mean(0), demos.actions.mean(0), atol=0.02)
+    behaviour_clone(student.policy, demos, epochs=3, batch_size=64, echo=lambda s: None)
+    assert predict_mean(student.policy, demos.obs)[:, 0].std() > 0.01  # steers with the state: not one constant action
+
+
 def test_init_from_copies_weights_and_names_both_shapes(tmp_path):
     from kartsim.rl.transfer import init_from
 

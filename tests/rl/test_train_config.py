@@ -61,6 +61,12 @@ def test_help_states_the_defaults_of_the_fields():
     assert helps["--no-progress"].startswith("turn off: Show SB3's progress bar")
 
 
+def test_help_reads_as_text_without_docstring_markup():
+    text = _parser().format_help()  # flag helps and the part groups' descriptions
+    assert "``" not in text and "`" not in text and ":class:" not in text and ":mod:" not in text
+    assert "env_options sets any other EnvConfig field" in " ".join(text.split())
+
+
 def test_flags_keep_their_names_and_behaviour():
     args = _parser().parse_args(["--timesteps", "5_000", "--save-name", "x", "--vector-envs", "4", "--track-name",
                                  "oval", "circuit.png", "--env-option", "max_episode_steps=30", "--no-progress",
@@ -115,3 +121,12 @@ def test_validation_names_the_flag(changes, message):
     cfg = TrainConfig.from_dict({"timesteps": 1000, "vision": True, **changes}).resolved()
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
         validate(cfg)
+
+
+def test_a_missing_evaluation_track_is_named_before_training():
+    from kartsim.errors import TrackError
+
+    cfg = TrainConfig.from_dict({"timesteps": 1000, "eval.eval_tracks": ["oval", "nosuch.png"]}).resolved()
+    with pytest.raises(TrackError, match="track 'nosuch.png' not found"):  # was only found at the first evaluation
+        validate(cfg)
+    validate(TrainConfig.from_dict({"timesteps": 1000, "eval.eval_tracks": ["oval", "random"]}).resolved())

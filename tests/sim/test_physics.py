@@ -1,6 +1,7 @@
 """Acceptance tests of the kart physics on small synthetic grids (no kartsim.sim.track)."""
 
 import math
+import pickle
 
 import cv2
 import numpy as np
@@ -459,6 +460,8 @@ def test_state_columns_are_the_kernel_record_and_cannot_be_rebound():
     assert st.vx.tolist() == [5.0, 0.0, 5.0] and st.damage.tolist() == [0.5, 0.0, 0.5]
     assert st.wetness.tolist() == [1.0, 1.0, 1.0] and st.tyre_condition.tolist() == [1.0, 0.5, 1.0]
     assert st.yaw[1] == pytest.approx(4.0 - 2 * math.pi)
+    back = pickle.loads(pickle.dumps(st))  # a pickled env's state: attributes and record still one set of arrays
+    assert back.x is back.arrays.x and np.array_equal(back.vx, st.vx)
 
 
 def test_kernels_take_every_config_number_by_name_and_compile_once():
