@@ -89,9 +89,9 @@ class TaskConfig:
     wide; default 8). A pool over 32 tracks is streamed: 32 (or one per vector env) in memory at a time."""
     observation: str | None = None
     """Rays only: ``rich`` (the default: 15 rays plus slip, yaw rate, steering, lateral offset and
-    the curvature up to 80 m ahead, 26 values; on circuit.png it drives within 1.08 × the reference
-    after 200k steps where ``basic`` needs 1.5M for 1.11, benchmarks/RESULTS.md) or ``basic`` (the
-    guide's 10 values of ``kartsim/Kart-v0``)."""
+    the curvature up to 80 m ahead, 26 values: at the same step count it cuts the gap to the
+    reference lap by about two thirds, benchmarks/RESULTS.md) or ``basic`` (the guide's 10 values of
+    ``kartsim/Kart-v0``)."""
     camera: str = EnvConfig.camera
     image_size: int = EnvConfig.image_size
     grayscale: bool = EnvConfig.grayscale

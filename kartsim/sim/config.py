@@ -191,7 +191,7 @@ class RewardConfig:
     steer_change: float = -0.02
     """Per unit change of the steering command from one decision to the next (a flick from full
     left to full right is 2): a cost on weaving. Without it PPO's deterministic policy steers
-    bang-bang on the straights (sign changes ~8 times a second) and scrubs ~10 % of its speed there;
+    bang-bang on the straights (the command moving ~10 units a second) and scrubs ~10 % of its speed there;
     with it the rays agent's best lap on circuit.png at 1.5M steps is 1.06 instead of 1.16 × the
     reference (benchmarks/RESULTS.md; -0.05 did no better). 0: off."""
     lap_pace: float = 0.0
