@@ -44,8 +44,9 @@ MODE_DEFAULTS: dict[bool, dict[str, Any]] = {
     # grows with the batch). Epochs chosen by wall-clock time to the first deterministic lap on
     # circuit.png (3 seeds each, benchmarks/RESULTS.md): 4 epochs 139-429 s (median 271), 3 epochs
     # 71-178 s (median 106), 2 epochs 156-203 s (median 156).
-    # Demonstrations: DAgger made the vision student worse (the states it reaches are ones a camera
-    # policy cannot yet recover from; benchmarks/RESULTS.md), so vision clones the AI's laps only.
+    # Demonstrations: DAgger made the vision student worse (measured in session 3, before cloning
+    # started at the demonstrations' mean action; not re-measured), so vision clones the AI's laps only:
+    # ai:medium with demos_noise 0.1 laps at 0 PPO steps (1.055-1.062 x, benchmarks/RESULTS.md).
     True: {"vector_envs": 16, "learning_rate": 3e-4, "n_steps": 128, "batch_size": 512, "n_epochs": 3,
            "log_std_init": -0.5, "demos_mode": "bc"},
 }
