@@ -67,7 +67,7 @@ def _unrecognized(parser: argparse.ArgumentParser, argv: list[str], extras: list
             break
         command, rest = sub.choices[rest[i]], rest[i + 1:]
     known = [o for a in command._actions for o in a.option_strings]
-    close = [m for e in extras if e.startswith("--") for m in difflib.get_close_matches(e.split("=")[0], known, 1)]
+    close = [m for e in extras if e.startswith("--") for m in difflib.get_close_matches(e.split("=")[0], known, 1, 0.8)]
     command.error(f"unrecognized arguments: {' '.join(extras)}" + (f" (did you mean {close[0]}?)" if close else ""))
 
 
