@@ -54,9 +54,28 @@ def main(argv: list[str] | None = None) -> int:
     return run_parsed(build_parser(), argv)
 
 
+def _unrecognized(parser: argparse.ArgumentParser, argv: list[str], extras: list[str]) -> None:
+    """Exit 2 with the usage of the (sub-)command the unknown flags were given to (not the top
+    level's) and the closest known flag (``--gama``: did you mean --gamma?)."""
+    import difflib
+
+    command, rest = parser, list(argv)
+    while True:
+        sub = next((a for a in command._actions if isinstance(a, argparse._SubParsersAction)), None)
+        i = next((k for k, token in enumerate(rest) if sub is not None and token in sub.choices), None)
+        if i is None:
+            break
+        command, rest = sub.choices[rest[i]], rest[i + 1:]
+    known = [o for a in command._actions for o in a.option_strings]
+    close = [m for e in extras if e.startswith("--") for m in difflib.get_close_matches(e.split("=")[0], known, 1, 0.8)]
+    command.error(f"unrecognized arguments: {' '.join(extras)}" + (f" (did you mean {close[0]}?)" if close else ""))
+
+
 def run_parsed(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
     """Parse ``argv`` and run the chosen handler; user errors print as one line (exit 2)."""
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        _unrecognized(parser, sys.argv[1:] if argv is None else argv, extras)
     if not hasattr(args, "func"):
         parser.print_help()
         return 2

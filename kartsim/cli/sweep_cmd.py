@@ -20,7 +20,7 @@ from typing import Any
 
 from kartsim.errors import ConfigError
 
-OWN_FIELDS = {"seed": "--seeds", "save_name": "the sweep names its trials NAME-<n>", "resume": "--resume"}
+OWN_FIELDS = {"seed": "--seeds", "save_name": "the sweep names its trials NAME-<n>", "resume": "every trial trains from scratch; to continue a sweep use kartsim sweep resume NAME"}
 
 
 def _add_where(p: argparse.ArgumentParser) -> None:

@@ -11,6 +11,7 @@ from gymnasium.vector.vector_env import AutoresetMode
 
 from kartsim.envs.config import EnvConfig
 from kartsim.envs.core import EnvCore
+from kartsim.errors import ConfigError
 
 
 class KartGymVectorEnv(gym.vector.VectorEnv):
@@ -37,7 +38,10 @@ class KartGymVectorEnv(gym.vector.VectorEnv):
 
     def reset(self, *, seed: int | list[int] | None = None, options: dict | None = None):
         if seed is not None:
-            self.core.seed([seed + i for i in range(self.num_envs)] if isinstance(seed, int) else list(seed))
+            seeds = [seed + i for i in range(self.num_envs)] if isinstance(seed, int) else list(seed)
+            if len(seeds) != self.num_envs:
+                raise ConfigError(f"reset(seed=...) takes an int or one seed per env ({self.num_envs}), got {len(seeds)} seeds")
+            self.core.seed(seeds)
         self.core.reset()
         return self.observer.batch_copy(), {"progress": self.race.s.copy()}
 

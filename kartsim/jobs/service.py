@@ -169,11 +169,24 @@ def submit(settings: Settings, args: argparse.Namespace, echo: Callable[[str], N
     return job, backend
 
 
+def _check_job_config(store: Store, job: JobRecord) -> None:
+    """JobError naming job.json when its config (edited by hand) is no training config, before an
+    attempt is recorded and started only to fail."""
+    from kartsim.rl.train_cmd import config_from_values
+
+    try:
+        config_from_values(job.config)
+    except ConfigError as exc:
+        rel = store.display(f"jobs/{job.id}/job.json")
+        raise JobError(f"{rel}: its 'config' is not a training config ({exc}); fix it there") from None
+
+
 def resume(settings: Settings, job_id: str, timesteps: int | None = None) -> tuple[JobRecord, Any, int, int]:
     """Start the job again from its last checkpoint (or final model, with a larger --timesteps).
     Returns (job, backend, steps of the checkpoint, log offset where the new attempt's output starts)."""
     store = open_settings_store(settings)
     job = load_job(store, job_id)
+    _check_job_config(store, job)
     backend = backend_of(store, settings, job)
     backend.check()
     st = backend.state(job)

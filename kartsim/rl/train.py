@@ -283,10 +283,12 @@ def train(
 ) -> TrainResult:
     """Run one training run. `given` names the TrainConfig fields the user set explicitly, as dotted
     paths (``ppo.gamma``) or bare field names (used when resuming: the checkpoint's values win for the
-    rest); `callbacks` are extra SB3 callbacks
-    (benchmarks, tests). Raises KartsimError for bad input."""
+    rest; None: the fields of `cfg` that differ from a default TrainConfig); `callbacks` are extra SB3
+    callbacks (benchmarks, tests). Raises KartsimError for bad input."""
     from kartsim.rl.modelio import read_kartsim_config
 
+    if given is None and cfg.run.resume:
+        given = set_fields(cfg)  # else train(cfg) with resume and a new timesteps would ignore it
     given = {dotted(name) for name in (given or ())}
     payload = None
     resume_path: Path | None = None
@@ -302,6 +304,12 @@ def train(
 
     with RunLock(Path(cfg.run.runs_dir), cfg.run.save_name):  # one trainer per run folder (until this process ends)
         return _train_locked(cfg, given, echo, callbacks, payload, resume_path, env_dict)
+
+
+def set_fields(cfg: TrainConfig) -> set[str]:
+    """The dotted paths of the fields of `cfg` that differ from a default TrainConfig."""
+    default = TrainConfig()
+    return {f"{part}.{name}" for name, part in PART_OF.items() if cfg.get(name) != default.get(name)}
 
 
 def _check_resume_keeps_the_final(run: "_Run", done_steps: int, force: bool) -> None:

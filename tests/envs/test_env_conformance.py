@@ -105,6 +105,16 @@ def test_vector_env_same_seed_same_everything(env_id):
     assert not data_equivalence(a, vector_rollout(6), exact=True)
 
 
+def test_vector_env_reset_takes_one_seed_per_env():
+    envs = gym.make_vec("kartsim/Kart-v0", num_envs=3, vectorization_mode="vector_entry_point", **KWARGS)
+    with pytest.raises(kartsim.errors.ConfigError, match=r"one seed per env \(3\), got 2 seeds"):
+        envs.reset(seed=[1, 2])  # was an IndexError from the core
+    a, _ = envs.reset(seed=[1, 2, 3])
+    b, _ = envs.reset(seed=1)  # an int seeds env i with seed + i
+    assert data_equivalence(a, b, exact=True)
+    envs.close()
+
+
 def test_the_ray_count_comes_from_the_angles():
     env = gym.make("kartsim/Kart-v0", track="oval.png", ray_angles_deg=(-60.0, -20.0, 0.0, 20.0, 60.0))
     obs, _ = env.reset(seed=0)

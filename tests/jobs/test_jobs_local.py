@@ -539,3 +539,15 @@ def test_remote_store_uri_and_mirror(tmp_path):
 
     with pytest.raises(JobError, match="escapes"):
         fetch(s, "../../etc/passwd", str(tmp_path / "p"), force=False)
+
+
+def test_resume_names_a_hand_edited_config_in_job_json(jobs_env, capsys):
+    from kartsim.jobs.store import Attempt, JobRecord, open_store, save_job
+
+    job = JobRecord(id="edit-0001", backend="local", config={"ppo.gama": 0.9}, save_name="edit", timesteps=10)
+    job.attempts.append(Attempt(n=1, started="2026-01-01T00:00:00"))
+    save_job(open_store(jobs_env), job)
+    code, _, err = run(capsys, "resume", "edit-0001", "--timesteps", "100")
+    assert code == 2 and err.count("\n") == 1, err
+    assert "job.json: its 'config' is not a training config (unknown config key 'ppo.gama'" in err
+    assert len(job_record(jobs_env, "edit-0001")["attempts"]) == 1  # no attempt started only to fail

@@ -281,3 +281,13 @@ def test_raw_reward_runs_save_no_statistics(tmp_path):
 
     train(_cfg(tmp_path, timesteps=64, save_name="raw", checkpoint_freq=0, normalize_reward=False), echo=lambda s: None)
     assert read_reward_stats(tmp_path / "models" / "raw_final.zip") is None
+
+
+def test_resume_from_python_without_given_takes_the_fields_the_config_sets(tmp_path):
+    from kartsim.rl.train import set_fields, train
+
+    train(_cfg(tmp_path, timesteps=64, save_name="p", checkpoint_freq=0), echo=lambda s: None)
+    cfg = _cfg(tmp_path, resume=str(tmp_path / "models" / "p_final.zip"), timesteps=128)
+    assert {"run.timesteps", "run.resume"} <= set_fields(cfg) and "ppo.gamma" not in set_fields(cfg)
+    result = train(cfg, echo=lambda s: None)  # was: the checkpoint's timesteps won, "already trained 64 steps"
+    assert result.trained == 64

@@ -101,6 +101,9 @@ def test_device_cuda_n_is_accepted_as_resolve_device_accepts_it():
     (["--camera", "roof"], "invalid choice: 'roof'"),
     (["--n-steps", "many"], "expected a whole number, got 'many'"),
     (["--vec-backend", "threads"], "invalid choice: 'threads'"),
+    # the train command's usage and error, not the top level's, with the closest flag
+    (["--gama", "0.9"], "kartsim train: error: unrecognized arguments: --gama 0.9 (did you mean --gamma?)"),
+    (["--zzz-freq", "5"], "kartsim train: error: unrecognized arguments: --zzz-freq 5\n"),  # no far-off guess
 ])
 def test_bad_flags_are_one_line_errors(flags, message, capsys):
     from kartsim.cli import main

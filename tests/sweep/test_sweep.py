@@ -43,6 +43,7 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
     (["--seeds", "7-3"], "error: --seeds '7-3': the range 7-3 runs backwards; write it as 3-7"),
     (["--set", "save_name=choice:a,b"], "error: --set save_name: the sweep sets save_name itself"),
     (["--seed", "3"], "error: --seed does not apply to a sweep; give --seeds 0-7"),
+    (["--resume", "x.zip"], "error: --resume does not apply to a sweep (every trial trains from scratch; to continue"),
     (["--metric", "speed"], "error: unknown --metric 'speed'; use ref_ratio, lap_time, return"),
     (["--set", "n_epochs=choice:2,3", "--baseline"], "error: --baseline: the base config has n_epochs=5, outside"),
 ])
