@@ -65,6 +65,19 @@ def _one_of(choices: tuple[Any, ...]) -> str:
     return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} or {words[-1]}"
 
 
+# An upper limit this high means "no limit" (1e12: practically endless); the message leaves it out.
+_ENDLESS = 1e9
+
+
+def _readable(x: float) -> str:
+    """1000000.0 -> "1,000,000", 0.0001 -> "0.0001" (":g" would write 1e+06)."""
+    return f"{int(x):,}" if x == int(x) and abs(x) >= 1e4 else f"{x:g}"
+
+
+def _range(low: float, high: float) -> str:
+    return f"at least {_readable(low)}" if high >= _ENDLESS else f"between {_readable(low)} and {_readable(high)}"
+
+
 def flag_name(f: dataclasses.Field) -> str:
     """The CLI flag of a config field: its ``metadata["cli"]["flag"]``, else ``--field-name``."""
     return f.metadata.get("cli", {}).get("flag") or f"--{f.name.replace('_', '-')}"
@@ -90,7 +103,7 @@ def check_config(obj: Any, section: str = "", flags: bool = False) -> None:
         if f.name in limits and value is not None:
             low, high = limits[f.name]
             if not low <= value <= high:
-                raise ConfigError(f"{name} must be between {low:g} and {high:g}, not {value!r}")
+                raise ConfigError(f"{name} must be {_range(low, high)}, not {value!r}")
         if f.name in choices and value is not None and value not in choices[f.name]:
             raise ConfigError(f"{name} must be {_one_of(choices[f.name])}, not {value!r}")
         object.__setattr__(obj, f.name, value)

@@ -12,7 +12,7 @@ from kartsim.envs.observations import RICH_FIELDS, RayObserver, RichRayObserver,
 from kartsim.envs.race_env import KartRaceEnv, RaceCore
 from kartsim.envs.sb3 import KartVecEnv
 from kartsim.errors import ConfigError
-from kartsim.sim.config import RaceConfig, RaceRules
+from kartsim.sim.config import RaceConfig, RaceRules, RewardConfig
 
 
 def test_every_env_is_a_translation_of_one_core():
@@ -62,7 +62,7 @@ def test_autoreset_reports_the_ended_karts_then_restarts_them():
 
 
 def test_race_rules_are_one_checked_dataclass():
-    with pytest.raises(ConfigError, match="laps must be between 1"):
+    with pytest.raises(ConfigError, match=r"^laps must be at least 1, not 0$"):  # no "and 1e+12"
         RaceRules(laps=0)
     with pytest.raises(ConfigError, match="weather must be one of"):
         RaceRules(weather="snow")
@@ -74,3 +74,8 @@ def test_race_rules_are_one_checked_dataclass():
         RaceRules(max_damage=0.3).resolved(RaceConfig(max_damage=0.5))
     env = KartRaceEnv(track="oval.png", opponents=1, laps=2, collisions=False, grid_row_m=8.0)
     assert env.race.rules == RaceRules(laps=2, collisions=False, grid_row_m=8.0, weather="dry")
+
+
+def test_range_messages_write_big_bounds_readably():
+    with pytest.raises(ConfigError, match=r"^reward.progress must be between -1,000,000 and 1,000,000, not 2000000.0$"):
+        RewardConfig(progress=2e6)
