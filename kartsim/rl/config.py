@@ -140,7 +140,7 @@ class PolicyConfig:
 
     log_std_init: float | None = None
     """Initial log standard deviation of the Gaussian action noise (0: std 1 on [-1, 1] actions;
-    -0.5, the default: std 0.6, enough to find braking points without spinning all the time)."""
+    -0.5: std 0.6, enough to find braking points without spinning all the time)."""
     features_dim: int = 512
     """Vision only: size of the fused CNN + telemetry feature vector (512 or 1024 are typical)."""
     precision: str = "auto"
@@ -165,8 +165,8 @@ class PretrainConfig:
     demos_mode: str | None = None
     """``bc``: clone the demonstrations; ``dagger``: then ``dagger_rounds`` rounds in which the policy
     drives and the teacher (``ai:``, a model, an npz recorded from ``ai:``) labels the states it
-    visits. Default: dagger for rays, bc for vision (measured, benchmarks/RESULTS.md); recorded
-    driving (human laps) has no teacher and falls back to bc."""
+    visits (which suits each observation was measured: benchmarks/RESULTS.md); recorded driving
+    (human laps) has no teacher and falls back to bc."""
     demos_laps: int = 20
     """Laps the teacher drives when ``demos`` is ``ai:LEVEL`` or a model zip."""
     demos_noise: float = 0.0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 
 import pytest
 
@@ -59,6 +60,11 @@ def test_help_states_the_defaults_of_the_fields():
     assert "(default 0.99)" in helps["--gamma"] and "(default circuit.png)" in helps["--track-name"]
     assert "(default 100,000)" in helps["--checkpoint-freq"]
     assert helps["--no-progress"].startswith("turn off: Show SB3's progress bar")
+
+
+def test_help_states_each_default_once():
+    for flag, text in ((a.option_strings[0], a.help) for a in _parser()._actions if a.option_strings):
+        assert len(re.findall(r"\bdefault", text, re.IGNORECASE)) <= 1, flag  # docstring and note both said it
 
 
 def test_help_reads_as_text_without_docstring_markup():
