@@ -90,3 +90,13 @@ def test_a_misspelt_dotted_env_option_lists_its_sections_keys():
         apply_env_options(EnvConfig().to_dict(), {"reward.progres": 2})
     with pytest.raises(ConfigError, match=r"unknown env option 'rewards\.progress'; known: kart\., race\., reward\."):
         apply_env_options(EnvConfig().to_dict(), {"rewards.progress": 2})
+
+
+def test_an_unknown_bare_env_option_names_its_closest_matches_on_one_short_line():
+    from kartsim.envs.config import apply_env_options
+
+    with pytest.raises(ConfigError, match=r"'max_episode_step'; did you mean race\.max_episode_steps\b") as err:
+        apply_env_options(EnvConfig().to_dict(), {"max_episode_step": 3})
+    assert "\n" not in str(err.value) and len(str(err.value)) < 250  # not all ~90 names
+    with pytest.raises(ConfigError, match=r"'nosuch'; no option is named like it; all options: the fields of kartsim\.envs\.EnvConfig"):
+        apply_env_options(EnvConfig().to_dict(), {"nosuch": 1})

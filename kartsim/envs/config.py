@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -126,10 +127,20 @@ def apply_env_options(env_dict: dict[str, Any], options: dict[str, Any]) -> dict
             env_dict[key] = value
         else:
             owners = [sec for sec, sub in env_dict.items() if isinstance(sub, dict) and key in sub]
-            if len(owners) != 1:
-                known = sorted(k for k, v in env_dict.items() if not isinstance(v, dict))
-                known += sorted(f"{sec}.{k}" for sec, sub in env_dict.items() if isinstance(sub, dict) for k in sub)
-                what = "ambiguous" if owners else "unknown"
-                raise ConfigError(f"{what} env option {key!r}; known: {', '.join(known)}")
+            if len(owners) > 1:
+                raise ConfigError(f"ambiguous env option {key!r}; write one of {', '.join(f'{o}.{key}' for o in owners)}")
+            if not owners:
+                raise _unknown_bare_option(key, env_dict)
             env_dict[owners[0]][key] = value
     return env_dict
+
+
+def _unknown_bare_option(key: str, env_dict: dict[str, Any]) -> ConfigError:
+    """The closest few of the ~90 option names (a full list would fill the screen), and where all are."""
+    known = [k for k, v in env_dict.items() if not isinstance(v, dict)]
+    known += [f"{sec}.{k}" for sec, sub in env_dict.items() if isinstance(sub, dict) for k in sub]
+    by_leaf = {k.rsplit(".", 1)[-1]: k for k in known}  # a bare name is matched against the bare names
+    close = [by_leaf[m] for m in difflib.get_close_matches(key, list(by_leaf), 3)]
+    hint = f"did you mean {' or '.join(close)}?" if close else "no option is named like it;"
+    return ConfigError(f"unknown env option {key!r}; {hint} all options: the fields of kartsim.envs.EnvConfig "
+                       "and of its kart, race and reward sections (README, Environments: Options)")
