@@ -57,6 +57,14 @@ def test_gym_make_takes_dict_race_and_kart_configs(env_id):
     env.close()
 
 
+
+def test_time_trial_envs_take_bare_and_dotted_nested_names_as_env_option_does():
+    env = gym.make("kartsim/Kart-v0", weather="wet", **{"reward.lap": 5.0})  # race.weather, as KartRace-v0 takes it
+    assert env.unwrapped.config.race.weather == "wet" and env.unwrapped.config.reward.lap == 5.0
+    env.close()
+    with pytest.raises(ConfigError, match=r"unknown env option 'wether'; did you mean race\.weather\?"):
+        gym.make("kartsim/Kart-v0", wether="wet")
+
 def test_env_config_dicts_round_trip_and_reject_typos():
     cfg = EnvConfig(race={"weather": "damp"}, kart={"mass_kg": 150.0})
     assert isinstance(cfg.race, RaceConfig) and isinstance(cfg.kart, KartConfig)

@@ -102,12 +102,13 @@ class EnvConfig:
         return from_dict(cls, data)
 
     def replace(self, **changes: Any) -> "EnvConfig":
-        """A copy with some fields changed; unknown names raise ConfigError."""
+        """A copy with some fields changed. Besides the fields, a nested field is named as
+        ``--env-option`` names it: dotted (``**{"race.weather": "wet"}``) or, when only one section
+        has it, bare (``weather="wet"``); see `apply_env_options`. Unknown names raise ConfigError."""
         names = {f.name for f in dataclasses.fields(self)}
-        unknown = set(changes) - names
-        if unknown:
-            raise ConfigError(f"unknown env option(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(names))}")
-        return dataclasses.replace(self, **changes)
+        cfg = dataclasses.replace(self, **{k: v for k, v in changes.items() if k in names})
+        nested = {k: v for k, v in changes.items() if k not in names}
+        return EnvConfig.from_dict(apply_env_options(cfg.to_dict(), nested)) if nested else cfg
 
 
 def apply_env_options(env_dict: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
