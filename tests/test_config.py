@@ -64,6 +64,9 @@ def test_time_trial_envs_take_bare_and_dotted_nested_names_as_env_option_does():
     env.close()
     with pytest.raises(ConfigError, match=r"unknown env option 'wether'; did you mean race\.weather\?"):
         gym.make("kartsim/Kart-v0", wether="wet")
+    race = gym.make("kartsim/KartRace-v0", track="oval.png", opponents=1, stuck_time_s=7.0)  # a bare nested field there too
+    assert race.unwrapped.config.race.stuck_time_s == 7.0
+    race.close()
 
 def test_env_config_dicts_round_trip_and_reject_typos():
     cfg = EnvConfig(race={"weather": "damp"}, kart={"mass_kg": 150.0})

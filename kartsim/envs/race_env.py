@@ -87,8 +87,11 @@ def race_setup(config: EnvConfig | None, race_options: RaceOptions | None, field
     names = {kind: {f.name for f in dataclasses.fields(kind)} for kind in (EnvConfig, RaceOptions, RaceRules)}
     names[RaceOptions].discard("rules")
     given: dict[type, dict[str, Any]] = {kind: {} for kind in names}
+    nested = {f"{sec}.{k}" for sec, sub in EnvConfig().to_dict().items() if isinstance(sub, dict) for k in sub}
     for k, v in fields.items():
         kind = next((kind for kind, known in names.items() if k in known), None)
+        if kind is None and (k in nested or any(n.endswith(f".{k}") for n in nested)):
+            kind = EnvConfig  # a nested env field (stuck_time_s, race.stuck_time_s): EnvConfig.replace resolves it
         if kind is None:
             raise ConfigError(f"unknown race env option {k!r}; env options: {', '.join(sorted(names[EnvConfig]))}; "
                               f"race options: {', '.join(sorted(names[RaceOptions] | names[RaceRules]))}")
