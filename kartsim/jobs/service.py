@@ -170,12 +170,15 @@ def submit(settings: Settings, args: argparse.Namespace, echo: Callable[[str], N
 
 
 def _check_job_config(store: Store, job: JobRecord) -> None:
-    """JobError naming job.json when its config (edited by hand) is no training config, before an
-    attempt is recorded and started only to fail."""
+    """JobError naming job.json when its config (edited by hand) is no training config or holds a
+    value that cannot work (``"ppo.gamma": "abc"``), before an attempt is recorded and started only
+    to fail. Files and the device are the worker's to check: the tracks and inputs are staged there."""
+    from kartsim.rl.config import validate_values
     from kartsim.rl.train_cmd import config_from_values
 
     try:
-        config_from_values(job.config)
+        cfg, _ = config_from_values(job.config)
+        validate_values(cfg.resolved())
     except ConfigError as exc:
         rel = store.display(f"jobs/{job.id}/job.json")
         raise JobError(f"{rel}: its 'config' is not a training config ({exc}); fix it there") from None

@@ -365,14 +365,20 @@ def flat_train_dict(data: Any) -> dict[str, Any]:
 
 def validate(cfg: TrainConfig) -> None:
     """Raise ConfigError (one line naming the flag) for any value that cannot work. `cfg` is resolved."""
+    validate_values(cfg)
+    _validate_model_and_logs(cfg)
+    _validate_evaluation(cfg.eval, cfg.task)
+
+
+def validate_values(cfg: TrainConfig) -> None:
+    """The checks of `validate` that need no file and no device (so a job's config can be checked on
+    a machine that holds neither its staged tracks and inputs nor its GPU). `cfg` is resolved."""
     for part in PARTS:
         check_config(getattr(cfg, part), flags=True)  # types, NaN / inf, LIMITS, CHOICES
     env_config_for(cfg)  # the EnvConfig checks: camera, image size, frame stack, --env-option keys and values
     _validate_run(cfg.run)
     _validate_task(cfg)
     _validate_ppo(cfg.ppo, cfg.run)
-    _validate_model_and_logs(cfg)
-    _validate_evaluation(cfg.eval, cfg.task)
 
 
 def _validate_evaluation(ev: EvalConfig, task: TaskConfig) -> None:

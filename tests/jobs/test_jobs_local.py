@@ -541,13 +541,18 @@ def test_remote_store_uri_and_mirror(tmp_path):
         fetch(s, "../../etc/passwd", str(tmp_path / "p"), force=False)
 
 
-def test_resume_names_a_hand_edited_config_in_job_json(jobs_env, capsys):
+@pytest.mark.parametrize("config, problem", [
+    ({"ppo.gama": 0.9}, "unknown config key 'ppo.gama'"),
+    ({"ppo.gamma": "abc"}, "--gamma must be a finite number, not 'abc'"),  # a bad value, not only a bad key
+    ({"task.env_options": {"action_repeat": 0}}, "race.action_repeat must be between 1 and 100, not 0"),
+])
+def test_resume_names_a_hand_edited_config_in_job_json(jobs_env, capsys, config, problem):
     from kartsim.jobs.store import Attempt, JobRecord, open_store, save_job
 
-    job = JobRecord(id="edit-0001", backend="local", config={"ppo.gama": 0.9}, save_name="edit", timesteps=10)
+    job = JobRecord(id="edit-0001", backend="local", config=config, save_name="edit", timesteps=10)
     job.attempts.append(Attempt(n=1, started="2026-01-01T00:00:00"))
     save_job(open_store(jobs_env), job)
     code, _, err = run(capsys, "resume", "edit-0001", "--timesteps", "100")
     assert code == 2 and err.count("\n") == 1, err
-    assert "job.json: its 'config' is not a training config (unknown config key 'ppo.gama'" in err
+    assert f"job.json: its 'config' is not a training config ({problem}" in err
     assert len(job_record(jobs_env, "edit-0001")["attempts"]) == 1  # no attempt started only to fail
