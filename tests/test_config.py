@@ -67,6 +67,8 @@ def test_time_trial_envs_take_bare_and_dotted_nested_names_as_env_option_does():
     race = gym.make("kartsim/KartRace-v0", track="oval.png", opponents=1, stuck_time_s=7.0)  # a bare nested field there too
     assert race.unwrapped.config.race.stuck_time_s == 7.0
     race.close()
+    with pytest.raises(ConfigError, match=r"unknown race env option 'opponets'; did you mean opponents or opponent\?"):
+        gym.make("kartsim/KartRace-v0", opponets=1)
 
 def test_env_config_dicts_round_trip_and_reject_typos():
     cfg = EnvConfig(race={"weather": "damp"}, kart={"mass_kg": 150.0})

@@ -137,11 +137,15 @@ def apply_env_options(env_dict: dict[str, Any], options: dict[str, Any]) -> dict
 
 
 def _unknown_bare_option(key: str, env_dict: dict[str, Any]) -> ConfigError:
-    """The closest few of the ~90 option names (a full list would fill the screen), and where all are."""
     known = [k for k, v in env_dict.items() if not isinstance(v, dict)]
     known += [f"{sec}.{k}" for sec, sub in env_dict.items() if isinstance(sub, dict) for k in sub]
-    by_leaf = {k.rsplit(".", 1)[-1]: k for k in known}  # a bare name is matched against the bare names
-    close = [by_leaf[m] for m in difflib.get_close_matches(key, list(by_leaf), 3)]
+    return unknown_option(key, known, "the fields of kartsim.envs.EnvConfig and of its kart, race and reward sections")
+
+
+def unknown_option(key: str, known: list[str], where: str, what: str = "env option") -> ConfigError:
+    """The closest few of the `known` names (dotted ones matched by their bare name; a full list of
+    ~90 would fill the screen) and `where` all of them are, on one line."""
+    by_leaf = {k.rsplit(".", 1)[-1]: k for k in known}
+    close = [by_leaf[m] for m in difflib.get_close_matches(key.rsplit(".", 1)[-1], list(by_leaf), 3)]
     hint = f"did you mean {' or '.join(close)}?" if close else "no option is named like it;"
-    return ConfigError(f"unknown env option {key!r}; {hint} all options: the fields of kartsim.envs.EnvConfig "
-                       "and of its kart, race and reward sections (README, Environments: Options)")
+    return ConfigError(f"unknown {what} {key!r}; {hint} all options: {where} (README, Environments: Options)")

@@ -29,7 +29,7 @@ import numpy as np
 
 from kartsim.config import coerce_nested
 from kartsim.drivers.opponents import Opponents
-from kartsim.envs.config import EnvConfig
+from kartsim.envs.config import EnvConfig, unknown_option
 from kartsim.envs.core import EnvCore, check_render_mode
 from kartsim.errors import ConfigError, ModelFileError
 from kartsim.sim.config import RaceRules
@@ -93,8 +93,8 @@ def race_setup(config: EnvConfig | None, race_options: RaceOptions | None, field
         if kind is None and (k in nested or any(n.endswith(f".{k}") for n in nested)):
             kind = EnvConfig  # a nested env field (stuck_time_s, race.stuck_time_s): EnvConfig.replace resolves it
         if kind is None:
-            raise ConfigError(f"unknown race env option {k!r}; env options: {', '.join(sorted(names[EnvConfig]))}; "
-                              f"race options: {', '.join(sorted(names[RaceOptions] | names[RaceRules]))}")
+            raise unknown_option(k, sorted(set().union(*names.values())) + sorted(nested), "the fields of "
+                                 "kartsim.envs.EnvConfig (and its sections), RaceOptions and RaceRules", "race env option")
         given[kind][k] = v
     cfg = config if config is not None else EnvConfig()
     if given[EnvConfig]:
