@@ -133,6 +133,23 @@ def wait_for(predicate, timeout: float, what: str) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def detached_job_with_checkpoint(run, capsys, store: Path, name: str, tiny: list[str], timeout: float):
+    """`kartsim jobs train --detach` of 1M steps (it will be killed), waited for until a complete
+    checkpoint is in the job store; returns (job id, the checkpoints folder, the opened store)."""
+    import re
+
+    from kartsim.jobs.store import open_store, steps_inside
+
+    code, out, err = run(capsys, "train", "--timesteps", "1000000", "--save-name", name, *tiny, "--detach")
+    assert code == 0, err
+    job_id = re.search(r"started job (\S+)", out).group(1)
+    ckpts = store / "runs" / name / "checkpoints"
+    s = open_store(store)
+    wait_for(lambda: any(steps_inside(s, f"runs/{name}/checkpoints/{p.name}") for p in ckpts.glob(f"{name}_*_steps.zip")),
+             timeout, "a complete checkpoint")
+    return job_id, ckpts, s
+
+
 @pytest.fixture(scope="session")
 def trained_model(tmp_path_factory) -> Path:
     """A model `kartsim train` saved after 64 steps (config, reward statistics and all), shared read-only."""

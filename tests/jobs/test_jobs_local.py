@@ -18,9 +18,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import wait_for
+from conftest import detached_job_with_checkpoint, wait_for
 
 from kartsim.cli.jobs_cmd import main as jobs_main
+from kartsim.jobs.store import steps_inside
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIM = ROOT / "tools" / "track_cli.py"
@@ -158,15 +159,7 @@ def test_local_workflow_sync_train_status_fetch_play(jobs_env, tmp_path, capsys)
 
 def test_killed_job_fails_with_reason_and_resumes_from_last_checkpoint(jobs_env, tmp_path, capsys):
     store = jobs_env
-    code, out, err = run(capsys, "train", "--timesteps", "1000000", "--save-name", "kill", *TINY, "--detach")
-    assert code == 0, err
-    job_id = re.search(r"started job (\S+)", out).group(1)
-    ckpts = store / "runs" / "kill" / "checkpoints"
-    from kartsim.jobs.store import open_store, steps_inside
-
-    s = open_store(store)
-    wait_for(lambda: any(steps_inside(s, f"runs/kill/checkpoints/{p.name}") for p in ckpts.glob("kill_*_steps.zip")),
-             120, "a complete checkpoint")
+    job_id, ckpts, s = detached_job_with_checkpoint(run, capsys, store, "kill", TINY, 120)
     pid = job_record(store, job_id)["attempts"][0]["pid"]
     code, out, _ = run(capsys, "status", job_id)
     assert re.search(r"state:\s+running \(pid", out)

@@ -18,9 +18,10 @@ import pytest
 
 pytest.importorskip("ray.job_submission", reason="Ray is not installed: pip install 'kartsim[ray]'")
 
-from conftest import free_port, wait_for
+from conftest import detached_job_with_checkpoint, free_port, wait_for
 
 from kartsim.cli.jobs_cmd import main as jobs_main
+from kartsim.jobs.store import steps_inside
 
 TINY = ["--vector-envs", "2", "--n-steps", "64", "--batch-size", "64", "--n-epochs", "1",
         "--checkpoint-freq", "128", "--seed", "0"]
@@ -106,15 +107,7 @@ def test_ray_workflow_sync_train_status_fetch_play(ray_env, ray_head, tmp_path, 
 @pytest.mark.slow
 def test_ray_killed_job_fails_keeps_checkpoints_and_resumes(ray_env, ray_head, capsys):
     store = ray_env
-    code, out, err = run(capsys, "train", "--timesteps", "1000000", "--save-name", "rk", *TINY, "--detach")
-    assert code == 0, err
-    job_id = re.search(r"started job (\S+)", out).group(1)
-    ckpts = store / "runs" / "rk" / "checkpoints"
-    from kartsim.jobs.store import open_store, steps_inside
-
-    s = open_store(store)
-    wait_for(lambda: any(steps_inside(s, f"runs/rk/checkpoints/{p.name}") for p in ckpts.glob("rk_*_steps.zip")),
-             180, "a complete checkpoint")
+    job_id, ckpts, s = detached_job_with_checkpoint(run, capsys, store, "rk", TINY, 180)
     runner = json.loads((store / "jobs" / job_id / "attempt-1.runner.json").read_text())
     os.killpg(runner["pgid"], signal.SIGKILL)  # the job's processes die, as on a lost node
 
