@@ -212,7 +212,7 @@ def _requeue_stale(spec: SweepSpec) -> int:
     return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
 
 
-def drive(spec: SweepSpec, num_gpus: float, threads: int) -> int:
+def run_tuner(spec: SweepSpec, num_gpus: float, threads: int) -> int:
     import ray
     from ray import tune
 
@@ -243,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         spec, _ = find_spec(args.name, Path("."), args.storage)
-        return drive(spec, args.num_gpus, args.threads)
+        return run_tuner(spec, args.num_gpus, args.threads)
     except KartsimError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
