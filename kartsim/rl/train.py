@@ -530,6 +530,13 @@ def _learner(s: _Session, extra: list[Any] | None) -> _Learner:
     return learner
 
 
+def is_interrupt(exc: BaseException) -> bool:
+    """A Ctrl-C (or SIGTERM): a KeyboardInterrupt, or numba's SystemError around one, which is what a
+    signal landing while a kernel is being loaded from numba's cache becomes."""
+    return isinstance(exc, KeyboardInterrupt) or (isinstance(exc, SystemError)
+                                                  and isinstance(exc.__cause__, KeyboardInterrupt))
+
+
 def _learn(s: _Session, model: Any, learner: _Learner) -> TrainResult:
     """`model.learn` for the rest of the run; Ctrl-C / SIGTERM saves ``_interrupted.zip``."""
     from stable_baselines3.common.callbacks import CallbackList
@@ -553,7 +560,9 @@ def _learn(s: _Session, model: Any, learner: _Learner) -> TrainResult:
             model.learn(total_timesteps=remaining, callback=CallbackList(learner.callbacks),
                         reset_num_timesteps=s.resume_path is None, progress_bar=False,  # learner.progress
                         tb_log_name="PPO")
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemError) as exc:
+        if not is_interrupt(exc):
+            raise
         if learner.progress is not None and getattr(learner.progress, "pbar", None) is not None:
             learner.progress.pbar.close()
         with signals_deferred():  # a second Ctrl-C / SIGTERM must not break the save

@@ -310,6 +310,20 @@ def test_resume_a_final_model_to_train_longer(tmp_path):
         train(_cfg(tmp_path, resume=str(final), timesteps=192, save_name="h"), given={"timesteps", "save_name"})
 
 
+def test_an_interrupt_inside_a_numba_kernel_load_counts_as_ctrl_c():
+    """numba turns a KeyboardInterrupt that lands while it loads a cached kernel into a SystemError."""
+    from kartsim.rl.train import is_interrupt
+
+    try:
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as ki:
+            raise SystemError("CPUDispatcher(<function _cast_rays_kernel>) returned a result with an exception set") from ki
+    except SystemError as wrapped:
+        assert is_interrupt(wrapped)
+    assert is_interrupt(KeyboardInterrupt()) and not is_interrupt(SystemError("another problem"))
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 def test_real_ctrl_c_in_the_terminal(tmp_path):
