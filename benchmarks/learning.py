@@ -10,7 +10,9 @@ lap per track).
         --test-tracks bundled --test-seeds 50000-50049              # generalisation to held-out tracks
     python benchmarks/learning.py --env reward.time=-0.05 --json out.json   # an env option
 
-Per seed it prints the curve (env steps, training wall seconds without the evaluations, then for
+With ``--set demos=ai:hard`` (or ``init_from``) the pre-trained policy is evaluated at 0 PPO steps too.
+Per seed it prints the curve (env steps, training wall seconds from the start of the run: recording
+and cloning demonstrations included, the evaluations left out; then for
 the training tracks and the test tracks: completion, median best lap / reference lap, off-track
 share) and a summary: steps and seconds to the first lap and to 1.10 / 1.05 x reference, the best
 and the final ratio, test completion and ratio. The last line is the median over the seeds. Every
@@ -93,7 +95,7 @@ def train_config(args: argparse.Namespace, seed: int, runs_dir: Path) -> Any:
 
 def run_one(args: argparse.Namespace, seed: int, runs_dir: Path, test_tracks: list[str]) -> dict[str, Any]:
     from kartsim.rl.callbacks import LapEvalCallback
-    from kartsim.rl.train import EVAL_LAPS, env_config_for, eval_tracks_for, train
+    from kartsim.rl.train import EVAL_LAPS, env_config_for, eval_tracks_for, pretrained, train
 
     cfg = train_config(args, seed, runs_dir)
     env_cfg = env_config_for(cfg)
@@ -111,7 +113,7 @@ def run_one(args: argparse.Namespace, seed: int, runs_dir: Path, test_tracks: li
 
     callback = LapEvalCallback(env_cfg, args.eval_every, tracks=own + test_tracks, episodes=args.eval_episodes,
                                max_steps=args.eval_max_steps, max_laps=EVAL_LAPS, report=report,
-                               evaluate_final=True)
+                               evaluate_final=True, evaluate_start=pretrained(cfg), started_at=time.perf_counter())
     print(f"seed {seed}: {'vision' if cfg.vision else 'rays'} on {cfg.task.track} (pool {env_cfg.random_pool_size} if random), "
           f"{cfg.run.timesteps:,} steps, {cfg.run.vector_envs} envs, n_steps {cfg.ppo.n_steps}, batch {cfg.ppo.batch_size}, "
           f"epochs {cfg.ppo.n_epochs}, lr {cfg.ppo.learning_rate}; evaluation on {n_own} training + {len(test_tracks)} test "

@@ -137,6 +137,9 @@ class AIDriver:
         self.tracks = list(getattr(tracks, "tracks", tracks))
         if not self.tracks:
             raise ConfigError("AIDriver needs at least one track")
+        if hasattr(tracks, "listeners"):  # a streamed TrackStack loads other tracks into its slots
+            self._stack = tracks
+            tracks.listeners.append(self._track_loaded)
         self.cfg = kart_cfg or KartConfig()
         self.decision_dt = float(decision_dt)
         self.rng = rng if rng is not None else np.random.default_rng(0)
@@ -169,6 +172,12 @@ class AIDriver:
                                            grip_scale=level.grip * self.grip_scale * float(weather_grip),
                                            brake_scale=level.brake)
         return self._lines[key]
+
+    def _track_loaded(self, slot: int) -> None:
+        """A streamed stack put another track into `slot`: drive it by its own racing line."""
+        self.tracks[slot] = self._stack.tracks[slot]
+        for key in [k for k in self._lines if k[0] == slot]:
+            del self._lines[key]
 
     def reset(self, idx=None) -> None:
         idx = slice(None) if idx is None else np.asarray(idx)

@@ -59,6 +59,11 @@ MODE_DEFAULTS: dict[bool, dict[str, Any]] = {
 FEW_KARTS_VISION: dict[str, Any] = {"n_epochs": 6, "log_std_init": -1.0}
 VISION_MINIBATCHES = 4
 
+# Rays PPO that fine-tunes a pre-trained policy (--demos / --init-from): the rays defaults (lr 1e-3,
+# log std -0.5) took a 1.007 x clone of ai:hard to 1.24 x within 400k steps on circuit.png; with
+# these it stayed within 1.06-1.085 x (seed 0, 1M steps, benchmarks/RESULTS.md). The run's best
+# model is the clone itself unless PPO beats it.
+PRETRAINED_RAYS: dict[str, Any] = {"learning_rate": 3e-4, "log_std_init": -1.5}
 MIN_EVAL_FREQ = 20_000
 DEFAULT_TRACK_POOL = 8
 DEFAULT_TIMESTEPS = 1_000_000
@@ -167,18 +172,22 @@ class PretrainConfig:
     drives and the teacher (``ai:``, a model, an npz recorded from ``ai:``) labels the states it
     visits (which suits each observation was measured: benchmarks/RESULTS.md); recorded driving
     (human laps) has no teacher and falls back to bc."""
-    demos_laps: int = 20
+    demos_laps: int = 12
     """Laps the teacher drives when ``demos`` is ``ai:LEVEL`` or a model zip."""
-    demos_noise: float = 0.0
+    demos_noise: float = 0.1
     """While an ``ai:`` / model teacher records: standard deviation of the persistent noise added to
     the actions it applies (its clean actions are the labels), so the demonstrations include
     recoveries from the errors a clone makes (DART). 0: the teacher's own line only."""
-    bc_epochs: int = 10
+    bc_epochs: int = 15
     """Behaviour cloning passes over the demonstrations (and over the aggregate in each DAgger round)."""
-    dagger_rounds: int = 2
+    dagger_rounds: int = 4
     """DAgger rounds (``demos_mode`` dagger)."""
     dagger_steps: int = 8000
     """States the policy visits (all karts together) in each DAgger round."""
+    value_warmup: int = 4
+    """PPO updates at the start of a new run whose policy was pre-trained (``demos`` or
+    ``init_from``) in which only the value function learns, so that the untrained critic's first
+    advantages do not undo the pre-trained driving (0: none)."""
     init_from: str | None = field(default=None, metadata=cli(metavar="ZIP"))
     """Start from this model zip's weights (`kartsim.rl.transfer`; e.g. fine-tune a circuit model on
     another track)."""
@@ -289,6 +298,9 @@ class TrainConfig:
         few = self.vision and run["vector_envs"] is not None and run["vector_envs"] < defaults["vector_envs"]
         if few:
             defaults.update(FEW_KARTS_VISION)
+        pretrain = values["pretrain"]
+        if not self.vision and not run["resume"] and (pretrain["demos"] or pretrain["init_from"]):
+            defaults.update(PRETRAINED_RAYS)
         for name, default in defaults.items():
             part = values[PART_OF[name]]
             if part[name] is None:
@@ -527,5 +539,5 @@ def env_config_for(cfg: TrainConfig) -> EnvConfig:
 
 
 __all__ = ["TrainConfig", "TaskConfig", "PPOConfig", "PolicyConfig", "PretrainConfig", "EvalConfig", "RunConfig",
-           "MODE_DEFAULTS", "FEW_KARTS_VISION", "PARTS", "PART_OF", "dotted", "flat_train_dict", "validate", "env_config_for",
+           "MODE_DEFAULTS", "FEW_KARTS_VISION", "PRETRAINED_RAYS", "PARTS", "PART_OF", "dotted", "flat_train_dict", "validate", "env_config_for",
            "resolve_device"]

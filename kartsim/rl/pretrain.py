@@ -84,7 +84,8 @@ def validate_pretrain(cfg: Any, resume: str | None = None) -> None:
     from kartsim.rl.demos import check_ai_source, check_source_path, is_ai_source
 
     for name, value, low in (("--demos-laps", cfg.demos_laps, 1), ("--bc-epochs", cfg.bc_epochs, 1),
-                             ("--dagger-rounds", cfg.dagger_rounds, 0), ("--dagger-steps", cfg.dagger_steps, 1)):
+                             ("--dagger-rounds", cfg.dagger_rounds, 0), ("--dagger-steps", cfg.dagger_steps, 1),
+                             ("--value-warmup", cfg.value_warmup, 0)):
         if value < low:
             raise ConfigError(f"{name} must be >= {low}, not {value}")
     if resume:

@@ -70,3 +70,17 @@ def test_bad_level_is_a_config_error():
         get_level("insane")
     with pytest.raises(ConfigError):
         AIDriver([Track.load("oval")], level=["easy", "hard"], n_karts=3)
+
+
+def test_ai_on_a_streamed_pool_follows_the_track_loaded_into_a_slot():
+    from kartsim.sim.track import TrackPool
+
+    tracks = [Track.load("oval"), Track.load("technical")]
+    shape = tuple(max(t.surface.shape[k] for t in tracks) for k in (0, 1))
+    stack = TrackStack.streamed(TrackPool(2, lambda i: tracks[i], shape), slots=1)
+    ai = AIDriver(stack, level="hard")
+    oval_line = ai.line(0, ai.levels[0])
+    assert stack.acquire(1, busy=np.array([False])) == 0  # technical.png into the only slot
+    assert ai.tracks[0] is tracks[1]
+    line = ai.line(0, ai.levels[0])
+    assert line.track_name == tracks[1].name != oval_line.track_name

@@ -342,3 +342,30 @@ def test_a_log_of_several_karts_is_split_by_kart(human_csv, tmp_path):
     single, both = D.demos_from_csv(human_csv, EnvConfig(track="oval.png")), D.demos_from_csv(path, EnvConfig(track="oval.png"))
     assert len(both) == 2 * len(single) and both.meta["laps"] == 4
     np.testing.assert_array_equal(both.actions[: len(single)], single.actions)
+
+
+def test_value_warmup_trains_only_the_critic_in_its_first_updates():
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    from kartsim.rl.bc import actor_parameters
+    from kartsim.rl.callbacks import ValueWarmupCallback
+
+    model, _ = _model(False)
+    actor = lambda: [p.detach().clone() for p in actor_parameters(model.policy)] + [model.policy.log_std.detach().clone()]
+    critic = lambda: [p.detach().clone() for p in model.policy.value_net.parameters()]
+    snapshots = []
+
+    class Snapshot(BaseCallback):
+        def _on_rollout_end(self) -> None:  # before each update
+            snapshots.append((actor(), critic()))
+
+        def _on_step(self) -> bool:
+            return True
+
+    model.learn(total_timesteps=3 * 64, callback=[Snapshot(), ValueWarmupCallback(2)])
+    snapshots.append((actor(), critic()))
+    same = lambda a, b: all(np.array_equal(x.numpy(), y.numpy()) for x, y in zip(a, b))
+    (a0, c0), (a1, c1), (a2, c2), (a3, c3) = snapshots
+    assert same(a0, a1) and same(a1, a2) and not same(a2, a3)  # actor frozen for two updates, then trained
+    assert not same(c0, c1) and not same(c1, c2)  # the critic learns from the first update on
+    assert all(p.requires_grad for p in model.policy.parameters())
