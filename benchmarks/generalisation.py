@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--set", type=learning.kv, action="append", default=[], metavar="FIELD=VALUE")
     p.add_argument("--env", type=learning.kv, action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--demos", metavar="SOURCE", help="pre-train on demonstrations recorded on the pool (e.g. ai:hard)")
     p.add_argument("--json", metavar="FILE")
     args = p.parse_args(argv)
 
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         vision=False, timesteps=args.timesteps, track_name=["random"] + (["bundled"] if args.with_bundled else []),
         test_tracks=None if args.with_bundled else ["bundled"], test_seeds=args.test_seeds,
         eval_every=args.eval_every or args.timesteps, eval_episodes=1, eval_max_steps=None, device=args.device,
-        set=args.set, env=args.env,
+        set=args.set, env=args.env, demos=args.demos,
     )
     import tempfile
 

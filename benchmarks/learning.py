@@ -9,8 +9,9 @@ lap per track).
     python benchmarks/learning.py --track-name random --set track_pool=100 \\
         --test-tracks bundled --test-seeds 50000-50049              # generalisation to held-out tracks
     python benchmarks/learning.py --env reward.time=-0.05 --json out.json   # an env option
+    python benchmarks/learning.py --demos ai:hard --seeds 0 1 2         # clone the AI, then PPO
 
-With ``--set demos=ai:hard`` (or ``init_from``) the pre-trained policy is evaluated at 0 PPO steps too.
+With ``--demos ai:hard`` (or ``--set init_from=...``) the pre-trained policy is evaluated at 0 PPO steps too.
 Per seed it prints the curve (env steps, training wall seconds from the start of the run: recording
 and cloning demonstrations included, the evaluations left out; then for
 the training tracks and the test tracks: completion, median best lap / reference lap, off-track
@@ -85,6 +86,8 @@ def train_config(args: argparse.Namespace, seed: int, runs_dir: Path) -> Any:
         seed=seed, device=args.device, runs_dir=str(runs_dir), models_dir=str(runs_dir / "models"),
         progress_bar=False, checkpoint_freq=0, telemetry_every=0, eval_freq=0, force=True,
     )
+    if getattr(args, "demos", None):
+        values["demos"] = args.demos
     for key, value in args.set:
         if key == "env_options":
             raise SystemExit("use --env KEY=VALUE for env options")
@@ -174,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--test-seeds", type=seed_range, metavar="FIRST-LAST",
                    help="held-out generated tracks of these seeds (kartsim.envs.tracks.generated_track)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--demos", metavar="SOURCE", help="pre-train on demonstrations first (kartsim train --demos, e.g. "
+                   "ai:hard); the curve starts at 0 PPO steps and its seconds include recording and cloning")
     p.add_argument("--eval-every", type=int, default=100_000, help="env steps between evaluations")
     p.add_argument("--eval-episodes", type=int, default=1)
     p.add_argument("--eval-max-steps", type=int, help="steps per evaluation episode (default: the env's limit)")

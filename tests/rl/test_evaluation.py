@@ -53,6 +53,32 @@ def test_training_keeps_the_best_evaluated_model_and_reports_the_final_one(tmp_p
     assert not best.exists()
 
 
+def test_a_pre_trained_run_is_evaluated_before_ppo_and_can_keep_its_clone(tmp_path):
+    from kartsim.rl.modelio import read_kartsim_config
+    from kartsim.rl.train import train
+
+    lines: list[str] = []
+    result = train(_cfg(tmp_path, timesteps=128, eval_freq=128, save_name="pre", track=["oval.png"], demos="ai:hard",
+                        demos_laps=1, bc_epochs=1, dagger_rounds=0, env_options={"max_episode_steps": 40}),
+                   echo=lines.append)
+    assert any(line.startswith("  evaluation at 0 steps") for line in lines)
+    assert read_kartsim_config(result.best_model)["evaluation"]["steps"] in (0, 128)
+
+
+def test_a_policy_that_meets_the_stop_condition_before_ppo_stops_at_the_first_step():
+    from stable_baselines3 import PPO
+
+    from kartsim.envs import EnvConfig
+    from kartsim.rl.callbacks import LapEvalCallback
+    from kartsim.rl.train import build_vec_env
+
+    cfg = EnvConfig(track="oval.png").replace(max_episode_steps=20)
+    model = PPO("MlpPolicy", build_vec_env(cfg, 2, 0), n_steps=32, batch_size=32, device="cpu", seed=0)
+    evaluator = LapEvalCallback(cfg, 10_000, stop_when_laps=0, evaluate_start=True)
+    model.learn(total_timesteps=640, callback=evaluator)
+    assert model.num_timesteps == 2 and [r["steps"] for r in evaluator.rows] == [0]
+
+
 def test_a_run_that_ends_worse_than_its_best_says_so(tmp_path):
     from kartsim.rl.train import TrainResult, _report_evaluation, _Run
 
