@@ -18,6 +18,9 @@ CACHE_DIR = Path(os.environ.get("KARTSIM_CACHE", Path.home() / ".cache" / "karts
 RANDOM_POOL_FIRST_SEED = 10_000
 # Generated tracks vary in style and width over the range the learning targets are set on.
 GENERATED_STYLES = ("circuit", "oval", "technical")
+# A quarter of the seeds are "grandprix" layouts (long straights), drawn apart from the style above so
+# that the other seeds keep the tracks they had before the style existed.
+LONG_STRAIGHTS_STYLE, LONG_STRAIGHTS_SHARE = "grandprix", 0.25
 GENERATED_WIDTHS_M = (7.0, 14.0)
 GENERATED_SIZE_PX = 1024  # a side of every generated track image (0.25 m per pixel: 256 m)
 
@@ -73,12 +76,15 @@ def _source_shape(source: str | int) -> tuple[int, int]:
 
 
 def generated_track_spec(seed: int) -> tuple[str, float]:
-    """(style, road width in m) of the generated track of `seed`: every style, widths 7-14 m in 0.5 m
-    steps, drawn from the seed alone (the same seed is always the same track)."""
+    """(style, road width in m) of the generated track of `seed`: every style (a quarter of them
+    "grandprix", with long straights), widths 7-14 m in 0.5 m steps, drawn from the seed alone (the
+    same seed is always the same track)."""
     rng = np.random.default_rng([int(seed), 77])
     style = GENERATED_STYLES[int(rng.integers(len(GENERATED_STYLES)))]
     lo, hi = GENERATED_WIDTHS_M
     width = float(np.round(rng.uniform(lo, hi) * 2) / 2)
+    if np.random.default_rng([int(seed), 78]).random() < LONG_STRAIGHTS_SHARE:
+        style = LONG_STRAIGHTS_STYLE
     return style, width
 
 

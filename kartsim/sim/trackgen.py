@@ -26,8 +26,8 @@ from kartsim.sim.track import COLORS, DEFAULT_SCALE, MAX_SIZE, MIN_SIZE, Track
 __all__ = ["generate_track", "save_track", "build_bundled_tracks", "draw_track", "STYLES",
            "CIRCUIT_SEGMENTS"]
 
-STYLES = ("circuit", "oval", "technical", "random")
-_STYLE_CODE = {"circuit": 1, "oval": 2, "technical": 3}
+STYLES = ("circuit", "oval", "technical", "grandprix", "random")
+_STYLE_CODE = {"circuit": 1, "oval": 2, "technical": 3, "grandprix": 4}
 MAX_ATTEMPTS = 400
 
 # Hand-designed layout of the bundled circuit, as (straight, metres) and (arc, radius m, degrees;
@@ -227,6 +227,8 @@ def _shape(rng: np.random.Generator, style: str, simplify: int, side_m: float = 
         pts = np.vstack([right, straight_top, left, straight_bot])
         pts[:, 1] *= rng.uniform(0.85, 1.0)
         return pts
+    if style == "grandprix":
+        return _grand_prix_shape(rng, simplify)
     if style == "technical":
         n = max(7, int(int(rng.integers(10, 15)) * more) - simplify)
         rmin, jitter, disp = 0.35, 0.35, 0.28
@@ -247,6 +249,30 @@ def _shape(rng: np.random.Generator, style: str, simplify: int, side_m: float = 
     rot = rng.uniform(0, 2 * math.pi)
     c, s_ = math.cos(rot), math.sin(rot)
     return pts @ np.array([[c, -s_], [s_, c]])
+
+
+def _grand_prix_shape(rng: np.random.Generator, simplify: int) -> np.ndarray:
+    """Control points of a layout with long straights: a polygon of 5-9 corners whose one or two
+    longest edges are held straight (four more points along each, which the spline passes through
+    in a line: 60-140 m straights on a 256 m image) while the other edges bend in or out."""
+    n = max(5, int(rng.integers(6, 10)) - simplify)
+    ang = np.sort(2 * math.pi * (np.arange(n) + rng.uniform(-0.3, 0.3, n)) / n)
+    r = rng.uniform(0.55, 1.0, n)
+    corners = np.column_stack([r * np.cos(ang), r * np.sin(ang)])
+    edge = np.roll(corners, -1, axis=0) - corners
+    straight = set(np.argsort(-np.hypot(*edge.T))[: int(rng.integers(1, 3))].tolist())
+    pts = []
+    for i in range(n):
+        pts.append(corners[i])
+        if i in straight:
+            pts.extend(corners[i] + f * edge[i] for f in (0.2, 0.4, 0.6, 0.8))
+        else:
+            pts.append(corners[i] + 0.5 * edge[i] + np.array([edge[i][1], -edge[i][0]]) * rng.uniform(-0.18, 0.18))
+    out = np.asarray(pts)
+    out[:, 0] *= rng.uniform(1.0, 1.5)
+    rot = rng.uniform(0, 2 * math.pi)
+    c, s_ = math.cos(rot), math.sin(rot)
+    return out @ np.array([[c, -s_], [s_, c]])
 
 
 def generate_track(seed: int, size: int = 1024, length_m: float | None = None, width_m: float = 9.0,

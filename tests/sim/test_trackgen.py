@@ -52,10 +52,24 @@ def test_generated_sizes_load(tmp_path, seed, size):
     assert 1.2 * side < t.length < 6 * side
 
 
-@pytest.mark.parametrize("style", ["circuit", "oval", "technical", "random"])
+@pytest.mark.parametrize("style", ["circuit", "oval", "technical", "grandprix", "random"])
 def test_styles_1024(tmp_path, style):
     t = load(generate_track(11, size=1024, style=style), tmp_path, style)
     check_generated(t)
+
+
+def test_grand_prix_layouts_have_long_straights(tmp_path):
+    from kartsim.sim.trackgen import _curvature
+
+    for seed in (1, 2, 3):
+        t = load(generate_track(seed, size=1024, style="grandprix"), tmp_path, f"gp{seed}")
+        check_generated(t)
+        straight = np.abs(_curvature(t.centerline, 2.0)) < 1 / 150  # radius over 150 m
+        run, longest = 0, 0
+        for flag in np.concatenate([straight, straight]):  # the lap wraps around
+            run = run + 1 if flag else 0
+            longest = max(longest, run)
+        assert min(longest, len(straight)) * t.length / len(straight) > 60.0
 
 
 def test_small_and_wide(tmp_path):
