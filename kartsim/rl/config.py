@@ -61,8 +61,8 @@ VISION_MINIBATCHES = 4
 
 # Rays PPO that fine-tunes a pre-trained policy (--demos / --init-from): the rays defaults (lr 1e-3,
 # log std -0.5) took a 1.007 x clone of ai:hard to 1.24 x within 400k steps on circuit.png; with
-# these it stayed within 1.06-1.085 x (seed 0, 1M steps, benchmarks/RESULTS.md). The run's best
-# model is the clone itself unless PPO beats it.
+# these it stayed within 1.025-1.09 x over 1M steps (3 seeds, circuit.png and technical.png,
+# benchmarks/RESULTS.md). The run's best model is the clone itself unless PPO beats it.
 PRETRAINED_RAYS: dict[str, Any] = {"learning_rate": 3e-4, "log_std_init": -1.5}
 MIN_EVAL_FREQ = 20_000
 DEFAULT_TRACK_POOL = 8

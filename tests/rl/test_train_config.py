@@ -139,3 +139,15 @@ def test_a_missing_evaluation_track_is_named_before_training():
     with pytest.raises(TrackError, match="track 'nosuch.png' not found"):  # was only found at the first evaluation
         validate(cfg)
     validate(TrainConfig.from_dict({"timesteps": 1000, "eval.eval_tracks": ["oval", "random"]}).resolved())
+
+
+def test_a_pre_trained_rays_run_fine_tunes_with_gentler_ppo_defaults():
+    from kartsim.rl.config import PRETRAINED_RAYS
+
+    demos = TrainConfig.from_dict({"demos": "ai:hard"}).resolved()
+    assert (demos.ppo.learning_rate, demos.policy.log_std_init) == (PRETRAINED_RAYS["learning_rate"], PRETRAINED_RAYS["log_std_init"])
+    init = TrainConfig.from_dict({"init_from": "a.zip", "learning_rate": 5e-4}).resolved()
+    assert (init.ppo.learning_rate, init.policy.log_std_init) == (5e-4, PRETRAINED_RAYS["log_std_init"])  # given: kept
+    scratch, vision = TrainConfig().resolved(), TrainConfig.from_dict({"vision": True, "demos": "ai:hard"}).resolved()
+    assert scratch.ppo.learning_rate == MODE_DEFAULTS[False]["learning_rate"]
+    assert vision.ppo.learning_rate == MODE_DEFAULTS[True]["learning_rate"]
