@@ -38,17 +38,18 @@ MODE_DEFAULTS: dict[bool, dict[str, Any]] = {
     # rays (MLP): many karts, big batches, few epochs. Measured on circuit.png (5 seeds): first
     # deterministic lap at 98k-393k steps (median 131k) at 7-10k steps/s on 2 busy cores, against
     # 850k steps at 460 steps/s with 8 envs x 512 steps, batch 256, 10 epochs, lr 3e-4, log std 0.
+    # Demonstrations: DAgger with 4 rounds clones ai:hard to 1.007 x on circuit.png in 5 of 5 seeds
+    # (2 rounds: 2 of 3; benchmarks/RESULTS.md).
     False: {"vector_envs": 64, "learning_rate": 1e-3, "n_steps": 128, "batch_size": 2048, "n_epochs": 5,
-            "log_std_init": -0.5, "demos_mode": "dagger"},
+            "log_std_init": -0.5, "demos_mode": "dagger", "dagger_rounds": 4},
     # vision (CNN): the same shape as rays (many karts, large batches: the CNN's throughput on a CPU
     # grows with the batch). Epochs chosen by wall-clock time to the first deterministic lap on
     # circuit.png (3 seeds each, benchmarks/RESULTS.md): 4 epochs 139-429 s (median 271), 3 epochs
     # 71-178 s (median 106), 2 epochs 156-203 s (median 156).
-    # Demonstrations: DAgger made the vision student worse (measured in session 3, before cloning
-    # started at the demonstrations' mean action; not re-measured), so vision clones the AI's laps only:
-    # ai:medium with demos_noise 0.1 laps at 0 PPO steps (1.055-1.062 x, benchmarks/RESULTS.md).
+    # Demonstrations: cloning ai:hard's laps alone (bc) laps at 1.007-1.010 x at 0 PPO steps in 2 of 3
+    # seeds after ~2 minutes; 2 DAgger rounds in 3 of 3 after ~8 minutes (benchmarks/RESULTS.md).
     True: {"vector_envs": 16, "learning_rate": 3e-4, "n_steps": 128, "batch_size": 512, "n_epochs": 3,
-           "log_std_init": -0.5, "demos_mode": "bc"},
+           "log_std_init": -0.5, "demos_mode": "dagger", "dagger_rounds": 2},
 }
 
 # Vision with fewer karts than the default 16 (the guide's ``--vector-envs 4``): a rollout of 4 x 128
@@ -180,8 +181,8 @@ class PretrainConfig:
     recoveries from the errors a clone makes (DART). 0: the teacher's own line only."""
     bc_epochs: int = 15
     """Behaviour cloning passes over the demonstrations (and over the aggregate in each DAgger round)."""
-    dagger_rounds: int = 4
-    """DAgger rounds (``demos_mode`` dagger)."""
+    dagger_rounds: int | None = None
+    """DAgger rounds (``demos_mode`` dagger; fewer for vision, whose cloning takes longer per sample)."""
     dagger_steps: int = 8000
     """States the policy visits (all karts together) in each DAgger round."""
     value_warmup: int = 4

@@ -35,11 +35,13 @@ def pretrain(model: Any, cfg: Any, env_cfg: Any, *, mode_given: bool = True,
              echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Clone `cfg.pretrain.demos` into ``model.policy`` (and DAgger rounds in mode dagger); the provenance."""
     from kartsim.rl.bc import behaviour_clone, dagger
-    from kartsim.rl.demos import DemoError, open_source
+    from kartsim.rl.demos import DemoError, is_ai_source, open_source
 
     started = time.perf_counter()
     n_karts = int(cfg.run.vector_envs)
     echo(f"Demonstrations: {cfg.pretrain.demos}" + (f" ({cfg.pretrain.demos_laps} laps)" if not Path(cfg.pretrain.demos).exists() else ""))
+    if is_ai_source(cfg.pretrain.demos) and "random" in list(cfg.task.track):
+        echo("  (the AI solves each pool track's racing line the first time it drives there, ~1 s a track, cached on disk)")
     demos, teacher = open_source(cfg.pretrain.demos, env_cfg, laps=cfg.pretrain.demos_laps, n_karts=n_karts, seed=cfg.run.seed,
                                  device=str(model.device), noise=cfg.pretrain.demos_noise)
     mode = cfg.pretrain.demos_mode
