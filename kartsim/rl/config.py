@@ -38,7 +38,7 @@ MODE_DEFAULTS: dict[bool, dict[str, Any]] = {
     # rays (MLP): many karts, big batches, few epochs. Measured on circuit.png (5 seeds): first
     # deterministic lap at 98k-393k steps (median 131k) at 7-10k steps/s on 2 busy cores, against
     # 850k steps at 460 steps/s with 8 envs x 512 steps, batch 256, 10 epochs, lr 3e-4, log std 0.
-    # Demonstrations: DAgger with 4 rounds clones ai:hard to 1.007 x on circuit.png in 5 of 5 seeds
+    # Demonstrations: DAgger with 4 rounds clones ai:hard to 1.007 x on circuit.png in 8 of 10 seeds
     # (2 rounds: 2 of 3; benchmarks/RESULTS.md).
     False: {"vector_envs": 64, "learning_rate": 1e-3, "n_steps": 128, "batch_size": 2048, "n_epochs": 5,
             "log_std_init": -0.5, "demos_mode": "dagger", "dagger_rounds": 4},
