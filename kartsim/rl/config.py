@@ -61,10 +61,11 @@ FEW_KARTS_VISION: dict[str, Any] = {"n_epochs": 6, "log_std_init": -1.0}
 VISION_MINIBATCHES = 4
 
 # Rays PPO that fine-tunes a pre-trained policy (--demos / --init-from): the rays defaults (lr 1e-3,
-# log std -0.5) took a 1.007 x clone of ai:hard to 1.24 x within 400k steps on circuit.png; with
-# these it stayed within 1.025-1.09 x over 1M steps (3 seeds, circuit.png and technical.png,
-# benchmarks/RESULTS.md). The run's best model is the clone itself unless PPO beats it.
-PRETRAINED_RAYS: dict[str, Any] = {"learning_rate": 3e-4, "log_std_init": -1.5}
+# log std -0.5) took a 1.007 x clone of ai:hard on circuit.png to 1.24 x within 400k steps; lr 3e-4
+# and log std -1.5 to 1.06-1.08 x; these keep it within 1.005-1.02 x over 600k steps (3 seeds; one
+# evaluation in 18 without a lap; benchmarks/RESULTS.md). The run's best model is the clone itself
+# unless PPO beats it.
+PRETRAINED_RAYS: dict[str, Any] = {"learning_rate": 1e-4, "log_std_init": -3.0}
 MIN_EVAL_FREQ = 20_000
 DEFAULT_TRACK_POOL = 8
 DEFAULT_TIMESTEPS = 1_000_000
