@@ -137,7 +137,7 @@ class AIDriver:
         self.tracks = list(getattr(tracks, "tracks", tracks))
         if not self.tracks:
             raise ConfigError("AIDriver needs at least one track")
-        if hasattr(tracks, "listeners"):  # a streamed TrackStack loads other tracks into its slots
+        if getattr(tracks, "pool", None) is not None:  # a streamed TrackStack loads other tracks into its slots
             self._stack = tracks
             tracks.listeners.append(self._track_loaded)
         self.cfg = kart_cfg or KartConfig()

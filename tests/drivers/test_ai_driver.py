@@ -84,3 +84,6 @@ def test_ai_on_a_streamed_pool_follows_the_track_loaded_into_a_slot():
     assert ai.tracks[0] is tracks[1]
     line = ai.line(0, ai.levels[0])
     assert line.track_name == tracks[1].name != oval_line.track_name
+    resident = TrackStack.from_tracks(tracks)  # shared by every env of a process: nothing to listen for
+    AIDriver(resident, level="hard")
+    assert not resident.listeners
