@@ -98,7 +98,7 @@ def train_config(args: argparse.Namespace, seed: int, runs_dir: Path) -> Any:
 
 def run_one(args: argparse.Namespace, seed: int, runs_dir: Path, test_tracks: list[str]) -> dict[str, Any]:
     from kartsim.rl.callbacks import LapEvalCallback
-    from kartsim.rl.train import EVAL_LAPS, env_config_for, eval_tracks_for, pretrained, train
+    from kartsim.rl.train import EVAL_LAPS, env_config_for, eval_tracks_for, train
 
     cfg = train_config(args, seed, runs_dir)
     env_cfg = env_config_for(cfg)
@@ -116,7 +116,7 @@ def run_one(args: argparse.Namespace, seed: int, runs_dir: Path, test_tracks: li
 
     callback = LapEvalCallback(env_cfg, args.eval_every, tracks=own + test_tracks, episodes=args.eval_episodes,
                                max_steps=args.eval_max_steps, max_laps=EVAL_LAPS, report=report,
-                               evaluate_final=True, evaluate_start=pretrained(cfg), started_at=time.perf_counter())
+                               evaluate_final=True, evaluate_start=cfg.pretrained, started_at=time.perf_counter())
     print(f"seed {seed}: {'vision' if cfg.vision else 'rays'} on {cfg.task.track} (pool {env_cfg.random_pool_size} if random), "
           f"{cfg.run.timesteps:,} steps, {cfg.run.vector_envs} envs, n_steps {cfg.ppo.n_steps}, batch {cfg.ppo.batch_size}, "
           f"epochs {cfg.ppo.n_epochs}, lr {cfg.ppo.learning_rate}; evaluation on {n_own} training + {len(test_tracks)} test "

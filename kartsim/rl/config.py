@@ -291,6 +291,11 @@ class TrainConfig:
         """The policy kind (``task.vision``): most of the defaults depend on it."""
         return bool(self.task.vision)
 
+    @property
+    def pretrained(self) -> bool:
+        """Whether a run starts PPO from a pre-trained policy (``--demos`` / ``--init-from``, new runs)."""
+        return not self.run.resume and bool(self.pretrain.demos or self.pretrain.init_from)
+
     def resolved(self) -> "TrainConfig":
         """A copy with every None default filled in for this policy kind."""
         values = self.to_dict()
@@ -300,8 +305,7 @@ class TrainConfig:
         few = self.vision and run["vector_envs"] is not None and run["vector_envs"] < defaults["vector_envs"]
         if few:
             defaults.update(FEW_KARTS_VISION)
-        pretrain = values["pretrain"]
-        if not self.vision and not run["resume"] and (pretrain["demos"] or pretrain["init_from"]):
+        if not self.vision and self.pretrained:
             defaults.update(PRETRAINED_RAYS)
         for name, default in defaults.items():
             part = values[PART_OF[name]]

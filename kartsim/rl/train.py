@@ -520,7 +520,7 @@ def _learner(s: _Session, extra: list[Any] | None) -> _Learner:
     if 0 < s.cfg.eval.eval_freq <= run.timesteps - s.done_steps:
         learner.evaluator = _evaluator(s.cfg, s.env_cfg, s.run, s.save, s.echo)
         learner.callbacks.append(learner.evaluator)
-    if pretrained(s.cfg) and s.cfg.pretrain.value_warmup > 0:
+    if s.cfg.pretrained and s.cfg.pretrain.value_warmup > 0:
         learner.callbacks.append(ValueWarmupCallback(s.cfg.pretrain.value_warmup))
     learner.callbacks.extend(extra or [])
     if os.environ.get("KARTSIM_FAULT"):
@@ -622,11 +622,6 @@ def eval_tracks_for(cfg: TrainConfig, env_cfg: Any) -> list[str]:
     return [source_path(t) for t in tracks]
 
 
-def pretrained(cfg: TrainConfig) -> bool:
-    """Whether a run starts PPO from a pre-trained policy (``--demos`` / ``--init-from``, new runs)."""
-    return not cfg.run.resume and bool(cfg.pretrain.demos or cfg.pretrain.init_from)
-
-
 def _evaluator(cfg: TrainConfig, env_cfg: Any, run: _Run, save: Callable[..., Path], echo: Callable[[str], None]):
     """The run's LapEvalCallback: saves ``<run>/<name>_best.zip`` (and its copy in the models folder)
     on each new best evaluation; a resumed run starts from the best its run folder already holds."""
@@ -648,7 +643,7 @@ def _evaluator(cfg: TrainConfig, env_cfg: Any, run: _Run, save: Callable[..., Pa
         echo(f"  evaluation at {row['steps']:,} steps ({row['wall_s']:.0f} s): {describe_eval(row)}")
 
     evaluator = LapEvalCallback(env_cfg, cfg.eval.eval_freq, tracks=eval_tracks_for(cfg, env_cfg), episodes=cfg.eval.eval_episodes,
-                                max_laps=EVAL_LAPS, evaluate_final=True, evaluate_start=pretrained(cfg),
+                                max_laps=EVAL_LAPS, evaluate_final=True, evaluate_start=cfg.pretrained,
                                 stop_at_ratio=cfg.eval.stop_at_ratio, save_best=save_best, best_row=best_row,
                                 report=None if cfg.run.progress_bar else report)
     evaluator.prepare()
