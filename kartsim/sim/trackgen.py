@@ -244,11 +244,7 @@ def _shape(rng: np.random.Generator, style: str, simplify: int, side_m: float = 
     edge = np.roll(pts, -1, axis=0) - pts
     normal = np.column_stack([edge[:, 1], -edge[:, 0]])
     mid = mid + normal * rng.uniform(-disp, disp, n)[:, None]
-    pts = np.stack([pts, mid], axis=1).reshape(-1, 2)
-    pts[:, 0] *= rng.uniform(1.0, 1.4)
-    rot = rng.uniform(0, 2 * math.pi)
-    c, s_ = math.cos(rot), math.sin(rot)
-    return pts @ np.array([[c, -s_], [s_, c]])
+    return _stretch_and_turn(np.stack([pts, mid], axis=1).reshape(-1, 2), rng, 1.4)
 
 
 def _grand_prix_shape(rng: np.random.Generator, simplify: int) -> np.ndarray:
@@ -268,11 +264,15 @@ def _grand_prix_shape(rng: np.random.Generator, simplify: int) -> np.ndarray:
             pts.extend(corners[i] + f * edge[i] for f in (0.2, 0.4, 0.6, 0.8))
         else:
             pts.append(corners[i] + 0.5 * edge[i] + np.array([edge[i][1], -edge[i][0]]) * rng.uniform(-0.18, 0.18))
-    out = np.asarray(pts)
-    out[:, 0] *= rng.uniform(1.0, 1.5)
+    return _stretch_and_turn(np.asarray(pts), rng, 1.5)
+
+
+def _stretch_and_turn(pts: np.ndarray, rng: np.random.Generator, stretch: float) -> np.ndarray:
+    """`pts` stretched along x by up to `stretch` and turned by a random angle."""
+    pts[:, 0] *= rng.uniform(1.0, stretch)
     rot = rng.uniform(0, 2 * math.pi)
     c, s_ = math.cos(rot), math.sin(rot)
-    return out @ np.array([[c, -s_], [s_, c]])
+    return pts @ np.array([[c, -s_], [s_, c]])
 
 
 def generate_track(seed: int, size: int = 1024, length_m: float | None = None, width_m: float = 9.0,
