@@ -27,7 +27,8 @@ def test_simulation_core_and_drivers_load_no_rl_stack(module):
 
 
 @pytest.mark.parametrize("code", ["from kartsim.envs import EnvConfig", "from kartsim.rl.train import TrainConfig",
-                                  "import kartsim.sim.config"])
+                                  "import kartsim.sim.config",
+                                  "from kartsim.cli import build_parser; build_parser()"])  # every command's start-up
 def test_configs_load_no_simulator(code):
     assert loaded_after(code).isdisjoint(SIMULATOR)
 

@@ -7,7 +7,7 @@ import warnings
 from pathlib import Path
 
 from kartsim.errors import KartsimError
-from kartsim.sim.trackgen import STYLES
+from kartsim.sim.config import TRACK_STYLES
 
 
 def register(subparsers) -> None:
@@ -20,7 +20,7 @@ def register(subparsers) -> None:
     new.add_argument("out", help="output PNG path")
     new.add_argument("--seed", type=int, default=0, help="random seed (same seed -> same track)")
     new.add_argument("--size", type=int, default=1024, help="image side in pixels (256..4096)")
-    new.add_argument("--style", default="circuit", choices=list(STYLES))
+    new.add_argument("--style", default="circuit", choices=list(TRACK_STYLES))
     new.add_argument("--width", type=float, default=9.0, help="road width in metres")
     new.add_argument("--length", type=float, default=None, help="target lap length in metres")
     new.add_argument("--force", action="store_true", help="overwrite an existing file")

@@ -20,6 +20,9 @@ __all__ = ["KartConfig", "RaceConfig", "RaceRules", "RewardConfig", "WEATHER", "
 # Weather: wetness of the track under a kart (KartState.wetness).
 WEATHER = {"dry": 0.0, "damp": 0.5, "wet": 1.0}
 WEATHERS = ("dry", "damp", "wet", "random")
+# `kartsim.sim.trackgen`'s layout styles, here so that the CLI can offer them without loading the
+# generator (cv2, scipy, numba: about a second).
+TRACK_STYLES = ("circuit", "oval", "technical", "grandprix", "random")
 """What ``RaceConfig.weather`` accepts: a wetness of `WEATHER`, or ``random`` (one drawn per episode)."""
 
 

@@ -21,12 +21,12 @@ from scipy import ndimage
 from scipy.interpolate import CubicSpline
 
 from kartsim.errors import KartsimError
+from kartsim.sim.config import TRACK_STYLES as STYLES
 from kartsim.sim.track import COLORS, DEFAULT_SCALE, MAX_SIZE, MIN_SIZE, Track
 
 __all__ = ["generate_track", "save_track", "build_bundled_tracks", "draw_track", "STYLES",
            "CIRCUIT_SEGMENTS"]
 
-STYLES = ("circuit", "oval", "technical", "grandprix", "random")
 _STYLE_CODE = {"circuit": 1, "oval": 2, "technical": 3, "grandprix": 4}
 MAX_ATTEMPTS = 400
 
