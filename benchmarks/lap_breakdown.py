@@ -19,13 +19,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def flying_lap(model_path: str, track: str, max_steps: int) -> tuple[np.ndarray, object, float]:
     """(steps of the second lap as rows s, speed, steering, throttle; the race; the lap time)."""
-    from kartsim.envs import EnvConfig, KartEnv
-    from kartsim.envs.config import apply_env_options
-    from kartsim.rl.modelio import load_ppo, read_kartsim_config
+    from kartsim.envs import KartEnv
+    from kartsim.rl.play import load_driver
 
-    payload = read_kartsim_config(model_path)
-    env = KartEnv(EnvConfig.from_dict(apply_env_options(dict(payload["env"], track=track), {"random_start": False})))
-    model = load_ppo(model_path, device="cpu")
+    driver = load_driver(model_path, track=track, evaluation=True)  # from the start line; checks the model fits
+    env, model = KartEnv(driver.env_config), driver.model
     obs, _ = env.reset(seed=0)
     race, rows, laps = env.race, [], 0
     for _ in range(max_steps):
