@@ -65,6 +65,8 @@ class EnvConfig:
     LIMITS: ClassVar[dict[str, tuple[float, float]]] = {
         "image_size": (16, 512), "frame_stack": (1, 16), "ray_range_m": (1.0, 1000.0), "sensor_noise": (0.0, 1.0),
         "random_pool_size": (1, 10_000), "resident_tracks": (1, 10_000)}
+    CHOICES: ClassVar[dict[str, tuple[Any, ...]]] = {
+        "camera": CAMERAS, "ray_target": RAY_TARGETS, "ray_observation": RAY_OBSERVATIONS}
 
     def __post_init__(self) -> None:
         coerce_nested(self)  # race / reward / kart given as dicts
@@ -73,12 +75,6 @@ class EnvConfig:
         check_config(self)
         if not self.track:
             raise ConfigError("track needs at least one track name")
-        if self.camera not in CAMERAS:
-            raise ConfigError(f"camera must be one of {', '.join(CAMERAS)}, got {self.camera!r}")
-        if self.ray_target not in RAY_TARGETS:
-            raise ConfigError(f"ray_target must be one of {', '.join(RAY_TARGETS)}, got {self.ray_target!r}")
-        if self.ray_observation not in RAY_OBSERVATIONS:
-            raise ConfigError(f"ray_observation must be one of {', '.join(RAY_OBSERVATIONS)}, got {self.ray_observation!r}")
         if not 1 <= len(self.ray_angles_deg) <= 64:
             raise ConfigError(f"ray_angles_deg needs 1 to 64 angles (one ray each), got {len(self.ray_angles_deg)}")
         if self.race.action_repeat < 1 or self.race.max_episode_steps < 1:
