@@ -126,9 +126,13 @@ def apply_env_options(env_dict: dict[str, Any], options: dict[str, Any]) -> dict
     return env_dict
 
 
+def nested_option_names(env_dict: dict[str, Any]) -> list[str]:
+    """The dotted names (``race.weather``) of the nested fields of an EnvConfig ``to_dict()``."""
+    return [f"{sec}.{k}" for sec, sub in env_dict.items() if isinstance(sub, dict) for k in sub]
+
+
 def _unknown_bare_option(key: str, env_dict: dict[str, Any]) -> ConfigError:
-    known = [k for k, v in env_dict.items() if not isinstance(v, dict)]
-    known += [f"{sec}.{k}" for sec, sub in env_dict.items() if isinstance(sub, dict) for k in sub]
+    known = [k for k, v in env_dict.items() if not isinstance(v, dict)] + nested_option_names(env_dict)
     return unknown_option(key, known, "the fields of kartsim.envs.EnvConfig and of its kart, race and reward sections")
 
 

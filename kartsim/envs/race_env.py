@@ -29,7 +29,7 @@ import numpy as np
 
 from kartsim.config import coerce_nested
 from kartsim.drivers.opponents import Opponents
-from kartsim.envs.config import EnvConfig, unknown_option
+from kartsim.envs.config import EnvConfig, nested_option_names, unknown_option
 from kartsim.envs.core import EnvCore, check_render_mode
 from kartsim.errors import ConfigError, ModelFileError
 from kartsim.sim.config import RaceRules
@@ -87,7 +87,7 @@ def race_setup(config: EnvConfig | None, race_options: RaceOptions | None, field
     names = {kind: {f.name for f in dataclasses.fields(kind)} for kind in (EnvConfig, RaceOptions, RaceRules)}
     names[RaceOptions].discard("rules")
     given: dict[type, dict[str, Any]] = {kind: {} for kind in names}
-    nested = {f"{sec}.{k}" for sec, sub in EnvConfig().to_dict().items() if isinstance(sub, dict) for k in sub}
+    nested = set(nested_option_names((config or EnvConfig()).to_dict()))
     for k, v in fields.items():
         kind = next((kind for kind, known in names.items() if k in known), None)
         if kind is None and (k in nested or any(n.endswith(f".{k}") for n in nested)):
