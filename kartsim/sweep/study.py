@@ -123,12 +123,14 @@ def open_storage(spec: SweepSpec) -> Any:
     import optuna
     from sqlalchemy.exc import SQLAlchemyError
 
+    from kartsim.sweep.storage import HeartbeatStorage
+
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeats
     kwargs: dict[str, Any] = {}
     if spec.storage.startswith("sqlite"):
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}  # parallel workers wait for the lock
     try:
-        return optuna.storages.RDBStorage(
+        return HeartbeatStorage(
             spec.storage, heartbeat_interval=spec.heartbeat_s, grace_period=2 * spec.heartbeat_s,
             heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3), **kwargs)
     except (SQLAlchemyError, ImportError, ValueError) as exc:  # bad URL, missing driver, unreachable server

@@ -176,6 +176,29 @@ def test_sweep_killed_with_sigkill_resumes_without_rerunning_finished_trials(tmp
     assert "3 seeds: ref_ratio median" in out.stdout and "share of seeds whose best lap reached" in out.stdout
 
 
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # a trial asked for outside Study.optimize
+def test_a_trial_killed_before_its_first_heartbeat_is_failed_and_queued_again(tmp_path):
+    """Optuna ignores a RUNNING trial that never sent a heartbeat (its process was killed right after
+    creating it); the sweep's workers then waited on it for ever (seen in CI)."""
+    from optuna.storages import fail_stale_trials
+    from optuna.trial import TrialState
+
+    from kartsim.sweep.local import settle_stale_trials
+    from kartsim.sweep.study import SweepSpec, create_study, default_storage, load_study
+
+    spec = SweepSpec(name="z", train={}, seeds=[0, 1], sampler="grid", heartbeat_s=1, eval_every=1000,
+                     storage=default_storage(tmp_path))
+    silent = create_study(spec).ask()  # RUNNING, and no heartbeat thread: as if killed at once
+    silent.suggest_categorical("seed", [0, 1])
+    study = load_study(spec)
+    fail_stale_trials(study)  # just created: not failed yet (its heartbeat may be on its way)
+    assert [t.state for t in study.get_trials()] == [TrialState.RUNNING]
+    settle_stale_trials(spec)  # silent for longer than the grace period: failed, and queued again
+    trials = load_study(spec).get_trials()
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.WAITING]
+    assert trials[1].params == trials[0].params
+
+
 def test_a_lap_always_scores_better_than_no_lap():
     from kartsim.sweep.trial import track_score
 
