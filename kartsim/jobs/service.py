@@ -145,8 +145,12 @@ def submit(settings: Settings, args: argparse.Namespace, echo: Callable[[str], N
                 raise JobError(f"{store.display(rel)} already exists in the job store; pass --force to overwrite it, "
                                "another --save-name, or `resume` its job")
     tracks = job_tracks(store, list(resolved.task.track), echo=echo)
+    values = {**values, "task.track": tracks}
+    if resolved.eval.eval_tracks:  # the evaluation's PNGs go with the job as the training's do
+        values["eval.eval_tracks"] = job_tracks(store, list(resolved.eval.eval_tracks), echo=echo)
+        tracks = list(dict.fromkeys(tracks + values["eval.eval_tracks"]))
     job_id = new_job_id(store, save_name)
-    values, inputs = job_inputs(store, {**values, "task.track": tracks}, job_id, echo=echo)
+    values, inputs = job_inputs(store, values, job_id, echo=echo)
 
     # `tracks`: what the job's working folder holds (staged from the store's tracks/): tracks and inputs
     job = JobRecord(id=job_id, backend=settings.backend, config=values, save_name=save_name,

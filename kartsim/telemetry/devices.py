@@ -99,7 +99,9 @@ class DeviceMonitor:
         busy, total = _cpu_times()
         last, self._cpu_last = self._cpu_last, (busy, total)
         if last is not None and total > last[1]:
-            util = 100.0 * (busy - last[0]) / (total - last[1])
+            # clamped: the busy and total counters are read apart, so on a fully busy machine
+            # their differences can come out a tick apart
+            util = min(100.0, max(0.0, 100.0 * (busy - last[0]) / (total - last[1])))
         else:
             util = 0.0
         used, mem_total = _memory_mb()

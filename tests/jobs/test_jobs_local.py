@@ -321,6 +321,26 @@ def test_sync_generates_missing_checkpoints(jobs_env, tmp_path, capsys):
     assert data["track"] == stored and len(data["gates"]) > 5
 
 
+def test_eval_tracks_are_synced_with_the_job(jobs_env, tmp_path, capsys):
+    """--eval-tracks PNGs travel with the job as --track-name ones do (a Ray worker has only the store)."""
+    import shutil
+
+    from kartsim.sim.track import BUNDLED_DIR
+
+    own = tmp_path / "evalme.png"
+    shutil.copyfile(BUNDLED_DIR / "oval.png", own)
+    code, out, err = run(capsys, "train", "--track-name", "oval.png", "--eval-tracks", str(own), "--timesteps", "128",
+                         "--eval-freq", "128", "--save-name", "ev", *TINY, "--detach")
+    assert code == 0, err
+    stored = re.search(r"synced track (evalme-[0-9a-f]{8}\.png)", out).group(1)
+    job_id = re.search(r"started job (\S+)", out).group(1)
+    assert job_record(jobs_env, job_id)["config"]["eval.eval_tracks"] == [stored]
+    own.unlink()  # the job evaluates on the store's copy
+    code, out, _ = run(capsys, "status", job_id, "--wait", "--timeout", "180")
+    assert code == 0 and re.search(r"state:\s+succeeded", out), out
+    assert stored in (jobs_env / "jobs" / job_id / "log.txt").read_text()
+
+
 def test_train_flag_errors_start_nothing(jobs_env, capsys):
     for argv, msg in ((["--batch-size", "7"], "--batch-size 7"), (["--runs-dir", "x"], "--runs-dir cannot be used"),
                       (["--resume", "x.zip"], "use `resume JOB`"), (["--frame-stack", "4"], "only applies to vision")):
