@@ -385,6 +385,20 @@ def _march(road: np.ndarray, scale: float, origins: np.ndarray, dirs: np.ndarray
     return first * step + step * 0.5  # edge lies between the last road and first non-road sample
 
 
+def _check_background(road: np.ndarray, white: np.ndarray, label: str) -> None:
+    """A track drawn on a white (or grey) background has road all around it and no infield: say so,
+    and how to fix it, rather than "not a closed loop"."""
+    border = np.concatenate([road[0], road[-1], road[1:-1, 0], road[1:-1, -1]])
+    if border.mean() <= 0.5:
+        return
+    whites = np.concatenate([white[0], white[-1], white[1:-1, 0], white[1:-1, -1]]).mean() > 0.5
+    colour = "white, which counts as kerb" if whites else "grey, which counts as asphalt"
+    rgb = "[255, 255, 255]" if whites else "[R, G, B]"
+    raise TrackError(f"{label}: the background is road ({100 * border.mean():.0f} % of the image's edge is {colour}); "
+                     "paint it green (grass) or any colour that is not road, or map it to grass in a legend "
+                     f"next to the image: {{\"colors\": [{{\"rgb\": {rgb}, \"surface\": \"grass\"}}]}}")
+
+
 def _cross_section(road: np.ndarray, scale: float, pts: np.ndarray, right: np.ndarray,
                    max_d: float) -> tuple[np.ndarray, np.ndarray]:
     """Distances (left, right) from each point along its normal to the road edges (m), each side at
@@ -625,6 +639,7 @@ class Track:
         if not road_all.any():
             raise TrackError(f"{label}: no asphalt found; draw the road in grey (R, G, B within 25 of "
                              "each other, mean 40..200) or give a legend that maps your road colour")
+        _check_background(road_all, white, label)
         n_lab, lab, stats, _ = cv2.connectedComponentsWithStats(road_all.astype(np.uint8), connectivity=8)
         areas = stats[1:, cv2.CC_STAT_AREA]
         main = 1 + int(np.argmax(areas))

@@ -410,6 +410,17 @@ def test_not_closed_loop(tmp_path):
     expect(write_png(tmp_path / "bar.png", img), "not a closed loop")
 
 
+def test_a_track_drawn_on_white_says_the_background_is_road_and_how_to_map_it(tmp_path):
+    path = write_png(tmp_path / "paper.png", ring_image(bg=(255, 255, 255)))
+    msg = expect(path, "the background is road \\(100 % of the image's edge is white, which counts as kerb\\)")
+    assert "paint it green" in msg and '"surface": "grass"' in msg
+    legend = msg[msg.index("{"):]  # the legend the message suggests makes it load
+    (tmp_path / "paper.json").write_text(legend)
+    assert Track.load(path).width.mean() == pytest.approx(36 * 0.25, abs=0.5)
+    assert "asphalt" in expect(write_png(tmp_path / "grey.png", ring_image(color=(20, 40, 230), bg=GREY)),
+                               "the background is road")
+
+
 def test_gate_off_road(circuit_copy, circuit):
     gates = (circuit.gates / circuit.scale).tolist()
     gates[3] = [5.0, 5.0, 10.0, 10.0]
