@@ -688,7 +688,25 @@ class Track:
             self._check_gate_spread(label)
         else:
             self._auto_gates()
+        self._warn_road_off_the_lap(road_all, label)
         del self._road, self._white
+
+    def _warn_road_off_the_lap(self, road: np.ndarray, label: str) -> None:
+        """Warn about road the lap does not run on (a spur, a pit lane, a crossing: a figure-eight's
+        centerline goes round one lobe): karts can drive there, but laps and progress follow the loop."""
+        cell = max(1, int(round(1.0 / self.scale)))  # about 1 m
+        h, w = road.shape
+        pad = np.pad(road, ((0, -h % cell), (0, -w % cell)))
+        cells = pad.reshape(pad.shape[0] // cell, cell, pad.shape[1] // cell, cell).mean(axis=(1, 3)) > 0.5
+        rows, cols = np.nonzero(cells)
+        x, y = (cols + 0.5) * cell * self.scale, (rows + 0.5) * cell * self.scale
+        idx, _, lateral, _ = self._project(x, y)
+        beyond = np.where(lateral > 0, lateral - self._t_right[idx], -lateral - self._t_left[idx])
+        area = float((beyond > 1.5).sum()) * (cell * self.scale) ** 2
+        if area > max(30.0, 0.03 * len(x) * (cell * self.scale) ** 2):
+            self._warn(f"{label}: {area:.0f} m2 of road lie off the lap the centerline follows (a spur, a pit "
+                       "lane or a crossing: figure-eights are not supported); karts can drive there, but laps "
+                       "and progress follow the loop found")
 
     def _check_gate_spread(self, label: str) -> None:
         """A lap counts when every gate is crossed in order: with one gate (or all in one place) a

@@ -421,6 +421,18 @@ def test_a_track_drawn_on_white_says_the_background_is_road_and_how_to_map_it(tm
                                "the background is road")
 
 
+def test_road_off_the_lap_warns(tmp_path):
+    """A spur (or a figure-eight's second lobe) is road the lap does not follow: said, not silent."""
+    img = ring_image()
+    cv2.line(img, (200, 80), (200, 10), GREY, 30)  # a dead end out of the ring
+    with pytest.warns(UserWarning, match=r"m2 of road lie off the lap the centerline follows \(a spur"):
+        t = Track.load(write_png(tmp_path / "spur.png", img))
+    assert len(t.warnings) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert Track.load(write_png(tmp_path / "ring.png", ring_image())).warnings == []
+
+
 def test_gate_off_road(circuit_copy, circuit):
     gates = (circuit.gates / circuit.scale).tolist()
     gates[3] = [5.0, 5.0, 10.0, 10.0]
