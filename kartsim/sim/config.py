@@ -22,7 +22,7 @@ WEATHER = {"dry": 0.0, "damp": 0.5, "wet": 1.0}
 WEATHERS = ("dry", "damp", "wet", "random")
 # `kartsim.sim.trackgen`'s layout styles, here so that the CLI can offer them without loading the
 # generator (cv2, scipy, numba: about a second).
-TRACK_STYLES = ("circuit", "oval", "technical", "grandprix", "random")
+TRACK_STYLES = ("circuit", "oval", "technical", "grandprix", "drawn", "random")
 """What ``RaceConfig.weather`` accepts: a wetness of `WEATHER`, or ``random`` (one drawn per episode)."""
 
 

@@ -27,7 +27,7 @@ from kartsim.sim.track import COLORS, DEFAULT_SCALE, MAX_SIZE, MIN_SIZE, Track
 __all__ = ["generate_track", "save_track", "build_bundled_tracks", "draw_track", "STYLES",
            "CIRCUIT_SEGMENTS"]
 
-_STYLE_CODE = {"circuit": 1, "oval": 2, "technical": 3, "grandprix": 4}
+_STYLE_CODE = {"circuit": 1, "oval": 2, "technical": 3, "grandprix": 4, "drawn": 5}
 MAX_ATTEMPTS = 400
 
 # Hand-designed layout of the bundled circuit, as (straight, metres) and (arc, radius m, degrees;
@@ -88,14 +88,15 @@ def _signed_area(c: np.ndarray) -> float:
     return 0.5 * float(np.sum(x * np.roll(y, -1) - np.roll(x, -1) * y))
 
 
-def _check_layout(pts: np.ndarray, width: float, clearance: float) -> str | None:
-    """None when drivable, else the reason: too tight a corner or the road coming near itself."""
+def _check_layout(pts: np.ndarray, width: float, clearance: float, sharp: bool = False) -> str | None:
+    """None when drivable, else the reason: too tight a corner (unless `sharp` corners are the
+    style) or the road coming near itself."""
     from scipy.spatial import cKDTree
 
     spacing = _length(pts) / len(pts)
     k = np.abs(_curvature(pts, 0.5))
     r_min = width / 2 + 2.0
-    if k.max() > 1.0 / r_min:
+    if not sharp and k.max() > 1.0 / r_min:
         return f"corner radius {1 / k.max():.1f} m < {r_min:.1f} m"
     tree = cKDTree(pts)
     pairs = tree.query_pairs(width + clearance, output_type="ndarray")
@@ -229,6 +230,8 @@ def _shape(rng: np.random.Generator, style: str, simplify: int, side_m: float = 
         return pts
     if style == "grandprix":
         return _grand_prix_shape(rng, simplify)
+    if style == "drawn":
+        return _drawn_shape(rng, simplify)
     if style == "technical":
         n = max(7, int(int(rng.integers(10, 15)) * more) - simplify)
         rmin, jitter, disp = 0.35, 0.35, 0.28
@@ -245,6 +248,31 @@ def _shape(rng: np.random.Generator, style: str, simplify: int, side_m: float = 
     normal = np.column_stack([edge[:, 1], -edge[:, 0]])
     mid = mid + normal * rng.uniform(-disp, disp, n)[:, None]
     return _stretch_and_turn(np.stack([pts, mid], axis=1).reshape(-1, 2), rng, 1.4)
+
+
+def _drawn_shape(rng: np.random.Generator, simplify: int) -> np.ndarray:
+    """Corners of a polygon joined by straight lines (no spline), as a user draws a track with a
+    brush: 5-9 corners, every other edge's middle pushed in or out (concave corners too), so the
+    bends are sharp (the road's width rounds their outside) and the straights straight."""
+    n = max(4, int(rng.integers(5, 10)) - simplify)
+    ang = np.sort(2 * math.pi * (np.arange(n) + rng.uniform(-0.35, 0.35, n)) / n)
+    r = rng.uniform(0.5, 1.0, n)
+    corners = np.column_stack([r * np.cos(ang), r * np.sin(ang)])
+    edge = np.roll(corners, -1, axis=0) - corners
+    pts = []
+    for i in range(n):
+        pts.append(corners[i])
+        if rng.random() < 0.5:
+            pts.append(corners[i] + 0.5 * edge[i] + np.array([edge[i][1], -edge[i][0]]) * rng.uniform(-0.25, 0.25))
+    return _stretch_and_turn(np.asarray(pts), rng, 1.4)
+
+
+def _polyline_closed(points: np.ndarray, n_out: int = 4000) -> np.ndarray:
+    """`n_out` points evenly along the closed polygon through `points` (straight edges)."""
+    loop = np.vstack([points, points[:1]])
+    s = np.concatenate([[0.0], np.cumsum(np.hypot(*np.diff(loop, axis=0).T))])
+    t = np.linspace(0.0, s[-1], n_out, endpoint=False)
+    return np.column_stack([np.interp(t, s, loop[:, 0]), np.interp(t, s, loop[:, 1])])
 
 
 def _grand_prix_shape(rng: np.random.Generator, simplify: int) -> np.ndarray:
@@ -307,7 +335,7 @@ def generate_track(seed: int, size: int = 1024, length_m: float | None = None, w
         rng = np.random.default_rng([seed, attempt, _STYLE_CODE[style]])
         st = style if attempt < MAX_ATTEMPTS - 50 or length_m is not None else "oval"
         ctrl = _shape(rng, st, simplify=attempt // 60, side_m=side_m)
-        pts = _spline_closed(ctrl)
+        pts = _polyline_closed(ctrl) if st == "drawn" else _spline_closed(ctrl)
         lo, hi = pts.min(0), pts.max(0)
         span = hi - lo
         k_fit = avail / max(span.max(), 1e-9)
@@ -321,7 +349,7 @@ def generate_track(seed: int, size: int = 1024, length_m: float | None = None, w
             k = k_fit * rng.uniform(0.9, 1.0)
         pts = (pts - (lo + hi) / 2) * k + side_m / 2
         pts = _resample(pts, 0.5)
-        reason = _check_layout(pts, width_m, clearance) or ""
+        reason = _check_layout(pts, width_m, clearance, sharp=st == "drawn") or ""
         if not reason:
             return draw_track(pts, width_m, size, size, scale, runoff_m=runoff)
     if length_m is not None:

@@ -52,7 +52,7 @@ def test_generated_sizes_load(tmp_path, seed, size):
     assert 1.2 * side < t.length < 6 * side
 
 
-@pytest.mark.parametrize("style", ["circuit", "oval", "technical", "grandprix", "random"])
+@pytest.mark.parametrize("style", ["circuit", "oval", "technical", "grandprix", "drawn", "random"])
 def test_styles_1024(tmp_path, style):
     t = load(generate_track(11, size=1024, style=style), tmp_path, style)
     check_generated(t)
@@ -70,6 +70,27 @@ def test_grand_prix_layouts_have_long_straights(tmp_path):
             run = run + 1 if flag else 0
             longest = max(longest, run)
         assert min(longest, len(straight)) * t.length / len(straight) > 60.0
+
+
+def test_drawn_layouts_have_sharp_corners_and_the_hard_ai_laps_them(tmp_path):
+    """The drawn style is a polygon as a brush draws it: corners far tighter than the splined styles
+    allow (their centerline radius is at least half the width + 2 m), which the AI still drives."""
+    from kartsim.drivers.ai_driver import AIDriver
+    from kartsim.drivers.racing_line import reference_lap_time
+    from kartsim.sim.config import RaceConfig
+    from kartsim.sim.race import Race
+    from kartsim.sim.track import TrackStack
+    from kartsim.sim.trackgen import _curvature
+
+    t = load(generate_track(2, size=1024, style="drawn"), tmp_path, "drawn2")
+    check_generated(t)
+    assert np.abs(_curvature(t.centerline, 0.5)).max() > 1.0 / (9.0 / 2 + 2.0)
+    race = Race(TrackStack.from_tracks([t]), 1, RaceConfig(random_start=False, max_episode_steps=4000))
+    race.reset_karts(np.array([0]), [np.random.default_rng(0)])
+    ai = AIDriver([t], race.kart_cfg, "hard", decision_dt=race.step_dt, rng=np.random.default_rng(0))
+    while race.laps[0] < 2 and race.steps[0] < 3000:
+        race.step(ai.act(race.state))
+    assert race.stats.lap_times[0][1] < 1.015 * reference_lap_time(t, race.kart_cfg)
 
 
 def test_small_and_wide(tmp_path):
