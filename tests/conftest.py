@@ -212,3 +212,21 @@ class KeyboardBot:
         evs += [pygame.event.Event(pygame.KEYDOWN, key=pygame.key.key_code(k)) for k in want - self.held]
         self.held = want
         return evs
+
+
+def hand_drawn_track(path: Path, size: int = 600) -> Path:
+    """A track as a user draws one: a grey polyline 9 m wide on green, square corners and a hairpin
+    (two legs 14 m apart, joined by a half circle of 7 m), no kerbs, no checkpoints file."""
+    import cv2
+
+    a, b = 150, size - 150
+    mid, r, tip = (a + b) // 2, 28, b - 150
+    pts = [(x, b) for x in np.linspace(a, b, 12)] + [(b, y) for y in np.linspace(b, a, 12)[1:]]
+    pts += [(x, a) for x in np.linspace(b, mid, 8)[1:]] + [(mid, y) for y in np.linspace(a, tip, 10)[1:]]
+    pts += [(mid - r + r * np.cos(t), tip + r * np.sin(t)) for t in np.linspace(0, np.pi, 10)[1:-1]]
+    pts += [(mid - 2 * r, y) for y in np.linspace(tip, a, 10)] + [(x, a) for x in np.linspace(mid - 2 * r, a, 8)[1:]]
+    pts += [(a, y) for y in np.linspace(a, b, 12)[1:-1]]
+    img = np.full((size, size, 3), (60, 140, 60), np.uint8)
+    cv2.polylines(img, [np.array(pts, np.int32).reshape(-1, 1, 2)], True, (110, 110, 110), 36, cv2.LINE_AA)
+    cv2.imwrite(str(path), img[:, :, ::-1])
+    return path

@@ -33,6 +33,7 @@ import zipfile
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from scipy import ndimage, sparse
@@ -476,6 +477,45 @@ def _track_edges(track) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.asarray(right), np.asarray(t_l), np.asarray(t_r)
 
 
+@dataclass
+class LineBasis:
+    """The path the racing line's lateral offsets are measured from, point for point with the
+    track's centerline: the centerline itself, or a smoothed copy where it kinks (a hand-drawn corner:
+    there the normals fan out and cross inside the road, and the bound that keeps them apart, n kappa
+    <= 0.6, held the line away from every apex: references 5-12 % slower than karts could drive)."""
+
+    name: str
+    surface: np.ndarray
+    scale: float
+    centerline: np.ndarray
+    s: np.ndarray
+    length: float
+    heading: np.ndarray
+    curvature: np.ndarray
+    width: np.ndarray
+    _right: np.ndarray
+    _t_left: np.ndarray
+    _t_right: np.ndarray
+    station: np.ndarray
+    """(M,) the track's own distance along the lap at each point (the same index on its centerline)."""
+    track_length: float
+    lateral: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
+    """Metres right of the track's centerline of points (x, y), where the basis is a smoothed copy."""
+
+
+def line_basis(track) -> LineBasis:
+    """The path the track's racing line is laid across: `Track.unkinked` (the centerline, or its
+    smoothed copy where it kinks), with its geometry and edges."""
+    c, right, t_l, t_r, sigma = track.unkinked() if hasattr(track, "unkinked") else (None, *_track_edges(track), 0.0)
+    if not sigma:
+        return LineBasis(track.name, track.surface, track.scale, track.centerline, track.s, track.length,
+                         track.heading, track.curvature, np.asarray(track.width), right, t_l, t_r, track.s,
+                         track.length)
+    s, length, heading, curv = closed_geometry(c)
+    return LineBasis(track.name, track.surface, track.scale, c, s, length, heading, curv, t_l + t_r, right, t_l,
+                     t_r, track.s, track.length, lambda x, y: track.frame(x, y)[1])
+
+
 def _check_pinch(track, width: np.ndarray, idx: np.ndarray, kart_width: float) -> None:
     """A road narrower than the kart somewhere has no line through it: name the first such place."""
     narrow = np.nonzero(width < kart_width)[0]
@@ -756,12 +796,13 @@ def racing_line(track, cfg: KartConfig | None = None, *, line: str = "min-time",
     if grip_scale != 1.0 or brake_scale != 1.0:
         limits = limits.scaled(grip_scale, brake=grip_scale * brake_scale)
     keep = 0.5 * cfg.width_m + margin_m
-    idx, n, lo, hi = optimise_offsets(track, margin_m, 0.5 * cfg.width_m, STATION_M)
-    result = line_from_offsets(track, limits, idx, n, lo, hi, keep, spacing_m)
+    basis = line_basis(track)
+    idx, n, lo, hi = optimise_offsets(basis, margin_m, 0.5 * cfg.width_m, STATION_M)
+    result = line_from_offsets(basis, limits, idx, n, lo, hi, keep, spacing_m)
     if line == "min-time":
-        n_mt = _min_time_reference(track, cfg, margin_m)
+        n_mt = _min_time_reference(basis, cfg, margin_m)
         if len(n_mt) == len(idx):
-            fast = line_from_offsets(track, limits, idx, np.clip(n_mt, lo, hi), lo, hi, keep, spacing_m,
+            fast = line_from_offsets(basis, limits, idx, np.clip(n_mt, lo, hi), lo, hi, keep, spacing_m,
                                      "min-time")
             if fast.lap_time <= result.lap_time:
                 result = fast
@@ -820,11 +861,11 @@ def _min_time_reference(track, cfg: KartConfig, margin_m: float = REFERENCE_MARG
     return n
 
 
-def line_from_offsets(track, limits: KartLimits, idx: np.ndarray, n: np.ndarray, lo: np.ndarray,
+def line_from_offsets(track: LineBasis, limits: KartLimits, idx: np.ndarray, n: np.ndarray, lo: np.ndarray,
                       hi: np.ndarray, keep: float, spacing_m: float, method: str = "min-curvature") -> RacingLine:
-    """The racing line through offsets ``n`` at centerline stations ``idx``: interpolated to every
-    centerline point, lightly smoothed, kept ``keep`` metres inside the road edges, resampled every
-    ``spacing_m`` metres, with its speed profile."""
+    """The racing line through offsets ``n`` at stations ``idx`` of the basis (`line_basis`):
+    interpolated to every point, lightly smoothed, kept ``keep`` metres inside the road edges,
+    resampled every ``spacing_m`` metres, with its speed profile."""
     M = len(track.centerline)
     # offsets at every centerline point: a periodic cubic spline through the stations (linear
     # interpolation would put a kink, a curvature spike the speed profile brakes for, at each one)
@@ -841,10 +882,10 @@ def line_from_offsets(track, limits: KartLimits, idx: np.ndarray, n: np.ndarray,
     # the centerline's normals carry the image's pixel noise, times the offset: smooth the points
     # (by ~0.1-0.2 m, inside the margin) or the speed profile brakes for curvature noise no kart feels
     pts = ndimage.gaussian_filter1d(pts, LINE_SMOOTH_M / sp, axis=0, mode="wrap")
-    xy, cs = _resample(pts, spacing_m, track.s)
+    xy, cs = _resample(pts, spacing_m, track.station)
     _, off = _resample(pts, spacing_m, n_full)
     # keep centerline station monotonic across the wrap
-    cs = np.mod(cs, track.length)
+    cs = np.mod(cs, track.track_length)
     s, length, heading, curv = closed_geometry(xy, 1.0, spacing_m)
     seg = np.diff(np.append(s, length))
     speed = speed_profile(seg, curv, limits)
@@ -853,10 +894,13 @@ def line_from_offsets(track, limits: KartLimits, idx: np.ndarray, n: np.ndarray,
     lap_time = float(dt.sum())
     # line index for each centerline point (nearest station)
     order = np.argsort(cs)
-    pos = np.searchsorted(cs[order], track.s)
+    pos = np.searchsorted(cs[order], track.station)
     pos = np.clip(pos, 0, len(cs) - 1)
     center_index = order[pos]
-    bounds = (np.interp(cs, track.s, lo_full), np.interp(cs, track.s, hi_full))
+    bounds = (np.interp(cs, track.station, lo_full), np.interp(cs, track.station, hi_full))
+    if track.lateral is not None:  # offsets and bounds from the track's own centerline, not the basis's
+        shift = track.lateral(xy[:, 0], xy[:, 1]) - off
+        off, bounds = off + shift, (bounds[0] + shift, bounds[1] + shift)
     return RacingLine(track.name, xy, s, length, heading, curv, cs, off, speed, time, lap_time, limits,
                       bounds, center_index, method)
 

@@ -106,8 +106,12 @@ class _GateTable:
         self.forward[i] = 0.0
         self.ends[i, : len(g), :2] = a - along * GATE_MARGIN_M
         self.ends[i, : len(g), 2:] = b + along * GATE_MARGIN_M
+        # forwards: across the gate, towards the driving direction (the centerline's heading at the
+        # gate's middle turns sharply at a kink, where a kart crossing the gate can head elsewhere)
         heading = track.heading[track.locate(*((a + b) / 2).T)]
-        self.forward[i, : len(g)] = np.stack([np.cos(heading), np.sin(heading)], axis=1)
+        across = np.column_stack([-along[:, 1], along[:, 0]])
+        sign = np.sign(across[:, 0] * np.cos(heading) + across[:, 1] * np.sin(heading))
+        self.forward[i, : len(g)] = across * np.where(sign == 0, 1.0, sign)[:, None]
         self.count[i] = len(g)
 
 

@@ -98,6 +98,11 @@ MAX_SIZE = 4096
 DEFAULT_SCALE = 0.25
 CENTERLINE_SPACING = 0.5  # metres between centerline points
 GATE_SPACING = 10.0  # metres between automatic gates
+FOLD_LIMIT = 0.9
+"""Where the centerline bends so tightly that its normals would cross inside the road (curvature x
+the distance to the inside edge above this: a hand-drawn corner), gates and the racing line are laid
+across a smoothed copy of it (:meth:`Track.unkinked`). Generated and bundled tracks stay below it
+(their centerline radius is at least half the road's width + 2 m: 0.78 at most)."""
 MAX_HALF_WIDTH = 40.0  # metres searched on each side of the centerline for the road edge
 
 # Canonical colours used by the generator (all classify as documented above).
@@ -383,6 +388,13 @@ def _march(road: np.ndarray, scale: float, origins: np.ndarray, dirs: np.ndarray
     off = ~on
     first = np.where(off.any(axis=1), off.argmax(axis=1), k)
     return first * step + step * 0.5  # edge lies between the last road and first non-road sample
+
+
+def _fold(curvature: np.ndarray, length: float, t_l: np.ndarray, t_r: np.ndarray) -> float:
+    """The largest curvature (smoothed over 2 m) x distance to the inside road edge along a path: at
+    1 its normals cross at the inside edge."""
+    k = ndimage.gaussian_filter1d(curvature, 2.0 / (length / len(curvature)), mode="wrap")
+    return float(np.max(np.where(k > 0, k * t_r, -k * t_l)))
 
 
 def _check_background(road: np.ndarray, white: np.ndarray, label: str) -> None:
@@ -856,14 +868,42 @@ class Track:
         self._build_lookup()
 
     def _auto_gates(self) -> None:
+        """Gates across the road about every `GATE_SPACING` m, perpendicular to the centerline, or
+        where it kinks to its smoothed copy: normals of a kink fan out, cross each other inside the
+        road, and a kart cutting the corner crossed them out of order (no lap counted)."""
         n = max(4, int(round(self.length / GATE_SPACING)))
         gs = np.arange(n) * (self.length / n)
         idx = np.searchsorted(self.s, gs, side="right") - 1
         idx = np.clip(idx, 0, len(self.s) - 1)
-        c = self.centerline[idx]
-        r = self._right[idx]
-        self.gates = np.column_stack([c - r * self._t_left[idx, None], c + r * self._t_right[idx, None]])
+        path, right, t_l, t_r, _ = self.unkinked()
+        c, r = path[idx], right[idx]
+        self.gates = np.column_stack([c - r * t_l[idx, None], c + r * t_r[idx, None]])
         self.gate_s = self.s[idx].copy()
+
+    def cross_section(self, points: np.ndarray, heading: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(right normals, distance to the left road edge, to the right one) of `points` facing
+        `heading` (see `_cross_section`)."""
+        right = np.column_stack([-np.sin(heading), np.cos(heading)])
+        max_d = min(MAX_HALF_WIDTH, max(self.surface.shape) * self.scale)
+        t_l, t_r = _cross_section(is_road(self.surface), self.scale, points, right, max_d)
+        return right, t_l, t_r
+
+    def unkinked(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]:
+        """(points, right normals, left and right edge distances, smoothing in m) of the path gates
+        and the racing line are laid across, point for point with the centerline: the centerline
+        itself, or, where its normals would cross inside the road (`FOLD_LIMIT`), a copy smoothed
+        over the least of 2-12 m that brings it under 0.8 (edges measured along its own normals)."""
+        out = (self.centerline, self._right, self._t_left, self._t_right, 0.0)
+        if _fold(self.curvature, self.length, self._t_left, self._t_right) > FOLD_LIMIT:
+            spacing = self.length / len(self.s)
+            for sigma in (2.0, 3.0, 4.5, 6.0, 8.0, 12.0):
+                c = ndimage.gaussian_filter1d(self.centerline, sigma / spacing, axis=0, mode="wrap")
+                _, length, heading, curv = closed_geometry(c)
+                right, t_l, t_r = self.cross_section(c, heading)
+                out = (c, right, t_l, t_r, sigma)
+                if _fold(curv, length, t_l, t_r) <= 0.8:
+                    break
+        return out
 
     def _build_lookup(self) -> None:
         """Coarse grid (about 1 m cells) of the nearest centerline index; refined in locate()."""

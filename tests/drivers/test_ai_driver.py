@@ -10,6 +10,8 @@ from kartsim.sim.race import Race
 from kartsim.drivers.racing_line import reference_lap_time
 from kartsim.sim.track import Surface, Track, TrackStack
 
+from conftest import hand_drawn_track
+
 PATIENT = dict(max_episode_steps=100000, stuck_time_s=1e9, wrong_way_m=1e9, off_track_time_s=1e9)
 
 
@@ -89,31 +91,14 @@ def test_ai_on_a_streamed_pool_follows_the_track_loaded_into_a_slot():
     assert not resident.listeners
 
 
-def _hand_drawn_track(path, size: int = 600) -> None:
-    """A track as a user draws one: a grey polyline 9 m wide on green, square corners and a hairpin
-    (two legs 14 m apart, joined by a half circle of 7 m), no kerbs, no checkpoints file."""
-    import cv2
-
-    a, b = 150, size - 150
-    mid, r, tip = (a + b) // 2, 28, b - 150
-    pts = [(x, b) for x in np.linspace(a, b, 12)] + [(b, y) for y in np.linspace(b, a, 12)[1:]]
-    pts += [(x, a) for x in np.linspace(b, mid, 8)[1:]] + [(mid, y) for y in np.linspace(a, tip, 10)[1:]]
-    pts += [(mid - r + r * np.cos(t), tip + r * np.sin(t)) for t in np.linspace(0, np.pi, 10)[1:-1]]
-    pts += [(mid - 2 * r, y) for y in np.linspace(tip, a, 10)] + [(x, a) for x in np.linspace(mid - 2 * r, a, 8)[1:]]
-    pts += [(a, y) for y in np.linspace(a, b, 12)[1:-1]]
-    img = np.full((size, size, 3), (60, 140, 60), np.uint8)
-    cv2.polylines(img, [np.array(pts, np.int32).reshape(-1, 1, 2)], True, (110, 110, 110), 36, cv2.LINE_AA)
-    cv2.imwrite(str(path), img[:, :, ::-1])
-
-
 def test_hard_ai_laps_a_hand_drawn_track_with_square_corners_and_a_hairpin(tmp_path):
-    """Two faults such a track showed: a gate placed along the normal at a square corner ran 41 m along
-    the next straight, no kart crossed it and no lap counted (the AI's "laps" were two rounds); and
-    IPOPT failed on the hairpin, so the reference fell back to the 3.5 % slower minimum-curvature line."""
+    """Faults such tracks showed: a gate placed along the normal at a square corner ran 41 m along
+    the next straight, no kart crossed it and no lap counted (the AI's "laps" were two rounds); IPOPT
+    failed on the hairpin, so the reference fell back to the minimum-curvature line; and the line,
+    laid across the kinked centerline's normals, kept away from every apex (test_racing_line.py)."""
     from kartsim.drivers.racing_line import racing_line
 
-    path = tmp_path / "hand.png"
-    _hand_drawn_track(path)
+    path = hand_drawn_track(tmp_path / "hand.png")
     track = Track.load(path)
     assert np.hypot(*(track.gates[:, 2:] - track.gates[:, :2]).T).max() < 3.0 * np.median(track.width)
     assert racing_line(track).method == "min-time"
