@@ -5,7 +5,9 @@
     python benchmarks/reference.py --json reference.json --tracks my_track.png
 
 For every track (the three bundled ones; the drawn ones in benchmarks/tracks/, a 13 m wide star with
-five inward bends and a 14 m wide kidney shaped like the tracks of issue 17; and `--generated` tracks
+five inward bends and a 14 m wide kidney shaped like the tracks of issue 17, and seven drawn with a
+brush, ``drawn_*.png``: square corners, a 7 m hairpin, a 40 degree V, 7 m esses, a spur, a 3 m ring;
+and `--generated` tracks
 from `kartsim track new`: every style, seeds 1.., road widths 7.5-13 m) it prints the
 minimum-curvature lap time, the minimum-time
 reference and how long its solve took (one core, nothing cached: the cache goes to a temporary
