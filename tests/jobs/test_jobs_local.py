@@ -168,6 +168,8 @@ def test_killed_job_fails_with_reason_and_resumes_from_last_checkpoint(jobs_env,
     from kartsim.jobs.local import process_alive
 
     wait_for(lambda: not process_alive(pid, None, job_id), 10, "the job to die")
+    # its training process, if it outlived the wrapper, saves and stops (slowly on a loaded machine)
+    wait_for(lambda: "saving and stopping" not in run(capsys, "status", job_id)[1], 120, "the training to stop")
     code, out, _ = run(capsys, "status", job_id)
     assert re.search(r"state:\s+failed: process died \(killed\?\)", out), out
     assert "resume" in out

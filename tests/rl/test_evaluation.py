@@ -126,7 +126,7 @@ def test_random_pool_varies_style_and_width_and_is_sized_by_track_pool(tmp_path,
 
     monkeypatch.setattr(tracks, "CACHE_DIR", tmp_path)
     specs = [tracks.generated_track_spec(s) for s in range(10_000, 10_040)]
-    assert {style for style, _ in specs} == set(tracks.GENERATED_STYLES) | {tracks.LONG_STRAIGHTS_STYLE}
+    assert {style for style, _ in specs} == set(tracks.GENERATED_STYLES) | {tracks.LONG_STRAIGHTS_STYLE, tracks.DRAWN_STYLE}
     assert all(7.0 <= w <= 14.0 for _, w in specs) and len({w for _, w in specs}) > 5
     assert tracks.generated_track_spec(10_003) == specs[3]  # the seed alone decides
 
