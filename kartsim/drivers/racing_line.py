@@ -482,7 +482,7 @@ class LineBasis:
     """The path the racing line's lateral offsets are measured from, point for point with the
     track's centerline: the centerline itself, or a smoothed copy where it kinks (a hand-drawn corner:
     there the normals fan out and cross inside the road, and the bound that keeps them apart, n kappa
-    <= 0.6, held the line away from every apex: references 5-12 % slower than karts could drive)."""
+    <= 0.6, held the line away from every apex: references 6-14 % slower than karts could drive)."""
 
     name: str
     surface: np.ndarray
