@@ -882,10 +882,11 @@ def line_from_offsets(track: LineBasis, limits: KartLimits, idx: np.ndarray, n: 
     # the centerline's normals carry the image's pixel noise, times the offset: smooth the points
     # (by ~0.1-0.2 m, inside the margin) or the speed profile brakes for curvature noise no kart feels
     pts = ndimage.gaussian_filter1d(pts, LINE_SMOOTH_M / sp, axis=0, mode="wrap")
-    xy, cs = _resample(pts, spacing_m, track.station)
+    station = getattr(track, "station", track.s)  # a plain Track is its own basis
+    xy, cs = _resample(pts, spacing_m, station)
     _, off = _resample(pts, spacing_m, n_full)
     # keep centerline station monotonic across the wrap
-    cs = np.mod(cs, track.track_length)
+    cs = np.mod(cs, getattr(track, "track_length", track.length))
     s, length, heading, curv = closed_geometry(xy, 1.0, spacing_m)
     seg = np.diff(np.append(s, length))
     speed = speed_profile(seg, curv, limits)
@@ -894,11 +895,11 @@ def line_from_offsets(track: LineBasis, limits: KartLimits, idx: np.ndarray, n: 
     lap_time = float(dt.sum())
     # line index for each centerline point (nearest station)
     order = np.argsort(cs)
-    pos = np.searchsorted(cs[order], track.station)
+    pos = np.searchsorted(cs[order], station)
     pos = np.clip(pos, 0, len(cs) - 1)
     center_index = order[pos]
-    bounds = (np.interp(cs, track.station, lo_full), np.interp(cs, track.station, hi_full))
-    if track.lateral is not None:  # offsets and bounds from the track's own centerline, not the basis's
+    bounds = (np.interp(cs, station, lo_full), np.interp(cs, station, hi_full))
+    if getattr(track, "lateral", None) is not None:  # offsets and bounds from the track's own centerline, not the basis's
         shift = track.lateral(xy[:, 0], xy[:, 1]) - off
         off, bounds = off + shift, (bounds[0] + shift, bounds[1] + shift)
     return RacingLine(track.name, xy, s, length, heading, curv, cs, off, speed, time, lap_time, limits,

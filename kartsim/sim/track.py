@@ -398,8 +398,8 @@ def _fold(curvature: np.ndarray, length: float, t_l: np.ndarray, t_r: np.ndarray
 
 
 def _check_background(road: np.ndarray, white: np.ndarray, label: str) -> None:
-    """A track drawn on a white (or grey) background has road all around it and no infield: say so,
-    and how to fix it, rather than "not a closed loop"."""
+    """Called where the road encloses no infield: a track drawn on a white (or grey) background has
+    road all around it. Say so, and how to fix it, rather than "not a closed loop"."""
     border = np.concatenate([road[0], road[-1], road[1:-1, 0], road[1:-1, -1]])
     if border.mean() <= 0.5:
         return
@@ -651,7 +651,6 @@ class Track:
         if not road_all.any():
             raise TrackError(f"{label}: no asphalt found; draw the road in grey (R, G, B within 25 of "
                              "each other, mean 40..200) or give a legend that maps your road colour")
-        _check_background(road_all, white, label)
         n_lab, lab, stats, _ = cv2.connectedComponentsWithStats(road_all.astype(np.uint8), connectivity=8)
         areas = stats[1:, cv2.CC_STAT_AREA]
         main = 1 + int(np.argmax(areas))
@@ -700,7 +699,7 @@ class Track:
             self._check_gate_spread(label)
         else:
             self._auto_gates()
-        self._warn_road_off_the_lap(road_all, label)
+        self._warn_road_off_the_lap(self._road, label)
         del self._road, self._white
 
     def _warn_road_off_the_lap(self, road: np.ndarray, label: str) -> None:
@@ -742,6 +741,7 @@ class Track:
         sizes[0] = 0  # road
         sizes[outside_label] = 0
         if sizes.max() == 0:
+            _check_background(is_road(self.surface), self._white, label)
             raise TrackError(f"{label}: the road is not a closed loop (no infield enclosed by asphalt); "
                              "draw the track as a closed circuit around an infield")
         inside_label = int(np.argmax(sizes))
@@ -882,11 +882,13 @@ class Track:
 
     def cross_section(self, points: np.ndarray, heading: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(right normals, distance to the left road edge, to the right one) of `points` facing
-        `heading` (see `_cross_section`)."""
+        `heading`, along the normals alone: for a path whose normals do not cross inside the road
+        (`unkinked`; the clearance cap of `_cross_section` would cut the outside of a corner short
+        where such a path runs near its inside)."""
         right = np.column_stack([-np.sin(heading), np.cos(heading)])
         max_d = min(MAX_HALF_WIDTH, max(self.surface.shape) * self.scale)
-        t_l, t_r = _cross_section(is_road(self.surface), self.scale, points, right, max_d)
-        return right, t_l, t_r
+        road = is_road(self.surface)
+        return right, _march(road, self.scale, points, -right, max_d), _march(road, self.scale, points, right, max_d)
 
     def unkinked(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]:
         """(points, right normals, left and right edge distances, smoothing in m) of the path gates

@@ -25,6 +25,10 @@ class HeartbeatStorage(optuna.storages.RDBStorage):
         super().__init__(*args, **kwargs)
         self._silent_since: dict[int, float] = {}
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self._silent_since = {}  # times on another process's clock mean nothing here
+
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
         stale = super()._get_stale_trial_ids(study_id)
         running = [t._trial_id for t in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,))]

@@ -417,8 +417,12 @@ def test_a_track_drawn_on_white_says_the_background_is_road_and_how_to_map_it(tm
     legend = msg[msg.index("{"):]  # the legend the message suggests makes it load
     (tmp_path / "paper.json").write_text(legend)
     assert Track.load(path).width.mean() == pytest.approx(36 * 0.25, abs=0.5)
-    assert "asphalt" in expect(write_png(tmp_path / "grey.png", ring_image(color=(20, 40, 230), bg=GREY)),
+    assert "asphalt" in expect(write_png(tmp_path / "grey.png", ring_image(color=(90, 90, 90), bg=GREY)),
                                "the background is road")
+    framed = ring_image()
+    framed[:3], framed[-3:], framed[:, :3], framed[:, -3:] = 255, 255, 255, 255  # a white frame (an export)
+    with pytest.warns(UserWarning, match="disconnected road regions"):
+        assert Track.load(write_png(tmp_path / "framed.png", framed)).width.mean() == pytest.approx(9.0, abs=0.5)
 
 
 def test_road_off_the_lap_warns(tmp_path):
