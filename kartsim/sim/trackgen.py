@@ -267,14 +267,6 @@ def _drawn_shape(rng: np.random.Generator, simplify: int) -> np.ndarray:
     return _stretch_and_turn(np.asarray(pts), rng, 1.4)
 
 
-def _polyline_closed(points: np.ndarray, n_out: int = 4000) -> np.ndarray:
-    """`n_out` points evenly along the closed polygon through `points` (straight edges)."""
-    loop = np.vstack([points, points[:1]])
-    s = np.concatenate([[0.0], np.cumsum(np.hypot(*np.diff(loop, axis=0).T))])
-    t = np.linspace(0.0, s[-1], n_out, endpoint=False)
-    return np.column_stack([np.interp(t, s, loop[:, 0]), np.interp(t, s, loop[:, 1])])
-
-
 def _grand_prix_shape(rng: np.random.Generator, simplify: int) -> np.ndarray:
     """Control points of a layout with long straights: a polygon of 5-9 corners whose one or two
     longest edges are held straight (four more points along each, which the spline passes through
@@ -335,7 +327,8 @@ def generate_track(seed: int, size: int = 1024, length_m: float | None = None, w
         rng = np.random.default_rng([seed, attempt, _STYLE_CODE[style]])
         st = style if attempt < MAX_ATTEMPTS - 50 or length_m is not None else "oval"
         ctrl = _shape(rng, st, simplify=attempt // 60, side_m=side_m)
-        pts = _polyline_closed(ctrl) if st == "drawn" else _spline_closed(ctrl)
+        # drawn: straight edges, 4000 points evenly along the polygon, like the spline's
+        pts = _resample(ctrl, _length(ctrl) / 4000) if st == "drawn" else _spline_closed(ctrl)
         lo, hi = pts.min(0), pts.max(0)
         span = hi - lo
         k_fit = avail / max(span.max(), 1e-9)
