@@ -412,9 +412,10 @@ def _check_background(road: np.ndarray, white: np.ndarray, label: str) -> None:
 
 
 def _cross_section(road: np.ndarray, scale: float, pts: np.ndarray, right: np.ndarray,
-                   max_d: float) -> tuple[np.ndarray, np.ndarray]:
-    """Distances (left, right) from each point along its normal to the road edges (m), each side at
-    most twice the point's clearance (its distance to the nearest non-road sample in any direction).
+                   max_d: float, cap: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Distances (left, right) from each point along its normal to the road edges (m); with `cap`,
+    each side at most twice the point's clearance (its distance to the nearest non-road sample in
+    any direction).
 
     Where the road turns sharply, the normal can run along the road for tens of metres: at a
     hand-drawn square corner a 41 m "gate" lay nearly parallel to the next straight, no kart crossed
@@ -423,8 +424,8 @@ def _cross_section(road: np.ndarray, scale: float, pts: np.ndarray, right: np.nd
     there alone)."""
     t_r = _march(road, scale, pts, right, max_d)
     t_l = _march(road, scale, pts, -right, max_d)
-    sel = np.flatnonzero(np.maximum(t_l, t_r) > 0.75 * np.median(t_l + t_r))
-    if sel.size:
+    sel = np.flatnonzero(np.maximum(t_l, t_r) > 0.75 * np.median(t_l + t_r)) if cap else []
+    if len(sel):
         angles = np.linspace(0.0, 2.0 * np.pi, 32, endpoint=False)
         dirs = np.tile(np.column_stack([np.cos(angles), np.sin(angles)]), (len(sel), 1))
         clear = _march(road, scale, np.repeat(pts[sel], len(angles), axis=0), dirs, max_d)
@@ -775,10 +776,7 @@ class Track:
         return pts
 
     def _edges(self, c: np.ndarray, heading: np.ndarray):
-        right = np.column_stack([-np.sin(heading), np.cos(heading)])
-        max_d = min(MAX_HALF_WIDTH, max(self.surface.shape) * self.scale)
-        t_l, t_r = _cross_section(self._road, self.scale, c, right, max_d)
-        return right, t_l, t_r
+        return self.cross_section(c, heading, self._road, cap=True)
 
     def _auto_start(self, c: np.ndarray) -> int:
         """Index of the start/finish: middle of a white line across the road, else of the longest straight."""
@@ -880,15 +878,17 @@ class Track:
         self.gates = np.column_stack([c - r * t_l[idx, None], c + r * t_r[idx, None]])
         self.gate_s = self.s[idx].copy()
 
-    def cross_section(self, points: np.ndarray, heading: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def cross_section(self, points: np.ndarray, heading: np.ndarray, road: np.ndarray | None = None,
+                      cap: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(right normals, distance to the left road edge, to the right one) of `points` facing
-        `heading`, along the normals alone: for a path whose normals do not cross inside the road
-        (`unkinked`; the clearance cap of `_cross_section` would cut the outside of a corner short
-        where such a path runs near its inside)."""
+        `heading` on `road` (default: every road pixel; see `_cross_section`). Uncapped by default:
+        for a path whose normals do not cross inside the road (`unkinked`) the clearance cap would
+        cut the outside of a corner short where the path runs near its inside."""
         right = np.column_stack([-np.sin(heading), np.cos(heading)])
         max_d = min(MAX_HALF_WIDTH, max(self.surface.shape) * self.scale)
-        road = is_road(self.surface)
-        return right, _march(road, self.scale, points, -right, max_d), _march(road, self.scale, points, right, max_d)
+        road = is_road(self.surface) if road is None else road
+        t_l, t_r = _cross_section(road, self.scale, points, right, max_d, cap)
+        return right, t_l, t_r
 
     def unkinked(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]:
         """(points, right normals, left and right edge distances, smoothing in m) of the path gates
